@@ -1,0 +1,13 @@
+//! normtune-core: models, parameter-efficient fine-tuning, data, training and metrics for medical
+//! vision-language models. Bytes in, results out: no filesystem, no threads and no blocking device
+//! readback, so the same code runs natively and in the browser (wasm32 + WebGPU).
+
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod models;
+pub mod source;
+pub mod tokenizer;
+
+pub use burn;
+pub use error::{Error, Result};

@@ -1,0 +1,8 @@
+//! ViT image classifier with a multi-label head (HF `ViTForImageClassification`; the MED-PEFT
+//! chest X-ray setting).
+
+pub mod config;
+pub mod model;
+
+pub use config::{ProblemType, ViTConfig};
+pub use model::ViTForImageClassification;

@@ -1,0 +1,95 @@
+//! Pieces shared by the transformer families: activations by their HF names, multi-head
+//! reshapes and scaled dot-product attention with an additive mask.
+
+use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, softmax, tanh};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The activation a HF config names in `hidden_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Activation {
+    /// Exact (erf) GELU: HF `gelu`.
+    #[default]
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// tanh-approximated GELU: HF `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`.
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluTanh,
+    /// `x * sigmoid(1.702 x)`: HF `quick_gelu`.
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
+    /// HF `relu`.
+    #[serde(rename = "relu")]
+    Relu,
+    /// HF `silu` / `swish`.
+    #[serde(rename = "silu", alias = "swish")]
+    Silu,
+    /// HF `tanh`.
+    #[serde(rename = "tanh")]
+    Tanh,
+}
+
+impl Activation {
+    /// Applies the activation elementwise.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::Gelu => gelu(x),
+            Activation::GeluTanh => gelu_approximate(x),
+            Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+            Activation::Relu => relu(x),
+            Activation::Silu => x.clone() * sigmoid(x),
+            Activation::Tanh => tanh(x),
+        }
+    }
+}
+
+/// `[batch, seq, heads * head_dim]` → `[batch, heads, seq, head_dim]`.
+pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, l, d] = x.dims();
+    x.reshape([b, l, heads, d / heads]).swap_dims(1, 2)
+}
+
+/// `[batch, heads, seq, head_dim]` → `[batch, seq, heads * head_dim]`.
+pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
+    let [b, h, l, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, l, h * d])
+}
+
+/// Scaled dot-product attention, as HF's eager path computes it: `softmax(q kᵀ / √d + mask) v`.
+///
+/// # Shapes
+/// - q: `[batch, heads, q_len, head_dim]`, k and v: `[batch, heads, k_len, head_dim]`
+/// - mask: additive, broadcastable to `[batch, heads, q_len, k_len]` (0 = attend, large negative = not)
+/// - output: `[batch, heads, q_len, head_dim]`
+pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<4> {
+    let head_dim = q.dims()[3];
+    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
+    let scores = match mask {
+        Some(m) => scores + m.clone(),
+        None => scores,
+    };
+    softmax(scores, 3).matmul(v)
+}
+
+/// The additive value used for masked positions (HF uses the dtype's minimum; any value whose
+/// exponential underflows to zero gives the same softmax).
+pub const MASK_VALUE: f64 = -1.0e9;
+
+/// An additive padding mask `[batch, 1, 1, k_len]` from a 0/1 attention mask `[batch, k_len]`.
+pub fn padding_mask(mask01: Tensor<2>) -> Tensor<4> {
+    let [b, l] = mask01.dims();
+    ((mask01.neg() + 1.0) * MASK_VALUE).reshape([b, 1, 1, l])
+}
+
+/// An additive causal mask `[1, 1, q_len, past + q_len]`: query `i` sees keys `0..=past + i`.
+pub fn causal_mask(q_len: usize, past: usize, device: &Device) -> Tensor<4> {
+    let k_len = past + q_len;
+    let mut data = vec![0f32; q_len * k_len];
+    for i in 0..q_len {
+        for j in (past + i + 1)..k_len {
+            data[i * k_len + j] = MASK_VALUE as f32;
+        }
+    }
+    Tensor::<1>::from_floats(data.as_slice(), device).reshape([1, 1, q_len, k_len])
+}
+

@@ -1,0 +1,75 @@
+//! Loading HF safetensors into a module with every key checked (nanoGPT `from_pretrained`):
+//! every parameter filled, every tensor of the file used, every shape equal, or one error that
+//! lists the missing, unused and mis-shaped names.
+
+use crate::error::{Error, Result};
+use burn::module::Module;
+use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::DType;
+
+/// The tensor names and shapes in a safetensors file, without copying the data.
+pub fn tensor_names(bytes: &[u8], file: &str) -> Result<Vec<(String, Vec<usize>)>> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::Weights { file: file.to_string(), reason: format!("not a safetensors file: {e}") })?;
+    let mut names: Vec<_> = meta.tensors().into_iter().map(|(k, info)| (k, info.shape.clone())).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// How checkpoint names become module paths: `(regex, replacement)` pairs applied in order,
+/// more specific first (bert-burn `loader.rs`).
+pub type Remaps = &'static [(&'static str, &'static str)];
+
+/// Loads `bytes` (a safetensors file named `file`) into `model`.
+///
+/// `remaps` turn HF names into module paths. `ignored` are regexes of checkpoint tensors that are
+/// known not to be parameters here (each such entry says why where it is defined). The check is
+/// strict: anything missing, unused or mis-shaped is an error naming the tensors.
+pub fn load_safetensors<M: Module + ModuleSnapshot>(
+    model: M,
+    bytes: Vec<u8>,
+    file: &str,
+    remaps: Remaps,
+    ignored: &[&str],
+) -> Result<M> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
+        .allow_partial(true)
+        .validate(false);
+    for (from, to) in remaps {
+        store = store.with_key_remapping(from, to);
+    }
+    let mut model = model;
+    let result = model.load_from(&mut store).map_err(|e| Error::Weights { file: file.to_string(), reason: e.to_string() })?;
+    let ignored: Vec<regex_lite::Regex> = ignored.iter().map(|r| regex_lite::Regex::new(r).expect("static regex")).collect();
+    let unused: Vec<&String> = result.unused.iter().filter(|k| !ignored.iter().any(|r| r.is_match(k))).collect();
+    let mut problems = Vec::new();
+    if !result.missing.is_empty() {
+        let names: Vec<&str> = result.missing.iter().map(|(k, _)| k.as_str()).collect();
+        problems.push(format!("{} missing tensor(s): {}", names.len(), abbreviate(&names)));
+    }
+    if !unused.is_empty() {
+        let names: Vec<&str> = unused.iter().map(|k| k.as_str()).collect();
+        problems.push(format!("{} unexpected tensor(s): {}", names.len(), abbreviate(&names)));
+    }
+    if !result.errors.is_empty() {
+        let msgs: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        let msgs: Vec<&str> = msgs.iter().map(String::as_str).collect();
+        problems.push(abbreviate(&msgs));
+    }
+    if problems.is_empty() {
+        Ok(model)
+    } else {
+        Err(Error::Weights { file: file.to_string(), reason: format!("does not match config.json: {}", problems.join("; ")) })
+    }
+}
+
+/// The first few items, then a count, so a one-line error stays readable.
+fn abbreviate(items: &[&str]) -> String {
+    const SHOW: usize = 6;
+    let mut s = items.iter().take(SHOW).copied().collect::<Vec<_>>().join(", ");
+    if items.len() > SHOW {
+        s.push_str(&format!(", ... ({} more)", items.len() - SHOW));
+    }
+    s
+}

@@ -1,0 +1,323 @@
+//! The model families and one entry point over them: read a HF model folder (config, weights,
+//! tokenizer, preprocessor) from a [`FileSource`] and answer, report or classify.
+
+pub mod bert;
+pub mod blip;
+pub mod classifier;
+pub mod common;
+pub mod load;
+pub mod vit;
+
+use crate::data::{Preprocessor, decode_image};
+use crate::error::{Error, Result};
+use crate::source::FileSource;
+use crate::tokenizer::TextTokenizer;
+use blip::generate::SpecialTokens;
+use blip::{BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering, GenConfig};
+use burn::module::Module;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Int, Tensor};
+use classifier::{ProblemType, ViTConfig, ViTForImageClassification};
+use serde::Serialize;
+
+/// The task a model folder's `architectures` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Architecture {
+    /// `BlipForQuestionAnswering`.
+    BlipForQuestionAnswering,
+    /// `BlipForConditionalGeneration`.
+    BlipForConditionalGeneration,
+    /// `ViTForImageClassification`.
+    ViTForImageClassification,
+}
+
+/// A parsed `config.json`.
+#[derive(Debug, Clone)]
+pub enum ModelConfig {
+    /// A BLIP model.
+    Blip(Architecture, BlipConfig),
+    /// A ViT classifier.
+    Vit(ViTConfig),
+}
+
+impl ModelConfig {
+    /// Parses `config.json`, dispatching on `model_type` and `architectures` as HF's Auto classes do.
+    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+        let model_type = v.get("model_type").and_then(|m| m.as_str()).ok_or_else(|| Error::config(file, "model_type", "missing"))?;
+        let arch = v.get("architectures").and_then(|a| a.get(0)).and_then(|a| a.as_str());
+        let parse_err = |e: serde_json::Error| Error::json(file, e);
+        match model_type {
+            "blip" => {
+                let arch = match arch {
+                    Some("BlipForQuestionAnswering") => Architecture::BlipForQuestionAnswering,
+                    Some("BlipForConditionalGeneration") | None => Architecture::BlipForConditionalGeneration,
+                    Some(other) => {
+                        return Err(Error::config(file, "architectures", format!("`{other}` is not supported (BlipForQuestionAnswering, BlipForConditionalGeneration)")));
+                    }
+                };
+                let c: BlipConfig = serde_json::from_value(v).map_err(parse_err)?;
+                c.validate(file)?;
+                Ok(ModelConfig::Blip(arch, c))
+            }
+            "vit" => {
+                let c: ViTConfig = serde_json::from_value(v).map_err(parse_err)?;
+                c.validate(file)?;
+                Ok(ModelConfig::Vit(c))
+            }
+            other => Err(Error::config(file, "model_type", format!("`{other}` is not supported (blip, vit)"))),
+        }
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> Architecture {
+        match self {
+            ModelConfig::Blip(a, _) => *a,
+            ModelConfig::Vit(_) => Architecture::ViTForImageClassification,
+        }
+    }
+}
+
+/// A model of any supported family.
+#[derive(Module, Debug)]
+pub enum Model {
+    /// Med-VQA.
+    Vqa(BlipForQuestionAnswering),
+    /// Report generation.
+    Captioner(BlipForConditionalGeneration),
+    /// Multi-label image classification.
+    Classifier(ViTForImageClassification),
+}
+
+/// A named group of parameters (PEFT placement and reports are built on these).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Component {
+    /// `vision`, `text_encoder`, `decoder` or `head`.
+    pub name: &'static str,
+    /// Module path prefix, e.g. `vision_model`.
+    pub path: &'static str,
+    /// Parameter count.
+    pub params: usize,
+}
+
+impl Model {
+    /// The named parameter groups, in model order.
+    pub fn components(&self) -> Vec<Component> {
+        let c = |name, path, params| Component { name, path, params };
+        match self {
+            Model::Vqa(m) => vec![
+                c("vision", "vision_model", m.vision_model.num_params()),
+                c("text_encoder", "text_encoder", m.text_encoder.num_params()),
+                c("decoder", "text_decoder", m.text_decoder.num_params()),
+            ],
+            Model::Captioner(m) => vec![
+                c("vision", "vision_model", m.vision_model.num_params()),
+                c("decoder", "text_decoder", m.text_decoder.num_params()),
+            ],
+            Model::Classifier(m) => vec![c("vision", "vit", m.vit.num_params()), c("head", "classifier", m.classifier.num_params())],
+        }
+    }
+}
+
+// HF → normtune names, more specific first. BLIP: Rust cannot name a field `self`, and fields
+// are snake_case. ViT: transformers < 5 checkpoints use the BERT-style names that transformers 5
+// itself renames on load (its `conversion_mapping.py`, "ViTModel").
+const BLIP_REMAPS: load::Remaps = &[(r"\.attention\.self\.", ".attention.self_attn."), (r"\.crossattention\.self\.", ".crossattention.self_attn."), (r"\.LayerNorm\.", ".layer_norm.")];
+const VIT_REMAPS: load::Remaps = &[
+    (r"^vit\.encoder\.layer\.", "vit.layers."),
+    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
+    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
+    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
+    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+];
+// `cls.predictions.decoder.bias` is the same tensor as `cls.predictions.bias` in HF (tied);
+// `position_ids` is a buffer older checkpoints saved; the ViT pooler is unused by the classifier.
+const BLIP_IGNORED: &[&str] = &[r"cls\.predictions\.decoder\.bias$", r"embeddings\.position_ids$"];
+const VIT_IGNORED: &[&str] = &[r"^vit\.pooler\."];
+
+/// Builds a model of `config`'s architecture and fills it from safetensors `bytes`.
+pub fn load_model(config: &ModelConfig, bytes: Vec<u8>, file: &str, device: &Device) -> Result<Model> {
+    let names = load::tensor_names(&bytes, file)?;
+    let has = |n: &str| names.iter().any(|(k, _)| k == n);
+    match config {
+        ModelConfig::Blip(arch, c) => {
+            // The file decides whether the LM head is tied: HF omits tied tensors when saving.
+            let tied = !has("text_decoder.cls.predictions.decoder.weight");
+            let model = match arch {
+                Architecture::BlipForQuestionAnswering => Model::Vqa(c.init_vqa(tied, device)),
+                _ => Model::Captioner(c.init_captioner(tied, device)),
+            };
+            load::load_safetensors(model, bytes, file, BLIP_REMAPS, BLIP_IGNORED)
+        }
+        ModelConfig::Vit(c) => load::load_safetensors(Model::Classifier(c.init(device)), bytes, file, VIT_REMAPS, VIT_IGNORED),
+    }
+}
+
+/// A loaded model folder: model, config, tokenizer and preprocessor.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The model.
+    pub model: Model,
+    /// Its config.
+    pub config: ModelConfig,
+    /// The tokenizer (BLIP models).
+    pub tokenizer: Option<TextTokenizer>,
+    /// Image preprocessing.
+    pub preprocessor: Preprocessor,
+    /// Where the model lives.
+    pub device: Device,
+}
+
+/// Generated text and the ids HF `generate` would return.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generated {
+    /// Decoded text, special tokens skipped.
+    pub text: String,
+    /// Ids, starting with the decoder start token.
+    pub token_ids: Vec<i64>,
+}
+
+/// One label's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LabelScore {
+    /// Label name.
+    pub label: String,
+    /// Raw logit.
+    pub logit: f32,
+    /// Sigmoid (multi-label) or softmax (single-label) probability.
+    pub probability: f32,
+}
+
+impl Pipeline {
+    /// Loads `config.json`, `model.safetensors`, the tokenizer (`tokenizer.json`, else
+    /// `vocab.txt`) and `preprocessor_config.json` (HF defaults at the model's size if absent).
+    pub async fn load(src: &impl FileSource, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_json(&src.read("config.json").await?, &src.describe("config.json"))?;
+        let weights = src.read("model.safetensors").await?;
+        let model = load_model(&config, weights, &src.describe("model.safetensors"), device)?;
+        let tokenizer = match &config {
+            ModelConfig::Vit(_) => None,
+            ModelConfig::Blip(..) => Some(if src.exists("tokenizer.json").await {
+                TextTokenizer::from_json(&src.read("tokenizer.json").await?, &src.describe("tokenizer.json"))?
+            } else {
+                TextTokenizer::from_vocab_txt(&src.read("vocab.txt").await?, &src.describe("vocab.txt"))?
+            }),
+        };
+        let preprocessor = if src.exists("preprocessor_config.json").await {
+            Preprocessor::from_json(&src.read("preprocessor_config.json").await?, &src.describe("preprocessor_config.json"))?
+        } else {
+            let side = match &config {
+                ModelConfig::Blip(_, c) => c.vision_config.image_size,
+                ModelConfig::Vit(c) => c.image_size,
+            } as u32;
+            Preprocessor { size: data_size(side), ..Preprocessor::default() }
+        };
+        Ok(Self { model, config, tokenizer, preprocessor, device: device.clone() })
+    }
+
+    fn blip(&self) -> Result<(&BlipConfig, &TextTokenizer)> {
+        match (&self.config, &self.tokenizer) {
+            (ModelConfig::Blip(_, c), Some(t)) => Ok((c, t)),
+            _ => Err(Error::Input("this model is an image classifier: it has no text decoder (use `classify`)".into())),
+        }
+    }
+
+    /// The special ids generation uses, from the text config.
+    pub fn special_tokens(&self) -> Result<SpecialTokens> {
+        let (c, _) = self.blip()?;
+        let t = &c.text_config;
+        let need = |v: Option<i64>, f: &str| v.ok_or_else(|| Error::config("config.json", &format!("text_config.{f}"), "missing"));
+        Ok(SpecialTokens { bos: need(t.bos_token_id, "bos_token_id")?, eos: need(t.sep_token_id, "sep_token_id")?, pad: t.pad_token_id.unwrap_or(0) })
+    }
+
+    /// Decodes and preprocesses one image into `[1, 3, h, w]`.
+    pub fn image_tensor(&self, bytes: &[u8], name: &str) -> Result<Tensor<4>> {
+        let img = decode_image(bytes, name)?;
+        Ok(self.preprocessor.batch(&[img], &self.device))
+    }
+
+    fn question_ids(&self, question: &str) -> Result<Tensor<2, Int>> {
+        let (c, tok) = self.blip()?;
+        if question.trim().is_empty() {
+            return Err(Error::Input("the question is empty".into()));
+        }
+        let ids = tok.encode(question, c.text_config.max_position_embeddings)?;
+        let n = ids.len();
+        Ok(Tensor::<1, Int>::from_ints(ids.as_slice(), &self.device).reshape([1, n]))
+    }
+
+    /// Answers a question about an image (generation).
+    pub async fn answer(&self, pixels: Tensor<4>, question: &str, gen: &GenConfig) -> Result<Generated> {
+        let Model::Vqa(m) = &self.model else {
+            return Err(Error::Input("this model generates reports, not answers: leave out the question".into()));
+        };
+        let ids = self.question_ids(question)?;
+        let tokens = self.special_tokens()?;
+        let out = m.generate(pixels, ids, None, &tokens, gen).await?;
+        self.generated(out)
+    }
+
+    /// Generates a report (caption) for an image.
+    pub async fn report(&self, pixels: Tensor<4>, gen: &GenConfig) -> Result<Generated> {
+        let Model::Captioner(m) = &self.model else {
+            return Err(Error::Input("this model answers questions: pass a question".into()));
+        };
+        let tokens = self.special_tokens()?;
+        let out = m.generate(pixels, &[tokens.bos], &tokens, gen).await?;
+        self.generated(out)
+    }
+
+    fn generated(&self, out: Vec<Vec<i64>>) -> Result<Generated> {
+        let (_, tok) = self.blip()?;
+        let token_ids = out.into_iter().next().unwrap_or_default();
+        Ok(Generated { text: tok.decode(&token_ids)?, token_ids })
+    }
+
+    /// Ranks candidate answers by their likelihood under the decoder (closed-set mode), best first.
+    pub async fn rank(&self, pixels: Tensor<4>, question: &str, candidates: &[String]) -> Result<Vec<(String, f32)>> {
+        let Model::Vqa(m) = &self.model else {
+            return Err(Error::Input("ranking candidate answers needs a question-answering model".into()));
+        };
+        if candidates.is_empty() {
+            return Err(Error::Input("no candidate answers given".into()));
+        }
+        let (c, tok) = self.blip()?;
+        let tokens = self.special_tokens()?;
+        let ids = self.question_ids(question)?;
+        let image = m.encode_image(pixels);
+        let q = m.encode_question(&image, ids, None);
+        let mut cands = Vec::with_capacity(candidates.len());
+        for a in candidates {
+            let mut ids = tok.encode(a, c.text_config.max_position_embeddings)?;
+            ids[0] = tokens.bos; // [CLS] → decoder start, as BLIP's answer tokens
+            cands.push(ids);
+        }
+        let scores = blip::generate::read_f32(m.score_candidates(&q, None, &cands, tokens.pad)).await?;
+        let mut ranked: Vec<(String, f32)> = candidates.iter().cloned().zip(scores).collect();
+        ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+        Ok(ranked)
+    }
+
+    /// Per-label logits and probabilities for one image.
+    pub async fn classify(&self, pixels: Tensor<4>) -> Result<Vec<LabelScore>> {
+        let (Model::Classifier(m), ModelConfig::Vit(c)) = (&self.model, &self.config) else {
+            return Err(Error::Input("this model is not an image classifier".into()));
+        };
+        let logits = m.forward(pixels);
+        let n = logits.dims()[1];
+        let probs = match c.problem_type.unwrap_or_default() {
+            ProblemType::SingleLabelClassification => burn::tensor::activation::softmax(logits.clone(), 1),
+            ProblemType::MultiLabelClassification => sigmoid(logits.clone()),
+            ProblemType::Regression => logits.clone(),
+        };
+        let l = blip::generate::read_f32(logits.reshape([n])).await?;
+        let p = blip::generate::read_f32(probs.reshape([n])).await?;
+        Ok(c.labels().into_iter().zip(l.into_iter().zip(p)).map(|(label, (logit, probability))| LabelScore { label, logit, probability }).collect())
+    }
+}
+
+fn data_size(side: u32) -> crate::data::preprocess::Size {
+    crate::data::preprocess::Size { height: Some(side), width: Some(side), shortest_edge: None }
+}

@@ -1,0 +1,87 @@
+//! Text tokenisation through the `tokenizers` crate: a model folder's `tokenizer.json`, or its
+//! BERT `vocab.txt` (built into the same WordPiece pipeline HF's `BertTokenizerFast` uses).
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// A loaded tokenizer plus the file it came from (for error messages).
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    file: String,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TextTokenizer({}, vocab {})", self.file, self.vocab_size())
+    }
+}
+
+impl TextTokenizer {
+    /// From a `tokenizer.json`.
+    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
+        let inner = Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
+        Ok(Self { inner, file: file.into() })
+    }
+
+    /// From a BERT `vocab.txt` (one token per line, id = line number), lower-casing as
+    /// bert-base-uncased does.
+    pub fn from_vocab_txt(bytes: &[u8], file: &str) -> Result<Self> {
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
+        let vocab: HashMap<String, u32> = text.lines().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let id = |t: &str| {
+            vocab.get(t).copied().ok_or_else(|| Error::Tokenizer { file: file.into(), reason: format!("no `{t}` token in the vocabulary") })
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        id("[UNK]")?;
+        let wp = WordPiece::builder()
+            .vocab(vocab.clone().into_iter().collect())
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
+        let mut inner = Tokenizer::new(wp);
+        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
+        inner.with_pre_tokenizer(Some(BertPreTokenizer));
+        inner.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
+        let specials: Vec<AddedToken> = vocab
+            .keys()
+            .filter(|t| t.starts_with('[') && t.ends_with(']'))
+            .map(|t| AddedToken::from(t.clone(), true))
+            .collect();
+        inner.add_special_tokens(&specials);
+        Ok(Self { inner, file: file.into() })
+    }
+
+    /// Token ids with `[CLS]` … `[SEP]`, truncated to `max_len` tokens (the last one kept `[SEP]`).
+    pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<i64>> {
+        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })?;
+        let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
+        if ids.len() > max_len && max_len >= 2 {
+            let last = *ids.last().unwrap_or(&0);
+            ids.truncate(max_len - 1);
+            ids.push(last);
+        }
+        Ok(ids)
+    }
+
+    /// Text for ids, special tokens skipped (HF `decode(..., skip_special_tokens=True)`).
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
+        self.inner.decode(&ids, true).map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })
+    }
+
+    /// The id of a token, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<i64> {
+        self.inner.token_to_id(token).map(|i| i as i64)
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

@@ -1,0 +1,72 @@
+//! The command line (clap derive). One verb per file under `cmd/`.
+
+use clap::{Args, Parser, Subcommand};
+use normtune_core::device::DeviceChoice;
+use std::path::PathBuf;
+
+/// Fine-tune and run medical vision-language models (LayerNorm tuning first).
+#[derive(Debug, Parser)]
+#[command(name = "normtune", version, about)]
+pub struct Cli {
+    /// Verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer a question about an image, write a report for it, or classify it.
+    Infer(InferArgs),
+    /// Print a model's architecture, parameter counts per component and config.
+    Inspect(InspectArgs),
+}
+
+/// Options every verb that runs a model takes.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// cpu (burn flex), gpu (wgpu) or auto (wgpu when a hardware adapter exists, else cpu).
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+}
+
+/// `normtune infer`.
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    /// HF model folder (config.json, model.safetensors, tokenizer, preprocessor_config.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image file (PNG or JPEG).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Question (VQA models); leave out to generate a report with a captioning model.
+    #[arg(long)]
+    pub question: Option<String>,
+    /// Rank these comma-separated candidate answers instead of generating (closed-set mode).
+    #[arg(long, value_delimiter = ',')]
+    pub candidates: Option<Vec<String>>,
+    /// Beams for beam search (1 = greedy).
+    #[arg(long, default_value_t = 3)]
+    pub num_beams: usize,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 10)]
+    pub max_new_tokens: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// `normtune inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// HF model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}

@@ -1,0 +1,14 @@
+//! One module per verb.
+
+mod infer;
+mod inspect;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the chosen verb.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Infer(a) => infer::run(a),
+        Command::Inspect(a) => inspect::run(a),
+    }
+}

@@ -1,0 +1,119 @@
+//! End-to-end runs of the `normtune` binary on the committed HF fixtures.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
+fn normtune(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_normtune")).args(args).output().expect("run normtune");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn reference(rel: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join(rel).join("reference.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+}
+
+#[test]
+fn infer_json_prints_the_ids_hf_generated() {
+    let model = fixtures().join("blip_vqa");
+    let image = fixtures().join("images/chest_32.png");
+    let r = reference("blip_vqa");
+    let q = r["questions"][0].as_str().unwrap();
+    for (beams, max_new, key) in [("1", "8", "greedy_ids"), ("3", "8", "beam3_ids")] {
+        let (ok, out, err) = normtune(&[
+            "infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--question", q,
+            "--num-beams", beams, "--max-new-tokens", max_new, "--json", "--device", "cpu",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        assert_eq!(ids(&v["token_ids"]), ids(&r[key][0]), "{key}");
+        assert!(v["answer"].is_string());
+    }
+}
+
+#[test]
+fn infer_without_question_writes_a_report() {
+    let model = fixtures().join("blip_caption");
+    let image = fixtures().join("images/chest_32.png");
+    let r = reference("blip_caption");
+    let (ok, out, err) = normtune(&[
+        "infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--num-beams", "1",
+        "--max-new-tokens", "10", "--json", "--device", "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(ids(&v["token_ids"]), ids(&r["greedy_ids"][0]));
+    assert!(v["report"].is_string());
+}
+
+#[test]
+fn infer_classifies_with_the_hf_probabilities() {
+    let model = fixtures().join("vit_cls");
+    let image = fixtures().join("images/chest_32.png");
+    let (ok, out, err) = normtune(&["infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--json", "--device", "cpu"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let bytes = std::fs::read(fixtures().join("vit_cls/reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let probs: Vec<f32> = st.tensor("probs").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let labels = v["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 5);
+    for (i, l) in labels.iter().enumerate() {
+        let p = l["probability"].as_f64().unwrap() as f32;
+        assert!((p - probs[i]).abs() < 1e-4, "label {i}: {p} vs {}", probs[i]);
+    }
+    assert_eq!(labels[1]["label"], "Cardiomegaly");
+}
+
+#[test]
+fn inspect_counts_every_parameter_of_the_file() {
+    for rel in ["blip_vqa", "blip_caption", "vit_cls"] {
+        let model = fixtures().join(rel);
+        let (ok, out, err) = normtune(&["inspect", "--model", model.to_str().unwrap(), "--json", "--device", "cpu"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        // HF saves each tied tensor once, so the file's element count is HF's num_parameters().
+        let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let in_file: usize = st
+            .tensors()
+            .iter()
+            .filter(|(k, _)| !k.ends_with("cls.predictions.decoder.bias"))
+            .map(|(_, t)| t.shape().iter().product::<usize>())
+            .sum();
+        assert_eq!(v["total_params"].as_u64().unwrap() as usize, in_file, "{rel}");
+        let parts: u64 = v["components"].as_array().unwrap().iter().map(|c| c["params"].as_u64().unwrap()).sum();
+        assert_eq!(parts as usize, in_file, "{rel}: components add up");
+    }
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let model = fixtures().join("blip_vqa");
+    let good_image = fixtures().join("images/chest_32.png");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--model".into(), "/nonexistent/model".into(), "--image".into(), good_image.display().to_string(), "--question".into(), "is it?".into()], "/nonexistent/model"),
+        (vec!["--model".into(), model.display().to_string(), "--image".into(), fixtures().join("images/not_an_image.png").display().to_string(), "--question".into(), "is it?".into()], "not_an_image.png"),
+        (vec!["--model".into(), model.display().to_string(), "--image".into(), "/nonexistent.png".into(), "--question".into(), "is it?".into()], "/nonexistent.png"),
+        (vec!["--model".into(), model.display().to_string(), "--image".into(), good_image.display().to_string(), "--question".into(), "".into()], "question"),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["infer".to_string(), "--device".into(), "cpu".into()];
+        all.extend(args);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let (ok, out, err) = normtune(&refs);
+        assert!(!ok, "should fail: {all:?}");
+        assert!(out.is_empty(), "nothing on stdout: {out}");
+        assert!(!err.contains("panicked"), "no panic: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "one error line: {err}");
+        assert!(lines[0].contains(needle), "error names {needle}: {err}");
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what it needs (lavapipe for the wgpu smoke
+# test, the wasm32 target), then builds and runs every test. The cargo target dir lives outside
+# the clone so reruns are incremental.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/normtune/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  step "installing lavapipe (software Vulkan for the wgpu smoke test)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+if ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
+  step "adding the wasm32 target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+step "build"
+cargo build --workspace --exclude normtune-app --tests
+step "tests (flex CPU backend; one wgpu smoke test on lavapipe)"
+cargo test --workspace --exclude normtune-app -- --test-threads=2
+step "core compiles for wasm32 (no filesystem, threads or blocking readback in core)"
+cargo check -p normtune-core --target wasm32-unknown-unknown
+step "app compiles for wasm32"
+cargo check -p normtune-app --target wasm32-unknown-unknown
+step "done"

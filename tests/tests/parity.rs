@@ -1,0 +1,174 @@
+//! Parity with HF transformers on the same weights: tiny random models and reference outputs made
+//! by `fixtures/make_fixtures.py`. Hidden states and logits within 1e-4 of the reference's
+//! largest magnitude; generated ids exactly.
+
+use normtune_core::burn::tensor::{Device, Tensor};
+use normtune_core::models::blip::GenConfig;
+use normtune_core::models::blip::generate::SpecialTokens;
+use normtune_core::models::{Model, Pipeline};
+use normtune_tests::*;
+
+const TOL: f32 = 1e-4;
+
+fn device() -> Device {
+    Device::flex()
+}
+
+fn pipeline(rel: &str, device: &Device) -> Pipeline {
+    pollster::block_on(Pipeline::load(&folder(rel), device)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn vqa_checks(device: &Device) {
+    let p = pipeline("blip_vqa", device);
+    let Model::Vqa(m) = &p.model else { panic!("blip_vqa loads as a VQA model") };
+    let pixels = reference("blip_vqa", "pixel_values").float::<4>(device);
+    let image = m.encode_image(pixels.clone());
+    assert_close("vqa vision_last_hidden_state", image.clone(), &reference("blip_vqa", "vision_last_hidden_state"), TOL);
+
+    let ids = reference("blip_vqa", "input_ids").int::<2>(device);
+    let mask = reference("blip_vqa", "attention_mask").float::<2>(device);
+    let q = m.encode_question(&image, ids, Some(mask.clone()));
+    assert_close("vqa question_embeds", q.clone(), &reference("blip_vqa", "question_embeds"), TOL);
+
+    let dec_ids = reference("blip_vqa", "decoder_input_ids").int::<2>(device);
+    let dec_mask = reference("blip_vqa", "decoder_attention_mask").float::<2>(device);
+    let logits = m.answer_logits(&q, Some(mask), dec_ids, Some(dec_mask));
+    assert_close("vqa decoder_logits", logits, &reference("blip_vqa", "decoder_logits"), TOL);
+}
+
+fn vqa_generation(device: &Device) {
+    let p = pipeline("blip_vqa", device);
+    let Model::Vqa(m) = &p.model else { panic!() };
+    let r = reference_json("blip_vqa");
+    let tokens = p.special_tokens().unwrap();
+    let pixels: Tensor<4> = reference("blip_vqa", "pixel_values").float::<4>(device);
+    let questions: Vec<String> = r["questions"].as_array().unwrap().iter().map(|q| q.as_str().unwrap().to_string()).collect();
+    for (key, beams, max_new) in [("greedy_ids", 1, 8), ("beam3_ids", 3, 8), ("beam2_ids", 2, 5)] {
+        let expected = id_lists(&r[key]);
+        for (i, q) in questions.iter().enumerate() {
+            let ids = p.tokenizer.as_ref().unwrap().encode(q, 512).unwrap();
+            let n = ids.len();
+            let ids = normtune_core::burn::tensor::Tensor::<1, normtune_core::burn::tensor::Int>::from_ints(ids.as_slice(), device).reshape([1, n]);
+            let gen = GenConfig { num_beams: beams, max_new_tokens: max_new, length_penalty: 1.0 };
+            let out = pollster::block_on(m.generate(pixels.clone().narrow(0, i, 1), ids, None, &tokens, &gen)).unwrap();
+            assert_eq!(out[0], expected[i], "{key} for question {i} ({q})");
+        }
+    }
+}
+
+#[test]
+fn blip_vqa_states_and_logits_match_hf() {
+    vqa_checks(&device());
+}
+
+#[test]
+fn blip_vqa_greedy_and_beam_ids_match_hf() {
+    vqa_generation(&device());
+}
+
+#[test]
+fn blip_vqa_tokenizer_matches_hf() {
+    let p = pipeline("blip_vqa", &device());
+    let r = reference_json("blip_vqa");
+    let expected = reference("blip_vqa", "input_ids");
+    let mask = reference("blip_vqa", "attention_mask");
+    let width = expected.shape[1];
+    for (i, q) in r["questions"].as_array().unwrap().iter().enumerate() {
+        let ids = p.tokenizer.as_ref().unwrap().encode(q.as_str().unwrap(), 512).unwrap();
+        let n = mask.values[i * width..(i + 1) * width].iter().filter(|v| **v > 0.5).count();
+        let want: Vec<i64> = expected.values[i * width..i * width + n].iter().map(|v| *v as i64).collect();
+        assert_eq!(ids, want, "question {i}");
+    }
+}
+
+#[test]
+fn blip_vqa_candidate_ranking_matches_hf() {
+    let device = device();
+    let p = pipeline("blip_vqa", &device);
+    let Model::Vqa(m) = &p.model else { panic!() };
+    let r = reference_json("blip_vqa");
+    let tokens: SpecialTokens = p.special_tokens().unwrap();
+    let tok = p.tokenizer.as_ref().unwrap();
+    let candidates: Vec<Vec<i64>> = r["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let mut ids = tok.encode(c.as_str().unwrap(), 512).unwrap();
+            ids[0] = tokens.bos;
+            ids
+        })
+        .collect();
+    let pixels = reference("blip_vqa", "pixel_values").float::<4>(&device);
+    let expected: Vec<Vec<f64>> = r["candidate_scores"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()).collect();
+    for (i, q) in r["questions"].as_array().unwrap().iter().enumerate() {
+        let ids = tok.encode(q.as_str().unwrap(), 512).unwrap();
+        let n = ids.len();
+        let ids = Tensor::<1, normtune_core::burn::tensor::Int>::from_ints(ids.as_slice(), &device).reshape([1, n]);
+        let image = m.encode_image(pixels.clone().narrow(0, i, 1));
+        let qs = m.encode_question(&image, ids, None);
+        let (_, got) = values(m.score_candidates(&qs, None, &candidates, tokens.pad));
+        let want: Vec<f32> = expected[i].iter().map(|v| *v as f32).collect();
+        let err = max_rel_err(&got, &want);
+        println!("candidate scores {i}: max relative error {err:.2e}");
+        assert!(err <= TOL, "question {i}: {got:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn blip_caption_states_logits_and_ids_match_hf() {
+    let device = device();
+    let p = pipeline("blip_caption", &device);
+    let Model::Captioner(m) = &p.model else { panic!("blip_caption loads as a captioner") };
+    assert!(m.text_decoder.cls.predictions.decoder.is_some(), "the caption fixture has an untied LM head");
+    let pixels = reference("blip_caption", "pixel_values").float::<4>(&device);
+    let image = m.encode_image(pixels.clone());
+    assert_close("caption vision_last_hidden_state", image.clone(), &reference("blip_caption", "vision_last_hidden_state"), TOL);
+    let ids = reference("blip_caption", "decoder_input_ids").int::<2>(&device);
+    let mask = reference("blip_caption", "decoder_attention_mask").float::<2>(&device);
+    let logits = m.text_logits(&image, ids, Some(mask));
+    assert_close("caption decoder_logits", logits, &reference("blip_caption", "decoder_logits"), TOL);
+
+    let r = reference_json("blip_caption");
+    let tokens = p.special_tokens().unwrap();
+    for (key, beams) in [("greedy_ids", 1), ("beam3_ids", 3)] {
+        let expected = id_lists(&r[key]);
+        for (i, want) in expected.iter().enumerate() {
+            let gen = GenConfig { num_beams: beams, max_new_tokens: 10, length_penalty: 1.0 };
+            let out = pollster::block_on(m.generate(pixels.clone().narrow(0, i, 1), &[tokens.bos], &tokens, &gen)).unwrap();
+            assert_eq!(&out[0], want, "{key} for image {i}");
+        }
+    }
+}
+
+#[test]
+fn vit_classifier_matches_hf() {
+    let device = device();
+    let p = pipeline("vit_cls", &device);
+    let Model::Classifier(m) = &p.model else { panic!("vit_cls loads as a classifier") };
+    let pixels = reference("vit_cls", "pixel_values").float::<4>(&device);
+    assert_close("vit last_hidden_state", m.vit.forward(pixels.clone()), &reference("vit_cls", "last_hidden_state"), TOL);
+    assert_close("vit logits", m.forward(pixels), &reference("vit_cls", "logits"), TOL);
+}
+
+#[test]
+fn preprocessing_matches_hf_image_processor() {
+    let device = device();
+    for rel in ["blip_vqa", "vit_cls"] {
+        let p = pipeline(rel, &device);
+        let expected = reference(rel, "pixel_values");
+        let per = expected.values.len() / 2;
+        // 32×32 input: no resize, so rescale + normalise must agree to float precision.
+        let img = std::fs::read(fixture("images/chest_32.png")).unwrap();
+        let (_, got) = values(p.image_tensor(&img, "chest_32.png").unwrap());
+        let err = max_rel_err(&got, &expected.values[..per]);
+        println!("{rel} preprocessing (no resize): max relative error {err:.2e}");
+        assert!(err <= 1e-5, "{rel}: {err}");
+        // 50×40 grayscale input: resized; `image`'s Catmull-Rom and PIL's bicubic differ slightly.
+        let img = std::fs::read(fixture("images/chest_50x40.png")).unwrap();
+        let (_, got) = values(p.image_tensor(&img, "chest_50x40.png").unwrap());
+        let mean_abs: f32 = got.iter().zip(&expected.values[per..]).map(|(a, b)| (a - b).abs()).sum::<f32>() / per as f32;
+        println!("{rel} preprocessing (resized): mean absolute difference {mean_abs:.4}");
+        assert!(mean_abs < 0.05, "{rel}: resized pixels differ by {mean_abs} on average");
+    }
+}
