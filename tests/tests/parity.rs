@@ -44,7 +44,7 @@ fn vqa_generation(device: &Device) {
     let pixels: Tensor<4> = reference("blip_vqa", "pixel_values").float::<4>(device);
     let questions: Vec<String> = r["questions"].as_array().unwrap().iter().map(|q| q.as_str().unwrap().to_string()).collect();
     for (key, beams, max_new) in [("greedy_ids", 1, 8), ("beam3_ids", 3, 8), ("beam2_ids", 2, 5)] {
-        let expected = id_lists(&r[key]);
+        let expected = id_lists(&r["generation"][key]);
         for (i, q) in questions.iter().enumerate() {
             let ids = p.tokenizer.as_ref().unwrap().encode(q, 512).unwrap();
             let n = ids.len();
@@ -124,15 +124,15 @@ fn blip_caption_states_logits_and_ids_match_hf() {
     let pixels = reference("blip_caption", "pixel_values").float::<4>(&device);
     let image = m.encode_image(pixels.clone());
     assert_close("caption vision_last_hidden_state", image.clone(), &reference("blip_caption", "vision_last_hidden_state"), TOL);
-    let ids = reference("blip_caption", "decoder_input_ids").int::<2>(&device);
-    let mask = reference("blip_caption", "decoder_attention_mask").float::<2>(&device);
+    let ids = reference("blip_caption", "input_ids").int::<2>(&device);
+    let mask = reference("blip_caption", "attention_mask").float::<2>(&device);
     let logits = m.text_logits(&image, ids, Some(mask));
     assert_close("caption decoder_logits", logits, &reference("blip_caption", "decoder_logits"), TOL);
 
     let r = reference_json("blip_caption");
     let tokens = p.special_tokens().unwrap();
     for (key, beams) in [("greedy_ids", 1), ("beam3_ids", 3)] {
-        let expected = id_lists(&r[key]);
+        let expected = id_lists(&r["generation"][key]);
         for (i, want) in expected.iter().enumerate() {
             let gen = GenConfig { num_beams: beams, max_new_tokens: 10, length_penalty: 1.0 };
             let out = pollster::block_on(m.generate(pixels.clone().narrow(0, i, 1), &[tokens.bos], &tokens, &gen)).unwrap();

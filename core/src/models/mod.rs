@@ -132,9 +132,11 @@ const VIT_REMAPS: load::Remaps = &[
     (r"\.intermediate\.dense\.", ".mlp.fc1."),
     (r"\.output\.dense\.", ".mlp.fc2."),
 ];
-// `cls.predictions.decoder.bias` is the same tensor as `cls.predictions.bias` in HF (tied);
-// `position_ids` is a buffer older checkpoints saved; the ViT pooler is unused by the classifier.
-const BLIP_IGNORED: &[&str] = &[r"cls\.predictions\.decoder\.bias$", r"embeddings\.position_ids$"];
+// `position_ids` is a buffer older checkpoints saved; with a tied head, a saved
+// `cls.predictions.decoder.bias` is the same tensor as `cls.predictions.bias`; the ViT pooler is
+// unused by the classifier.
+const BLIP_IGNORED: &[&str] = &[r"embeddings\.position_ids$"];
+const BLIP_TIED_IGNORED: &[&str] = &[r"embeddings\.position_ids$", r"cls\.predictions\.decoder\.bias$"];
 const VIT_IGNORED: &[&str] = &[r"^vit\.pooler\."];
 
 /// Builds a model of `config`'s architecture and fills it from safetensors `bytes`.
@@ -144,12 +146,17 @@ pub fn load_model(config: &ModelConfig, bytes: Vec<u8>, file: &str, device: &Dev
     match config {
         ModelConfig::Blip(arch, c) => {
             // The file decides whether the LM head is tied: HF omits tied tensors when saving.
-            let tied = !has("text_decoder.cls.predictions.decoder.weight");
-            let model = match arch {
-                Architecture::BlipForQuestionAnswering => Model::Vqa(c.init_vqa(tied, device)),
-                _ => Model::Captioner(c.init_captioner(tied, device)),
+            let head = if has("text_decoder.cls.predictions.decoder.weight") {
+                bert::LmHead::Untied { own_bias: has("text_decoder.cls.predictions.decoder.bias") }
+            } else {
+                bert::LmHead::Tied
             };
-            load::load_safetensors(model, bytes, file, BLIP_REMAPS, BLIP_IGNORED)
+            let model = match arch {
+                Architecture::BlipForQuestionAnswering => Model::Vqa(c.init_vqa(head, device)),
+                _ => Model::Captioner(c.init_captioner(head, device)),
+            };
+            let ignored = if head == bert::LmHead::Tied { BLIP_TIED_IGNORED } else { BLIP_IGNORED };
+            load::load_safetensors(model, bytes, file, BLIP_REMAPS, ignored)
         }
         ModelConfig::Vit(c) => load::load_safetensors(Model::Classifier(c.init(device)), bytes, file, VIT_REMAPS, VIT_IGNORED),
     }

@@ -5,4 +5,4 @@ pub mod config;
 pub mod model;
 
 pub use config::BlipTextConfig;
-pub use model::{BlipTextLMHeadModel, BlipTextModel, KvCache};
+pub use model::{BlipTextLMHeadModel, BlipTextModel, KvCache, LmHead};

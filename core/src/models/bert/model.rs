@@ -274,6 +274,9 @@ pub struct BlipTextPredictionHeadTransform {
 pub struct LmDecoder {
     /// `[vocab, hidden]`.
     pub weight: Param<Tensor<2>>,
+    /// `[vocab]`: when an untied checkpoint has its own `decoder.bias`, HF's forward uses it
+    /// (and leaves `predictions.bias` unused).
+    pub bias: Option<Param<Tensor<1>>>,
 }
 
 /// HF `BlipTextLMPredictionHead`. With `decoder: None` the projection is tied to the word
@@ -286,6 +289,18 @@ pub struct BlipTextLMPredictionHead {
     pub decoder: Option<LmDecoder>,
     /// Output bias, `[vocab]`.
     pub bias: Param<Tensor<1>>,
+}
+
+/// How the LM head's output projection is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LmHead {
+    /// Shares the word embedding matrix and `predictions.bias` (HF's default).
+    Tied,
+    /// Its own `decoder.weight`, and its own `decoder.bias` when `own_bias`.
+    Untied {
+        /// Whether `decoder.bias` is a separate tensor.
+        own_bias: bool,
+    },
 }
 
 /// HF `BlipTextOnlyMLMHead`.
@@ -314,12 +329,12 @@ impl BlipTextLMHeadModel {
         let t = &p.transform;
         let h = t.layer_norm.forward(t.act.forward(t.dense.forward(hidden)));
         let [b, l, d] = h.dims();
-        let w = match &p.decoder {
-            Some(dec) => dec.weight.val(),
-            None => self.bert.embeddings.word_embeddings.weight.val(),
+        let (w, bias) = match &p.decoder {
+            Some(dec) => (dec.weight.val(), dec.bias.as_ref().unwrap_or(&p.bias).val()),
+            None => (self.bert.embeddings.word_embeddings.weight.val(), p.bias.val()),
         };
         let v = w.dims()[0];
-        let out = h.reshape([b * l, d]).matmul(w.transpose()) + p.bias.val().unsqueeze::<2>();
+        let out = h.reshape([b * l, d]).matmul(w.transpose()) + bias.unsqueeze::<2>();
         out.reshape([b, l, v])
     }
 
@@ -394,8 +409,9 @@ impl BlipTextConfig {
         }
     }
 
-    /// A randomly initialised decoder with LM head; `tied` shares the word embeddings.
-    pub fn init_lm_head_model(&self, tied: bool, device: &Device) -> BlipTextLMHeadModel {
+    /// A randomly initialised decoder with LM head; `head` says whether the output projection is
+    /// tied to the word embeddings and whether an untied one has its own bias.
+    pub fn init_lm_head_model(&self, head: LmHead, device: &Device) -> BlipTextLMHeadModel {
         let d = self.hidden_size;
         BlipTextLMHeadModel {
             bert: self.init_text_model(device),
@@ -406,10 +422,14 @@ impl BlipTextConfig {
                         act: self.hidden_act,
                         layer_norm: self.layer_norm(device),
                     },
-                    decoder: (!tied).then(|| LmDecoder {
-                        weight: Initializer::Normal { mean: 0.0, std: self.initializer_range }
-                            .init([self.vocab_size, d], device),
-                    }),
+                    decoder: match head {
+                        LmHead::Tied => None,
+                        LmHead::Untied { own_bias } => Some(LmDecoder {
+                            weight: Initializer::Normal { mean: 0.0, std: self.initializer_range }
+                                .init([self.vocab_size, d], device),
+                            bias: own_bias.then(|| Initializer::Zeros.init([self.vocab_size], device)),
+                        }),
+                    },
                     bias: Initializer::Zeros.init([self.vocab_size], device),
                 },
             },

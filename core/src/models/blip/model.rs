@@ -4,7 +4,7 @@ use super::config::BlipConfig;
 use super::generate::{GenConfig, SpecialTokens, generate};
 use crate::error::Result;
 use crate::models::bert::model::CrossInput;
-use crate::models::bert::{BlipTextLMHeadModel, BlipTextModel};
+use crate::models::bert::{BlipTextLMHeadModel, BlipTextModel, LmHead};
 use crate::models::vit::BlipVisionModel;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -32,19 +32,19 @@ pub struct BlipForConditionalGeneration {
 }
 
 impl BlipConfig {
-    /// A randomly initialised VQA model; `tied` shares the decoder's LM head with its embeddings.
-    pub fn init_vqa(&self, tied: bool, device: &Device) -> BlipForQuestionAnswering {
+    /// A randomly initialised VQA model.
+    pub fn init_vqa(&self, head: LmHead, device: &Device) -> BlipForQuestionAnswering {
         BlipForQuestionAnswering {
             vision_model: self.vision_config.init(device),
             text_encoder: self.text_config.init_text_model(device),
-            text_decoder: self.text_config.init_lm_head_model(tied, device),
+            text_decoder: self.text_config.init_lm_head_model(head, device),
         }
     }
     /// A randomly initialised report generator.
-    pub fn init_captioner(&self, tied: bool, device: &Device) -> BlipForConditionalGeneration {
+    pub fn init_captioner(&self, head: LmHead, device: &Device) -> BlipForConditionalGeneration {
         BlipForConditionalGeneration {
             vision_model: self.vision_config.init(device),
-            text_decoder: self.text_config.init_lm_head_model(tied, device),
+            text_decoder: self.text_config.init_lm_head_model(head, device),
         }
     }
 }
