@@ -3,11 +3,7 @@
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use tokenizers::models::wordpiece::WordPiece;
-use tokenizers::normalizers::BertNormalizer;
-use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::Tokenizer;
 
 /// A loaded tokenizer plus the file it came from (for error messages).
 #[derive(Clone)]
@@ -39,21 +35,31 @@ impl TextTokenizer {
         };
         let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
         id("[UNK]")?;
-        let wp = WordPiece::builder()
-            .vocab(vocab.clone().into_iter().collect())
-            .unk_token("[UNK]".into())
-            .build()
-            .map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
-        let mut inner = Tokenizer::new(wp);
-        inner.with_normalizer(Some(BertNormalizer::new(true, true, None, true)));
-        inner.with_pre_tokenizer(Some(BertPreTokenizer));
-        inner.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
-        let specials: Vec<AddedToken> = vocab
-            .keys()
-            .filter(|t| t.starts_with('[') && t.ends_with(']'))
-            .map(|t| AddedToken::from(t.clone(), true))
+        // The tokenizer.json HF's BertTokenizerFast writes for an uncased vocab.
+        let added: Vec<serde_json::Value> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, t)| t.starts_with('[') && t.ends_with(']'))
+            .map(|(i, t)| {
+                serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": true})
+            })
             .collect();
-        inner.add_special_tokens(&specials);
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                "strip_accents": null, "lowercase": true},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", sep], "cls": ["[CLS]", cls]},
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                "max_input_chars_per_word": 100, "vocab": vocab},
+        });
+        let inner = Tokenizer::from_bytes(json.to_string().as_bytes())
+            .map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
         Ok(Self { inner, file: file.into() })
     }
 

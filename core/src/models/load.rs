@@ -35,9 +35,11 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
         .allow_partial(true)
-        .validate(false);
+        .validate(false)
+        // `Model` is an enum: its variant name is not part of HF paths.
+        .skip_enum_variants(true);
     for (from, to) in remaps {
-        store = store.with_key_remapping(from, to);
+        store = store.with_key_remapping(*from, *to);
     }
     let mut model = model;
     let result = model.load_from(&mut store).map_err(|e| Error::Weights { file: file.to_string(), reason: e.to_string() })?;

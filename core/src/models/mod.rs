@@ -256,23 +256,23 @@ impl Pipeline {
     }
 
     /// Answers a question about an image (generation).
-    pub async fn answer(&self, pixels: Tensor<4>, question: &str, gen: &GenConfig) -> Result<Generated> {
+    pub async fn answer(&self, pixels: Tensor<4>, question: &str, gen_cfg: &GenConfig) -> Result<Generated> {
         let Model::Vqa(m) = &self.model else {
             return Err(Error::Input("this model generates reports, not answers: leave out the question".into()));
         };
         let ids = self.question_ids(question)?;
         let tokens = self.special_tokens()?;
-        let out = m.generate(pixels, ids, None, &tokens, gen).await?;
+        let out = m.generate(pixels, ids, None, &tokens, gen_cfg).await?;
         self.generated(out)
     }
 
     /// Generates a report (caption) for an image.
-    pub async fn report(&self, pixels: Tensor<4>, gen: &GenConfig) -> Result<Generated> {
+    pub async fn report(&self, pixels: Tensor<4>, gen_cfg: &GenConfig) -> Result<Generated> {
         let Model::Captioner(m) = &self.model else {
             return Err(Error::Input("this model answers questions: pass a question".into()));
         };
         let tokens = self.special_tokens()?;
-        let out = m.generate(pixels, &[tokens.bos], &tokens, gen).await?;
+        let out = m.generate(pixels, &[tokens.bos], &tokens, gen_cfg).await?;
         self.generated(out)
     }
 

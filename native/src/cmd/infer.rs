@@ -14,7 +14,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
     let image = read_file(&a.image)?;
     let p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
     let pixels = p.image_tensor(&image, &a.image.display().to_string())?;
-    let gen = GenConfig { num_beams: a.num_beams, max_new_tokens: a.max_new_tokens, ..GenConfig::default() };
+    let gen_cfg = GenConfig { num_beams: a.num_beams, max_new_tokens: a.max_new_tokens, ..GenConfig::default() };
     let arch = p.config.architecture();
     match (arch, &a.question, &a.candidates) {
         (Architecture::ViTForImageClassification, ..) => {
@@ -37,11 +37,11 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
             }
         }
         (_, Some(q), None) => {
-            let g = pollster::block_on(p.answer(pixels, q, &gen))?;
+            let g = pollster::block_on(p.answer(pixels, q, &gen_cfg))?;
             print_generated(&g, "answer", a.json);
         }
         (_, None, _) => {
-            let g = pollster::block_on(p.report(pixels, &gen))?;
+            let g = pollster::block_on(p.report(pixels, &gen_cfg))?;
             print_generated(&g, "report", a.json);
         }
     }

@@ -133,6 +133,7 @@ pub struct BlipTextIntermediate {
     /// `[hidden, intermediate]`.
     pub dense: Linear,
     /// Activation.
+    #[module(skip)]
     pub act: Activation,
 }
 
@@ -264,6 +265,7 @@ pub struct BlipTextPredictionHeadTransform {
     /// `[hidden, hidden]`.
     pub dense: Linear,
     /// Activation.
+    #[module(skip)]
     pub act: Activation,
     /// HF `LayerNorm`.
     pub layer_norm: LayerNorm,

@@ -78,6 +78,7 @@ pub struct BlipMlp {
     /// `[intermediate, hidden]`.
     pub fc2: Linear,
     /// Activation between the two.
+    #[module(skip)]
     pub act: Activation,
 }
 
