@@ -96,7 +96,13 @@ fn real_gpu_adapter() -> Option<String> {
     }
 }
 
-#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+#[cfg(all(feature = "wgpu", not(target_arch = "wasm32"), not(target_os = "linux")))]
+fn probe_adapter() -> Option<String> {
+    // macOS (Metal) and Windows (DX12/Vulkan) desktops have a hardware adapter.
+    Some("system default adapter".into())
+}
+
+#[cfg(all(feature = "wgpu", target_os = "linux"))]
 fn probe_adapter() -> Option<String> {
     // Reading /sys is cheaper and safer than creating a wgpu instance just to ask: a DRM render
     // node whose driver is not a software one means a hardware GPU.
