@@ -6,6 +6,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod models;
+pub mod peft;
 pub mod source;
 pub mod tokenizer;
 

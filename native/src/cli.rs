@@ -61,9 +61,16 @@ pub struct InferArgs {
 /// `normtune inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// HF model folder.
+    /// HF model folder (config.json alone is enough: the architecture is then counted from it).
     #[arg(long)]
     pub model: PathBuf,
+    /// PEFT method or placement to report on, e.g. `layernorm` or
+    /// `vision=layernorm,text_encoder=layernorm,decoder=frozen`.
+    #[arg(long, conflicts_with = "peft_config")]
+    pub peft: Option<String>,
+    /// PEFT config file (JSON: `placement`, `default_method`, `modules_to_save`).
+    #[arg(long)]
+    pub peft_config: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

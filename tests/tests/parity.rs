@@ -178,3 +178,18 @@ fn preprocessing_matches_hf_image_processor() {
     }
 }
 
+
+#[test]
+fn vocab_txt_tokenizer_matches_hf_tokenizer_json() {
+    use normtune_core::tokenizer::TextTokenizer;
+    let vocab = std::fs::read(fixture("tokenizer/vocab.txt")).unwrap();
+    let json = std::fs::read(fixture("tokenizer/tokenizer.json")).unwrap();
+    let a = TextTokenizer::from_vocab_txt(&vocab, "vocab.txt").unwrap();
+    let b = TextTokenizer::from_json(&json, "tokenizer.json").unwrap();
+    assert_eq!(a.vocab_size(), b.vocab_size());
+    for text in ["Is there a LEFT pleural effusion?", "what organ is shown in this chest x ray image?", "The lungs are clear. No pneumothorax, [DEC] ok"] {
+        assert_eq!(a.encode(text, 512).unwrap(), b.encode(text, 512).unwrap(), "{text}");
+        let ids = b.encode(text, 512).unwrap();
+        assert_eq!(a.decode(&ids).unwrap(), b.decode(&ids).unwrap());
+    }
+}

@@ -2,6 +2,7 @@
 //! reshapes and scaled dot-product attention with an additive mask.
 
 use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, softmax, tanh};
+use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -93,3 +94,43 @@ pub fn causal_mask(q_len: usize, past: usize, device: &Device) -> Tensor<4> {
     Tensor::<1>::from_floats(data.as_slice(), device).reshape([1, 1, q_len, k_len])
 }
 
+
+/// ViT input tokens: patchify with `conv`, prepend the class token, add learned positions.
+///
+/// # Shapes
+/// - pixels: `[batch, channels, h, w]`, cls: `[1, 1, hidden]`, positions: `[1, patches + 1, hidden]`
+/// - output: `[batch, patches + 1, hidden]`
+pub fn patch_tokens(conv: &Conv2d, cls: Tensor<3>, positions: Tensor<3>, pixels: Tensor<4>) -> Tensor<3> {
+    let patches = conv.forward(pixels); // [b, d, gh, gw]
+    let [b, d, gh, gw] = patches.dims();
+    let patches = patches.reshape([b, d, gh * gw]).swap_dims(1, 2);
+    let x = Tensor::cat(vec![cls.expand([b, 1, d]), patches], 1);
+    let n = x.dims()[1];
+    let positions = if positions.dims()[1] == n { positions } else { positions.narrow(1, 0, n) };
+    x + positions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_mask_lets_each_query_see_the_past_only() {
+        let device = Device::flex();
+        let m = causal_mask(2, 1, &device);
+        let v: Vec<f32> = m.into_data().iter::<f32>().collect();
+        // query 0 (position 1) sees keys 0..=1; query 1 (position 2) sees 0..=2.
+        assert_eq!(v, vec![0.0, 0.0, MASK_VALUE as f32, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn masked_keys_get_no_attention() {
+        let device = Device::flex();
+        let q = Tensor::<4>::ones([1, 1, 1, 2], &device);
+        let k = Tensor::<4>::ones([1, 1, 3, 2], &device);
+        let v = Tensor::<1>::from_floats([1.0, 0.0, 2.0, 0.0, 100.0, 0.0], &device).reshape([1, 1, 3, 2]);
+        let mask = padding_mask(Tensor::<1>::from_floats([1.0, 1.0, 0.0], &device).reshape([1, 3]));
+        let out: Vec<f32> = attention(q, k, v, Some(&mask)).into_data().iter::<f32>().collect();
+        assert!((out[0] - 1.5).abs() < 1e-6, "{out:?}");
+    }
+}

@@ -139,6 +139,15 @@ const BLIP_IGNORED: &[&str] = &[r"embeddings\.position_ids$"];
 const BLIP_TIED_IGNORED: &[&str] = &[r"embeddings\.position_ids$", r"cls\.predictions\.decoder\.bias$"];
 const VIT_IGNORED: &[&str] = &[r"^vit\.pooler\."];
 
+/// A randomly initialised model of `config`'s architecture (tied LM head, as HF's default).
+pub fn init_model(config: &ModelConfig, device: &Device) -> Model {
+    match config {
+        ModelConfig::Blip(Architecture::BlipForQuestionAnswering, c) => Model::Vqa(c.init_vqa(bert::LmHead::Tied, device)),
+        ModelConfig::Blip(_, c) => Model::Captioner(c.init_captioner(bert::LmHead::Tied, device)),
+        ModelConfig::Vit(c) => Model::Classifier(c.init(device)),
+    }
+}
+
 /// Builds a model of `config`'s architecture and fills it from safetensors `bytes`.
 pub fn load_model(config: &ModelConfig, bytes: Vec<u8>, file: &str, device: &Device) -> Result<Model> {
     let names = load::tensor_names(&bytes, file)?;
@@ -201,11 +210,23 @@ impl Pipeline {
     /// Loads `config.json`, `model.safetensors`, the tokenizer (`tokenizer.json`, else
     /// `vocab.txt`) and `preprocessor_config.json` (HF defaults at the model's size if absent).
     pub async fn load(src: &impl FileSource, device: &Device) -> Result<Self> {
+        Self::load_with(src, device, true).await
+    }
+
+    /// As [`Pipeline::load`]; with `weights: false` the model is randomly initialised from
+    /// `config.json` alone (to count an architecture, or to train from scratch).
+    pub async fn load_with(src: &impl FileSource, device: &Device, weights: bool) -> Result<Self> {
         let config = ModelConfig::from_json(&src.read("config.json").await?, &src.describe("config.json"))?;
-        let weights = src.read("model.safetensors").await?;
-        let model = load_model(&config, weights, &src.describe("model.safetensors"), device)?;
+        let model = if weights {
+            let bytes = src.read("model.safetensors").await?;
+            load_model(&config, bytes, &src.describe("model.safetensors"), device)?
+        } else {
+            init_model(&config, device)
+        };
         let tokenizer = match &config {
             ModelConfig::Vit(_) => None,
+            // Counting an architecture needs no tokenizer.
+            ModelConfig::Blip(..) if !weights && !src.exists("tokenizer.json").await && !src.exists("vocab.txt").await => None,
             ModelConfig::Blip(..) => Some(if src.exists("tokenizer.json").await {
                 TextTokenizer::from_json(&src.read("tokenizer.json").await?, &src.describe("tokenizer.json"))?
             } else {

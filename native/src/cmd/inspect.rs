@@ -1,16 +1,30 @@
-//! `normtune inspect`: architecture, parameter counts per component, config.
+//! `normtune inspect`: architecture, parameter counts per component, config, and what a PEFT
+//! method would train (HF peft's trainable line).
 
 use crate::cli::InspectArgs;
-use crate::fs::DirSource;
+use crate::fs::{DirSource, read_file};
 use normtune_core::burn::module::Module;
 use normtune_core::device::choose;
 use normtune_core::models::{ModelConfig, Pipeline};
+use normtune_core::peft::{self, PeftConfig};
+use normtune_core::source::FileSource;
 use serde_json::json;
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
+    let peft_cfg = match (&a.peft, &a.peft_config) {
+        (Some(spec), _) => Some(PeftConfig::parse(spec)?),
+        (None, Some(path)) => Some(PeftConfig::from_json(&read_file(path)?, &path.display().to_string())?),
+        (None, None) => None,
+    };
     let dev = choose(a.device.device);
+    // Trainability is a property of autodiff parameters: count it on the autodiff device.
+    let device = if peft_cfg.is_some() { dev.device.clone().autodiff() } else { dev.device.clone() };
     let src = DirSource::open(&a.model)?;
-    let p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
+    let with_weights = pollster::block_on(src.exists("model.safetensors"));
+    if !with_weights {
+        eprintln!("note: no model.safetensors in {}: counting the architecture from config.json", a.model.display());
+    }
+    let mut p = pollster::block_on(Pipeline::load_with(&src, &device, with_weights))?;
     let components = p.model.components();
     let total = p.model.num_params();
     let config = match &p.config {
@@ -18,14 +32,35 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         ModelConfig::Vit(c) => serde_json::to_value(c)?,
     };
     let arch = p.config.architecture();
+    let trainable = match &peft_cfg {
+        Some(cfg) => {
+            p.model = peft::apply(p.model, cfg)?;
+            Some(peft::report(&p.model))
+        }
+        None => None,
+    };
     if a.json {
-        println!("{}", json!({ "architecture": arch, "total_params": total, "components": components, "config": config }));
+        let mut v = json!({ "architecture": arch, "total_params": total, "components": components, "config": config });
+        if let (Some(r), Some(cfg)) = (&trainable, &peft_cfg) {
+            v["peft"] = json!(cfg.describe(&components.iter().map(|c| c.name).collect::<Vec<_>>()));
+            v["trainable_params"] = json!(r.trainable_params);
+            v["trainable_percent"] = json!(r.percent());
+            v["trainable_components"] = json!(r.components);
+        }
+        println!("{v}");
         return Ok(());
     }
     println!("architecture: {arch:?}");
     println!("parameters:   {total}");
     for c in &components {
         println!("  {:<13} {:>12}  ({:.2}%)  {}", c.name, c.params, 100.0 * c.params as f64 / total as f64, c.path);
+    }
+    if let (Some(r), Some(cfg)) = (&trainable, &peft_cfg) {
+        println!("peft: {}", cfg.describe(&components.iter().map(|c| c.name).collect::<Vec<_>>()));
+        println!("{}", r.peft_line());
+        for c in &r.components {
+            println!("  {:<13} {:>12} of {:>12} trainable", c.name, c.trainable_params, c.total_params);
+        }
     }
     println!("config:\n{}", serde_json::to_string_pretty(&config)?);
     Ok(())

@@ -2,7 +2,7 @@
 //! `encoder.layer.N.attention.attention.query` layout). The head reads the class token.
 
 use super::config::ViTConfig;
-use crate::models::common::{attention, merge_heads, split_heads};
+use crate::models::common::{attention, merge_heads, patch_tokens, split_heads};
 use crate::models::vit::model::BlipMlp;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -136,10 +136,7 @@ impl ViTModel {
     /// - pixels: `[batch, channels, image, image]` → `[batch, patches + 1, hidden]`
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
         let e = &self.embeddings;
-        let patches = e.patch_embeddings.projection.forward(pixels);
-        let [b, d, gh, gw] = patches.dims();
-        let patches = patches.reshape([b, d, gh * gw]).swap_dims(1, 2);
-        let mut x = Tensor::cat(vec![e.cls_token.val().expand([b, 1, d]), patches], 1) + e.position_embeddings.val();
+        let mut x = patch_tokens(&e.patch_embeddings.projection, e.cls_token.val(), e.position_embeddings.val(), pixels);
         for layer in &self.layers {
             x = x.clone() + layer.attention.forward(layer.layernorm_before.forward(x));
             x = x.clone() + layer.mlp.forward(layer.layernorm_after.forward(x));

@@ -2,7 +2,7 @@
 //! fused `qkv` projection, and `post_layernorm`. Module names are HF's, so weights load by name.
 
 use super::config::BlipVisionConfig;
-use crate::models::common::{Activation, attention, merge_heads, split_heads};
+use crate::models::common::{Activation, attention, merge_heads, patch_tokens, split_heads};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -34,15 +34,7 @@ impl BlipVisionEmbeddings {
     /// # Shapes
     /// - pixels: `[batch, 3, image, image]` → `[batch, patches + 1, hidden]`
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
-        let patches = self.patch_embedding.forward(pixels); // [b, d, g, g]
-        let [b, d, gh, gw] = patches.dims();
-        let patches = patches.reshape([b, d, gh * gw]).swap_dims(1, 2);
-        let cls = self.class_embedding.val().expand([b, 1, d]);
-        let x = Tensor::cat(vec![cls, patches], 1);
-        let n = x.dims()[1];
-        let pos = self.position_embedding.val();
-        let pos = if pos.dims()[1] == n { pos } else { pos.narrow(1, 0, n) };
-        x + pos
+        patch_tokens(&self.patch_embedding, self.class_embedding.val(), self.position_embedding.val(), pixels)
     }
 }
 

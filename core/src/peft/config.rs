@@ -1,0 +1,172 @@
+//! `PeftConfig`: a placement (component → method) plus `modules_to_save`, written in TOML/JSON
+//! or as `vision=layernorm,text_encoder=layernorm,decoder=lora` on the command line.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A fine-tuning method for one component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Every parameter trains.
+    Full,
+    /// Only LayerNorm weights and biases train (every LN: blocks, embeddings, post/final norms).
+    Layernorm,
+    /// Only the feed-forward projections train.
+    Ffn,
+    /// Only attention parameters train (self- and cross-attention projections and the attention
+    /// output block, as MISS's `attention` variant: every name containing "attention").
+    Attention,
+    /// Only biases train (BitFit), LayerNorm biases included.
+    Bitfit,
+    /// LoRA adapters on target modules.
+    Lora,
+    /// IA3 scaling vectors.
+    Ia3,
+    /// Prefix tuning with the MLP reparameterisation.
+    Prefix,
+    /// P-tuning v2 (prefix without projection).
+    PtuningV2,
+    /// Houlsby bottleneck adapters.
+    Adapter,
+    /// Nothing trains.
+    Frozen,
+}
+
+impl Method {
+    /// Every method name the command line and config files accept.
+    pub const NAMES: &'static [&'static str] =
+        &["full", "layernorm", "ffn", "attention", "bitfit", "lora", "ia3", "prefix", "ptuning-v2", "adapter", "frozen"];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Full => "full",
+            Method::Layernorm => "layernorm",
+            Method::Ffn => "ffn",
+            Method::Attention => "attention",
+            Method::Bitfit => "bitfit",
+            Method::Lora => "lora",
+            Method::Ia3 => "ia3",
+            Method::Prefix => "prefix",
+            Method::PtuningV2 => "ptuning-v2",
+            Method::Adapter => "adapter",
+            Method::Frozen => "frozen",
+        }
+    }
+
+    /// Whether the method only chooses which existing parameters train (no new modules).
+    pub fn is_selective(self) -> bool {
+        matches!(self, Method::Full | Method::Layernorm | Method::Ffn | Method::Attention | Method::Bitfit | Method::Frozen)
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let m = match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "full" => Method::Full,
+            "layernorm" | "ln" | "ln-tuning" => Method::Layernorm,
+            "ffn" => Method::Ffn,
+            "attention" | "attn" => Method::Attention,
+            "bitfit" => Method::Bitfit,
+            "lora" => Method::Lora,
+            "ia3" => Method::Ia3,
+            "prefix" => Method::Prefix,
+            "ptuning-v2" | "ptv2" | "p-tuning-v2" => Method::PtuningV2,
+            "adapter" => Method::Adapter,
+            "frozen" | "none" => Method::Frozen,
+            other => {
+                return Err(Error::Input(format!("unknown PEFT method `{other}` (expected one of: {})", Method::NAMES.join(", "))));
+            }
+        };
+        Ok(m)
+    }
+}
+
+/// The components a placement can name.
+pub const COMPONENTS: &[&str] = &["vision", "text_encoder", "decoder", "head"];
+
+/// What to train: a method per component, plus modules trained fully whatever their component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeftConfig {
+    /// Component (`vision`, `text_encoder`, `decoder`, `head`) → method. A component not named
+    /// uses `default_method`.
+    pub placement: BTreeMap<String, Method>,
+    /// Method for components the placement does not name (`layernorm` when unset).
+    pub default_method: Option<Method>,
+    /// Module names trained fully wherever they are (HF peft's `modules_to_save`), e.g.
+    /// `classifier`. A classifier's head is in this list unless the config names the head.
+    pub modules_to_save: Vec<String>,
+}
+
+impl PeftConfig {
+    /// One method everywhere (`--peft layernorm`), or a placement
+    /// (`--peft vision=layernorm,text_encoder=layernorm,decoder=frozen`).
+    pub fn parse(spec: &str) -> Result<Self> {
+        let mut cfg = PeftConfig::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                None => cfg.default_method = Some(part.parse()?),
+                Some((comp, method)) => {
+                    let comp = comp.trim();
+                    if !COMPONENTS.contains(&comp) {
+                        return Err(Error::Input(format!("unknown component `{comp}` in `{spec}` (expected one of: {})", COMPONENTS.join(", "))));
+                    }
+                    cfg.placement.insert(comp.to_string(), method.parse()?);
+                }
+            }
+        }
+        if cfg.placement.is_empty() && cfg.default_method.is_none() {
+            return Err(Error::Input("empty PEFT spec".into()));
+        }
+        Ok(cfg)
+    }
+
+    /// Reads a JSON config; `file` is named in errors.
+    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
+        let cfg: Self = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+        for comp in cfg.placement.keys() {
+            if !COMPONENTS.contains(&comp.as_str()) {
+                return Err(Error::config(file, "placement", format!("unknown component `{comp}` (expected one of: {})", COMPONENTS.join(", "))));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The method for a component.
+    pub fn method_for(&self, component: &str) -> Method {
+        self.placement.get(component).copied().unwrap_or(self.default_method.unwrap_or(Method::Layernorm))
+    }
+
+    /// A short description, e.g. `vision=layernorm,text_encoder=layernorm,decoder=layernorm`.
+    pub fn describe(&self, components: &[&str]) -> String {
+        components.iter().map(|c| format!("{c}={}", self.method_for(c).name())).collect::<Vec<_>>().join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shorthand_and_placement() {
+        let c = PeftConfig::parse("layernorm").unwrap();
+        assert_eq!(c.method_for("vision"), Method::Layernorm);
+        let c = PeftConfig::parse("vision=full, decoder=frozen").unwrap();
+        assert_eq!(c.method_for("vision"), Method::Full);
+        assert_eq!(c.method_for("decoder"), Method::Frozen);
+        assert_eq!(c.method_for("text_encoder"), Method::Layernorm);
+        for name in Method::NAMES {
+            assert_eq!(name.parse::<Method>().unwrap().name(), *name);
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_names() {
+        assert!(PeftConfig::parse("lorax").unwrap_err().to_string().contains("lorax"));
+        assert!(PeftConfig::parse("eyes=full").unwrap_err().to_string().contains("eyes"));
+    }
+}

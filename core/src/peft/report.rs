@@ -1,0 +1,113 @@
+//! The trainable-parameter report, in HF peft's words
+//! (`trainable params: N || all params: M || trainable%: x.xxxx`), per component too.
+
+use super::select::{PathStack, component_of};
+use crate::models::Model;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use serde::Serialize;
+
+/// Trainable and total counts for one component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentReport {
+    /// Component name.
+    pub name: String,
+    /// Parameters that train.
+    pub trainable_params: usize,
+    /// All parameters.
+    pub total_params: usize,
+}
+
+/// Trainable and total counts for a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrainableReport {
+    /// Parameters that train.
+    pub trainable_params: usize,
+    /// All parameters.
+    pub total_params: usize,
+    /// Per component, in model order.
+    pub components: Vec<ComponentReport>,
+    /// Paths of the trainable parameters.
+    pub trainable_paths: Vec<String>,
+}
+
+impl TrainableReport {
+    /// Trainable share in percent.
+    pub fn percent(&self) -> f64 {
+        if self.total_params == 0 { 0.0 } else { 100.0 * self.trainable_params as f64 / self.total_params as f64 }
+    }
+
+    /// HF peft's `print_trainable_parameters` line, character for character.
+    pub fn peft_line(&self) -> String {
+        format!(
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            thousands(self.trainable_params),
+            thousands(self.total_params),
+            self.percent()
+        )
+    }
+}
+
+/// `1234567` → `1,234,567` (Python's `{:,d}`).
+pub fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Counts what trains in `model`.
+pub fn report(model: &Model) -> TrainableReport {
+    struct V {
+        path: PathStack,
+        rows: Vec<(String, &'static str, usize, bool)>,
+    }
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let segs = self.path.segments();
+            let n = param.lazy_shape().num_elements();
+            self.rows.push((segs.join("."), component_of(segs), n, param.val().is_require_grad()));
+        }
+    }
+    let mut v = V { path: PathStack::default(), rows: Vec::new() };
+    model.visit(&mut v);
+    let components = model
+        .components()
+        .iter()
+        .map(|c| ComponentReport {
+            name: c.name.to_string(),
+            trainable_params: v.rows.iter().filter(|r| r.1 == c.name && r.3).map(|r| r.2).sum(),
+            total_params: v.rows.iter().filter(|r| r.1 == c.name).map(|r| r.2).sum(),
+        })
+        .collect();
+    TrainableReport {
+        trainable_params: v.rows.iter().filter(|r| r.3).map(|r| r.2).sum(),
+        total_params: v.rows.iter().map(|r| r.2).sum(),
+        components,
+        trainable_paths: v.rows.iter().filter(|r| r.3).map(|r| r.0.clone()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn formats_like_python() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(361_512_345), "361,512,345");
+    }
+}

@@ -1,0 +1,144 @@
+//! Selective methods (full, LayerNorm, FFN, attention, BitFit, frozen): walk every parameter
+//! with its HF-style path and set `require_grad` from the component's method.
+
+use super::config::{Method, PeftConfig};
+use crate::error::{Error, Result};
+use crate::models::Model;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+/// Tracks the dotted path of the parameter being visited (enum variants are not part of paths,
+/// as they are not part of HF names).
+#[derive(Debug, Default)]
+pub(crate) struct PathStack(Vec<String>);
+
+impl PathStack {
+    pub(crate) fn enter(&mut self, name: &str, container: &str) {
+        if !container.starts_with("Enum") {
+            self.0.push(name.to_string());
+        }
+    }
+    pub(crate) fn exit(&mut self, container: &str) {
+        if !container.starts_with("Enum") {
+            self.0.pop();
+        }
+    }
+    pub(crate) fn segments(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// The component a parameter path belongs to, from its first segment.
+pub fn component_of(path: &[String]) -> &'static str {
+    match path.first().map(String::as_str) {
+        Some("vision_model") | Some("vit") => "vision",
+        Some("text_encoder") => "text_encoder",
+        Some("text_decoder") => "decoder",
+        _ => "head",
+    }
+}
+
+/// Whether `method` trains the parameter at `path` (segments, leaf last).
+pub fn selects(method: Method, path: &[String]) -> bool {
+    let leaf = path.last().map(String::as_str).unwrap_or("");
+    let has = |name: &str| path.iter().any(|s| s == name);
+    match method {
+        Method::Full => true,
+        Method::Frozen => false,
+        // LayerNorm is the only module here with gamma/beta.
+        Method::Layernorm => leaf == "gamma" || leaf == "beta",
+        Method::Bitfit => leaf == "bias" || leaf == "beta",
+        // ViT/BLIP `mlp.fc1/fc2`; BERT `intermediate.dense` and the layer's own `output.dense`
+        // (the one right after the layer index, not `attention.output.dense`).
+        Method::Ffn => {
+            has("mlp")
+                || has("intermediate")
+                || path.windows(3).any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense")
+        }
+        // MISS: every parameter whose HF name contains "attention" (q/k/v, attention output and
+        // its LayerNorm, self- and cross-attention); the BLIP vision blocks call it `self_attn`.
+        Method::Attention => path.iter().any(|s| s.contains("attention") || s == "self_attn"),
+        Method::Lora | Method::Ia3 | Method::Prefix | Method::PtuningV2 | Method::Adapter => false,
+    }
+}
+
+struct Selector<'a> {
+    cfg: &'a PeftConfig,
+    path: PathStack,
+}
+
+impl Selector<'_> {
+    fn trainable(&self) -> bool {
+        let path = self.path.segments();
+        if self.cfg.modules_to_save.iter().any(|m| path.iter().any(|s| s == m)) {
+            return true;
+        }
+        selects(self.cfg.method_for(component_of(path)), path)
+    }
+}
+
+impl ModuleMapper for Selector<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        self.path.exit(container_type);
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let grad = self.trainable();
+        param.set_require_grad(grad)
+    }
+}
+
+/// Applies `cfg`: every parameter of the model is frozen except those its component's method
+/// (or `modules_to_save`) selects. A classifier's head trains fully unless the config names it.
+pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
+    let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
+    for (comp, method) in &cfg.placement {
+        if !components.contains(&comp.as_str()) {
+            return Err(Error::Input(format!("this model has no `{comp}` component (it has: {})", components.join(", "))));
+        }
+        if !method.is_selective() {
+            return Err(Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, frozen)", method.name())));
+        }
+    }
+    if let Some(m) = cfg.default_method.filter(|m| !m.is_selective()) {
+        return Err(Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, frozen)", m.name())));
+    }
+    let mut cfg = cfg.clone();
+    if components.contains(&"head") && !cfg.placement.contains_key("head") && !cfg.modules_to_save.iter().any(|m| m == "classifier") {
+        // As HF peft does for sequence/image classification: the new head always trains.
+        cfg.modules_to_save.push("classifier".into());
+    }
+    let known = ParamNames::of(&model);
+    for m in &cfg.modules_to_save {
+        if !known.0.iter().any(|p| p.split('.').any(|s| s == m)) {
+            return Err(Error::Input(format!("modules_to_save: no module named `{m}` in this model")));
+        }
+    }
+    let mut selector = Selector { cfg: &cfg, path: PathStack::default() };
+    Ok(model.map(&mut selector))
+}
+
+/// Every parameter path of a module, dotted.
+pub(crate) struct ParamNames(pub Vec<String>);
+
+impl ParamNames {
+    pub(crate) fn of<M: Module>(m: &M) -> Self {
+        struct V(PathStack, Vec<String>);
+        impl ModuleVisitor for V {
+            fn enter_module(&mut self, name: &str, container_type: &str) {
+                self.0.enter(name, container_type);
+            }
+            fn exit_module(&mut self, _name: &str, container_type: &str) {
+                self.0.exit(container_type);
+            }
+            fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+                self.1.push(self.0.segments().join("."));
+            }
+        }
+        let mut v = V(PathStack::default(), Vec::new());
+        m.visit(&mut v);
+        ParamNames(v.1)
+    }
+}
