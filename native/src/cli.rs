@@ -20,6 +20,8 @@ pub enum Command {
     Infer(InferArgs),
     /// Print a model's architecture, parameter counts per component and config.
     Inspect(InspectArgs),
+    /// Fold an adapter into the base weights: write a plain HF model folder.
+    Merge(MergeArgs),
 }
 
 /// Options every verb that runs a model takes.
@@ -42,6 +44,9 @@ pub struct InferArgs {
     /// Question (VQA models); leave out to generate a report with a captioning model.
     #[arg(long)]
     pub question: Option<String>,
+    /// HF peft adapter folder to apply (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Rank these comma-separated candidate answers instead of generating (closed-set mode).
     #[arg(long, value_delimiter = ',')]
     pub candidates: Option<Vec<String>>,
@@ -76,4 +81,18 @@ pub struct InspectArgs {
     pub json: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// `normtune merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Base HF model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// peft adapter folder.
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// Output folder (must not exist yet; written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
 }

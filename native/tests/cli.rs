@@ -116,3 +116,32 @@ fn bad_input_gives_one_line_errors() {
         assert!(lines[0].contains(needle), "error names {needle}: {err}");
     }
 }
+
+#[test]
+fn merge_writes_a_plain_model_with_the_adapted_outputs() {
+    let base = fixtures().join("blip_vqa");
+    let adapter = fixtures().join("peft_ln_vqa/adapter");
+    let out = std::env::temp_dir().join(format!("normtune-merge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let (ok, _, err) = normtune(&["merge", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(!out.join("adapter_config.json").exists() && out.join("model.safetensors").exists());
+    let image = fixtures().join("images/chest_32.png");
+    let q = reference("blip_vqa")["questions"][1].as_str().unwrap().to_string();
+    let run = |extra: &[&str], model: &std::path::Path| {
+        let mut args = vec!["infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--question", &q, "--json", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = normtune(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let merged = run(&[], &out);
+    let adapted = run(&["--adapter", adapter.to_str().unwrap()], &base);
+    let plain = run(&[], &base);
+    assert_eq!(merged["token_ids"], adapted["token_ids"]);
+    assert_ne!(merged["token_ids"], plain["token_ids"], "the adapter changes the answer on this input");
+    // A second merge into the same folder is refused and leaves it intact.
+    let (ok, _, err) = normtune(&["merge", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -32,6 +32,19 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(
     remaps: Remaps,
     ignored: &[&str],
 ) -> Result<M> {
+    load_checked(model, bytes, file, remaps, ignored, false)
+}
+
+/// As [`load_safetensors`]; with `partial` the file may hold a subset of the parameters (an
+/// adapter), but everything it holds must still land on a parameter of the right shape.
+pub fn load_checked<M: Module + ModuleSnapshot>(
+    model: M,
+    bytes: Vec<u8>,
+    file: &str,
+    remaps: &[(&str, &str)],
+    ignored: &[&str],
+    partial: bool,
+) -> Result<M> {
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
         .allow_partial(true)
@@ -46,7 +59,7 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(
     let ignored: Vec<regex_lite::Regex> = ignored.iter().map(|r| regex_lite::Regex::new(r).expect("static regex")).collect();
     let unused: Vec<&String> = result.unused.iter().filter(|k| !ignored.iter().any(|r| r.is_match(k))).collect();
     let mut problems = Vec::new();
-    if !result.missing.is_empty() {
+    if !partial && !result.missing.is_empty() {
         let names: Vec<&str> = result.missing.iter().map(|(k, _)| k.as_str()).collect();
         problems.push(format!("{} missing tensor(s): {}", names.len(), abbreviate(&names)));
     }
@@ -62,7 +75,8 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(
     if problems.is_empty() {
         Ok(model)
     } else {
-        Err(Error::Weights { file: file.to_string(), reason: format!("does not match config.json: {}", problems.join("; ")) })
+        let what = if partial { "does not fit this model" } else { "does not match config.json" };
+        Err(Error::Weights { file: file.to_string(), reason: format!("{what}: {}", problems.join("; ")) })
     }
 }
 

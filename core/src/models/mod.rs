@@ -5,6 +5,7 @@ pub mod bert;
 pub mod blip;
 pub mod classifier;
 pub mod common;
+pub mod export;
 pub mod load;
 pub mod vit;
 
@@ -122,7 +123,7 @@ impl Model {
 // HF → normtune names, more specific first. BLIP: Rust cannot name a field `self`, and fields
 // are snake_case. ViT: transformers < 5 checkpoints use the BERT-style names that transformers 5
 // itself renames on load (its `conversion_mapping.py`, "ViTModel").
-const BLIP_REMAPS: load::Remaps = &[(r"\.attention\.self\.", ".attention.self_attn."), (r"\.crossattention\.self\.", ".crossattention.self_attn."), (r"\.LayerNorm\.", ".layer_norm.")];
+pub(crate) const BLIP_REMAPS: load::Remaps = &[(r"\.attention\.self\.", ".attention.self_attn."), (r"\.crossattention\.self\.", ".crossattention.self_attn."), (r"\.LayerNorm\.", ".layer_norm.")];
 const VIT_REMAPS: load::Remaps = &[
     (r"^vit\.encoder\.layer\.", "vit.layers."),
     (r"\.attention\.attention\.query\.", ".attention.q_proj."),

@@ -12,7 +12,10 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
     eprintln!("device: {}", dev.reason);
     let src = DirSource::open(&a.model)?;
     let image = read_file(&a.image)?;
-    let p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
+    let mut p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
+    if let Some(dir) = &a.adapter {
+        p.model = pollster::block_on(normtune_core::peft::io::load_adapter(p.model, &DirSource::open(dir)?))?;
+    }
     let pixels = p.image_tensor(&image, &a.image.display().to_string())?;
     let gen_cfg = GenConfig { num_beams: a.num_beams, max_new_tokens: a.max_new_tokens, ..GenConfig::default() };
     let arch = p.config.architecture();

@@ -2,6 +2,7 @@
 
 mod infer;
 mod inspect;
+mod merge;
 
 use crate::cli::{Cli, Command};
 
@@ -10,5 +11,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Infer(a) => infer::run(a),
         Command::Inspect(a) => inspect::run(a),
+        Command::Merge(a) => merge::run(a),
     }
 }

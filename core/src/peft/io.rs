@@ -1,0 +1,124 @@
+//! Adapter folders in HF peft 0.21's format: `adapter_config.json` + `adapter_model.safetensors`
+//! (metadata `{"format": "pt"}`), keys `base_model.model.<HF module path>.<method tensors>` with
+//! the adapter name dropped. LayerNorm tuning: `<LN path>.ln_tuning_layers.{weight,bias}`.
+
+use super::config::{Method, PeftConfig};
+use super::select::PathStack;
+use crate::error::{Error, Result};
+use crate::models::export::{hf_name, safetensors_bytes};
+use crate::models::{Model, load};
+use crate::source::FileSource;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use serde_json::json;
+
+/// File names of an adapter folder.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+/// File names of an adapter folder.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+const PREFIX: &str = "base_model.model.";
+
+/// Trainable parameters with their normtune paths, shapes and values.
+fn trainable_tensors(model: &Model) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    struct V(PathStack, Vec<(String, Vec<usize>, Vec<f32>)>);
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.0.exit(container_type);
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val();
+            if t.is_require_grad() {
+                let shape = t.dims().to_vec();
+                let vals = t.into_data().iter::<f32>().collect();
+                self.1.push((self.0.segments().join("."), shape, vals));
+            }
+        }
+    }
+    let mut v = V(PathStack::default(), Vec::new());
+    model.visit(&mut v);
+    v.1
+}
+
+/// Writes the adapter folder for `model` trained with `cfg`: only the trainable tensors.
+/// LayerNorm tuning is written exactly as peft's `LNTuningConfig` writes it (no extra fields:
+/// peft warns about keys it does not know).
+///
+/// Reads parameter values back synchronously, so call it natively (the browser saves through
+/// the trainer's async checkpoint instead).
+pub fn save_adapter(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
+    let ln_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
+    if !ln_only || !cfg.modules_to_save.is_empty() {
+        return Err(Error::Input(format!(
+            "saving `{}` as a peft adapter is not supported yet (LayerNorm tuning is)",
+            cfg.describe(&components)
+        )));
+    }
+    let tensors = trainable_tensors(model);
+    let mut modules: Vec<String> = Vec::new();
+    let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for (path, shape, vals) in tensors {
+        let hf = hf_name(&path);
+        let (module, leaf) = hf.rsplit_once('.').unwrap_or(("", &hf));
+        if !modules.iter().any(|m| m == module) {
+            modules.push(module.to_string());
+        }
+        named.push((format!("{PREFIX}{module}.ln_tuning_layers.{leaf}"), shape, vals));
+    }
+    let weights = safetensors_bytes(&named, WEIGHTS_FILE)?;
+    // peft writes the short module names (`LayerNorm`, `layer_norm1`, ...) when they pick out
+    // exactly the tuned modules; a partial placement needs the full paths.
+    let all_ln: Vec<String> = super::select::ParamNames::of(model)
+        .0
+        .iter()
+        .filter(|p| p.ends_with(".gamma"))
+        .map(|p| hf_name(p).rsplit_once('.').map(|(m, _)| m.to_string()).unwrap_or_default())
+        .collect();
+    let mut short: Vec<String> = Vec::new();
+    for m in &modules {
+        let leaf = m.rsplit('.').next().unwrap_or(m).to_string();
+        if !short.contains(&leaf) {
+            short.push(leaf);
+        }
+    }
+    let short_is_exact = all_ln.iter().all(|m| modules.contains(m) || !short.iter().any(|s| m.rsplit('.').next() == Some(s)));
+    let target_modules = if short_is_exact { short } else { modules };
+    let config = json!({
+        "peft_type": "LN_TUNING",
+        "task_type": null,
+        "auto_mapping": null,
+        "base_model_name_or_path": base_model,
+        "revision": null,
+        "inference_mode": true,
+        "target_modules": target_modules,
+        "exclude_modules": null,
+        "modules_to_save": null,
+        "peft_version": "0.21.2",
+    });
+    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
+    Ok(vec![(CONFIG_FILE.to_string(), config), (WEIGHTS_FILE.to_string(), weights)])
+}
+
+/// Loads an adapter folder into `model` (the base weights must already be loaded). Every tensor
+/// of the adapter must land on a parameter of this model with the same shape.
+pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> {
+    let cfg_file = src.describe(CONFIG_FILE);
+    let config: serde_json::Value = serde_json::from_slice(&src.read(CONFIG_FILE).await?).map_err(|e| Error::json(&cfg_file, e))?;
+    let peft_type = config.get("peft_type").and_then(|v| v.as_str()).ok_or_else(|| Error::config(&cfg_file, "peft_type", "missing"))?;
+    if peft_type != "LN_TUNING" {
+        return Err(Error::config(&cfg_file, "peft_type", format!("`{peft_type}` adapters are not supported yet (LN_TUNING is)")));
+    }
+    let bytes = src.read(WEIGHTS_FILE).await?;
+    let file = src.describe(WEIGHTS_FILE);
+    let names = load::tensor_names(&bytes, &file)?;
+    if let Some((bad, _)) = names.iter().find(|(k, _)| !k.starts_with(PREFIX) || !k.contains(".ln_tuning_layers.")) {
+        return Err(Error::Weights { file, reason: format!("`{bad}` is not a peft LN-tuning tensor (`{PREFIX}<module>.ln_tuning_layers.weight|bias`)") });
+    }
+    let mut remaps: Vec<(&str, &str)> = vec![(r"^base_model\.model\.", ""), (r"\.ln_tuning_layers\.", ".")];
+    remaps.extend_from_slice(crate::models::BLIP_REMAPS);
+    load::load_checked(model, bytes, &file, &remaps, &[], true)
+}

@@ -1,0 +1,52 @@
+//! `normtune merge`: base model + adapter → a plain HF model folder whose outputs equal the
+//! adapted model's. Written into a temporary sibling folder and renamed, so a failure leaves no
+//! half-written output.
+
+use crate::cli::MergeArgs;
+use crate::fs::DirSource;
+use normtune_core::burn::tensor::Device;
+use normtune_core::models::{Pipeline, export};
+use normtune_core::peft::io::load_adapter;
+
+/// Files of the base folder that describe the model rather than its weights.
+const COPIED: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+];
+
+pub fn run(a: MergeArgs) -> anyhow::Result<()> {
+    if a.out.exists() {
+        anyhow::bail!("{}: already exists; choose a new output folder", a.out.display());
+    }
+    let src = DirSource::open(&a.model)?;
+    let device = Device::flex();
+    let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
+    p.model = pollster::block_on(load_adapter(p.model, &DirSource::open(&a.adapter)?))?;
+    let weights = export::to_safetensors(&p.model)?;
+
+    let name = a.out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "merged".into());
+    let tmp = a.out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> anyhow::Result<()> {
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::write(tmp.join("model.safetensors"), &weights)?;
+        for f in COPIED {
+            let from = a.model.join(f);
+            if from.is_file() {
+                std::fs::copy(&from, tmp.join(f))?;
+            }
+        }
+        std::fs::rename(&tmp, &a.out)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        anyhow::bail!("{}: cannot write: {e}", a.out.display());
+    }
+    eprintln!("merged {} + {} → {}", a.model.display(), a.adapter.display(), a.out.display());
+    Ok(())
+}

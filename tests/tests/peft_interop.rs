@@ -1,0 +1,127 @@
+//! HF peft interoperability for LayerNorm tuning, on the tiny BLIP VQA fixture:
+//! (a) the adapter folder peft's `save_pretrained` wrote loads here and gives peft's outputs;
+//! (b) the folder normtune writes has peft's exact keys, shapes, values and config fields.
+//! Fixtures: `fixtures/make_peft_fixtures.py` (peft from PyPI).
+
+use normtune_core::burn::tensor::{Device, Int, Tensor};
+use normtune_core::models::blip::GenConfig;
+use normtune_core::models::{Model, Pipeline};
+use normtune_core::peft::{self, PeftConfig, io};
+use normtune_core::source::MemorySource;
+use normtune_tests::*;
+
+const DIR: &str = "peft_ln_vqa";
+
+fn adapted(device: &Device, adapter: &MemorySource) -> Pipeline {
+    let mut p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), device)).unwrap();
+    p.model = pollster::block_on(io::load_adapter(p.model, adapter)).unwrap();
+    p
+}
+
+fn check_outputs(p: &Pipeline, device: &Device) {
+    let Model::Vqa(m) = &p.model else { panic!() };
+    let pixels = reference("blip_vqa", "pixel_values").float::<4>(device);
+    let image = m.encode_image(pixels.clone());
+    assert_close("adapted vision_last_hidden_state", image.clone(), &reference(DIR, "vision_last_hidden_state"), 1e-4);
+    let ids = reference("blip_vqa", "input_ids").int::<2>(device);
+    let mask = reference("blip_vqa", "attention_mask").float::<2>(device);
+    let q = m.encode_question(&image, ids, Some(mask));
+    assert_close("adapted question_embeds", q.clone(), &reference(DIR, "question_embeds"), 1e-4);
+    let dec = reference("blip_vqa", "decoder_input_ids").int::<2>(device);
+    let dec_mask = reference("blip_vqa", "decoder_attention_mask").float::<2>(device);
+    assert_close("adapted decoder_logits", m.answer_logits(&q, None, dec, Some(dec_mask)), &reference(DIR, "decoder_logits"), 1e-4);
+
+    let r = reference_json(DIR);
+    let tokens = p.special_tokens().unwrap();
+    let tok = p.tokenizer.as_ref().unwrap();
+    let questions = reference_json("blip_vqa")["questions"].clone();
+    for (key, beams) in [("greedy_ids", 1), ("beam3_ids", 3)] {
+        let expected = id_lists(&r["generation"][key]);
+        for (i, want) in expected.iter().enumerate() {
+            let ids = tok.encode(questions[i].as_str().unwrap(), 512).unwrap();
+            let n = ids.len();
+            let ids = Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape([1, n]);
+            let cfg = GenConfig { num_beams: beams, max_new_tokens: 8, length_penalty: 1.0 };
+            let out = pollster::block_on(m.generate(pixels.clone().narrow(0, i, 1), ids, None, &tokens, &cfg)).unwrap();
+            assert_eq!(&out[0], want, "{key} question {i}");
+        }
+    }
+}
+
+#[test]
+fn peft_ln_tuning_adapter_loads_and_matches_peft() {
+    let device = Device::flex();
+    check_outputs(&adapted(&device, &folder("peft_ln_vqa/adapter")), &device);
+}
+
+#[test]
+fn normtune_writes_the_adapter_peft_writes() {
+    let device = Device::flex().autodiff();
+    let p = adapted(&device, &folder("peft_ln_vqa/adapter"));
+    let model = peft::apply(p.model, &PeftConfig::parse("layernorm").unwrap()).unwrap();
+    let files = io::save_adapter(&model, &PeftConfig::parse("layernorm").unwrap(), "blip_vqa").unwrap();
+    let ours = &files.iter().find(|(n, _)| n == io::WEIGHTS_FILE).unwrap().1;
+    let theirs = std::fs::read(fixture("peft_ln_vqa/adapter").join(io::WEIGHTS_FILE)).unwrap();
+    let a = safetensors::SafeTensors::deserialize(ours).unwrap();
+    let b = safetensors::SafeTensors::deserialize(&theirs).unwrap();
+    let mut ka: Vec<String> = a.names().into_iter().map(String::from).collect();
+    let mut kb: Vec<String> = b.names().into_iter().map(String::from).collect();
+    ka.sort();
+    kb.sort();
+    assert_eq!(ka, kb, "same tensor names as peft");
+    for k in &ka {
+        let (ta, tb) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
+        assert_eq!(ta.shape(), tb.shape(), "{k}");
+        assert_eq!(ta.data(), tb.data(), "{k}: values round-trip bit for bit");
+    }
+    let ours_cfg: serde_json::Value = serde_json::from_slice(&files.iter().find(|(n, _)| n == io::CONFIG_FILE).unwrap().1).unwrap();
+    let theirs_cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("peft_ln_vqa/adapter").join(io::CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(ours_cfg["peft_type"], theirs_cfg["peft_type"]);
+    let mut ta: Vec<String> = serde_json::from_value(ours_cfg["target_modules"].clone()).unwrap();
+    let mut tb: Vec<String> = serde_json::from_value(theirs_cfg["target_modules"].clone()).unwrap();
+    ta.sort();
+    tb.sort();
+    assert_eq!(ta, tb, "target_modules");
+
+    // And what normtune wrote loads back to the same outputs.
+    let mut src = MemorySource::new();
+    for (name, bytes) in files {
+        src.insert(name, bytes);
+    }
+    let flex = Device::flex();
+    check_outputs(&adapted(&flex, &src), &flex);
+}
+
+#[test]
+fn adapter_for_another_model_is_rejected() {
+    let device = Device::flex();
+    let p = pollster::block_on(Pipeline::load(&folder("blip_caption"), &device)).unwrap();
+    let e = pollster::block_on(io::load_adapter(p.model, &folder("peft_ln_vqa/adapter"))).unwrap_err().to_string();
+    assert!(e.contains("adapter_model.safetensors") && (e.contains("text_encoder") || e.contains("shape")), "{e}");
+}
+
+/// Writes `fixtures/peft_ln_vqa/normtune_adapter/` (normtune's adapter + its decoder logits) for
+/// the peft-side check in `make_peft_fixtures.py` (part 2). Run by hand:
+/// `cargo test -p normtune-tests --test peft_interop -- --ignored`, then the script.
+#[test]
+#[ignore]
+fn write_normtune_adapter_for_the_peft_check() {
+    let device = Device::flex().autodiff();
+    let p = adapted(&device, &folder("peft_ln_vqa/adapter"));
+    let cfg = PeftConfig::parse("layernorm").unwrap();
+    let model = peft::apply(p.model, &cfg).unwrap();
+    let files = io::save_adapter(&model, &cfg, "tests/fixtures/blip_vqa").unwrap();
+    let dir = fixture("peft_ln_vqa/normtune_adapter");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let Model::Vqa(m) = &model else { panic!() };
+    let dev = Device::flex().autodiff();
+    let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&dev));
+    let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(&dev), Some(reference("blip_vqa", "attention_mask").float::<2>(&dev)));
+    let logits = m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(&dev), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&dev)));
+    let (shape, vals) = values(logits);
+    let bytes = normtune_core::models::export::safetensors_bytes(&[("decoder_logits".into(), shape, vals)], "outputs.safetensors").unwrap();
+    std::fs::write(dir.join("outputs.safetensors"), bytes).unwrap();
+}
