@@ -60,6 +60,11 @@ impl Method {
     pub fn is_selective(self) -> bool {
         matches!(self, Method::Full | Method::Layernorm | Method::Ffn | Method::Attention | Method::Bitfit | Method::Frozen)
     }
+
+    /// Whether normtune implements the method yet.
+    pub fn is_available(self) -> bool {
+        self.is_selective() || self == Method::Lora
+    }
 }
 
 impl std::str::FromStr for Method {
@@ -100,6 +105,8 @@ pub struct PeftConfig {
     /// Module names trained fully wherever they are (HF peft's `modules_to_save`), e.g.
     /// `classifier`. A classifier's head is in this list unless the config names the head.
     pub modules_to_save: Vec<String>,
+    /// LoRA settings, for components whose method is `lora`.
+    pub lora: super::lora::LoraSettings,
 }
 
 impl PeftConfig {

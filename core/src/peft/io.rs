@@ -51,6 +51,11 @@ fn trainable_tensors(model: &Model) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 /// the trainer's async checkpoint instead).
 pub fn save_adapter(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
     let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
+    let lora_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Lora | Method::Frozen))
+        && components.iter().any(|c| cfg.method_for(c) == Method::Lora);
+    if lora_only && cfg.modules_to_save.is_empty() {
+        return save_lora(model, cfg, base_model);
+    }
     let ln_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
     if !ln_only || !cfg.modules_to_save.is_empty() {
         return Err(Error::Input(format!(
@@ -109,8 +114,11 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
     let cfg_file = src.describe(CONFIG_FILE);
     let config: serde_json::Value = serde_json::from_slice(&src.read(CONFIG_FILE).await?).map_err(|e| Error::json(&cfg_file, e))?;
     let peft_type = config.get("peft_type").and_then(|v| v.as_str()).ok_or_else(|| Error::config(&cfg_file, "peft_type", "missing"))?;
+    if peft_type == "LORA" {
+        return load_lora(model, src, &config, &cfg_file).await;
+    }
     if peft_type != "LN_TUNING" {
-        return Err(Error::config(&cfg_file, "peft_type", format!("`{peft_type}` adapters are not supported yet (LN_TUNING is)")));
+        return Err(Error::config(&cfg_file, "peft_type", format!("`{peft_type}` adapters are not supported yet (LN_TUNING and LORA are)")));
     }
     let bytes = src.read(WEIGHTS_FILE).await?;
     let file = src.describe(WEIGHTS_FILE);
@@ -121,4 +129,161 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
     let mut remaps: Vec<(&str, &str)> = vec![(r"^base_model\.model\.", ""), (r"\.ln_tuning_layers\.", ".")];
     remaps.extend_from_slice(crate::models::BLIP_REMAPS);
     load::load_checked(model, bytes, &file, &remaps, &[], true)
+}
+
+/// Every LoRA factor: (HF module path, "A" or "B", peft-layout shape, values).
+fn lora_factors(model: &Model) -> Vec<(String, &'static str, Vec<usize>, Vec<f32>)> {
+    struct V(PathStack, Vec<(String, &'static str, Vec<usize>, Vec<f32>)>);
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.0.exit(container_type);
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let segs = self.0.segments();
+            let n = segs.len();
+            if D == 2 && n >= 4 && segs[n - 2] == "lora" && segs[n - 3] == "weight" {
+                let which = if segs[n - 1] == "a" { "A" } else { "B" };
+                // burn keeps a: [in, r], b: [r, out]; peft stores A: [r, in], B: [out, r].
+                let t = param.val().transpose();
+                let shape = t.dims().to_vec();
+                let module = hf_name(&segs[..n - 3].join("."));
+                self.1.push((module, which, shape, t.into_data().iter::<f32>().collect()));
+            }
+        }
+    }
+    let mut v = V(PathStack::default(), Vec::new());
+    model.visit(&mut v);
+    v.1
+}
+
+fn save_lora(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let factors = lora_factors(model);
+    let mut modules: Vec<String> = Vec::new();
+    let mut named = Vec::with_capacity(factors.len());
+    for (module, which, shape, vals) in factors {
+        let leaf = module.rsplit('.').next().unwrap_or(&module).to_string();
+        if !modules.contains(&leaf) {
+            modules.push(leaf);
+        }
+        named.push((format!("{PREFIX}{module}.lora_{which}.weight"), shape, vals));
+    }
+    let weights = safetensors_bytes(&named, WEIGHTS_FILE)?;
+    let l = &cfg.lora;
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": null,
+        "auto_mapping": null,
+        "base_model_name_or_path": base_model,
+        "revision": null,
+        "inference_mode": true,
+        "r": l.r,
+        "lora_alpha": l.lora_alpha,
+        "lora_dropout": l.lora_dropout,
+        "target_modules": modules,
+        "exclude_modules": null,
+        "use_rslora": l.use_rslora,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_dora": false,
+        "peft_version": "0.21.2",
+    });
+    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
+    Ok(vec![(CONFIG_FILE.to_string(), config), (WEIGHTS_FILE.to_string(), weights)])
+}
+
+async fn load_lora(model: Model, src: &impl FileSource, config: &serde_json::Value, cfg_file: &str) -> Result<Model> {
+    let get_f = |k: &str, d: f64| config.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+    let r = config.get("r").and_then(|v| v.as_u64()).ok_or_else(|| Error::config(cfg_file, "r", "missing or not a positive integer"))? as usize;
+    let settings = super::lora::LoraSettings {
+        r,
+        lora_alpha: get_f("lora_alpha", 8.0),
+        lora_dropout: get_f("lora_dropout", 0.0),
+        target_modules: None,
+        use_rslora: config.get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false),
+    };
+    if config.get("use_dora").and_then(|v| v.as_bool()).unwrap_or(false) {
+        return Err(Error::config(cfg_file, "use_dora", "DoRA adapters are not supported"));
+    }
+    let bytes = src.read(WEIGHTS_FILE).await?;
+    let file = src.describe(WEIGHTS_FILE);
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights { file: file.clone(), reason: e.to_string() })?;
+    let mut tensors: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = std::collections::HashMap::new();
+    let mut modules: Vec<String> = Vec::new();
+    for (name, view) in st.tensors() {
+        let module = name
+            .strip_prefix(PREFIX)
+            .and_then(|n| n.strip_suffix(".lora_A.weight").or_else(|| n.strip_suffix(".lora_B.weight")))
+            .ok_or_else(|| Error::Weights { file: file.clone(), reason: format!("`{name}` is not a peft LoRA tensor (`{PREFIX}<module>.lora_A|lora_B.weight`)") })?;
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::Weights { file: file.clone(), reason: format!("`{name}`: only f32 adapters are supported, found {:?}", view.dtype()) });
+        }
+        if !modules.iter().any(|m| m == module) {
+            modules.push(module.to_string());
+        }
+        let vals = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        tensors.insert(name.clone(), (view.shape().to_vec(), vals));
+    }
+    let mut cfg = PeftConfig::parse("lora")?;
+    cfg.lora = settings;
+    let model = super::lora::attach(model, &cfg, Some(&modules))?;
+
+    struct Setter<'a> {
+        path: PathStack,
+        tensors: &'a std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+        used: Vec<String>,
+        errors: Vec<String>,
+    }
+    impl burn::module::ModuleMapper for Setter<'_> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let segs = self.path.segments();
+            let n = segs.len();
+            if !(D == 2 && n >= 4 && segs[n - 2] == "lora" && segs[n - 3] == "weight") {
+                return param;
+            }
+            let which = if segs[n - 1] == "a" { "A" } else { "B" };
+            let key = format!("{PREFIX}{}.lora_{which}.weight", hf_name(&segs[..n - 3].join(".")));
+            let Some((shape, vals)) = self.tensors.get(&key) else {
+                self.errors.push(format!("missing {key}"));
+                return param;
+            };
+            let current: Vec<usize> = param.lazy_shape().to_vec();
+            if shape.iter().rev().copied().collect::<Vec<_>>() != current {
+                self.errors.push(format!("{key}: shape {shape:?} does not fit this model (expected {:?})", current.iter().rev().collect::<Vec<_>>()));
+                return param;
+            }
+            self.used.push(key);
+            let data = burn::tensor::TensorData::new(vals.clone(), shape.clone());
+            let grad = param.val().is_require_grad();
+            param
+                .map(|t| {
+                    let device = t.device();
+                    Tensor::<2>::from_data(data, &device).transpose().reshape(t.shape()).set_require_grad(grad)
+                })
+        }
+    }
+    let mut setter = Setter { path: PathStack::default(), tensors: &tensors, used: Vec::new(), errors: Vec::new() };
+    let model = model.map(&mut setter);
+    let unused: Vec<&String> = tensors.keys().filter(|k| !setter.used.contains(k)).collect();
+    if !unused.is_empty() {
+        setter.errors.push(format!("{} tensor(s) match no Linear layer of this model, e.g. {}", unused.len(), unused[0]));
+    }
+    if !setter.errors.is_empty() {
+        return Err(Error::Weights { file, reason: format!("does not fit this model: {}", setter.errors.join("; ")) });
+    }
+    Ok(model)
 }

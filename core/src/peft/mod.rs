@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod io;
+pub mod lora;
 pub mod report;
 pub mod select;
 

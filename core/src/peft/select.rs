@@ -70,10 +70,15 @@ struct Selector<'a> {
 impl Selector<'_> {
     fn trainable(&self) -> bool {
         let path = self.path.segments();
+        let method = self.cfg.method_for(component_of(path));
+        // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`.
+        if path.iter().any(|s| s == "lora") {
+            return method == Method::Lora;
+        }
         if self.cfg.modules_to_save.iter().any(|m| path.iter().any(|s| s == m)) {
             return true;
         }
-        selects(self.cfg.method_for(component_of(path)), path)
+        selects(method, path)
     }
 }
 
@@ -98,12 +103,12 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
         if !components.contains(&comp.as_str()) {
             return Err(Error::Input(format!("this model has no `{comp}` component (it has: {})", components.join(", "))));
         }
-        if !method.is_selective() {
-            return Err(Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, frozen)", method.name())));
+        if !method.is_available() {
+            return Err(unavailable(*method));
         }
     }
-    if let Some(m) = cfg.default_method.filter(|m| !m.is_selective()) {
-        return Err(Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, frozen)", m.name())));
+    if let Some(m) = cfg.default_method.filter(|m| !m.is_available()) {
+        return Err(unavailable(m));
     }
     let mut cfg = cfg.clone();
     if components.contains(&"head") && !cfg.placement.contains_key("head") && !cfg.modules_to_save.iter().any(|m| m == "classifier") {
@@ -116,8 +121,13 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
             return Err(Error::Input(format!("modules_to_save: no module named `{m}` in this model")));
         }
     }
+    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Lora) { super::lora::attach(model, &cfg, None)? } else { model };
     let mut selector = Selector { cfg: &cfg, path: PathStack::default() };
     Ok(model.map(&mut selector))
+}
+
+fn unavailable(m: Method) -> Error {
+    Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, lora, frozen)", m.name()))
 }
 
 /// Every parameter path of a module, dotted.

@@ -4,6 +4,7 @@
 
 use crate::cli::MergeArgs;
 use crate::fs::DirSource;
+use normtune_core::burn::module::Module;
 use normtune_core::burn::tensor::Device;
 use normtune_core::models::{Pipeline, export};
 use normtune_core::peft::io::load_adapter;
@@ -27,7 +28,8 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     let device = Device::flex();
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
     p.model = pollster::block_on(load_adapter(p.model, &DirSource::open(&a.adapter)?))?;
-    let weights = export::to_safetensors(&p.model)?;
+    // Fold reparameterisations (LoRA) into the base weights before writing them.
+    let weights = export::to_safetensors(&p.model.materialize())?;
 
     let name = a.out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "merged".into());
     let tmp = a.out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));

@@ -1,0 +1,143 @@
+//! LoRA, peft-style checks: at init it changes no output; it trains exactly r·(in+out) per target
+//! Linear (counted from HF tensor names); only the factors move; merged == unmerged; save → load
+//! round trip identical.
+
+use normtune_core::burn::module::{Module, ModuleVisitor, Param};
+use normtune_core::burn::optim::{AdamWConfig, GradientsParams};
+use normtune_core::burn::tensor::{Device, Tensor};
+use normtune_core::models::{Model, Pipeline};
+use normtune_core::peft::{self, PeftConfig, io};
+use normtune_core::source::MemorySource;
+use normtune_tests::*;
+
+fn lora_cfg(spec: &str, r: usize) -> PeftConfig {
+    let mut c = PeftConfig::parse(spec).unwrap();
+    c.lora.r = r;
+    c.lora.lora_alpha = 2.0 * r as f64;
+    c
+}
+
+fn logits(m: &Model, device: &Device) -> Tensor<3> {
+    let Model::Vqa(m) = m else { panic!() };
+    let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(device));
+    let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(device), Some(reference("blip_vqa", "attention_mask").float::<2>(device)));
+    m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(device), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(device)))
+}
+
+fn host(t: Tensor<3>) -> Vec<f32> {
+    values(t).1
+}
+
+/// r·(in + out) for every HF Linear weight whose module name is a target, in the given prefixes.
+fn hf_lora_count(r: usize, prefixes: &[&str], targets: &[&str]) -> usize {
+    let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .iter()
+        .filter(|(k, t)| {
+            t.shape().len() == 2
+                && prefixes.iter().any(|p| k.starts_with(p))
+                && targets.iter().any(|m| k.ends_with(&format!(".{m}.weight")))
+        })
+        .map(|(_, t)| r * (t.shape()[0] + t.shape()[1]))
+        .sum()
+}
+
+fn trained(cfg: &PeftConfig) -> (Model, Vec<(bool, Vec<f32>)>, Vec<(bool, Vec<f32>)>) {
+    let device = Device::flex().autodiff();
+    let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+    let model = peft::apply(p.model, cfg).unwrap();
+    let snap = |m: &Model| {
+        struct V(Vec<(bool, Vec<f32>)>);
+        impl ModuleVisitor for V {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                let v = p.val();
+                self.0.push((v.is_require_grad(), v.into_data().iter::<f32>().collect()));
+            }
+        }
+        let mut v = V(Vec::new());
+        m.visit(&mut v);
+        v.0
+    };
+    let before = snap(&model);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.05).init();
+    let mut model = model;
+    for _ in 0..2 {
+        let out = logits(&model, &device).reshape([-1]);
+        let loss = (out.clone() * out).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-2, model, grads);
+    }
+    let after = snap(&model);
+    (model, before, after)
+}
+
+#[test]
+fn lora_at_init_changes_no_output() {
+    let device = Device::flex();
+    let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+    let base = host(logits(&p.model, &device));
+    let adapted = peft::apply(p.model, &lora_cfg("lora", 4)).unwrap();
+    assert_eq!(host(logits(&adapted, &device)), base);
+}
+
+#[test]
+fn lora_trains_exactly_the_factors() {
+    for (spec, prefixes, targets) in [
+        ("vision=frozen,text_encoder=lora,decoder=lora", vec!["text_encoder.", "text_decoder."], vec!["query", "value"]),
+        ("lora", vec!["vision_model.", "text_encoder.", "text_decoder."], vec!["query", "value", "qkv"]),
+    ] {
+        let cfg = lora_cfg(spec, 4);
+        let (model, before, after) = trained(&cfg);
+        let rep = peft::report(&model);
+        assert_eq!(rep.trainable_params, hf_lora_count(4, &prefixes, &targets), "{spec}");
+        assert!(rep.trainable_paths.iter().all(|p| p.contains(".lora.")), "{spec}: {:?}", rep.trainable_paths);
+        for (i, ((t, b), (_, a))) in before.iter().zip(&after).enumerate() {
+            if *t {
+                assert!(b != a, "{spec}: LoRA factor #{i} did not change");
+            } else {
+                assert!(b == a, "{spec}: frozen parameter #{i} changed");
+            }
+        }
+        println!("{spec}: {}", rep.peft_line());
+    }
+}
+
+#[test]
+fn lora_merged_equals_unmerged_and_round_trips() {
+    let cfg = lora_cfg("lora", 4);
+    let (model, _, _) = trained(&cfg);
+    let device = Device::flex();
+    let model = model.valid();
+    let unmerged = host(logits(&model, &device));
+    let materialized = model.clone().materialize();
+    let base = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap().model;
+    assert_eq!(materialized.num_params(), base.num_params(), "merging removes the factors");
+    assert_ne!(host(logits(&base, &device)), unmerged, "training moved the adapter away from identity");
+    let merged = host(logits(&materialized, &device));
+    let err = max_rel_err(&merged, &unmerged);
+    println!("merged vs unmerged: max relative error {err:.2e}");
+    assert!(err <= 1e-5, "{err}");
+
+    // save → load into a fresh base: the same outputs.
+    let files = io::save_adapter(&model, &cfg, "blip_vqa").unwrap();
+    let mut src = MemorySource::new();
+    for (n, b) in files {
+        src.insert(n, b);
+    }
+    let base = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+    let loaded = pollster::block_on(io::load_adapter(base.model, &src)).unwrap();
+    assert_eq!(host(logits(&loaded, &device)), unmerged, "round trip");
+}
+
+#[test]
+fn bad_lora_configs_are_rejected() {
+    let device = Device::flex();
+    let load = || pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap().model;
+    let e = peft::apply(load(), &lora_cfg("lora", 0)).unwrap_err().to_string();
+    assert!(e.contains("r must be at least 1"), "{e}");
+    let mut cfg = lora_cfg("lora", 4);
+    cfg.lora.target_modules = Some(vec!["not_a_module".into()]);
+    let e = peft::apply(load(), &cfg).unwrap_err().to_string();
+    assert!(e.contains("not_a_module"), "{e}");
+}
