@@ -145,3 +145,32 @@ fn merge_writes_a_plain_model_with_the_adapted_outputs() {
     assert!(!ok && err.contains("already exists"), "{err}");
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// Published counts on the MISS shape (ViT-B/16 at 480 + BERT-base encoder and decoder), from a
+/// config.json alone: LayerNorm tuning 153,600 (0.042%, arXiv 2404.16385) and MILE's
+/// F-LoRA-LoRA r=4 589,824 (0.163%, arXiv 2403.06407).
+#[test]
+fn inspect_reproduces_the_papers_trainable_counts() {
+    let dir = std::env::temp_dir().join(format!("normtune-miss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type":"blip","architectures":["BlipForQuestionAnswering"],"text_config":{"vocab_size":30524,"num_attention_heads":12},"vision_config":{"image_size":480,"layer_norm_eps":1e-6}}"#,
+    )
+    .unwrap();
+    let lora = dir.join("f_lora_lora.json");
+    std::fs::write(&lora, r#"{"placement": {"vision": "frozen", "text_encoder": "lora", "decoder": "lora"}, "lora": {"r": 4}}"#).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["inspect", "--model", dir.to_str().unwrap(), "--json", "--device", "cpu"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = normtune(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let ln = run(&["--peft", "layernorm"]);
+    assert_eq!(ln["total_params"], 361_478_972u64);
+    assert_eq!(ln["trainable_params"], 153_600);
+    let fl = run(&["--peft-config", lora.to_str().unwrap()]);
+    assert_eq!(fl["trainable_params"], 589_824);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

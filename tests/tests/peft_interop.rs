@@ -1,4 +1,4 @@
-//! HF peft interoperability for LayerNorm tuning, on the tiny BLIP VQA fixture:
+//! HF peft interoperability for LayerNorm tuning and LoRA, on the tiny BLIP VQA fixture:
 //! (a) the adapter folder peft's `save_pretrained` wrote loads here and gives peft's outputs;
 //! (b) the folder normtune writes has peft's exact keys, shapes, values and config fields.
 //! Fixtures: `fixtures/make_peft_fixtures.py` (peft from PyPI).
@@ -10,7 +10,8 @@ use normtune_core::peft::{self, PeftConfig, io};
 use normtune_core::source::MemorySource;
 use normtune_tests::*;
 
-const DIR: &str = "peft_ln_vqa";
+const LN: &str = "peft_ln_vqa";
+const LORA: &str = "peft_lora_vqa";
 
 fn adapted(device: &Device, adapter: &MemorySource) -> Pipeline {
     let mut p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), device)).unwrap();
@@ -18,20 +19,20 @@ fn adapted(device: &Device, adapter: &MemorySource) -> Pipeline {
     p
 }
 
-fn check_outputs(p: &Pipeline, device: &Device) {
+fn check_outputs(dir: &str, p: &Pipeline, device: &Device) {
     let Model::Vqa(m) = &p.model else { panic!() };
     let pixels = reference("blip_vqa", "pixel_values").float::<4>(device);
     let image = m.encode_image(pixels.clone());
-    assert_close("adapted vision_last_hidden_state", image.clone(), &reference(DIR, "vision_last_hidden_state"), 1e-4);
+    assert_close("adapted vision_last_hidden_state", image.clone(), &reference(dir, "vision_last_hidden_state"), 1e-4);
     let ids = reference("blip_vqa", "input_ids").int::<2>(device);
     let mask = reference("blip_vqa", "attention_mask").float::<2>(device);
     let q = m.encode_question(&image, ids, Some(mask));
-    assert_close("adapted question_embeds", q.clone(), &reference(DIR, "question_embeds"), 1e-4);
+    assert_close("adapted question_embeds", q.clone(), &reference(dir, "question_embeds"), 1e-4);
     let dec = reference("blip_vqa", "decoder_input_ids").int::<2>(device);
     let dec_mask = reference("blip_vqa", "decoder_attention_mask").float::<2>(device);
-    assert_close("adapted decoder_logits", m.answer_logits(&q, None, dec, Some(dec_mask)), &reference(DIR, "decoder_logits"), 1e-4);
+    assert_close("adapted decoder_logits", m.answer_logits(&q, None, dec, Some(dec_mask)), &reference(dir, "decoder_logits"), 1e-4);
 
-    let r = reference_json(DIR);
+    let r = reference_json(dir);
     let tokens = p.special_tokens().unwrap();
     let tok = p.tokenizer.as_ref().unwrap();
     let questions = reference_json("blip_vqa")["questions"].clone();
@@ -51,31 +52,74 @@ fn check_outputs(p: &Pipeline, device: &Device) {
 #[test]
 fn peft_ln_tuning_adapter_loads_and_matches_peft() {
     let device = Device::flex();
-    check_outputs(&adapted(&device, &folder("peft_ln_vqa/adapter")), &device);
+    check_outputs(LN, &adapted(&device, &folder("peft_ln_vqa/adapter")), &device);
 }
 
 #[test]
-fn normtune_writes_the_adapter_peft_writes() {
+fn peft_lora_adapter_loads_and_matches_peft_merged_too() {
+    let device = Device::flex();
+    let p = adapted(&device, &folder("peft_lora_vqa/adapter"));
+    check_outputs(LORA, &p, &device);
+    // merge_and_unload() in peft vs materialize() here.
+    use normtune_core::burn::module::Module;
+    let Model::Vqa(m) = &p.model.clone().materialize() else { panic!() };
+    let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&device));
+    let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(&device), Some(reference("blip_vqa", "attention_mask").float::<2>(&device)));
+    let logits = m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(&device), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&device)));
+    assert_close("merged LoRA decoder_logits", logits, &reference(LORA, "merged_decoder_logits"), 1e-4);
+}
+
+/// The config normtune trains with to produce the fixture's adapter.
+fn config_for(dir: &str) -> PeftConfig {
+    if dir == LN {
+        return PeftConfig::parse("layernorm").unwrap();
+    }
+    let mut c = PeftConfig::parse("lora").unwrap();
+    c.lora.r = 4;
+    c.lora.lora_alpha = 8.0;
+    c.lora.lora_dropout = 0.0;
+    c
+}
+
+/// Loads peft's adapter, marks it trainable as normtune would, and writes it back.
+fn rewrite(dir: &str) -> (Model, Vec<(String, Vec<u8>)>) {
     let device = Device::flex().autodiff();
-    let p = adapted(&device, &folder("peft_ln_vqa/adapter"));
-    let model = peft::apply(p.model, &PeftConfig::parse("layernorm").unwrap()).unwrap();
-    let files = io::save_adapter(&model, &PeftConfig::parse("layernorm").unwrap(), "blip_vqa").unwrap();
+    let p = adapted(&device, &folder(&format!("{dir}/adapter")));
+    let cfg = config_for(dir);
+    // The adapter is already attached for LoRA: only mark what trains.
+    let model = if dir == LN { peft::apply(p.model, &cfg).unwrap() } else { p.model };
+    let files = io::save_adapter(&model, &cfg, "tests/fixtures/blip_vqa").unwrap();
+    (model, files)
+}
+
+#[test]
+fn normtune_writes_the_adapters_peft_writes() {
+    for dir in [LN, LORA] {
+        same_files_as_peft(dir);
+    }
+}
+
+fn same_files_as_peft(dir: &str) {
+    let (_, files) = rewrite(dir);
     let ours = &files.iter().find(|(n, _)| n == io::WEIGHTS_FILE).unwrap().1;
-    let theirs = std::fs::read(fixture("peft_ln_vqa/adapter").join(io::WEIGHTS_FILE)).unwrap();
+    let theirs = std::fs::read(fixture(&format!("{dir}/adapter")).join(io::WEIGHTS_FILE)).unwrap();
     let a = safetensors::SafeTensors::deserialize(ours).unwrap();
     let b = safetensors::SafeTensors::deserialize(&theirs).unwrap();
     let mut ka: Vec<String> = a.names().into_iter().map(String::from).collect();
     let mut kb: Vec<String> = b.names().into_iter().map(String::from).collect();
     ka.sort();
     kb.sort();
-    assert_eq!(ka, kb, "same tensor names as peft");
+    assert_eq!(ka, kb, "{dir}: same tensor names as peft");
     for k in &ka {
         let (ta, tb) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
         assert_eq!(ta.shape(), tb.shape(), "{k}");
         assert_eq!(ta.data(), tb.data(), "{k}: values round-trip bit for bit");
     }
     let ours_cfg: serde_json::Value = serde_json::from_slice(&files.iter().find(|(n, _)| n == io::CONFIG_FILE).unwrap().1).unwrap();
-    let theirs_cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("peft_ln_vqa/adapter").join(io::CONFIG_FILE)).unwrap()).unwrap();
+    let theirs_cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture(&format!("{dir}/adapter")).join(io::CONFIG_FILE)).unwrap()).unwrap();
+    for field in ["r", "lora_alpha", "use_rslora", "bias", "fan_in_fan_out"] {
+        assert_eq!(ours_cfg.get(field), theirs_cfg.get(field), "{dir}: {field}");
+    }
     assert_eq!(ours_cfg["peft_type"], theirs_cfg["peft_type"]);
     let mut ta: Vec<String> = serde_json::from_value(ours_cfg["target_modules"].clone()).unwrap();
     let mut tb: Vec<String> = serde_json::from_value(theirs_cfg["target_modules"].clone()).unwrap();
@@ -89,7 +133,7 @@ fn normtune_writes_the_adapter_peft_writes() {
         src.insert(name, bytes);
     }
     let flex = Device::flex();
-    check_outputs(&adapted(&flex, &src), &flex);
+    check_outputs(dir, &adapted(&flex, &src), &flex);
 }
 
 #[test]
@@ -100,28 +144,26 @@ fn adapter_for_another_model_is_rejected() {
     assert!(e.contains("adapter_model.safetensors") && (e.contains("text_encoder") || e.contains("shape")), "{e}");
 }
 
-/// Writes `fixtures/peft_ln_vqa/normtune_adapter/` (normtune's adapter + its decoder logits) for
-/// the peft-side check in `make_peft_fixtures.py` (part 2). Run by hand:
+/// Writes `fixtures/<dir>/normtune_adapter/` (normtune's adapter + its decoder logits) for the
+/// peft-side check in `make_peft_fixtures.py` (part 2). Run by hand:
 /// `cargo test -p normtune-tests --test peft_interop -- --ignored`, then the script.
 #[test]
 #[ignore]
-fn write_normtune_adapter_for_the_peft_check() {
-    let device = Device::flex().autodiff();
-    let p = adapted(&device, &folder("peft_ln_vqa/adapter"));
-    let cfg = PeftConfig::parse("layernorm").unwrap();
-    let model = peft::apply(p.model, &cfg).unwrap();
-    let files = io::save_adapter(&model, &cfg, "tests/fixtures/blip_vqa").unwrap();
-    let dir = fixture("peft_ln_vqa/normtune_adapter");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, bytes) in &files {
-        std::fs::write(dir.join(name), bytes).unwrap();
+fn write_normtune_adapters_for_the_peft_check() {
+    for dir in [LN, LORA] {
+        let (model, files) = rewrite(dir);
+        let out = fixture(&format!("{dir}/normtune_adapter"));
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, bytes) in &files {
+            std::fs::write(out.join(name), bytes).unwrap();
+        }
+        let Model::Vqa(m) = &model else { panic!() };
+        let dev = Device::flex().autodiff();
+        let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&dev));
+        let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(&dev), Some(reference("blip_vqa", "attention_mask").float::<2>(&dev)));
+        let logits = m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(&dev), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&dev)));
+        let (shape, vals) = values(logits);
+        let bytes = normtune_core::models::export::safetensors_bytes(&[("decoder_logits".into(), shape, vals)], "outputs.safetensors").unwrap();
+        std::fs::write(out.join("outputs.safetensors"), bytes).unwrap();
     }
-    let Model::Vqa(m) = &model else { panic!() };
-    let dev = Device::flex().autodiff();
-    let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&dev));
-    let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(&dev), Some(reference("blip_vqa", "attention_mask").float::<2>(&dev)));
-    let logits = m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(&dev), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&dev)));
-    let (shape, vals) = values(logits);
-    let bytes = normtune_core::models::export::safetensors_bytes(&[("decoder_logits".into(), shape, vals)], "outputs.safetensors").unwrap();
-    std::fs::write(dir.join("outputs.safetensors"), bytes).unwrap();
 }

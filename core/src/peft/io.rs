@@ -180,7 +180,8 @@ fn save_lora(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(S
         "revision": null,
         "inference_mode": true,
         "r": l.r,
-        "lora_alpha": l.lora_alpha,
+        // peft's `lora_alpha` is an int; keep whole values integral.
+        "lora_alpha": if l.lora_alpha.fract() == 0.0 { json!(l.lora_alpha as i64) } else { json!(l.lora_alpha) },
         "lora_dropout": l.lora_dropout,
         "target_modules": modules,
         "exclude_modules": null,
