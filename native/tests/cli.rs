@@ -148,7 +148,7 @@ fn merge_writes_a_plain_model_with_the_adapted_outputs() {
 
 /// Published counts on the MISS shape (ViT-B/16 at 480 + BERT-base encoder and decoder), from a
 /// config.json alone: LayerNorm tuning 153,600 (0.042%, arXiv 2404.16385) and MILE's
-/// F-LoRA-LoRA r=4 589,824 (0.163%, arXiv 2403.06407).
+/// F-LoRA-LoRA r=4 589,824 (0.163%) and F-IA3-IA3 184,320 (0.051%) (arXiv 2403.06407).
 #[test]
 fn inspect_reproduces_the_papers_trainable_counts() {
     let dir = std::env::temp_dir().join(format!("normtune-miss-{}", std::process::id()));
@@ -172,5 +172,8 @@ fn inspect_reproduces_the_papers_trainable_counts() {
     assert_eq!(ln["trainable_params"], 153_600);
     let fl = run(&["--peft-config", lora.to_str().unwrap()]);
     assert_eq!(fl["trainable_params"], 589_824);
+    // MILE's F-IA3-IA3: 184,320 (0.051%).
+    let fi = run(&["--peft", "vision=frozen,text_encoder=ia3,decoder=ia3"]);
+    assert_eq!(fi["trainable_params"], 184_320);
     std::fs::remove_dir_all(&dir).unwrap();
 }

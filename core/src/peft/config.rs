@@ -63,7 +63,7 @@ impl Method {
 
     /// Whether normtune implements the method yet.
     pub fn is_available(self) -> bool {
-        self.is_selective() || self == Method::Lora
+        self.is_selective() || matches!(self, Method::Lora | Method::Ia3)
     }
 }
 

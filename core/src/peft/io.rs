@@ -56,6 +56,11 @@ pub fn save_adapter(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result
     if lora_only && cfg.modules_to_save.is_empty() {
         return save_lora(model, cfg, base_model);
     }
+    let ia3_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Ia3 | Method::Frozen))
+        && components.iter().any(|c| cfg.method_for(c) == Method::Ia3);
+    if ia3_only && cfg.modules_to_save.is_empty() {
+        return save_ia3(model, base_model);
+    }
     let ln_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
     if !ln_only || !cfg.modules_to_save.is_empty() {
         return Err(Error::Input(format!(
@@ -116,6 +121,9 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
     let peft_type = config.get("peft_type").and_then(|v| v.as_str()).ok_or_else(|| Error::config(&cfg_file, "peft_type", "missing"))?;
     if peft_type == "LORA" {
         return load_lora(model, src, &config, &cfg_file).await;
+    }
+    if peft_type == "IA3" {
+        return load_ia3(model, src).await;
     }
     if peft_type != "LN_TUNING" {
         return Err(Error::config(&cfg_file, "peft_type", format!("`{peft_type}` adapters are not supported yet (LN_TUNING and LORA are)")));
@@ -216,30 +224,47 @@ async fn load_lora(model: Model, src: &impl FileSource, config: &serde_json::Val
     }
     let bytes = src.read(WEIGHTS_FILE).await?;
     let file = src.describe(WEIGHTS_FILE);
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights { file: file.clone(), reason: e.to_string() })?;
-    let mut tensors: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = std::collections::HashMap::new();
-    let mut modules: Vec<String> = Vec::new();
-    for (name, view) in st.tensors() {
-        let module = name
-            .strip_prefix(PREFIX)
-            .and_then(|n| n.strip_suffix(".lora_A.weight").or_else(|| n.strip_suffix(".lora_B.weight")))
-            .ok_or_else(|| Error::Weights { file: file.clone(), reason: format!("`{name}` is not a peft LoRA tensor (`{PREFIX}<module>.lora_A|lora_B.weight`)") })?;
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(Error::Weights { file: file.clone(), reason: format!("`{name}`: only f32 adapters are supported, found {:?}", view.dtype()) });
-        }
-        if !modules.iter().any(|m| m == module) {
-            modules.push(module.to_string());
-        }
-        let vals = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        tensors.insert(name.clone(), (view.shape().to_vec(), vals));
-    }
+    let (tensors, modules) = read_tensors(
+        &bytes,
+        &file,
+        |n| n.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(".lora_A.weight").or_else(|| n.strip_suffix(".lora_B.weight"))).map(str::to_string),
+        "peft LoRA tensor (`base_model.model.<module>.lora_A|lora_B.weight`)",
+    )?;
     let mut cfg = PeftConfig::parse("lora")?;
     cfg.lora = settings;
     let model = super::lora::attach(model, &cfg, Some(&modules))?;
 
+    set_tensors(model, &tensors, &file, lora_key)
+}
+
+/// LoRA factor path `<linear>.weight.lora.{a,b}` → peft key; burn keeps the factors transposed.
+fn lora_key(segs: &[String]) -> Option<(String, bool)> {
+    let n = segs.len();
+    if n >= 4 && segs[n - 2] == "lora" && segs[n - 3] == "weight" {
+        let which = if segs[n - 1] == "a" { "A" } else { "B" };
+        Some((format!("{PREFIX}{}.lora_{which}.weight", hf_name(&segs[..n - 3].join("."))), true))
+    } else {
+        None
+    }
+}
+
+/// IA3 vector path `<module>.{key,value,dense}_ia3` → peft `<module>.{key,value,dense}.ia3_l`.
+fn ia3_key(segs: &[String]) -> Option<(String, bool)> {
+    let last = segs.last()?;
+    let target = last.strip_suffix("_ia3")?;
+    let module = format!("{}.{target}", segs[..segs.len() - 1].join("."));
+    Some((format!("{PREFIX}{}.ia3_l", hf_name(&module)), false))
+}
+
+type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Fills the parameters `rule` names from `tensors` (peft layout), checking every shape and
+/// that every tensor of the file was used.
+fn set_tensors(model: Model, tensors: &Tensors, file: &str, rule: fn(&[String]) -> Option<(String, bool)>) -> Result<Model> {
     struct Setter<'a> {
         path: PathStack,
-        tensors: &'a std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+        tensors: &'a Tensors,
+        rule: fn(&[String]) -> Option<(String, bool)>,
         used: Vec<String>,
         errors: Vec<String>,
     }
@@ -251,40 +276,130 @@ async fn load_lora(model: Model, src: &impl FileSource, config: &serde_json::Val
             self.path.exit(container_type);
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let segs = self.path.segments();
-            let n = segs.len();
-            if !(D == 2 && n >= 4 && segs[n - 2] == "lora" && segs[n - 3] == "weight") {
+            let Some((key, transposed)) = (self.rule)(self.path.segments()) else {
                 return param;
-            }
-            let which = if segs[n - 1] == "a" { "A" } else { "B" };
-            let key = format!("{PREFIX}{}.lora_{which}.weight", hf_name(&segs[..n - 3].join(".")));
+            };
             let Some((shape, vals)) = self.tensors.get(&key) else {
                 self.errors.push(format!("missing {key}"));
                 return param;
             };
             let current: Vec<usize> = param.lazy_shape().to_vec();
-            if shape.iter().rev().copied().collect::<Vec<_>>() != current {
-                self.errors.push(format!("{key}: shape {shape:?} does not fit this model (expected {:?})", current.iter().rev().collect::<Vec<_>>()));
+            let fits = if transposed {
+                shape.iter().rev().copied().collect::<Vec<_>>() == current
+            } else {
+                shape.iter().product::<usize>() == current.iter().product::<usize>()
+            };
+            if !fits {
+                self.errors.push(format!("{key}: shape {shape:?} does not fit this model (parameter {current:?})"));
                 return param;
             }
             self.used.push(key);
-            let data = burn::tensor::TensorData::new(vals.clone(), shape.clone());
+            let data = burn::tensor::TensorData::new(vals.clone(), [vals.len()]);
+            let shape = shape.clone();
             let grad = param.val().is_require_grad();
-            param
-                .map(|t| {
-                    let device = t.device();
-                    Tensor::<2>::from_data(data, &device).transpose().reshape(t.shape()).set_require_grad(grad)
-                })
+            param.map(|t| {
+                let device = t.device();
+                let flat = Tensor::<1>::from_data(data, &device);
+                let v: Tensor<D> = if transposed {
+                    flat.reshape([shape[0], shape[1]]).transpose().reshape(t.shape())
+                } else {
+                    flat.reshape(t.shape())
+                };
+                v.set_require_grad(grad)
+            })
         }
     }
-    let mut setter = Setter { path: PathStack::default(), tensors: &tensors, used: Vec::new(), errors: Vec::new() };
+    let mut setter = Setter { path: PathStack::default(), tensors, rule, used: Vec::new(), errors: Vec::new() };
     let model = model.map(&mut setter);
     let unused: Vec<&String> = tensors.keys().filter(|k| !setter.used.contains(k)).collect();
     if !unused.is_empty() {
-        setter.errors.push(format!("{} tensor(s) match no Linear layer of this model, e.g. {}", unused.len(), unused[0]));
+        setter.errors.push(format!("{} tensor(s) match no layer of this model, e.g. {}", unused.len(), unused[0]));
     }
     if !setter.errors.is_empty() {
-        return Err(Error::Weights { file, reason: format!("does not fit this model: {}", setter.errors.join("; ")) });
+        return Err(Error::Weights { file: file.to_string(), reason: format!("does not fit this model: {}", setter.errors.join("; ")) });
     }
     Ok(model)
+}
+
+/// Reads every tensor of an adapter file as f32, checking each name with `module_of`.
+fn read_tensors(bytes: &[u8], file: &str, module_of: impl Fn(&str) -> Option<String>, expected: &str) -> Result<(Tensors, Vec<String>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Weights { file: file.to_string(), reason: e.to_string() })?;
+    let mut tensors = Tensors::new();
+    let mut modules: Vec<String> = Vec::new();
+    for (name, view) in st.tensors() {
+        let module = module_of(&name).ok_or_else(|| Error::Weights { file: file.to_string(), reason: format!("`{name}` is not a {expected}") })?;
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(Error::Weights { file: file.to_string(), reason: format!("`{name}`: only f32 adapters are supported, found {:?}", view.dtype()) });
+        }
+        if !modules.contains(&module) {
+            modules.push(module);
+        }
+        let vals = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        tensors.insert(name.clone(), (view.shape().to_vec(), vals));
+    }
+    Ok((tensors, modules))
+}
+
+async fn load_ia3(model: Model, src: &impl FileSource) -> Result<Model> {
+    let bytes = src.read(WEIGHTS_FILE).await?;
+    let file = src.describe(WEIGHTS_FILE);
+    let (tensors, modules) = read_tensors(
+        &bytes,
+        &file,
+        |n| n.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(".ia3_l")).map(str::to_string),
+        "peft IA3 tensor (`base_model.model.<module>.ia3_l`)",
+    )?;
+    // IA3 goes on every text component the file adapts.
+    let mut cfg = PeftConfig::parse("frozen")?;
+    for (comp, prefix) in [("text_encoder", "text_encoder."), ("decoder", "text_decoder.")] {
+        if modules.iter().any(|m| m.starts_with(prefix)) {
+            cfg.placement.insert(comp.to_string(), Method::Ia3);
+        }
+    }
+    if cfg.placement.is_empty() {
+        return Err(Error::Weights { file, reason: "adapts no text encoder or decoder module of this model".into() });
+    }
+    let model = super::ia3::attach(model, &cfg).map_err(|e| Error::Weights { file: file.clone(), reason: e.to_string() })?;
+    set_tensors(model, &tensors, &file, ia3_key)
+}
+
+fn save_ia3(model: &Model, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    struct V(PathStack, Vec<(String, Vec<usize>, Vec<f32>)>);
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.0.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.0.exit(container_type);
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some((key, _)) = ia3_key(self.0.segments()) {
+                let t = param.val();
+                let n = t.dims()[0];
+                // peft: `(out, 1)` for output scaling (key, value), `(1, in)` for feed-forward input scaling.
+                let shape = if key.ends_with(".dense.ia3_l") { vec![1, n] } else { vec![n, 1] };
+                self.1.push((key, shape, t.into_data().iter::<f32>().collect()));
+            }
+        }
+    }
+    let mut v = V(PathStack::default(), Vec::new());
+    model.visit(&mut v);
+    let weights = safetensors_bytes(&v.1, WEIGHTS_FILE)?;
+    let config = json!({
+        "peft_type": "IA3",
+        "task_type": null,
+        "auto_mapping": null,
+        "base_model_name_or_path": base_model,
+        "revision": null,
+        "inference_mode": true,
+        "target_modules": ["key", "value", "output.dense"],
+        "exclude_modules": null,
+        "feedforward_modules": ["output.dense"],
+        "fan_in_fan_out": false,
+        "modules_to_save": null,
+        "init_ia3_weights": true,
+        "peft_version": "0.21.2",
+    });
+    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
+    Ok(vec![(CONFIG_FILE.to_string(), config), (WEIGHTS_FILE.to_string(), weights)])
 }

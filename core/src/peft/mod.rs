@@ -5,6 +5,7 @@
 //! PEFT is data: a [`PeftConfig`] says what to do, [`apply`] does it, [`report`] counts it.
 
 pub mod config;
+pub mod ia3;
 pub mod io;
 pub mod lora;
 pub mod report;

@@ -28,8 +28,8 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     let device = Device::flex();
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
     p.model = pollster::block_on(load_adapter(p.model, &DirSource::open(&a.adapter)?))?;
-    // Fold reparameterisations (LoRA) into the base weights before writing them.
-    let weights = export::to_safetensors(&p.model.materialize())?;
+    // Fold IA3 vectors and reparameterisations (LoRA) into the base weights before writing them.
+    let weights = export::to_safetensors(&normtune_core::peft::ia3::fold(p.model).materialize())?;
 
     let name = a.out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "merged".into());
     let tmp = a.out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));

@@ -40,6 +40,10 @@ pub struct BlipTextSelfAttention {
     pub key: Linear,
     /// `[hidden or encoder_hidden, hidden]`.
     pub value: Linear,
+    /// IA3 scaling of the key projection's output, `[hidden]` (peft `key.ia3_l`).
+    pub key_ia3: Option<Param<Tensor<1>>>,
+    /// IA3 scaling of the value projection's output, `[hidden]` (peft `value.ia3_l`).
+    pub value_ia3: Option<Param<Tensor<1>>>,
     /// Number of heads.
     pub num_heads: usize,
 }
@@ -49,9 +53,13 @@ pub type Kv = (Tensor<4>, Tensor<4>);
 
 impl BlipTextSelfAttention {
     fn kv(&self, states: Tensor<3>) -> Kv {
+        let scale = |t: Tensor<3>, l: &Option<Param<Tensor<1>>>| match l {
+            Some(l) => t * l.val().unsqueeze::<3>(),
+            None => t,
+        };
         (
-            split_heads(self.key.forward(states.clone()), self.num_heads),
-            split_heads(self.value.forward(states), self.num_heads),
+            split_heads(scale(self.key.forward(states.clone()), &self.key_ia3), self.num_heads),
+            split_heads(scale(self.value.forward(states), &self.value_ia3), self.num_heads),
         )
     }
 
@@ -95,12 +103,18 @@ pub struct BlipTextOutput {
     pub dense: Linear,
     /// HF `LayerNorm`.
     pub layer_norm: LayerNorm,
+    /// IA3 scaling of the projection's input, `[in]` (peft `dense.ia3_l`, a feed-forward module).
+    pub dense_ia3: Option<Param<Tensor<1>>>,
 }
 
 impl BlipTextOutput {
     /// # Shapes
     /// - x: `[batch, seq, in]`, residual: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        let x = match &self.dense_ia3 {
+            Some(l) => x * l.val().unsqueeze::<3>(),
+            None => x,
+        };
         self.layer_norm.forward(self.dense.forward(x) + residual)
     }
 }
@@ -373,9 +387,11 @@ impl BlipTextConfig {
                 query: self.linear(d, d, device),
                 key: self.linear(kv_in, d, device),
                 value: self.linear(kv_in, d, device),
+                key_ia3: None,
+                value_ia3: None,
                 num_heads: self.num_attention_heads,
             },
-            output: BlipTextOutput { dense: self.linear(d, d, device), layer_norm: self.layer_norm(device) },
+            output: BlipTextOutput { dense: self.linear(d, d, device), layer_norm: self.layer_norm(device), dense_ia3: None },
         }
     }
 
@@ -398,6 +414,7 @@ impl BlipTextConfig {
                 output: BlipTextOutput {
                     dense: self.linear(self.intermediate_size, d, device),
                     layer_norm: self.layer_norm(device),
+                    dense_ia3: None,
                 },
             })
             .collect();

@@ -1,6 +1,6 @@
-//! LoRA, peft-style checks: at init it changes no output; it trains exactly r·(in+out) per target
-//! Linear (counted from HF tensor names); only the factors move; merged == unmerged; save → load
-//! round trip identical.
+//! Methods that add parameters (LoRA, IA3), peft-style checks: at init they change no output;
+//! they train exactly what peft trains (counted from HF tensor names); only the new parameters
+//! move; merged == unmerged; save → load round trip identical.
 
 use normtune_core::burn::module::{Module, ModuleVisitor, Param};
 use normtune_core::burn::optim::{AdamWConfig, GradientsParams};
@@ -72,45 +72,80 @@ fn trained(cfg: &PeftConfig) -> (Model, Vec<(bool, Vec<f32>)>, Vec<(bool, Vec<f3
     (model, before, after)
 }
 
-#[test]
-fn lora_at_init_changes_no_output() {
-    let device = Device::flex();
-    let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
-    let base = host(logits(&p.model, &device));
-    let adapted = peft::apply(p.model, &lora_cfg("lora", 4)).unwrap();
-    assert_eq!(host(logits(&adapted, &device)), base);
+/// IA3 on peft's BERT defaults: key/value outputs and every `output.dense` input.
+fn hf_ia3_count(prefixes: &[&str]) -> usize {
+    let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .iter()
+        .filter(|(k, t)| t.shape().len() == 2 && prefixes.iter().any(|p| k.starts_with(p)))
+        .map(|(k, t)| {
+            if k.ends_with(".key.weight") || k.ends_with(".value.weight") {
+                t.shape()[0] // out features
+            } else if k.ends_with(".output.dense.weight") {
+                t.shape()[1] // in features
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+fn ia3_cfg(spec: &str) -> PeftConfig {
+    PeftConfig::parse(spec).unwrap()
 }
 
 #[test]
-fn lora_trains_exactly_the_factors() {
+fn adapters_at_init_change_no_output() {
+    let device = Device::flex();
+    for cfg in [lora_cfg("lora", 4), ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3")] {
+        let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+        let base = host(logits(&p.model, &device));
+        let adapted = peft::apply(p.model, &cfg).unwrap();
+        assert_eq!(host(logits(&adapted, &device)), base);
+    }
+}
+
+#[test]
+fn adapters_train_exactly_their_parameters() {
     for (spec, prefixes, targets) in [
         ("vision=frozen,text_encoder=lora,decoder=lora", vec!["text_encoder.", "text_decoder."], vec!["query", "value"]),
         ("lora", vec!["vision_model.", "text_encoder.", "text_decoder."], vec!["query", "value", "qkv"]),
     ] {
         let cfg = lora_cfg(spec, 4);
-        let (model, before, after) = trained(&cfg);
-        let rep = peft::report(&model);
-        assert_eq!(rep.trainable_params, hf_lora_count(4, &prefixes, &targets), "{spec}");
-        assert!(rep.trainable_paths.iter().all(|p| p.contains(".lora.")), "{spec}: {:?}", rep.trainable_paths);
-        for (i, ((t, b), (_, a))) in before.iter().zip(&after).enumerate() {
-            if *t {
-                assert!(b != a, "{spec}: LoRA factor #{i} did not change");
-            } else {
-                assert!(b == a, "{spec}: frozen parameter #{i} changed");
-            }
-        }
-        println!("{spec}: {}", rep.peft_line());
+        check_training(&cfg, hf_lora_count(4, &prefixes, &targets), ".lora.");
     }
+    check_training(&ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"), hf_ia3_count(&["text_encoder.", "text_decoder."]), "_ia3");
+}
+
+fn check_training(cfg: &PeftConfig, expected: usize, marker: &str) {
+    let spec = format!("{:?}", cfg.placement);
+    let (model, before, after) = trained(cfg);
+    let rep = peft::report(&model);
+    assert_eq!(rep.trainable_params, expected, "{spec}");
+    assert!(rep.trainable_paths.iter().all(|p| p.contains(marker)), "{spec}: {:?}", rep.trainable_paths);
+    for (i, ((t, b), (_, a))) in before.iter().zip(&after).enumerate() {
+        if *t {
+            assert!(b != a, "{spec}: adapter parameter #{i} did not change");
+        } else {
+            assert!(b == a, "{spec}: frozen parameter #{i} changed");
+        }
+    }
+    println!("{spec}: {}", rep.peft_line());
 }
 
 #[test]
-fn lora_merged_equals_unmerged_and_round_trips() {
-    let cfg = lora_cfg("lora", 4);
-    let (model, _, _) = trained(&cfg);
+fn adapters_merged_equal_unmerged_and_round_trip() {
+    merged_and_round_trip(&lora_cfg("lora", 4));
+    merged_and_round_trip(&ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"));
+}
+
+fn merged_and_round_trip(cfg: &PeftConfig) {
+    let (model, _, _) = trained(cfg);
     let device = Device::flex();
     let model = model.valid();
     let unmerged = host(logits(&model, &device));
-    let materialized = model.clone().materialize();
+    let materialized = peft::ia3::fold(model.clone()).materialize();
     let base = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap().model;
     assert_eq!(materialized.num_params(), base.num_params(), "merging removes the factors");
     assert_ne!(host(logits(&base, &device)), unmerged, "training moved the adapter away from identity");
@@ -120,7 +155,7 @@ fn lora_merged_equals_unmerged_and_round_trips() {
     assert!(err <= 1e-5, "{err}");
 
     // save → load into a fresh base: the same outputs.
-    let files = io::save_adapter(&model, &cfg, "blip_vqa").unwrap();
+    let files = io::save_adapter(&model, cfg, "blip_vqa").unwrap();
     let mut src = MemorySource::new();
     for (n, b) in files {
         src.insert(n, b);
