@@ -1,4 +1,4 @@
-//! HF peft interoperability for LayerNorm tuning and LoRA, on the tiny BLIP VQA fixture:
+//! HF peft interoperability for LayerNorm tuning, LoRA and IA3, on the tiny BLIP VQA fixture:
 //! (a) the adapter folder peft's `save_pretrained` wrote loads here and gives peft's outputs;
 //! (b) the folder normtune writes has peft's exact keys, shapes, values and config fields.
 //! Fixtures: `fixtures/make_peft_fixtures.py` (peft from PyPI).
@@ -12,6 +12,7 @@ use normtune_tests::*;
 
 const LN: &str = "peft_ln_vqa";
 const LORA: &str = "peft_lora_vqa";
+const IA3: &str = "peft_ia3_vqa";
 
 fn adapted(device: &Device, adapter: &MemorySource) -> Pipeline {
     let mut p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), device)).unwrap();
@@ -56,23 +57,32 @@ fn peft_ln_tuning_adapter_loads_and_matches_peft() {
 }
 
 #[test]
-fn peft_lora_adapter_loads_and_matches_peft_merged_too() {
+fn peft_lora_and_ia3_adapters_load_and_match_peft_merged_too() {
+    for dir in [LORA, IA3] {
+        merged_matches(dir);
+    }
+}
+
+fn merged_matches(dir: &str) {
     let device = Device::flex();
-    let p = adapted(&device, &folder("peft_lora_vqa/adapter"));
-    check_outputs(LORA, &p, &device);
-    // merge_and_unload() in peft vs materialize() here.
+    let p = adapted(&device, &folder(&format!("{dir}/adapter")));
+    check_outputs(dir, &p, &device);
+    // merge_and_unload() in peft vs fold + materialize here.
     use normtune_core::burn::module::Module;
-    let Model::Vqa(m) = &p.model.clone().materialize() else { panic!() };
+    let Model::Vqa(m) = &peft::ia3::fold(p.model.clone()).materialize() else { panic!() };
     let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&device));
     let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(&device), Some(reference("blip_vqa", "attention_mask").float::<2>(&device)));
     let logits = m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(&device), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&device)));
-    assert_close("merged LoRA decoder_logits", logits, &reference(LORA, "merged_decoder_logits"), 1e-4);
+    assert_close(&format!("{dir} merged decoder_logits"), logits, &reference(dir, "merged_decoder_logits"), 1e-4);
 }
 
 /// The config normtune trains with to produce the fixture's adapter.
 fn config_for(dir: &str) -> PeftConfig {
     if dir == LN {
         return PeftConfig::parse("layernorm").unwrap();
+    }
+    if dir == IA3 {
+        return PeftConfig::parse("vision=frozen,text_encoder=ia3,decoder=ia3").unwrap();
     }
     let mut c = PeftConfig::parse("lora").unwrap();
     c.lora.r = 4;
@@ -86,7 +96,7 @@ fn rewrite(dir: &str) -> (Model, Vec<(String, Vec<u8>)>) {
     let device = Device::flex().autodiff();
     let p = adapted(&device, &folder(&format!("{dir}/adapter")));
     let cfg = config_for(dir);
-    // The adapter is already attached for LoRA: only mark what trains.
+    // LoRA and IA3 parameters are attached by loading; LN tuning marks which LayerNorms train.
     let model = if dir == LN { peft::apply(p.model, &cfg).unwrap() } else { p.model };
     let files = io::save_adapter(&model, &cfg, "tests/fixtures/blip_vqa").unwrap();
     (model, files)
@@ -94,7 +104,7 @@ fn rewrite(dir: &str) -> (Model, Vec<(String, Vec<u8>)>) {
 
 #[test]
 fn normtune_writes_the_adapters_peft_writes() {
-    for dir in [LN, LORA] {
+    for dir in [LN, LORA, IA3] {
         same_files_as_peft(dir);
     }
 }
@@ -117,7 +127,7 @@ fn same_files_as_peft(dir: &str) {
     }
     let ours_cfg: serde_json::Value = serde_json::from_slice(&files.iter().find(|(n, _)| n == io::CONFIG_FILE).unwrap().1).unwrap();
     let theirs_cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture(&format!("{dir}/adapter")).join(io::CONFIG_FILE)).unwrap()).unwrap();
-    for field in ["r", "lora_alpha", "use_rslora", "bias", "fan_in_fan_out"] {
+    for field in ["r", "lora_alpha", "use_rslora", "bias", "fan_in_fan_out", "feedforward_modules"] {
         assert_eq!(ours_cfg.get(field), theirs_cfg.get(field), "{dir}: {field}");
     }
     assert_eq!(ours_cfg["peft_type"], theirs_cfg["peft_type"]);
@@ -150,7 +160,7 @@ fn adapter_for_another_model_is_rejected() {
 #[test]
 #[ignore]
 fn write_normtune_adapters_for_the_peft_check() {
-    for dir in [LN, LORA] {
+    for dir in [LN, LORA, IA3] {
         let (model, files) = rewrite(dir);
         let out = fixture(&format!("{dir}/normtune_adapter"));
         std::fs::create_dir_all(&out).unwrap();
