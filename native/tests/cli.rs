@@ -148,7 +148,8 @@ fn merge_writes_a_plain_model_with_the_adapted_outputs() {
 
 /// Published counts on the MISS shape (ViT-B/16 at 480 + BERT-base encoder and decoder), from a
 /// config.json alone: LayerNorm tuning 153,600 (0.042%, arXiv 2404.16385) and MILE's
-/// F-LoRA-LoRA r=4 589,824 (0.163%) and F-IA3-IA3 184,320 (0.051%) (arXiv 2403.06407).
+/// F-LoRA-LoRA r=4 589,824 (0.163%), F-IA3-IA3 184,320 (0.051%), F-F-Prefix 14.77M (3.93%) and
+/// F-F-PTv2 184,320 (0.051%) (arXiv 2403.06407).
 #[test]
 fn inspect_reproduces_the_papers_trainable_counts() {
     let dir = std::env::temp_dir().join(format!("normtune-miss-{}", std::process::id()));
@@ -175,5 +176,10 @@ fn inspect_reproduces_the_papers_trainable_counts() {
     // MILE's F-IA3-IA3: 184,320 (0.051%).
     let fi = run(&["--peft", "vision=frozen,text_encoder=ia3,decoder=ia3"]);
     assert_eq!(fi["trainable_params"], 184_320);
+    // MILE's F-F-Prefix 14.77M (3.93%) and F-F-PTv2 184,320 (0.051%), 10 virtual tokens.
+    let fp = run(&["--peft", "vision=frozen,text_encoder=frozen,decoder=prefix"]);
+    assert_eq!(fp["trainable_params"], 14_772_480);
+    let fv = run(&["--peft", "vision=frozen,text_encoder=frozen,decoder=ptuning-v2"]);
+    assert_eq!(fv["trainable_params"], 184_320);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -176,3 +176,51 @@ fn bad_lora_configs_are_rejected() {
     let e = peft::apply(load(), &cfg).unwrap_err().to_string();
     assert!(e.contains("not_a_module"), "{e}");
 }
+
+/// Prefix tuning / P-tuning v2 counts from the decoder's HF shapes: virtual tokens × layers ×
+/// 2 × hidden (P-tuning v2), plus the embedding and MLP with the projection.
+fn hf_prefix_count(n: usize, projection: bool) -> usize {
+    let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let hidden = st.tensor("text_decoder.bert.embeddings.word_embeddings.weight").unwrap().shape()[1];
+    let layers = st.names().iter().filter(|k| k.ends_with(".attention.self.query.weight") && k.starts_with("text_decoder.")).count();
+    let width = layers * 2 * hidden;
+    if projection { n * hidden + hidden * hidden + hidden + hidden * width + width } else { n * width }
+}
+
+#[test]
+fn prefix_methods_train_exactly_their_parameters() {
+    check_training(&PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=ptuning-v2").unwrap(), hf_prefix_count(10, false), ".prefix.");
+    check_training(&PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=prefix").unwrap(), hf_prefix_count(10, true), ".prefix.");
+}
+
+/// Incremental decoding (prefix seeded into the KV cache, one token at a time) and one
+/// teacher-forced pass over the same tokens must agree: positions, masks and the prefix are
+/// handled the same way on both paths.
+#[test]
+fn prefix_generation_agrees_with_teacher_forcing() {
+    use normtune_core::burn::tensor::Int;
+    use normtune_core::models::blip::GenConfig;
+    let device = Device::flex();
+    for spec in ["vision=frozen,text_encoder=ptuning-v2,decoder=prefix", "vision=frozen,text_encoder=prefix,decoder=ptuning-v2"] {
+        let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+        let tokens = p.special_tokens().unwrap();
+        let base = host(logits(&p.model, &device));
+        let model = peft::apply(p.model, &PeftConfig::parse(spec).unwrap()).unwrap();
+        assert_ne!(host(logits(&model, &device)), base, "{spec}: the prefix changes the output");
+        let Model::Vqa(m) = &model else { panic!() };
+        let pixels = reference("blip_vqa", "pixel_values").float::<4>(&device).narrow(0, 0, 1);
+        let ids = p.tokenizer.as_ref().unwrap().encode("is there a left pleural effusion?", 64).unwrap();
+        let n = ids.len();
+        let ids = Tensor::<1, Int>::from_ints(ids.as_slice(), &device).reshape([1, n]);
+        let cfg = GenConfig { num_beams: 1, max_new_tokens: 6, length_penalty: 1.0 };
+        let out = pollster::block_on(m.generate(pixels.clone(), ids.clone(), None, &tokens, &cfg)).unwrap().remove(0);
+        let image = m.encode_image(pixels);
+        let q = m.encode_question(&image, ids, None);
+        let len = out.len();
+        let seq = Tensor::<1, Int>::from_ints(out.as_slice(), &device).reshape([1, len]);
+        let tf = m.answer_logits(&q, None, seq, None).argmax(2).reshape([len]);
+        let tf: Vec<i64> = tf.into_data().iter::<i64>().collect();
+        assert_eq!(&tf[..len - 1], &out[1..], "{spec}: greedy ids = teacher-forced argmax");
+    }
+}

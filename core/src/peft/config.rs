@@ -63,7 +63,7 @@ impl Method {
 
     /// Whether normtune implements the method yet.
     pub fn is_available(self) -> bool {
-        self.is_selective() || matches!(self, Method::Lora | Method::Ia3)
+        self.is_selective() || matches!(self, Method::Lora | Method::Ia3 | Method::Prefix | Method::PtuningV2)
     }
 }
 
@@ -107,6 +107,8 @@ pub struct PeftConfig {
     pub modules_to_save: Vec<String>,
     /// LoRA settings, for components whose method is `lora`.
     pub lora: super::lora::LoraSettings,
+    /// Prefix settings, for components whose method is `prefix` or `ptuning-v2`.
+    pub prefix: super::prefix::PrefixSettings,
 }
 
 impl PeftConfig {

@@ -64,7 +64,7 @@ pub fn save_adapter(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result
     let ln_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
     if !ln_only || !cfg.modules_to_save.is_empty() {
         return Err(Error::Input(format!(
-            "saving `{}` as a peft adapter is not supported yet (LayerNorm tuning is)",
+            "saving `{}` as a peft adapter is not supported yet (LayerNorm tuning, LoRA and IA3 each on their own are)",
             cfg.describe(&components)
         )));
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod ia3;
 pub mod io;
 pub mod lora;
+pub mod prefix;
 pub mod report;
 pub mod select;
 

@@ -75,6 +75,10 @@ impl Selector<'_> {
         if path.iter().any(|s| s == "lora") {
             return method == Method::Lora;
         }
+        // Prefix keys/values (and their projection MLP).
+        if path.iter().any(|s| s == "prefix") {
+            return matches!(method, Method::Prefix | Method::PtuningV2);
+        }
         // IA3 vectors: `key_ia3`, `value_ia3`, `dense_ia3`.
         if path.last().is_some_and(|l| l.ends_with("_ia3")) {
             return method == Method::Ia3;
@@ -127,12 +131,17 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
     }
     let model = if components.iter().any(|c| cfg.method_for(c) == Method::Lora) { super::lora::attach(model, &cfg, None)? } else { model };
     let model = if components.iter().any(|c| cfg.method_for(c) == Method::Ia3) { super::ia3::attach(model, &cfg)? } else { model };
+    let model = if components.iter().any(|c| matches!(cfg.method_for(c), Method::Prefix | Method::PtuningV2)) {
+        super::prefix::attach(model, &cfg)?
+    } else {
+        model
+    };
     let mut selector = Selector { cfg: &cfg, path: PathStack::default() };
     Ok(model.map(&mut selector))
 }
 
 fn unavailable(m: Method) -> Error {
-    Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, lora, ia3, frozen)", m.name()))
+    Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, lora, ia3, prefix, ptuning-v2, frozen)", m.name()))
 }
 
 /// Every parameter path of a module, dotted.

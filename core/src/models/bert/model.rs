@@ -211,6 +211,67 @@ pub struct BlipTextModel {
     pub embeddings: BlipTextEmbeddings,
     /// Layers.
     pub encoder: BlipTextEncoder,
+    /// Learned prefix keys/values for every self-attention (prefix tuning, P-tuning v2).
+    pub prefix: Option<PrefixEncoder>,
+}
+
+/// The projection of prefix tuning's reparameterisation (peft `PrefixEncoder.transform`):
+/// `Linear → tanh → Linear`.
+#[derive(Module, Debug)]
+pub struct PrefixMlp {
+    /// `[token_dim, encoder_hidden]`.
+    pub dense_in: Linear,
+    /// `[encoder_hidden, layers * 2 * hidden]`.
+    pub dense_out: Linear,
+}
+
+/// Learned virtual-token keys and values (Li & Liang 2021; P-tuning v2, Liu et al. 2022), laid
+/// out as peft's `PrefixEncoder`: row `t` holds, for every layer `l`, the key (`2l`) and value
+/// (`2l + 1`) of virtual token `t`, `heads × head_dim` each.
+#[derive(Module, Debug)]
+pub struct PrefixEncoder {
+    /// `[virtual_tokens, layers * 2 * hidden]` without projection, `[virtual_tokens, hidden]` with.
+    pub embedding: Param<Tensor<2>>,
+    /// The MLP reparameterisation (prefix tuning); `None` for P-tuning v2.
+    pub transform: Option<PrefixMlp>,
+    /// Layers of the model.
+    pub num_layers: usize,
+    /// Heads per layer.
+    pub num_heads: usize,
+}
+
+impl PrefixEncoder {
+    /// Number of virtual tokens.
+    pub fn len(&self) -> usize {
+        self.embedding.lazy_shape().to_vec()[0]
+    }
+
+    /// Whether there are no virtual tokens.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[virtual_tokens, layers * 2 * hidden]`: what peft saves as `prompt_embeddings`.
+    pub fn past(&self) -> Tensor<2> {
+        let e = self.embedding.val();
+        match &self.transform {
+            Some(m) => m.dense_out.forward(burn::tensor::activation::tanh(m.dense_in.forward(e))),
+            None => e,
+        }
+    }
+
+    /// Per layer, the prefix keys and values `[batch, heads, virtual_tokens, head_dim]`.
+    pub fn layer_kv(&self, batch: usize) -> Vec<Kv> {
+        let p = self.past();
+        let [n, width] = p.dims();
+        let hidden = width / (2 * self.num_layers);
+        let hd = hidden / self.num_heads;
+        let p = p.reshape([n, 2 * self.num_layers, self.num_heads, hd]);
+        let pick = |i: usize| {
+            p.clone().narrow(1, i, 1).reshape([n, self.num_heads, hd]).swap_dims(0, 1).unsqueeze::<4>().expand([batch, self.num_heads, n, hd])
+        };
+        (0..self.num_layers).map(|l| (pick(2 * l), pick(2 * l + 1))).collect()
+    }
 }
 
 /// What the text model attends to besides itself.
@@ -237,12 +298,31 @@ impl BlipTextModel {
         mask: Option<Tensor<2>>,
         cross: Option<CrossInput<'_>>,
         causal: bool,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let [_, l] = ids.dims();
+        let [b, l] = ids.dims();
         let device = ids.device();
+        // A prefix is the cache's first entries, as peft passes it in `past_key_values` (so
+        // positions start after the virtual tokens there too).
+        let mut local = KvCache::default();
+        let mut cache = match cache {
+            Some(c) => Some(c),
+            None if self.prefix.is_some() => Some(&mut local),
+            None => None,
+        };
+        if let (Some(c), Some(prefix)) = (cache.as_deref_mut(), &self.prefix)
+            && c.len == 0
+        {
+            c.layers = prefix.layer_kv(b).into_iter().map(|kv| LayerCache { self_kv: Some(kv), cross_kv: None }).collect();
+            c.len = prefix.len();
+        }
         let past = cache.as_ref().map_or(0, |c| c.len);
         let mut x = self.embeddings.forward(ids, past);
+        // A mask over the new tokens only also covers the cached ones (all real).
+        let mask = mask.map(|m| {
+            let k = m.dims()[1];
+            if k < past + l { Tensor::cat(vec![Tensor::ones([b, past + l - k], &device), m], 1) } else { m }
+        });
         let self_mask = match (causal, mask) {
             (true, Some(m)) => Some(causal_mask(l, past, &device) + padding_mask(m)),
             (true, None) => Some(causal_mask(l, past, &device)),
@@ -425,6 +505,7 @@ impl BlipTextConfig {
                 layer_norm: self.layer_norm(device),
             },
             encoder: BlipTextEncoder { layer },
+            prefix: None,
         }
     }
 
