@@ -98,7 +98,7 @@ fn ia3_cfg(spec: &str) -> PeftConfig {
 #[test]
 fn adapters_at_init_change_no_output() {
     let device = Device::flex();
-    for cfg in [lora_cfg("lora", 4), ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3")] {
+    for cfg in [lora_cfg("lora", 4), ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"), bottleneck_cfg(8)] {
         let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
         let base = host(logits(&p.model, &device));
         let adapted = peft::apply(p.model, &cfg).unwrap();
@@ -223,4 +223,35 @@ fn prefix_generation_agrees_with_teacher_forcing() {
         let tf: Vec<i64> = tf.into_data().iter::<i64>().collect();
         assert_eq!(&tf[..len - 1], &out[1..], "{spec}: greedy ids = teacher-forced argmax");
     }
+}
+
+fn bottleneck_cfg(m: usize) -> PeftConfig {
+    let mut c = PeftConfig::parse("adapter").unwrap();
+    c.adapter.bottleneck_size = m;
+    c
+}
+
+/// Houlsby adapters from HF shapes: one per text `output.dense` (attention, cross-attention,
+/// feed-forward) and two per vision block, each `d·m + m + m·d + d`.
+fn hf_adapter_count(m: usize) -> usize {
+    let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let per = |d: usize| d * m + m + m * d + d;
+    st.tensors()
+        .iter()
+        .map(|(k, t)| {
+            if k.ends_with(".output.dense.weight") {
+                per(t.shape()[0])
+            } else if k.starts_with("vision_model.") && k.ends_with(".self_attn.projection.weight") {
+                2 * per(t.shape()[0])
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn bottleneck_adapters_train_exactly_their_parameters() {
+    check_training(&bottleneck_cfg(8), hf_adapter_count(8), "adapter.");
 }

@@ -2,7 +2,9 @@
 //! reshapes and scaled dot-product attention with an additive mask.
 
 use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, softmax, tanh};
+use burn::module::Module;
 use burn::nn::conv::Conv2d;
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +96,41 @@ pub fn causal_mask(q_len: usize, past: usize, device: &Device) -> Tensor<4> {
     Tensor::<1>::from_floats(data.as_slice(), device).reshape([1, 1, q_len, k_len])
 }
 
+
+/// A Houlsby bottleneck adapter (Houlsby et al. 2019): `x + up(gelu(down(x)))`, inserted after a
+/// sub-layer's output projection, before its residual. `up` starts at zero, so a fresh adapter is
+/// the identity.
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    /// `[hidden, bottleneck]`.
+    pub down: Linear,
+    /// `[bottleneck, hidden]`.
+    pub up: Linear,
+}
+
+impl Bottleneck {
+    /// A fresh (identity) adapter.
+    pub fn new(hidden: usize, bottleneck: usize, device: &Device) -> Self {
+        Self {
+            down: LinearConfig::new(hidden, bottleneck).with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 }).init(device),
+            up: LinearConfig::new(bottleneck, hidden).with_initializer(Initializer::Zeros).init(device),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[.., hidden]` → same
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        x.clone() + self.up.forward(gelu(self.down.forward(x)))
+    }
+}
+
+/// Applies an optional adapter.
+pub fn adapt<const D: usize>(adapter: &Option<Bottleneck>, x: Tensor<D>) -> Tensor<D> {
+    match adapter {
+        Some(a) => a.forward(x),
+        None => x,
+    }
+}
 
 /// ViT input tokens: patchify with `conv`, prepend the class token, add learned positions.
 ///

@@ -55,16 +55,6 @@ impl Method {
             Method::Frozen => "frozen",
         }
     }
-
-    /// Whether the method only chooses which existing parameters train (no new modules).
-    pub fn is_selective(self) -> bool {
-        matches!(self, Method::Full | Method::Layernorm | Method::Ffn | Method::Attention | Method::Bitfit | Method::Frozen)
-    }
-
-    /// Whether normtune implements the method yet.
-    pub fn is_available(self) -> bool {
-        self.is_selective() || matches!(self, Method::Lora | Method::Ia3 | Method::Prefix | Method::PtuningV2)
-    }
 }
 
 impl std::str::FromStr for Method {
@@ -109,6 +99,8 @@ pub struct PeftConfig {
     pub lora: super::lora::LoraSettings,
     /// Prefix settings, for components whose method is `prefix` or `ptuning-v2`.
     pub prefix: super::prefix::PrefixSettings,
+    /// Bottleneck adapter settings, for components whose method is `adapter`.
+    pub adapter: super::adapter::AdapterSettings,
 }
 
 impl PeftConfig {

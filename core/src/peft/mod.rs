@@ -4,6 +4,7 @@
 //!
 //! PEFT is data: a [`PeftConfig`] says what to do, [`apply`] does it, [`report`] counts it.
 
+pub mod adapter;
 pub mod config;
 pub mod ia3;
 pub mod io;

@@ -75,6 +75,10 @@ impl Selector<'_> {
         if path.iter().any(|s| s == "lora") {
             return method == Method::Lora;
         }
+        // Bottleneck adapters: `adapter`, `attn_adapter`, `mlp_adapter`.
+        if path.iter().any(|s| s.ends_with("adapter")) {
+            return method == Method::Adapter;
+        }
         // Prefix keys/values (and their projection MLP).
         if path.iter().any(|s| s == "prefix") {
             return matches!(method, Method::Prefix | Method::PtuningV2);
@@ -107,16 +111,10 @@ impl ModuleMapper for Selector<'_> {
 /// (or `modules_to_save`) selects. A classifier's head trains fully unless the config names it.
 pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
     let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
-    for (comp, method) in &cfg.placement {
+    for comp in cfg.placement.keys() {
         if !components.contains(&comp.as_str()) {
             return Err(Error::Input(format!("this model has no `{comp}` component (it has: {})", components.join(", "))));
         }
-        if !method.is_available() {
-            return Err(unavailable(*method));
-        }
-    }
-    if let Some(m) = cfg.default_method.filter(|m| !m.is_available()) {
-        return Err(unavailable(m));
     }
     let mut cfg = cfg.clone();
     if components.contains(&"head") && !cfg.placement.contains_key("head") && !cfg.modules_to_save.iter().any(|m| m == "classifier") {
@@ -136,12 +134,9 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
     } else {
         model
     };
+    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Adapter) { super::adapter::attach(model, &cfg)? } else { model };
     let mut selector = Selector { cfg: &cfg, path: PathStack::default() };
     Ok(model.map(&mut selector))
-}
-
-fn unavailable(m: Method) -> Error {
-    Error::Input(format!("PEFT method `{}` is not available yet (available: full, layernorm, ffn, attention, bitfit, lora, ia3, prefix, ptuning-v2, frozen)", m.name()))
 }
 
 /// Every parameter path of a module, dotted.

@@ -3,7 +3,7 @@
 //! attention's `self` → `self_attn`; the loader maps them.
 
 use super::config::BlipTextConfig;
-use crate::models::common::{Activation, attention, causal_mask, merge_heads, padding_mask, split_heads};
+use crate::models::common::{Activation, Bottleneck, adapt, attention, causal_mask, merge_heads, padding_mask, split_heads};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
@@ -105,6 +105,8 @@ pub struct BlipTextOutput {
     pub layer_norm: LayerNorm,
     /// IA3 scaling of the projection's input, `[in]` (peft `dense.ia3_l`, a feed-forward module).
     pub dense_ia3: Option<Param<Tensor<1>>>,
+    /// Bottleneck adapter after the projection, before the residual (Houlsby).
+    pub adapter: Option<Bottleneck>,
 }
 
 impl BlipTextOutput {
@@ -115,7 +117,7 @@ impl BlipTextOutput {
             Some(l) => x * l.val().unsqueeze::<3>(),
             None => x,
         };
-        self.layer_norm.forward(self.dense.forward(x) + residual)
+        self.layer_norm.forward(adapt(&self.adapter, self.dense.forward(x)) + residual)
     }
 }
 
@@ -471,7 +473,7 @@ impl BlipTextConfig {
                 value_ia3: None,
                 num_heads: self.num_attention_heads,
             },
-            output: BlipTextOutput { dense: self.linear(d, d, device), layer_norm: self.layer_norm(device), dense_ia3: None },
+            output: BlipTextOutput { dense: self.linear(d, d, device), layer_norm: self.layer_norm(device), dense_ia3: None, adapter: None },
         }
     }
 
@@ -495,6 +497,7 @@ impl BlipTextConfig {
                     dense: self.linear(self.intermediate_size, d, device),
                     layer_norm: self.layer_norm(device),
                     dense_ia3: None,
+                    adapter: None,
                 },
             })
             .collect();

@@ -2,7 +2,7 @@
 //! `encoder.layer.N.attention.attention.query` layout). The head reads the class token.
 
 use super::config::ViTConfig;
-use crate::models::common::{attention, merge_heads, patch_tokens, split_heads};
+use crate::models::common::{Bottleneck, adapt, attention, merge_heads, patch_tokens, split_heads};
 use crate::models::vit::model::BlipMlp;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -53,6 +53,10 @@ pub struct ViTLayer {
     pub layernorm_after: LayerNorm,
     /// MLP (`fc1`, `fc2`).
     pub mlp: BlipMlp,
+    /// Bottleneck adapter after attention.
+    pub attn_adapter: Option<Bottleneck>,
+    /// Bottleneck adapter after the MLP.
+    pub mlp_adapter: Option<Bottleneck>,
 }
 
 /// HF `ViTModel` without pooler.
@@ -99,6 +103,8 @@ impl ViTConfig {
                 layernorm_before: ln.init(device),
                 layernorm_after: ln.init(device),
                 mlp: BlipMlp { fc1: lin(d, self.intermediate_size, true), fc2: lin(self.intermediate_size, d, true), act: self.hidden_act },
+                attn_adapter: None,
+                mlp_adapter: None,
             })
             .collect();
         ViTForImageClassification {
@@ -138,8 +144,8 @@ impl ViTModel {
         let e = &self.embeddings;
         let mut x = patch_tokens(&e.patch_embeddings.projection, e.cls_token.val(), e.position_embeddings.val(), pixels);
         for layer in &self.layers {
-            x = x.clone() + layer.attention.forward(layer.layernorm_before.forward(x));
-            x = x.clone() + layer.mlp.forward(layer.layernorm_after.forward(x));
+            x = x.clone() + adapt(&layer.attn_adapter, layer.attention.forward(layer.layernorm_before.forward(x)));
+            x = x.clone() + adapt(&layer.mlp_adapter, layer.mlp.forward(layer.layernorm_after.forward(x)));
         }
         self.layernorm.forward(x)
     }

@@ -2,7 +2,7 @@
 //! fused `qkv` projection, and `post_layernorm`. Module names are HF's, so weights load by name.
 
 use super::config::BlipVisionConfig;
-use crate::models::common::{Activation, attention, merge_heads, patch_tokens, split_heads};
+use crate::models::common::{Activation, Bottleneck, adapt, attention, merge_heads, patch_tokens, split_heads};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -93,14 +93,18 @@ pub struct BlipEncoderLayer {
     pub mlp: BlipMlp,
     /// Norm before the MLP.
     pub layer_norm2: LayerNorm,
+    /// Bottleneck adapter after attention.
+    pub attn_adapter: Option<Bottleneck>,
+    /// Bottleneck adapter after the MLP.
+    pub mlp_adapter: Option<Bottleneck>,
 }
 
 impl BlipEncoderLayer {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x));
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+        let x = x.clone() + adapt(&self.attn_adapter, self.self_attn.forward(self.layer_norm1.forward(x)));
+        x.clone() + adapt(&self.mlp_adapter, self.mlp.forward(self.layer_norm2.forward(x)))
     }
 }
 
@@ -141,6 +145,8 @@ impl BlipVisionConfig {
                     act: self.hidden_act,
                 },
                 layer_norm2: ln.init(device),
+                attn_adapter: None,
+                mlp_adapter: None,
             })
             .collect();
         BlipVisionModel {
