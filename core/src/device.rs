@@ -21,7 +21,9 @@ impl std::str::FromStr for DeviceChoice {
             "cpu" => Ok(Self::Cpu),
             "gpu" => Ok(Self::Gpu),
             "auto" => Ok(Self::Auto),
-            other => Err(format!("unknown device `{other}` (expected cpu, gpu or auto)")),
+            other => Err(format!(
+                "unknown device `{other}` (expected cpu, gpu or auto)"
+            )),
         }
     }
 }
@@ -38,7 +40,10 @@ pub struct ChosenDevice {
 /// The CPU device (burn `flex`).
 #[cfg(feature = "flex")]
 pub fn cpu() -> ChosenDevice {
-    ChosenDevice { device: Device::flex(), reason: "cpu (flex)".into() }
+    ChosenDevice {
+        device: Device::flex(),
+        reason: "cpu (flex)".into(),
+    }
 }
 
 /// Picks the device natively. `Auto` uses wgpu only when the adapter is real hardware: a software
@@ -46,7 +51,10 @@ pub fn cpu() -> ChosenDevice {
 #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
 pub fn choose(choice: DeviceChoice) -> ChosenDevice {
     match choice {
-        DeviceChoice::Cpu => ChosenDevice { reason: "cpu (flex): --device cpu".into(), ..cpu() },
+        DeviceChoice::Cpu => ChosenDevice {
+            reason: "cpu (flex): --device cpu".into(),
+            ..cpu()
+        },
         #[cfg(feature = "wgpu")]
         DeviceChoice::Gpu => ChosenDevice {
             device: Device::wgpu(Default::default()),
@@ -96,7 +104,11 @@ fn real_gpu_adapter() -> Option<String> {
     }
 }
 
-#[cfg(all(feature = "wgpu", not(target_arch = "wasm32"), not(target_os = "linux")))]
+#[cfg(all(
+    feature = "wgpu",
+    not(target_arch = "wasm32"),
+    not(target_os = "linux")
+))]
 fn probe_adapter() -> Option<String> {
     // macOS (Metal) and Windows (DX12/Vulkan) desktops have a hardware adapter.
     Some("system default adapter".into())

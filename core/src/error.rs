@@ -14,7 +14,11 @@ pub enum Error {
     Json { file: String, reason: String },
     /// A config field holds a value normtune cannot use.
     #[error("{file}: field `{field}`: {reason}")]
-    Config { file: String, field: String, reason: String },
+    Config {
+        file: String,
+        field: String,
+        reason: String,
+    },
     /// The weights file does not match the model the config describes.
     #[error("{file}: {reason}")]
     Weights { file: String, reason: String },
@@ -37,9 +41,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn json(file: &str, e: impl std::fmt::Display) -> Self {
-        Error::Json { file: file.to_string(), reason: e.to_string() }
+        Error::Json {
+            file: file.to_string(),
+            reason: e.to_string(),
+        }
     }
     pub(crate) fn config(file: &str, field: &str, reason: impl Into<String>) -> Self {
-        Error::Config { file: file.to_string(), field: field.to_string(), reason: reason.into() }
+        Error::Config {
+            file: file.to_string(),
+            field: field.to_string(),
+            reason: reason.into(),
+        }
     }
 }

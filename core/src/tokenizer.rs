@@ -14,24 +14,45 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TextTokenizer({}, vocab {})", self.file, self.vocab_size())
+        write!(
+            f,
+            "TextTokenizer({}, vocab {})",
+            self.file,
+            self.vocab_size()
+        )
     }
 }
 
 impl TextTokenizer {
     /// From a `tokenizer.json`.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
-        let inner = Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
-        Ok(Self { inner, file: file.into() })
+        let inner = Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+            file: file.into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            inner,
+            file: file.into(),
+        })
     }
 
     /// From a BERT `vocab.txt` (one token per line, id = line number), lower-casing as
     /// bert-base-uncased does.
     pub fn from_vocab_txt(bytes: &[u8], file: &str) -> Result<Self> {
-        let text = std::str::from_utf8(bytes).map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
-        let vocab: HashMap<String, u32> = text.lines().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::Tokenizer {
+            file: file.into(),
+            reason: e.to_string(),
+        })?;
+        let vocab: HashMap<String, u32> = text
+            .lines()
+            .enumerate()
+            .map(|(i, t)| (t.to_string(), i as u32))
+            .collect();
         let id = |t: &str| {
-            vocab.get(t).copied().ok_or_else(|| Error::Tokenizer { file: file.into(), reason: format!("no `{t}` token in the vocabulary") })
+            vocab.get(t).copied().ok_or_else(|| Error::Tokenizer {
+                file: file.into(),
+                reason: format!("no `{t}` token in the vocabulary"),
+            })
         };
         let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
         id("[UNK]")?;
@@ -58,14 +79,26 @@ impl TextTokenizer {
             "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                 "max_input_chars_per_word": 100, "vocab": vocab},
         });
-        let inner = Tokenizer::from_bytes(json.to_string().as_bytes())
-            .map_err(|e| Error::Tokenizer { file: file.into(), reason: e.to_string() })?;
-        Ok(Self { inner, file: file.into() })
+        let inner =
+            Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(|e| Error::Tokenizer {
+                file: file.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            inner,
+            file: file.into(),
+        })
     }
 
     /// Token ids with `[CLS]` … `[SEP]`, truncated to `max_len` tokens (the last one kept `[SEP]`).
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<i64>> {
-        let enc = self.inner.encode(text, true).map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })?;
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer {
+                file: self.file.clone(),
+                reason: e.to_string(),
+            })?;
         let mut ids: Vec<i64> = enc.get_ids().iter().map(|&i| i as i64).collect();
         if ids.len() > max_len && max_len >= 2 {
             let last = *ids.last().unwrap_or(&0);
@@ -78,7 +111,10 @@ impl TextTokenizer {
     /// Text for ids, special tokens skipped (HF `decode(..., skip_special_tokens=True)`).
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();
-        self.inner.decode(&ids, true).map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })
+        self.inner.decode(&ids, true).map_err(|e| Error::Tokenizer {
+            file: self.file.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// The id of a token, if the vocabulary has it.

@@ -15,7 +15,10 @@ impl DirSource {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         if !root.is_dir() {
-            return Err(Error::Missing { file: root.display().to_string(), reason: "not a directory".into() });
+            return Err(Error::Missing {
+                file: root.display().to_string(),
+                reason: "not a directory".into(),
+            });
         }
         Ok(Self { root })
     }
@@ -24,7 +27,10 @@ impl DirSource {
 impl FileSource for DirSource {
     async fn read(&self, name: &str) -> Result<Vec<u8>> {
         let path = self.root.join(name);
-        std::fs::read(&path).map_err(|e| Error::Missing { file: path.display().to_string(), reason: e.to_string() })
+        std::fs::read(&path).map_err(|e| Error::Missing {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })
     }
     async fn exists(&self, name: &str) -> bool {
         self.root.join(name).is_file()
@@ -36,5 +42,8 @@ impl FileSource for DirSource {
 
 /// Reads a file the user named, with the path in the error.
 pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Missing { file: path.display().to_string(), reason: e.to_string() })
+    std::fs::read(path).map_err(|e| Error::Missing {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }

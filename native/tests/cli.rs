@@ -8,16 +8,28 @@ fn fixtures() -> PathBuf {
 }
 
 fn normtune(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_normtune")).args(args).output().expect("run normtune");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_normtune"))
+        .args(args)
+        .output()
+        .expect("run normtune");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 fn reference(rel: &str) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(fixtures().join(rel).join("reference.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(fixtures().join(rel).join("reference.json")).unwrap())
+        .unwrap()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<i64> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -28,8 +40,20 @@ fn infer_json_prints_the_ids_hf_generated() {
     let q = r["questions"][0].as_str().unwrap();
     for (beams, max_new, key) in [("1", "8", "greedy_ids"), ("3", "8", "beam3_ids")] {
         let (ok, out, err) = normtune(&[
-            "infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--question", q,
-            "--num-beams", beams, "--max-new-tokens", max_new, "--json", "--device", "cpu",
+            "infer",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--question",
+            q,
+            "--num-beams",
+            beams,
+            "--max-new-tokens",
+            max_new,
+            "--json",
+            "--device",
+            "cpu",
         ]);
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
@@ -44,8 +68,18 @@ fn infer_without_question_writes_a_report() {
     let image = fixtures().join("images/chest_32.png");
     let r = reference("blip_caption");
     let (ok, out, err) = normtune(&[
-        "infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--num-beams", "1",
-        "--max-new-tokens", "10", "--json", "--device", "cpu",
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "10",
+        "--json",
+        "--device",
+        "cpu",
     ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -57,17 +91,36 @@ fn infer_without_question_writes_a_report() {
 fn infer_classifies_with_the_hf_probabilities() {
     let model = fixtures().join("vit_cls");
     let image = fixtures().join("images/chest_32.png");
-    let (ok, out, err) = normtune(&["infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--json", "--device", "cpu"]);
+    let (ok, out, err) = normtune(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let bytes = std::fs::read(fixtures().join("vit_cls/reference.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let probs: Vec<f32> = st.tensor("probs").unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let probs: Vec<f32> = st
+        .tensor("probs")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let labels = v["labels"].as_array().unwrap();
     assert_eq!(labels.len(), 5);
     for (i, l) in labels.iter().enumerate() {
         let p = l["probability"].as_f64().unwrap() as f32;
-        assert!((p - probs[i]).abs() < 1e-4, "label {i}: {p} vs {}", probs[i]);
+        assert!(
+            (p - probs[i]).abs() < 1e-4,
+            "label {i}: {p} vs {}",
+            probs[i]
+        );
     }
     assert_eq!(labels[1]["label"], "Cardiomegaly");
 }
@@ -76,7 +129,14 @@ fn infer_classifies_with_the_hf_probabilities() {
 fn inspect_counts_every_parameter_of_the_file() {
     for rel in ["blip_vqa", "blip_caption", "vit_cls"] {
         let model = fixtures().join(rel);
-        let (ok, out, err) = normtune(&["inspect", "--model", model.to_str().unwrap(), "--json", "--device", "cpu"]);
+        let (ok, out, err) = normtune(&[
+            "inspect",
+            "--model",
+            model.to_str().unwrap(),
+            "--json",
+            "--device",
+            "cpu",
+        ]);
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         // HF saves each tied tensor once, so the file's element count is HF's num_parameters().
@@ -87,8 +147,17 @@ fn inspect_counts_every_parameter_of_the_file() {
             .iter()
             .map(|(_, t)| t.shape().iter().product::<usize>())
             .sum();
-        assert_eq!(v["total_params"].as_u64().unwrap() as usize, in_file, "{rel}");
-        let parts: u64 = v["components"].as_array().unwrap().iter().map(|c| c["params"].as_u64().unwrap()).sum();
+        assert_eq!(
+            v["total_params"].as_u64().unwrap() as usize,
+            in_file,
+            "{rel}"
+        );
+        let parts: u64 = v["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["params"].as_u64().unwrap())
+            .sum();
         assert_eq!(parts as usize, in_file, "{rel}: components add up");
     }
 }
@@ -98,10 +167,53 @@ fn bad_input_gives_one_line_errors() {
     let model = fixtures().join("blip_vqa");
     let good_image = fixtures().join("images/chest_32.png");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--model".into(), "/nonexistent/model".into(), "--image".into(), good_image.display().to_string(), "--question".into(), "is it?".into()], "/nonexistent/model"),
-        (vec!["--model".into(), model.display().to_string(), "--image".into(), fixtures().join("images/not_an_image.png").display().to_string(), "--question".into(), "is it?".into()], "not_an_image.png"),
-        (vec!["--model".into(), model.display().to_string(), "--image".into(), "/nonexistent.png".into(), "--question".into(), "is it?".into()], "/nonexistent.png"),
-        (vec!["--model".into(), model.display().to_string(), "--image".into(), good_image.display().to_string(), "--question".into(), "".into()], "question"),
+        (
+            vec![
+                "--model".into(),
+                "/nonexistent/model".into(),
+                "--image".into(),
+                good_image.display().to_string(),
+                "--question".into(),
+                "is it?".into(),
+            ],
+            "/nonexistent/model",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model.display().to_string(),
+                "--image".into(),
+                fixtures()
+                    .join("images/not_an_image.png")
+                    .display()
+                    .to_string(),
+                "--question".into(),
+                "is it?".into(),
+            ],
+            "not_an_image.png",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model.display().to_string(),
+                "--image".into(),
+                "/nonexistent.png".into(),
+                "--question".into(),
+                "is it?".into(),
+            ],
+            "/nonexistent.png",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model.display().to_string(),
+                "--image".into(),
+                good_image.display().to_string(),
+                "--question".into(),
+                "".into(),
+            ],
+            "question",
+        ),
     ];
     for (args, needle) in cases {
         let mut all = vec!["infer".to_string(), "--device".into(), "cpu".into()];
@@ -123,13 +235,35 @@ fn merge_writes_a_plain_model_with_the_adapted_outputs() {
     let adapter = fixtures().join("peft_ln_vqa/adapter");
     let out = std::env::temp_dir().join(format!("normtune-merge-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let (ok, _, err) = normtune(&["merge", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (ok, _, err) = normtune(&[
+        "merge",
+        "--model",
+        base.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(!out.join("adapter_config.json").exists() && out.join("model.safetensors").exists());
     let image = fixtures().join("images/chest_32.png");
-    let q = reference("blip_vqa")["questions"][1].as_str().unwrap().to_string();
+    let q = reference("blip_vqa")["questions"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
     let run = |extra: &[&str], model: &std::path::Path| {
-        let mut args = vec!["infer", "--model", model.to_str().unwrap(), "--image", image.to_str().unwrap(), "--question", &q, "--json", "--device", "cpu"];
+        let mut args = vec![
+            "infer",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            image.to_str().unwrap(),
+            "--question",
+            &q,
+            "--json",
+            "--device",
+            "cpu",
+        ];
         args.extend_from_slice(extra);
         let (ok, out, err) = normtune(&args);
         assert!(ok, "{err}");
@@ -139,9 +273,20 @@ fn merge_writes_a_plain_model_with_the_adapted_outputs() {
     let adapted = run(&["--adapter", adapter.to_str().unwrap()], &base);
     let plain = run(&[], &base);
     assert_eq!(merged["token_ids"], adapted["token_ids"]);
-    assert_ne!(merged["token_ids"], plain["token_ids"], "the adapter changes the answer on this input");
+    assert_ne!(
+        merged["token_ids"], plain["token_ids"],
+        "the adapter changes the answer on this input"
+    );
     // A second merge into the same folder is refused and leaves it intact.
-    let (ok, _, err) = normtune(&["merge", "--model", base.to_str().unwrap(), "--adapter", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (ok, _, err) = normtune(&[
+        "merge",
+        "--model",
+        base.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok && err.contains("already exists"), "{err}");
     std::fs::remove_dir_all(&out).unwrap();
 }
@@ -162,7 +307,14 @@ fn inspect_reproduces_the_papers_trainable_counts() {
     let lora = dir.join("f_lora_lora.json");
     std::fs::write(&lora, r#"{"placement": {"vision": "frozen", "text_encoder": "lora", "decoder": "lora"}, "lora": {"r": 4}}"#).unwrap();
     let run = |extra: &[&str]| {
-        let mut args = vec!["inspect", "--model", dir.to_str().unwrap(), "--json", "--device", "cpu"];
+        let mut args = vec![
+            "inspect",
+            "--model",
+            dir.to_str().unwrap(),
+            "--json",
+            "--device",
+            "cpu",
+        ];
         args.extend_from_slice(extra);
         let (ok, out, err) = normtune(&args);
         assert!(ok, "{err}");
@@ -179,7 +331,10 @@ fn inspect_reproduces_the_papers_trainable_counts() {
     // MILE's F-F-Prefix 14.77M (3.93%) and F-F-PTv2 184,320 (0.051%), 10 virtual tokens.
     let fp = run(&["--peft", "vision=frozen,text_encoder=frozen,decoder=prefix"]);
     assert_eq!(fp["trainable_params"], 14_772_480);
-    let fv = run(&["--peft", "vision=frozen,text_encoder=frozen,decoder=ptuning-v2"]);
+    let fv = run(&[
+        "--peft",
+        "vision=frozen,text_encoder=frozen,decoder=ptuning-v2",
+    ]);
     assert_eq!(fv["trainable_params"], 184_320);
     std::fs::remove_dir_all(&dir).unwrap();
 }

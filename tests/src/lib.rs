@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
 }
 
 /// Every file of a fixture folder, in memory (the core reads bytes, not paths).
@@ -39,27 +41,48 @@ pub struct RefTensor {
 
 /// Reads tensor `name` from `<rel>/reference.safetensors`.
 pub fn reference(rel: &str, name: &str) -> RefTensor {
-    let bytes = std::fs::read(fixture(rel).join("reference.safetensors")).expect("reference.safetensors");
+    let bytes =
+        std::fs::read(fixture(rel).join("reference.safetensors")).expect("reference.safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("{rel}: no reference tensor {name}"));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{rel}: no reference tensor {name}"));
     let data = t.data();
     let values = match t.dtype() {
-        safetensors::Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        safetensors::Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        safetensors::Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        safetensors::Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         other => panic!("{rel}/{name}: unexpected dtype {other:?}"),
     };
-    RefTensor { shape: t.shape().to_vec(), values }
+    RefTensor {
+        shape: t.shape().to_vec(),
+        values,
+    }
 }
 
 impl RefTensor {
     /// As a float tensor of rank `D`.
     pub fn float<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(self.values.clone(), self.shape.clone()), device)
+        Tensor::from_data(
+            TensorData::new(self.values.clone(), self.shape.clone()),
+            device,
+        )
     }
     /// As an int tensor of rank `D`.
     pub fn int<const D: usize>(&self, device: &Device) -> Tensor<D, Int> {
         let v: Vec<i64> = self.values.iter().map(|&x| x as i64).collect();
-        Tensor::<1, Int>::from_ints(v.as_slice(), device).reshape(self.shape.clone().try_into().map(|a: [usize; D]| a).expect("rank"))
+        Tensor::<1, Int>::from_ints(v.as_slice(), device).reshape(
+            self.shape
+                .clone()
+                .try_into()
+                .map(|a: [usize; D]| a)
+                .expect("rank"),
+        )
     }
 }
 
@@ -74,7 +97,10 @@ pub fn values<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
 pub fn max_rel_err(actual: &[f32], expected: &[f32]) -> f32 {
     assert_eq!(actual.len(), expected.len(), "length");
     let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let diff = actual.iter().zip(expected).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    let diff = actual
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
     diff / scale
 }
 
@@ -84,10 +110,23 @@ pub fn assert_close<const D: usize>(what: &str, actual: Tensor<D>, expected: &Re
     assert_eq!(shape, expected.shape, "{what}: shape");
     let err = max_rel_err(&vals, &expected.values);
     println!("{what}: max relative error {err:.2e} (tolerance {tol:.0e})");
-    assert!(err <= tol, "{what}: max relative error {err:.3e} > {tol:.0e}");
+    assert!(
+        err <= tol,
+        "{what}: max relative error {err:.3e} > {tol:.0e}"
+    );
 }
 
 /// Id lists from a JSON array of arrays.
 pub fn id_lists(v: &serde_json::Value) -> Vec<Vec<i64>> {
-    v.as_array().expect("array").iter().map(|r| r.as_array().expect("array").iter().map(|x| x.as_i64().expect("int")).collect()).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("array")
+                .iter()
+                .map(|x| x.as_i64().expect("int"))
+                .collect()
+        })
+        .collect()
 }

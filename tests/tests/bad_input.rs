@@ -15,7 +15,10 @@ fn load_err(src: &MemorySource) -> String {
 }
 
 /// Rewrites `model.safetensors` of a fixture through `edit` (name → (shape, f32 values)).
-fn edited_weights(rel: &str, edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>)) -> MemorySource {
+fn edited_weights(
+    rel: &str,
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>),
+) -> MemorySource {
     let mut src = folder(rel);
     let bytes = std::fs::read(fixture(rel).join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -23,15 +26,32 @@ fn edited_weights(rel: &str, edit: impl FnOnce(&mut HashMap<String, (Vec<usize>,
         .tensors()
         .into_iter()
         .map(|(k, v)| {
-            let vals = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let vals = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             (k, (v.shape().to_vec(), vals))
         })
         .collect();
     edit(&mut tensors);
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.into_iter().map(|(k, (s, v))| (k, s, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-    let views: Vec<(String, TensorView)> = raw.iter().map(|(k, s, b)| (k.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
-    src.insert("model.safetensors", safetensors::serialize(views, None).unwrap());
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(k, (s, v))| (k, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView)> = raw
+        .iter()
+        .map(|(k, s, b)| {
+            (
+                k.clone(),
+                TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    src.insert(
+        "model.safetensors",
+        safetensors::serialize(views, None).unwrap(),
+    );
     src
 }
 
@@ -49,7 +69,10 @@ fn missing_tensor_is_named() {
     let e = load_err(&edited_weights("blip_vqa", |t| {
         t.remove(key);
     }));
-    assert!(e.contains("model.safetensors") && e.contains("missing") && e.contains("post_layernorm"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("missing") && e.contains("post_layernorm"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -68,15 +91,24 @@ fn wrong_shape_is_named() {
         shape.reverse();
         let _ = vals;
     }));
-    assert!(e.contains("classifier") && e.to_lowercase().contains("shape"), "{e}");
+    assert!(
+        e.contains("classifier") && e.to_lowercase().contains("shape"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_model_type_is_named() {
     let mut src = folder("vit_cls");
-    src.insert("config.json", br#"{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}"#.to_vec());
+    src.insert(
+        "config.json",
+        br#"{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}"#.to_vec(),
+    );
     let e = load_err(&src);
-    assert!(e.contains("config.json") && e.contains("model_type") && e.contains("gpt2"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("model_type") && e.contains("gpt2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -95,7 +127,10 @@ fn malformed_config_is_named() {
 fn not_an_image_is_named() {
     let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &Device::flex())).unwrap();
     let bytes = std::fs::read(fixture("images/not_an_image.png")).unwrap();
-    let e = p.image_tensor(&bytes, "not_an_image.png").unwrap_err().to_string();
+    let e = p
+        .image_tensor(&bytes, "not_an_image.png")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not_an_image.png") && e.contains("image"), "{e}");
 }
 
@@ -104,6 +139,8 @@ fn empty_question_is_rejected() {
     let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &Device::flex())).unwrap();
     let bytes = std::fs::read(fixture("images/chest_32.png")).unwrap();
     let pixels = p.image_tensor(&bytes, "chest_32.png").unwrap();
-    let e = pollster::block_on(p.answer(pixels, "   ", &Default::default())).unwrap_err().to_string();
+    let e = pollster::block_on(p.answer(pixels, "   ", &Default::default()))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("question"), "{e}");
 }

@@ -15,20 +15,33 @@ fn device() -> Device {
 }
 
 fn pipeline(rel: &str, device: &Device) -> Pipeline {
-    pollster::block_on(Pipeline::load(&folder(rel), device)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    pollster::block_on(Pipeline::load(&folder(rel), device))
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 fn vqa_checks(device: &Device) {
     let p = pipeline("blip_vqa", device);
-    let Model::Vqa(m) = &p.model else { panic!("blip_vqa loads as a VQA model") };
+    let Model::Vqa(m) = &p.model else {
+        panic!("blip_vqa loads as a VQA model")
+    };
     let pixels = reference("blip_vqa", "pixel_values").float::<4>(device);
     let image = m.encode_image(pixels.clone());
-    assert_close("vqa vision_last_hidden_state", image.clone(), &reference("blip_vqa", "vision_last_hidden_state"), TOL);
+    assert_close(
+        "vqa vision_last_hidden_state",
+        image.clone(),
+        &reference("blip_vqa", "vision_last_hidden_state"),
+        TOL,
+    );
 
     let ids = reference("blip_vqa", "input_ids").int::<2>(device);
     let mask = reference("blip_vqa", "attention_mask").float::<2>(device);
     let q = m.encode_question(&image, ids, Some(mask.clone()));
-    assert_close("vqa question_embeds", q.clone(), &reference("blip_vqa", "question_embeds"), TOL);
+    assert_close(
+        "vqa question_embeds",
+        q.clone(),
+        &reference("blip_vqa", "question_embeds"),
+        TOL,
+    );
 
     let dec_ids = reference("blip_vqa", "decoder_input_ids").int::<2>(device);
     let dec_mask = reference("blip_vqa", "decoder_attention_mask").float::<2>(device);
@@ -38,7 +51,12 @@ fn vqa_checks(device: &Device) {
     // applies the mask when one is given, as the original BLIP code does.
     let _ = mask;
     let logits = m.answer_logits(&q, None, dec_ids, Some(dec_mask));
-    assert_close("vqa decoder_logits", logits, &reference("blip_vqa", "decoder_logits"), TOL);
+    assert_close(
+        "vqa decoder_logits",
+        logits,
+        &reference("blip_vqa", "decoder_logits"),
+        TOL,
+    );
 }
 
 fn vqa_generation(device: &Device) {
@@ -47,15 +65,35 @@ fn vqa_generation(device: &Device) {
     let r = reference_json("blip_vqa");
     let tokens = p.special_tokens().unwrap();
     let pixels: Tensor<4> = reference("blip_vqa", "pixel_values").float::<4>(device);
-    let questions: Vec<String> = r["questions"].as_array().unwrap().iter().map(|q| q.as_str().unwrap().to_string()).collect();
-    for (key, beams, max_new) in [("greedy_ids", 1, 8), ("beam3_ids", 3, 8), ("beam2_ids", 2, 5)] {
+    let questions: Vec<String> = r["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q.as_str().unwrap().to_string())
+        .collect();
+    for (key, beams, max_new) in [
+        ("greedy_ids", 1, 8),
+        ("beam3_ids", 3, 8),
+        ("beam2_ids", 2, 5),
+    ] {
         let expected = id_lists(&r["generation"][key]);
         for (i, q) in questions.iter().enumerate() {
             let ids = p.tokenizer.as_ref().unwrap().encode(q, 512).unwrap();
             let n = ids.len();
             let ids = normtune_core::burn::tensor::Tensor::<1, normtune_core::burn::tensor::Int>::from_ints(ids.as_slice(), device).reshape([1, n]);
-            let gen_cfg = GenConfig { num_beams: beams, max_new_tokens: max_new, length_penalty: 1.0 };
-            let out = pollster::block_on(m.generate(pixels.clone().narrow(0, i, 1), ids, None, &tokens, &gen_cfg)).unwrap();
+            let gen_cfg = GenConfig {
+                num_beams: beams,
+                max_new_tokens: max_new,
+                length_penalty: 1.0,
+            };
+            let out = pollster::block_on(m.generate(
+                pixels.clone().narrow(0, i, 1),
+                ids,
+                None,
+                &tokens,
+                &gen_cfg,
+            ))
+            .unwrap();
             assert_eq!(out[0], expected[i], "{key} for question {i} ({q})");
         }
     }
@@ -79,9 +117,20 @@ fn blip_vqa_tokenizer_matches_hf() {
     let mask = reference("blip_vqa", "attention_mask");
     let width = expected.shape[1];
     for (i, q) in r["questions"].as_array().unwrap().iter().enumerate() {
-        let ids = p.tokenizer.as_ref().unwrap().encode(q.as_str().unwrap(), 512).unwrap();
-        let n = mask.values[i * width..(i + 1) * width].iter().filter(|v| **v > 0.5).count();
-        let want: Vec<i64> = expected.values[i * width..i * width + n].iter().map(|v| *v as i64).collect();
+        let ids = p
+            .tokenizer
+            .as_ref()
+            .unwrap()
+            .encode(q.as_str().unwrap(), 512)
+            .unwrap();
+        let n = mask.values[i * width..(i + 1) * width]
+            .iter()
+            .filter(|v| **v > 0.5)
+            .count();
+        let want: Vec<i64> = expected.values[i * width..i * width + n]
+            .iter()
+            .map(|v| *v as i64)
+            .collect();
         assert_eq!(ids, want, "question {i}");
     }
 }
@@ -105,11 +154,23 @@ fn blip_vqa_candidate_ranking_matches_hf() {
         })
         .collect();
     let pixels = reference("blip_vqa", "pixel_values").float::<4>(&device);
-    let expected: Vec<Vec<f64>> = r["candidate_scores"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()).collect();
+    let expected: Vec<Vec<f64>> = r["candidate_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
     for (i, q) in r["questions"].as_array().unwrap().iter().enumerate() {
         let ids = tok.encode(q.as_str().unwrap(), 512).unwrap();
         let n = ids.len();
-        let ids = Tensor::<1, normtune_core::burn::tensor::Int>::from_ints(ids.as_slice(), &device).reshape([1, n]);
+        let ids = Tensor::<1, normtune_core::burn::tensor::Int>::from_ints(ids.as_slice(), &device)
+            .reshape([1, n]);
         let image = m.encode_image(pixels.clone().narrow(0, i, 1));
         let qs = m.encode_question(&image, ids, None);
         let (_, got) = values(m.score_candidates(&qs, None, &candidates, tokens.pad));
@@ -124,23 +185,48 @@ fn blip_vqa_candidate_ranking_matches_hf() {
 fn blip_caption_states_logits_and_ids_match_hf() {
     let device = device();
     let p = pipeline("blip_caption", &device);
-    let Model::Captioner(m) = &p.model else { panic!("blip_caption loads as a captioner") };
-    assert!(m.text_decoder.cls.predictions.decoder.is_some(), "the caption fixture has an untied LM head");
+    let Model::Captioner(m) = &p.model else {
+        panic!("blip_caption loads as a captioner")
+    };
+    assert!(
+        m.text_decoder.cls.predictions.decoder.is_some(),
+        "the caption fixture has an untied LM head"
+    );
     let pixels = reference("blip_caption", "pixel_values").float::<4>(&device);
     let image = m.encode_image(pixels.clone());
-    assert_close("caption vision_last_hidden_state", image.clone(), &reference("blip_caption", "vision_last_hidden_state"), TOL);
+    assert_close(
+        "caption vision_last_hidden_state",
+        image.clone(),
+        &reference("blip_caption", "vision_last_hidden_state"),
+        TOL,
+    );
     let ids = reference("blip_caption", "input_ids").int::<2>(&device);
     let mask = reference("blip_caption", "attention_mask").float::<2>(&device);
     let logits = m.text_logits(&image, ids, Some(mask));
-    assert_close("caption decoder_logits", logits, &reference("blip_caption", "decoder_logits"), TOL);
+    assert_close(
+        "caption decoder_logits",
+        logits,
+        &reference("blip_caption", "decoder_logits"),
+        TOL,
+    );
 
     let r = reference_json("blip_caption");
     let tokens = p.special_tokens().unwrap();
     for (key, beams) in [("greedy_ids", 1), ("beam3_ids", 3)] {
         let expected = id_lists(&r["generation"][key]);
         for (i, want) in expected.iter().enumerate() {
-            let gen_cfg = GenConfig { num_beams: beams, max_new_tokens: 10, length_penalty: 1.0 };
-            let out = pollster::block_on(m.generate(pixels.clone().narrow(0, i, 1), &[tokens.bos], &tokens, &gen_cfg)).unwrap();
+            let gen_cfg = GenConfig {
+                num_beams: beams,
+                max_new_tokens: 10,
+                length_penalty: 1.0,
+            };
+            let out = pollster::block_on(m.generate(
+                pixels.clone().narrow(0, i, 1),
+                &[tokens.bos],
+                &tokens,
+                &gen_cfg,
+            ))
+            .unwrap();
             assert_eq!(&out[0], want, "{key} for image {i}");
         }
     }
@@ -150,10 +236,22 @@ fn blip_caption_states_logits_and_ids_match_hf() {
 fn vit_classifier_matches_hf() {
     let device = device();
     let p = pipeline("vit_cls", &device);
-    let Model::Classifier(m) = &p.model else { panic!("vit_cls loads as a classifier") };
+    let Model::Classifier(m) = &p.model else {
+        panic!("vit_cls loads as a classifier")
+    };
     let pixels = reference("vit_cls", "pixel_values").float::<4>(&device);
-    assert_close("vit last_hidden_state", m.vit.forward(pixels.clone()), &reference("vit_cls", "last_hidden_state"), TOL);
-    assert_close("vit logits", m.forward(pixels), &reference("vit_cls", "logits"), TOL);
+    assert_close(
+        "vit last_hidden_state",
+        m.vit.forward(pixels.clone()),
+        &reference("vit_cls", "last_hidden_state"),
+        TOL,
+    );
+    assert_close(
+        "vit logits",
+        m.forward(pixels),
+        &reference("vit_cls", "logits"),
+        TOL,
+    );
 }
 
 #[test]
@@ -172,12 +270,19 @@ fn preprocessing_matches_hf_image_processor() {
         // 50×40 grayscale input: resized; `image`'s Catmull-Rom and PIL's bicubic differ slightly.
         let img = std::fs::read(fixture("images/chest_50x40.png")).unwrap();
         let (_, got) = values(p.image_tensor(&img, "chest_50x40.png").unwrap());
-        let mean_abs: f32 = got.iter().zip(&expected.values[per..]).map(|(a, b)| (a - b).abs()).sum::<f32>() / per as f32;
+        let mean_abs: f32 = got
+            .iter()
+            .zip(&expected.values[per..])
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / per as f32;
         println!("{rel} preprocessing (resized): mean absolute difference {mean_abs:.4}");
-        assert!(mean_abs < 0.05, "{rel}: resized pixels differ by {mean_abs} on average");
+        assert!(
+            mean_abs < 0.05,
+            "{rel}: resized pixels differ by {mean_abs} on average"
+        );
     }
 }
-
 
 #[test]
 fn vocab_txt_tokenizer_matches_hf_tokenizer_json() {
@@ -187,8 +292,16 @@ fn vocab_txt_tokenizer_matches_hf_tokenizer_json() {
     let a = TextTokenizer::from_vocab_txt(&vocab, "vocab.txt").unwrap();
     let b = TextTokenizer::from_json(&json, "tokenizer.json").unwrap();
     assert_eq!(a.vocab_size(), b.vocab_size());
-    for text in ["Is there a LEFT pleural effusion?", "what organ is shown in this chest x ray image?", "The lungs are clear. No pneumothorax, [DEC] ok"] {
-        assert_eq!(a.encode(text, 512).unwrap(), b.encode(text, 512).unwrap(), "{text}");
+    for text in [
+        "Is there a LEFT pleural effusion?",
+        "what organ is shown in this chest x ray image?",
+        "The lungs are clear. No pneumothorax, [DEC] ok",
+    ] {
+        assert_eq!(
+            a.encode(text, 512).unwrap(),
+            b.encode(text, 512).unwrap(),
+            "{text}"
+        );
         let ids = b.encode(text, 512).unwrap();
         assert_eq!(a.decode(&ids).unwrap(), b.decode(&ids).unwrap());
     }

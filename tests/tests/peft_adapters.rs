@@ -20,8 +20,17 @@ fn lora_cfg(spec: &str, r: usize) -> PeftConfig {
 fn logits(m: &Model, device: &Device) -> Tensor<3> {
     let Model::Vqa(m) = m else { panic!() };
     let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(device));
-    let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(device), Some(reference("blip_vqa", "attention_mask").float::<2>(device)));
-    m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(device), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(device)))
+    let q = m.encode_question(
+        &image,
+        reference("blip_vqa", "input_ids").int::<2>(device),
+        Some(reference("blip_vqa", "attention_mask").float::<2>(device)),
+    );
+    m.answer_logits(
+        &q,
+        None,
+        reference("blip_vqa", "decoder_input_ids").int::<2>(device),
+        Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(device)),
+    )
 }
 
 fn host(t: Tensor<3>) -> Vec<f32> {
@@ -52,7 +61,8 @@ fn trained(cfg: &PeftConfig) -> (Model, Vec<(bool, Vec<f32>)>, Vec<(bool, Vec<f3
         impl ModuleVisitor for V {
             fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
                 let v = p.val();
-                self.0.push((v.is_require_grad(), v.into_data().iter::<f32>().collect()));
+                self.0
+                    .push((v.is_require_grad(), v.into_data().iter::<f32>().collect()));
             }
         }
         let mut v = V(Vec::new());
@@ -98,7 +108,11 @@ fn ia3_cfg(spec: &str) -> PeftConfig {
 #[test]
 fn adapters_at_init_change_no_output() {
     let device = Device::flex();
-    for cfg in [lora_cfg("lora", 4), ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"), bottleneck_cfg(8)] {
+    for cfg in [
+        lora_cfg("lora", 4),
+        ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"),
+        bottleneck_cfg(8),
+    ] {
         let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
         let base = host(logits(&p.model, &device));
         let adapted = peft::apply(p.model, &cfg).unwrap();
@@ -109,13 +123,25 @@ fn adapters_at_init_change_no_output() {
 #[test]
 fn adapters_train_exactly_their_parameters() {
     for (spec, prefixes, targets) in [
-        ("vision=frozen,text_encoder=lora,decoder=lora", vec!["text_encoder.", "text_decoder."], vec!["query", "value"]),
-        ("lora", vec!["vision_model.", "text_encoder.", "text_decoder."], vec!["query", "value", "qkv"]),
+        (
+            "vision=frozen,text_encoder=lora,decoder=lora",
+            vec!["text_encoder.", "text_decoder."],
+            vec!["query", "value"],
+        ),
+        (
+            "lora",
+            vec!["vision_model.", "text_encoder.", "text_decoder."],
+            vec!["query", "value", "qkv"],
+        ),
     ] {
         let cfg = lora_cfg(spec, 4);
         check_training(&cfg, hf_lora_count(4, &prefixes, &targets), ".lora.");
     }
-    check_training(&ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"), hf_ia3_count(&["text_encoder.", "text_decoder."]), "_ia3");
+    check_training(
+        &ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"),
+        hf_ia3_count(&["text_encoder.", "text_decoder."]),
+        "_ia3",
+    );
 }
 
 fn check_training(cfg: &PeftConfig, expected: usize, marker: &str) {
@@ -123,7 +149,11 @@ fn check_training(cfg: &PeftConfig, expected: usize, marker: &str) {
     let (model, before, after) = trained(cfg);
     let rep = peft::report(&model);
     assert_eq!(rep.trainable_params, expected, "{spec}");
-    assert!(rep.trainable_paths.iter().all(|p| p.contains(marker)), "{spec}: {:?}", rep.trainable_paths);
+    assert!(
+        rep.trainable_paths.iter().all(|p| p.contains(marker)),
+        "{spec}: {:?}",
+        rep.trainable_paths
+    );
     for (i, ((t, b), (_, a))) in before.iter().zip(&after).enumerate() {
         if *t {
             assert!(b != a, "{spec}: adapter parameter #{i} did not change");
@@ -146,9 +176,19 @@ fn merged_and_round_trip(cfg: &PeftConfig) {
     let model = model.valid();
     let unmerged = host(logits(&model, &device));
     let materialized = peft::ia3::fold(model.clone()).materialize();
-    let base = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap().model;
-    assert_eq!(materialized.num_params(), base.num_params(), "merging removes the factors");
-    assert_ne!(host(logits(&base, &device)), unmerged, "training moved the adapter away from identity");
+    let base = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device))
+        .unwrap()
+        .model;
+    assert_eq!(
+        materialized.num_params(),
+        base.num_params(),
+        "merging removes the factors"
+    );
+    assert_ne!(
+        host(logits(&base, &device)),
+        unmerged,
+        "training moved the adapter away from identity"
+    );
     let merged = host(logits(&materialized, &device));
     let err = max_rel_err(&merged, &unmerged);
     println!("merged vs unmerged: max relative error {err:.2e}");
@@ -168,8 +208,14 @@ fn merged_and_round_trip(cfg: &PeftConfig) {
 #[test]
 fn bad_lora_configs_are_rejected() {
     let device = Device::flex();
-    let load = || pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap().model;
-    let e = peft::apply(load(), &lora_cfg("lora", 0)).unwrap_err().to_string();
+    let load = || {
+        pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device))
+            .unwrap()
+            .model
+    };
+    let e = peft::apply(load(), &lora_cfg("lora", 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("r must be at least 1"), "{e}");
     let mut cfg = lora_cfg("lora", 4);
     cfg.lora.target_modules = Some(vec!["not_a_module".into()]);
@@ -182,16 +228,35 @@ fn bad_lora_configs_are_rejected() {
 fn hf_prefix_count(n: usize, projection: bool) -> usize {
     let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let hidden = st.tensor("text_decoder.bert.embeddings.word_embeddings.weight").unwrap().shape()[1];
-    let layers = st.names().iter().filter(|k| k.ends_with(".attention.self.query.weight") && k.starts_with("text_decoder.")).count();
+    let hidden = st
+        .tensor("text_decoder.bert.embeddings.word_embeddings.weight")
+        .unwrap()
+        .shape()[1];
+    let layers = st
+        .names()
+        .iter()
+        .filter(|k| k.ends_with(".attention.self.query.weight") && k.starts_with("text_decoder."))
+        .count();
     let width = layers * 2 * hidden;
-    if projection { n * hidden + hidden * hidden + hidden + hidden * width + width } else { n * width }
+    if projection {
+        n * hidden + hidden * hidden + hidden + hidden * width + width
+    } else {
+        n * width
+    }
 }
 
 #[test]
 fn prefix_methods_train_exactly_their_parameters() {
-    check_training(&PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=ptuning-v2").unwrap(), hf_prefix_count(10, false), ".prefix.");
-    check_training(&PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=prefix").unwrap(), hf_prefix_count(10, true), ".prefix.");
+    check_training(
+        &PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=ptuning-v2").unwrap(),
+        hf_prefix_count(10, false),
+        ".prefix.",
+    );
+    check_training(
+        &PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=prefix").unwrap(),
+        hf_prefix_count(10, true),
+        ".prefix.",
+    );
 }
 
 /// Incremental decoding (prefix seeded into the KV cache, one token at a time) and one
@@ -202,26 +267,53 @@ fn prefix_generation_agrees_with_teacher_forcing() {
     use normtune_core::burn::tensor::Int;
     use normtune_core::models::blip::GenConfig;
     let device = Device::flex();
-    for spec in ["vision=frozen,text_encoder=ptuning-v2,decoder=prefix", "vision=frozen,text_encoder=prefix,decoder=ptuning-v2"] {
+    for spec in [
+        "vision=frozen,text_encoder=ptuning-v2,decoder=prefix",
+        "vision=frozen,text_encoder=prefix,decoder=ptuning-v2",
+    ] {
         let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
         let tokens = p.special_tokens().unwrap();
         let base = host(logits(&p.model, &device));
         let model = peft::apply(p.model, &PeftConfig::parse(spec).unwrap()).unwrap();
-        assert_ne!(host(logits(&model, &device)), base, "{spec}: the prefix changes the output");
+        assert_ne!(
+            host(logits(&model, &device)),
+            base,
+            "{spec}: the prefix changes the output"
+        );
         let Model::Vqa(m) = &model else { panic!() };
-        let pixels = reference("blip_vqa", "pixel_values").float::<4>(&device).narrow(0, 0, 1);
-        let ids = p.tokenizer.as_ref().unwrap().encode("is there a left pleural effusion?", 64).unwrap();
+        let pixels = reference("blip_vqa", "pixel_values")
+            .float::<4>(&device)
+            .narrow(0, 0, 1);
+        let ids = p
+            .tokenizer
+            .as_ref()
+            .unwrap()
+            .encode("is there a left pleural effusion?", 64)
+            .unwrap();
         let n = ids.len();
         let ids = Tensor::<1, Int>::from_ints(ids.as_slice(), &device).reshape([1, n]);
-        let cfg = GenConfig { num_beams: 1, max_new_tokens: 6, length_penalty: 1.0 };
-        let out = pollster::block_on(m.generate(pixels.clone(), ids.clone(), None, &tokens, &cfg)).unwrap().remove(0);
+        let cfg = GenConfig {
+            num_beams: 1,
+            max_new_tokens: 6,
+            length_penalty: 1.0,
+        };
+        let out = pollster::block_on(m.generate(pixels.clone(), ids.clone(), None, &tokens, &cfg))
+            .unwrap()
+            .remove(0);
         let image = m.encode_image(pixels);
         let q = m.encode_question(&image, ids, None);
         let len = out.len();
         let seq = Tensor::<1, Int>::from_ints(out.as_slice(), &device).reshape([1, len]);
-        let tf = m.answer_logits(&q, None, seq, None).argmax(2).reshape([len]);
+        let tf = m
+            .answer_logits(&q, None, seq, None)
+            .argmax(2)
+            .reshape([len]);
         let tf: Vec<i64> = tf.into_data().iter::<i64>().collect();
-        assert_eq!(&tf[..len - 1], &out[1..], "{spec}: greedy ids = teacher-forced argmax");
+        assert_eq!(
+            &tf[..len - 1],
+            &out[1..],
+            "{spec}: greedy ids = teacher-forced argmax"
+        );
     }
 }
 
@@ -242,7 +334,8 @@ fn hf_adapter_count(m: usize) -> usize {
         .map(|(k, t)| {
             if k.ends_with(".output.dense.weight") {
                 per(t.shape()[0])
-            } else if k.starts_with("vision_model.") && k.ends_with(".self_attn.projection.weight") {
+            } else if k.starts_with("vision_model.") && k.ends_with(".self_attn.projection.weight")
+            {
                 2 * per(t.shape()[0])
             } else {
                 0

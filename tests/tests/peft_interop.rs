@@ -24,14 +24,29 @@ fn check_outputs(dir: &str, p: &Pipeline, device: &Device) {
     let Model::Vqa(m) = &p.model else { panic!() };
     let pixels = reference("blip_vqa", "pixel_values").float::<4>(device);
     let image = m.encode_image(pixels.clone());
-    assert_close("adapted vision_last_hidden_state", image.clone(), &reference(dir, "vision_last_hidden_state"), 1e-4);
+    assert_close(
+        "adapted vision_last_hidden_state",
+        image.clone(),
+        &reference(dir, "vision_last_hidden_state"),
+        1e-4,
+    );
     let ids = reference("blip_vqa", "input_ids").int::<2>(device);
     let mask = reference("blip_vqa", "attention_mask").float::<2>(device);
     let q = m.encode_question(&image, ids, Some(mask));
-    assert_close("adapted question_embeds", q.clone(), &reference(dir, "question_embeds"), 1e-4);
+    assert_close(
+        "adapted question_embeds",
+        q.clone(),
+        &reference(dir, "question_embeds"),
+        1e-4,
+    );
     let dec = reference("blip_vqa", "decoder_input_ids").int::<2>(device);
     let dec_mask = reference("blip_vqa", "decoder_attention_mask").float::<2>(device);
-    assert_close("adapted decoder_logits", m.answer_logits(&q, None, dec, Some(dec_mask)), &reference(dir, "decoder_logits"), 1e-4);
+    assert_close(
+        "adapted decoder_logits",
+        m.answer_logits(&q, None, dec, Some(dec_mask)),
+        &reference(dir, "decoder_logits"),
+        1e-4,
+    );
 
     let r = reference_json(dir);
     let tokens = p.special_tokens().unwrap();
@@ -43,8 +58,19 @@ fn check_outputs(dir: &str, p: &Pipeline, device: &Device) {
             let ids = tok.encode(questions[i].as_str().unwrap(), 512).unwrap();
             let n = ids.len();
             let ids = Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape([1, n]);
-            let cfg = GenConfig { num_beams: beams, max_new_tokens: 8, length_penalty: 1.0 };
-            let out = pollster::block_on(m.generate(pixels.clone().narrow(0, i, 1), ids, None, &tokens, &cfg)).unwrap();
+            let cfg = GenConfig {
+                num_beams: beams,
+                max_new_tokens: 8,
+                length_penalty: 1.0,
+            };
+            let out = pollster::block_on(m.generate(
+                pixels.clone().narrow(0, i, 1),
+                ids,
+                None,
+                &tokens,
+                &cfg,
+            ))
+            .unwrap();
             assert_eq!(&out[0], want, "{key} question {i}");
         }
     }
@@ -53,7 +79,11 @@ fn check_outputs(dir: &str, p: &Pipeline, device: &Device) {
 #[test]
 fn peft_ln_tuning_adapter_loads_and_matches_peft() {
     let device = Device::flex();
-    check_outputs(LN, &adapted(&device, &folder("peft_ln_vqa/adapter")), &device);
+    check_outputs(
+        LN,
+        &adapted(&device, &folder("peft_ln_vqa/adapter")),
+        &device,
+    );
 }
 
 #[test]
@@ -69,11 +99,27 @@ fn merged_matches(dir: &str) {
     check_outputs(dir, &p, &device);
     // merge_and_unload() in peft vs fold + materialize here.
     use normtune_core::burn::module::Module;
-    let Model::Vqa(m) = &peft::ia3::fold(p.model.clone()).materialize() else { panic!() };
+    let Model::Vqa(m) = &peft::ia3::fold(p.model.clone()).materialize() else {
+        panic!()
+    };
     let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&device));
-    let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(&device), Some(reference("blip_vqa", "attention_mask").float::<2>(&device)));
-    let logits = m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(&device), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&device)));
-    assert_close(&format!("{dir} merged decoder_logits"), logits, &reference(dir, "merged_decoder_logits"), 1e-4);
+    let q = m.encode_question(
+        &image,
+        reference("blip_vqa", "input_ids").int::<2>(&device),
+        Some(reference("blip_vqa", "attention_mask").float::<2>(&device)),
+    );
+    let logits = m.answer_logits(
+        &q,
+        None,
+        reference("blip_vqa", "decoder_input_ids").int::<2>(&device),
+        Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&device)),
+    );
+    assert_close(
+        &format!("{dir} merged decoder_logits"),
+        logits,
+        &reference(dir, "merged_decoder_logits"),
+        1e-4,
+    );
 }
 
 /// The config normtune trains with to produce the fixture's adapter.
@@ -97,7 +143,11 @@ fn rewrite(dir: &str) -> (Model, Vec<(String, Vec<u8>)>) {
     let p = adapted(&device, &folder(&format!("{dir}/adapter")));
     let cfg = config_for(dir);
     // LoRA and IA3 parameters are attached by loading; LN tuning marks which LayerNorms train.
-    let model = if dir == LN { peft::apply(p.model, &cfg).unwrap() } else { p.model };
+    let model = if dir == LN {
+        peft::apply(p.model, &cfg).unwrap()
+    } else {
+        p.model
+    };
     let files = io::save_adapter(&model, &cfg, "tests/fixtures/blip_vqa").unwrap();
     (model, files)
 }
@@ -125,9 +175,21 @@ fn same_files_as_peft(dir: &str) {
         assert_eq!(ta.shape(), tb.shape(), "{k}");
         assert_eq!(ta.data(), tb.data(), "{k}: values round-trip bit for bit");
     }
-    let ours_cfg: serde_json::Value = serde_json::from_slice(&files.iter().find(|(n, _)| n == io::CONFIG_FILE).unwrap().1).unwrap();
-    let theirs_cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture(&format!("{dir}/adapter")).join(io::CONFIG_FILE)).unwrap()).unwrap();
-    for field in ["r", "lora_alpha", "use_rslora", "bias", "fan_in_fan_out", "feedforward_modules"] {
+    let ours_cfg: serde_json::Value =
+        serde_json::from_slice(&files.iter().find(|(n, _)| n == io::CONFIG_FILE).unwrap().1)
+            .unwrap();
+    let theirs_cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture(&format!("{dir}/adapter")).join(io::CONFIG_FILE)).unwrap(),
+    )
+    .unwrap();
+    for field in [
+        "r",
+        "lora_alpha",
+        "use_rslora",
+        "bias",
+        "fan_in_fan_out",
+        "feedforward_modules",
+    ] {
         assert_eq!(ours_cfg.get(field), theirs_cfg.get(field), "{dir}: {field}");
     }
     assert_eq!(ours_cfg["peft_type"], theirs_cfg["peft_type"]);
@@ -150,8 +212,14 @@ fn same_files_as_peft(dir: &str) {
 fn adapter_for_another_model_is_rejected() {
     let device = Device::flex();
     let p = pollster::block_on(Pipeline::load(&folder("blip_caption"), &device)).unwrap();
-    let e = pollster::block_on(io::load_adapter(p.model, &folder("peft_ln_vqa/adapter"))).unwrap_err().to_string();
-    assert!(e.contains("adapter_model.safetensors") && (e.contains("text_encoder") || e.contains("shape")), "{e}");
+    let e = pollster::block_on(io::load_adapter(p.model, &folder("peft_ln_vqa/adapter")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("adapter_model.safetensors")
+            && (e.contains("text_encoder") || e.contains("shape")),
+        "{e}"
+    );
 }
 
 /// Writes `fixtures/<dir>/normtune_adapter/` (normtune's adapter + its decoder logits) for the
@@ -170,10 +238,23 @@ fn write_normtune_adapters_for_the_peft_check() {
         let Model::Vqa(m) = &model else { panic!() };
         let dev = Device::flex().autodiff();
         let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&dev));
-        let q = m.encode_question(&image, reference("blip_vqa", "input_ids").int::<2>(&dev), Some(reference("blip_vqa", "attention_mask").float::<2>(&dev)));
-        let logits = m.answer_logits(&q, None, reference("blip_vqa", "decoder_input_ids").int::<2>(&dev), Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&dev)));
+        let q = m.encode_question(
+            &image,
+            reference("blip_vqa", "input_ids").int::<2>(&dev),
+            Some(reference("blip_vqa", "attention_mask").float::<2>(&dev)),
+        );
+        let logits = m.answer_logits(
+            &q,
+            None,
+            reference("blip_vqa", "decoder_input_ids").int::<2>(&dev),
+            Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&dev)),
+        );
         let (shape, vals) = values(logits);
-        let bytes = normtune_core::models::export::safetensors_bytes(&[("decoder_logits".into(), shape, vals)], "outputs.safetensors").unwrap();
+        let bytes = normtune_core::models::export::safetensors_bytes(
+            &[("decoder_logits".into(), shape, vals)],
+            "outputs.safetensors",
+        )
+        .unwrap();
         std::fs::write(out.join("outputs.safetensors"), bytes).unwrap();
     }
 }

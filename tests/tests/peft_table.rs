@@ -18,7 +18,11 @@ const METHODS: &[&str] = &["full", "layernorm", "ffn", "attention", "bitfit", "f
 /// What each method trains, written against HF's tensor names (not normtune's module tree).
 fn hf_selects(method: &str, name: &str) -> bool {
     let lower = name.to_lowercase();
-    let bert_ffn_out = name.split('.').collect::<Vec<_>>().windows(3).any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense");
+    let bert_ffn_out = name
+        .split('.')
+        .collect::<Vec<_>>()
+        .windows(3)
+        .any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense");
     let head = name.starts_with("classifier.");
     head || match method {
         "full" => true,
@@ -34,7 +38,11 @@ fn hf_selects(method: &str, name: &str) -> bool {
 fn hf_trainable_count(rel: &str, method: &str) -> usize {
     let bytes = std::fs::read(fixture(rel).join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors().iter().filter(|(k, _)| hf_selects(method, k)).map(|(_, t)| t.shape().iter().product::<usize>()).sum()
+    st.tensors()
+        .iter()
+        .filter(|(k, _)| hf_selects(method, k))
+        .map(|(_, t)| t.shape().iter().product::<usize>())
+        .sum()
 }
 
 /// Every parameter's path, trainability and values, in module order.
@@ -50,7 +58,11 @@ fn snapshot(m: &Model) -> Vec<(String, bool, Vec<f32>)> {
         }
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
             let v = p.val();
-            self.1.push((self.0.join("."), v.is_require_grad(), v.into_data().iter::<f32>().collect()));
+            self.1.push((
+                self.0.join("."),
+                v.is_require_grad(),
+                v.into_data().iter::<f32>().collect(),
+            ));
         }
     }
     let mut v = V::default();
@@ -77,7 +89,8 @@ fn loss(m: &Model, device: &Device, rel: &str) -> Tensor<1> {
         }
         Model::Captioner(m) => {
             let image = m.encode_image(pixels);
-            m.text_logits(&image, reference(rel, "input_ids").int::<2>(device), None).reshape([-1])
+            m.text_logits(&image, reference(rel, "input_ids").int::<2>(device), None)
+                .reshape([-1])
         }
         Model::Classifier(m) => m.forward(pixels).reshape([-1]),
     };
@@ -95,7 +108,11 @@ fn selective_methods_train_exactly_what_they_select() {
             let model = peft::apply(p.model, &cfg).unwrap();
             let rep = peft::report(&model);
             let expected = hf_trainable_count(rel, method);
-            assert_eq!(rep.trainable_params, expected, "{rel} {method}: trainable count vs HF names; trainable: {:?}", rep.trainable_paths);
+            assert_eq!(
+                rep.trainable_params, expected,
+                "{rel} {method}: trainable count vs HF names; trainable: {:?}",
+                rep.trainable_paths
+            );
             lines.insert(format!("{rel:13} {method:10}"), rep.peft_line());
             if rep.trainable_params == 0 {
                 continue;
@@ -104,7 +121,8 @@ fn selective_methods_train_exactly_what_they_select() {
             let mut optim = AdamWConfig::new().with_weight_decay(0.05).init();
             let mut model = model;
             for _ in 0..2 {
-                let grads = GradientsParams::from_grads(loss(&model, &device, rel).backward(), &model);
+                let grads =
+                    GradientsParams::from_grads(loss(&model, &device, rel).backward(), &model);
                 model = optim.step(1e-2, model, grads);
             }
             let after = snapshot(&model);
@@ -128,11 +146,19 @@ fn placement_mixes_methods_per_component() {
     let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
     let cfg = PeftConfig::parse("vision=layernorm,text_encoder=full,decoder=frozen").unwrap();
     let rep = peft::report(&peft::apply(p.model, &cfg).unwrap());
-    let by: BTreeMap<_, _> = rep.components.iter().map(|c| (c.name.as_str(), (c.trainable_params, c.total_params))).collect();
+    let by: BTreeMap<_, _> = rep
+        .components
+        .iter()
+        .map(|c| (c.name.as_str(), (c.trainable_params, c.total_params)))
+        .collect();
     let ln_vision: usize = {
         let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        st.tensors().iter().filter(|(k, _)| k.starts_with("vision_model.") && k.contains("norm")).map(|(_, t)| t.shape().iter().product::<usize>()).sum()
+        st.tensors()
+            .iter()
+            .filter(|(k, _)| k.starts_with("vision_model.") && k.contains("norm"))
+            .map(|(_, t)| t.shape().iter().product::<usize>())
+            .sum()
     };
     assert_eq!(by["vision"].0, ln_vision);
     assert_eq!(by["text_encoder"].0, by["text_encoder"].1);
@@ -143,11 +169,25 @@ fn placement_mixes_methods_per_component() {
 #[test]
 fn bad_peft_configs_fail_before_training() {
     let device = Device::flex().autodiff();
-    let load = || pollster::block_on(Pipeline::load(&folder("vit_cls"), &device)).unwrap().model;
-    let e = peft::apply(load(), &PeftConfig::parse("decoder=full").unwrap()).unwrap_err().to_string();
+    let load = || {
+        pollster::block_on(Pipeline::load(&folder("vit_cls"), &device))
+            .unwrap()
+            .model
+    };
+    let e = peft::apply(load(), &PeftConfig::parse("decoder=full").unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("decoder"), "{e}");
-    let cfg = PeftConfig { modules_to_save: vec!["pooler_head".into()], ..PeftConfig::parse("layernorm").unwrap() };
+    let cfg = PeftConfig {
+        modules_to_save: vec!["pooler_head".into()],
+        ..PeftConfig::parse("layernorm").unwrap()
+    };
     let e = peft::apply(load(), &cfg).unwrap_err().to_string();
     assert!(e.contains("pooler_head"), "{e}");
-    assert!(PeftConfig::parse("loraa").unwrap_err().to_string().contains("loraa"));
+    assert!(
+        PeftConfig::parse("loraa")
+            .unwrap_err()
+            .to_string()
+            .contains("loraa")
+    );
 }

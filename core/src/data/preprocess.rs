@@ -46,7 +46,11 @@ impl Default for Preprocessor {
         // BlipImageProcessor's defaults (OpenAI CLIP mean/std, bicubic, 384).
         Self {
             do_resize: true,
-            size: Size { height: Some(384), width: Some(384), shortest_edge: None },
+            size: Size {
+                height: Some(384),
+                width: Some(384),
+                shortest_edge: None,
+            },
             resample: 3,
             do_rescale: true,
             rescale_factor: 1.0 / 255.0,
@@ -60,7 +64,10 @@ impl Default for Preprocessor {
 
 /// Decodes PNG / JPEG bytes; `name` is used in the error.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
-    image::load_from_memory(bytes).map_err(|e| Error::Image { file: name.to_string(), reason: e.to_string() })
+    image::load_from_memory(bytes).map_err(|e| Error::Image {
+        file: name.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 impl Preprocessor {
@@ -68,10 +75,18 @@ impl Preprocessor {
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
         let p: Self = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
         if p.image_mean.len() != 3 || p.image_std.len() != 3 {
-            return Err(Error::config(file, "image_mean", "image_mean and image_std need 3 values (RGB)"));
+            return Err(Error::config(
+                file,
+                "image_mean",
+                "image_mean and image_std need 3 values (RGB)",
+            ));
         }
         if p.image_std.iter().any(|s| *s == 0.0) {
-            return Err(Error::config(file, "image_std", "a standard deviation of 0 would divide by zero"));
+            return Err(Error::config(
+                file,
+                "image_std",
+                "a standard deviation of 0 would divide by zero",
+            ));
         }
         Ok(p)
     }
@@ -79,7 +94,11 @@ impl Preprocessor {
     /// A processor for a square model input of `side` pixels with the given statistics.
     pub fn square(side: u32, mean: [f32; 3], std: [f32; 3]) -> Self {
         Self {
-            size: Size { height: Some(side), width: Some(side), shortest_edge: None },
+            size: Size {
+                height: Some(side),
+                width: Some(side),
+                shortest_edge: None,
+            },
             image_mean: mean.to_vec(),
             image_std: std.to_vec(),
             ..Self::default()
@@ -88,7 +107,11 @@ impl Preprocessor {
 
     /// The output height and width.
     pub fn target(&self) -> (u32, u32) {
-        match (&self.size.height, &self.size.width, &self.size.shortest_edge) {
+        match (
+            &self.size.height,
+            &self.size.width,
+            &self.size.shortest_edge,
+        ) {
             (Some(h), Some(w), _) => (*h, *w),
             (_, _, Some(s)) => (*s, *s),
             _ => (384, 384),
@@ -133,7 +156,11 @@ impl Preprocessor {
     /// A batch tensor `[n, 3, height, width]` from decoded images.
     pub fn batch(&self, images: &[image::DynamicImage], device: &Device) -> Tensor<4> {
         let (h, w) = self.target();
-        let (h, w) = if self.do_resize { (h as usize, w as usize) } else { (images[0].height() as usize, images[0].width() as usize) };
+        let (h, w) = if self.do_resize {
+            (h as usize, w as usize)
+        } else {
+            (images[0].height() as usize, images[0].width() as usize)
+        };
         let data: Vec<f32> = images.iter().flat_map(|i| self.pixels(i)).collect();
         Tensor::from_data(TensorData::new(data, [images.len(), 3, h, w]), device)
     }

@@ -1,10 +1,10 @@
 //! Pieces shared by the transformer families: activations by their HF names, multi-head
 //! reshapes and scaled dot-product attention with an additive mask.
 
-use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, softmax, tanh};
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, softmax, tanh};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +96,6 @@ pub fn causal_mask(q_len: usize, past: usize, device: &Device) -> Tensor<4> {
     Tensor::<1>::from_floats(data.as_slice(), device).reshape([1, 1, q_len, k_len])
 }
 
-
 /// A Houlsby bottleneck adapter (Houlsby et al. 2019): `x + up(gelu(down(x)))`, inserted after a
 /// sub-layer's output projection, before its residual. `up` starts at zero, so a fresh adapter is
 /// the identity.
@@ -112,8 +111,15 @@ impl Bottleneck {
     /// A fresh (identity) adapter.
     pub fn new(hidden: usize, bottleneck: usize, device: &Device) -> Self {
         Self {
-            down: LinearConfig::new(hidden, bottleneck).with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 }).init(device),
-            up: LinearConfig::new(bottleneck, hidden).with_initializer(Initializer::Zeros).init(device),
+            down: LinearConfig::new(hidden, bottleneck)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.01,
+                })
+                .init(device),
+            up: LinearConfig::new(bottleneck, hidden)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
         }
     }
 
@@ -137,13 +143,22 @@ pub fn adapt<const D: usize>(adapter: &Option<Bottleneck>, x: Tensor<D>) -> Tens
 /// # Shapes
 /// - pixels: `[batch, channels, h, w]`, cls: `[1, 1, hidden]`, positions: `[1, patches + 1, hidden]`
 /// - output: `[batch, patches + 1, hidden]`
-pub fn patch_tokens(conv: &Conv2d, cls: Tensor<3>, positions: Tensor<3>, pixels: Tensor<4>) -> Tensor<3> {
+pub fn patch_tokens(
+    conv: &Conv2d,
+    cls: Tensor<3>,
+    positions: Tensor<3>,
+    pixels: Tensor<4>,
+) -> Tensor<3> {
     let patches = conv.forward(pixels); // [b, d, gh, gw]
     let [b, d, gh, gw] = patches.dims();
     let patches = patches.reshape([b, d, gh * gw]).swap_dims(1, 2);
     let x = Tensor::cat(vec![cls.expand([b, 1, d]), patches], 1);
     let n = x.dims()[1];
-    let positions = if positions.dims()[1] == n { positions } else { positions.narrow(1, 0, n) };
+    let positions = if positions.dims()[1] == n {
+        positions
+    } else {
+        positions.narrow(1, 0, n)
+    };
     x + positions
 }
 
@@ -165,9 +180,13 @@ mod tests {
         let device = Device::flex();
         let q = Tensor::<4>::ones([1, 1, 1, 2], &device);
         let k = Tensor::<4>::ones([1, 1, 3, 2], &device);
-        let v = Tensor::<1>::from_floats([1.0, 0.0, 2.0, 0.0, 100.0, 0.0], &device).reshape([1, 1, 3, 2]);
+        let v = Tensor::<1>::from_floats([1.0, 0.0, 2.0, 0.0, 100.0, 0.0], &device)
+            .reshape([1, 1, 3, 2]);
         let mask = padding_mask(Tensor::<1>::from_floats([1.0, 1.0, 0.0], &device).reshape([1, 3]));
-        let out: Vec<f32> = attention(q, k, v, Some(&mask)).into_data().iter::<f32>().collect();
+        let out: Vec<f32> = attention(q, k, v, Some(&mask))
+            .into_data()
+            .iter::<f32>()
+            .collect();
         assert!((out[0] - 1.5).abs() < 1e-6, "{out:?}");
     }
 }

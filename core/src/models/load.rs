@@ -4,14 +4,22 @@
 
 use crate::error::{Error, Result};
 use burn::module::Module;
-use burn::store::{FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+};
 use burn::tensor::DType;
 
 /// The tensor names and shapes in a safetensors file, without copying the data.
 pub fn tensor_names(bytes: &[u8], file: &str) -> Result<Vec<(String, Vec<usize>)>> {
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| Error::Weights { file: file.to_string(), reason: format!("not a safetensors file: {e}") })?;
-    let mut names: Vec<_> = meta.tensors().into_iter().map(|(k, info)| (k, info.shape.clone())).collect();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::Weights {
+        file: file.to_string(),
+        reason: format!("not a safetensors file: {e}"),
+    })?;
+    let mut names: Vec<_> = meta
+        .tensors()
+        .into_iter()
+        .map(|(k, info)| (k, info.shape.clone()))
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -55,17 +63,35 @@ pub fn load_checked<M: Module + ModuleSnapshot>(
         store = store.with_key_remapping(*from, *to);
     }
     let mut model = model;
-    let result = model.load_from(&mut store).map_err(|e| Error::Weights { file: file.to_string(), reason: e.to_string() })?;
-    let ignored: Vec<regex_lite::Regex> = ignored.iter().map(|r| regex_lite::Regex::new(r).expect("static regex")).collect();
-    let unused: Vec<&String> = result.unused.iter().filter(|k| !ignored.iter().any(|r| r.is_match(k))).collect();
+    let result = model.load_from(&mut store).map_err(|e| Error::Weights {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })?;
+    let ignored: Vec<regex_lite::Regex> = ignored
+        .iter()
+        .map(|r| regex_lite::Regex::new(r).expect("static regex"))
+        .collect();
+    let unused: Vec<&String> = result
+        .unused
+        .iter()
+        .filter(|k| !ignored.iter().any(|r| r.is_match(k)))
+        .collect();
     let mut problems = Vec::new();
     if !partial && !result.missing.is_empty() {
         let names: Vec<&str> = result.missing.iter().map(|(k, _)| k.as_str()).collect();
-        problems.push(format!("{} missing tensor(s): {}", names.len(), abbreviate(&names)));
+        problems.push(format!(
+            "{} missing tensor(s): {}",
+            names.len(),
+            abbreviate(&names)
+        ));
     }
     if !unused.is_empty() {
         let names: Vec<&str> = unused.iter().map(|k| k.as_str()).collect();
-        problems.push(format!("{} unexpected tensor(s): {}", names.len(), abbreviate(&names)));
+        problems.push(format!(
+            "{} unexpected tensor(s): {}",
+            names.len(),
+            abbreviate(&names)
+        ));
     }
     if !result.errors.is_empty() {
         let msgs: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
@@ -75,15 +101,27 @@ pub fn load_checked<M: Module + ModuleSnapshot>(
     if problems.is_empty() {
         Ok(model)
     } else {
-        let what = if partial { "does not fit this model" } else { "does not match config.json" };
-        Err(Error::Weights { file: file.to_string(), reason: format!("{what}: {}", problems.join("; ")) })
+        let what = if partial {
+            "does not fit this model"
+        } else {
+            "does not match config.json"
+        };
+        Err(Error::Weights {
+            file: file.to_string(),
+            reason: format!("{what}: {}", problems.join("; ")),
+        })
     }
 }
 
 /// The first few items, then a count, so a one-line error stays readable.
 fn abbreviate(items: &[&str]) -> String {
     const SHOW: usize = 6;
-    let mut s = items.iter().take(SHOW).copied().collect::<Vec<_>>().join(", ");
+    let mut s = items
+        .iter()
+        .take(SHOW)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > SHOW {
         s.push_str(&format!(", ... ({} more)", items.len() - SHOW));
     }

@@ -8,6 +8,7 @@ pub mod common;
 pub mod export;
 pub mod load;
 pub mod vit;
+pub mod walk;
 
 use crate::data::{Preprocessor, decode_image};
 use crate::error::{Error, Result};
@@ -44,17 +45,32 @@ pub enum ModelConfig {
 impl ModelConfig {
     /// Parses `config.json`, dispatching on `model_type` and `architectures` as HF's Auto classes do.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
-        let model_type = v.get("model_type").and_then(|m| m.as_str()).ok_or_else(|| Error::config(file, "model_type", "missing"))?;
-        let arch = v.get("architectures").and_then(|a| a.get(0)).and_then(|a| a.as_str());
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+        let model_type = v
+            .get("model_type")
+            .and_then(|m| m.as_str())
+            .ok_or_else(|| Error::config(file, "model_type", "missing"))?;
+        let arch = v
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str());
         let parse_err = |e: serde_json::Error| Error::json(file, e);
         match model_type {
             "blip" => {
                 let arch = match arch {
                     Some("BlipForQuestionAnswering") => Architecture::BlipForQuestionAnswering,
-                    Some("BlipForConditionalGeneration") | None => Architecture::BlipForConditionalGeneration,
+                    Some("BlipForConditionalGeneration") | None => {
+                        Architecture::BlipForConditionalGeneration
+                    }
                     Some(other) => {
-                        return Err(Error::config(file, "architectures", format!("`{other}` is not supported (BlipForQuestionAnswering, BlipForConditionalGeneration)")));
+                        return Err(Error::config(
+                            file,
+                            "architectures",
+                            format!(
+                                "`{other}` is not supported (BlipForQuestionAnswering, BlipForConditionalGeneration)"
+                            ),
+                        ));
                     }
                 };
                 let c: BlipConfig = serde_json::from_value(v).map_err(parse_err)?;
@@ -66,7 +82,11 @@ impl ModelConfig {
                 c.validate(file)?;
                 Ok(ModelConfig::Vit(c))
             }
-            other => Err(Error::config(file, "model_type", format!("`{other}` is not supported (blip, vit)"))),
+            other => Err(Error::config(
+                file,
+                "model_type",
+                format!("`{other}` is not supported (blip, vit)"),
+            )),
         }
     }
 
@@ -115,7 +135,10 @@ impl Model {
                 c("vision", "vision_model", m.vision_model.num_params()),
                 c("decoder", "text_decoder", m.text_decoder.num_params()),
             ],
-            Model::Classifier(m) => vec![c("vision", "vit", m.vit.num_params()), c("head", "classifier", m.classifier.num_params())],
+            Model::Classifier(m) => vec![
+                c("vision", "vit", m.vit.num_params()),
+                c("head", "classifier", m.classifier.num_params()),
+            ],
         }
     }
 }
@@ -123,7 +146,11 @@ impl Model {
 // HF → normtune names, more specific first. BLIP: Rust cannot name a field `self`, and fields
 // are snake_case. ViT: transformers < 5 checkpoints use the BERT-style names that transformers 5
 // itself renames on load (its `conversion_mapping.py`, "ViTModel").
-pub(crate) const BLIP_REMAPS: load::Remaps = &[(r"\.attention\.self\.", ".attention.self_attn."), (r"\.crossattention\.self\.", ".crossattention.self_attn."), (r"\.LayerNorm\.", ".layer_norm.")];
+pub(crate) const BLIP_REMAPS: load::Remaps = &[
+    (r"\.attention\.self\.", ".attention.self_attn."),
+    (r"\.crossattention\.self\.", ".crossattention.self_attn."),
+    (r"\.LayerNorm\.", ".layer_norm."),
+];
 const VIT_REMAPS: load::Remaps = &[
     (r"^vit\.encoder\.layer\.", "vit.layers."),
     (r"\.attention\.attention\.query\.", ".attention.q_proj."),
@@ -137,27 +164,39 @@ const VIT_REMAPS: load::Remaps = &[
 // `cls.predictions.decoder.bias` is the same tensor as `cls.predictions.bias`; the ViT pooler is
 // unused by the classifier.
 const BLIP_IGNORED: &[&str] = &[r"embeddings\.position_ids$"];
-const BLIP_TIED_IGNORED: &[&str] = &[r"embeddings\.position_ids$", r"cls\.predictions\.decoder\.bias$"];
+const BLIP_TIED_IGNORED: &[&str] = &[
+    r"embeddings\.position_ids$",
+    r"cls\.predictions\.decoder\.bias$",
+];
 const VIT_IGNORED: &[&str] = &[r"^vit\.pooler\."];
 
 /// A randomly initialised model of `config`'s architecture (tied LM head, as HF's default).
 pub fn init_model(config: &ModelConfig, device: &Device) -> Model {
     match config {
-        ModelConfig::Blip(Architecture::BlipForQuestionAnswering, c) => Model::Vqa(c.init_vqa(bert::LmHead::Tied, device)),
+        ModelConfig::Blip(Architecture::BlipForQuestionAnswering, c) => {
+            Model::Vqa(c.init_vqa(bert::LmHead::Tied, device))
+        }
         ModelConfig::Blip(_, c) => Model::Captioner(c.init_captioner(bert::LmHead::Tied, device)),
         ModelConfig::Vit(c) => Model::Classifier(c.init(device)),
     }
 }
 
 /// Builds a model of `config`'s architecture and fills it from safetensors `bytes`.
-pub fn load_model(config: &ModelConfig, bytes: Vec<u8>, file: &str, device: &Device) -> Result<Model> {
+pub fn load_model(
+    config: &ModelConfig,
+    bytes: Vec<u8>,
+    file: &str,
+    device: &Device,
+) -> Result<Model> {
     let names = load::tensor_names(&bytes, file)?;
     let has = |n: &str| names.iter().any(|(k, _)| k == n);
     match config {
         ModelConfig::Blip(arch, c) => {
             // The file decides whether the LM head is tied: HF omits tied tensors when saving.
             let head = if has("text_decoder.cls.predictions.decoder.weight") {
-                bert::LmHead::Untied { own_bias: has("text_decoder.cls.predictions.decoder.bias") }
+                bert::LmHead::Untied {
+                    own_bias: has("text_decoder.cls.predictions.decoder.bias"),
+                }
             } else {
                 bert::LmHead::Tied
             };
@@ -165,10 +204,20 @@ pub fn load_model(config: &ModelConfig, bytes: Vec<u8>, file: &str, device: &Dev
                 Architecture::BlipForQuestionAnswering => Model::Vqa(c.init_vqa(head, device)),
                 _ => Model::Captioner(c.init_captioner(head, device)),
             };
-            let ignored = if head == bert::LmHead::Tied { BLIP_TIED_IGNORED } else { BLIP_IGNORED };
+            let ignored = if head == bert::LmHead::Tied {
+                BLIP_TIED_IGNORED
+            } else {
+                BLIP_IGNORED
+            };
             load::load_safetensors(model, bytes, file, BLIP_REMAPS, ignored)
         }
-        ModelConfig::Vit(c) => load::load_safetensors(Model::Classifier(c.init(device)), bytes, file, VIT_REMAPS, VIT_IGNORED),
+        ModelConfig::Vit(c) => load::load_safetensors(
+            Model::Classifier(c.init(device)),
+            bytes,
+            file,
+            VIT_REMAPS,
+            VIT_IGNORED,
+        ),
     }
 }
 
@@ -217,7 +266,10 @@ impl Pipeline {
     /// As [`Pipeline::load`]; with `weights: false` the model is randomly initialised from
     /// `config.json` alone (to count an architecture, or to train from scratch).
     pub async fn load_with(src: &impl FileSource, device: &Device, weights: bool) -> Result<Self> {
-        let config = ModelConfig::from_json(&src.read("config.json").await?, &src.describe("config.json"))?;
+        let config = ModelConfig::from_json(
+            &src.read("config.json").await?,
+            &src.describe("config.json"),
+        )?;
         let model = if weights {
             let bytes = src.read("model.safetensors").await?;
             load_model(&config, bytes, &src.describe("model.safetensors"), device)?
@@ -227,29 +279,55 @@ impl Pipeline {
         let tokenizer = match &config {
             ModelConfig::Vit(_) => None,
             // Counting an architecture needs no tokenizer.
-            ModelConfig::Blip(..) if !weights && !src.exists("tokenizer.json").await && !src.exists("vocab.txt").await => None,
+            ModelConfig::Blip(..)
+                if !weights
+                    && !src.exists("tokenizer.json").await
+                    && !src.exists("vocab.txt").await =>
+            {
+                None
+            }
             ModelConfig::Blip(..) => Some(if src.exists("tokenizer.json").await {
-                TextTokenizer::from_json(&src.read("tokenizer.json").await?, &src.describe("tokenizer.json"))?
+                TextTokenizer::from_json(
+                    &src.read("tokenizer.json").await?,
+                    &src.describe("tokenizer.json"),
+                )?
             } else {
-                TextTokenizer::from_vocab_txt(&src.read("vocab.txt").await?, &src.describe("vocab.txt"))?
+                TextTokenizer::from_vocab_txt(
+                    &src.read("vocab.txt").await?,
+                    &src.describe("vocab.txt"),
+                )?
             }),
         };
         let preprocessor = if src.exists("preprocessor_config.json").await {
-            Preprocessor::from_json(&src.read("preprocessor_config.json").await?, &src.describe("preprocessor_config.json"))?
+            Preprocessor::from_json(
+                &src.read("preprocessor_config.json").await?,
+                &src.describe("preprocessor_config.json"),
+            )?
         } else {
             let side = match &config {
                 ModelConfig::Blip(_, c) => c.vision_config.image_size,
                 ModelConfig::Vit(c) => c.image_size,
             } as u32;
-            Preprocessor { size: data_size(side), ..Preprocessor::default() }
+            Preprocessor {
+                size: data_size(side),
+                ..Preprocessor::default()
+            }
         };
-        Ok(Self { model, config, tokenizer, preprocessor, device: device.clone() })
+        Ok(Self {
+            model,
+            config,
+            tokenizer,
+            preprocessor,
+            device: device.clone(),
+        })
     }
 
     fn blip(&self) -> Result<(&BlipConfig, &TextTokenizer)> {
         match (&self.config, &self.tokenizer) {
             (ModelConfig::Blip(_, c), Some(t)) => Ok((c, t)),
-            _ => Err(Error::Input("this model is an image classifier: it has no text decoder (use `classify`)".into())),
+            _ => Err(Error::Input(
+                "this model is an image classifier: it has no text decoder (use `classify`)".into(),
+            )),
         }
     }
 
@@ -257,8 +335,14 @@ impl Pipeline {
     pub fn special_tokens(&self) -> Result<SpecialTokens> {
         let (c, _) = self.blip()?;
         let t = &c.text_config;
-        let need = |v: Option<i64>, f: &str| v.ok_or_else(|| Error::config("config.json", &format!("text_config.{f}"), "missing"));
-        Ok(SpecialTokens { bos: need(t.bos_token_id, "bos_token_id")?, eos: need(t.sep_token_id, "sep_token_id")?, pad: t.pad_token_id.unwrap_or(0) })
+        let need = |v: Option<i64>, f: &str| {
+            v.ok_or_else(|| Error::config("config.json", &format!("text_config.{f}"), "missing"))
+        };
+        Ok(SpecialTokens {
+            bos: need(t.bos_token_id, "bos_token_id")?,
+            eos: need(t.sep_token_id, "sep_token_id")?,
+            pad: t.pad_token_id.unwrap_or(0),
+        })
     }
 
     /// Decodes and preprocesses one image into `[1, 3, h, w]`.
@@ -278,9 +362,16 @@ impl Pipeline {
     }
 
     /// Answers a question about an image (generation).
-    pub async fn answer(&self, pixels: Tensor<4>, question: &str, gen_cfg: &GenConfig) -> Result<Generated> {
+    pub async fn answer(
+        &self,
+        pixels: Tensor<4>,
+        question: &str,
+        gen_cfg: &GenConfig,
+    ) -> Result<Generated> {
         let Model::Vqa(m) = &self.model else {
-            return Err(Error::Input("this model generates reports, not answers: leave out the question".into()));
+            return Err(Error::Input(
+                "this model generates reports, not answers: leave out the question".into(),
+            ));
         };
         let ids = self.question_ids(question)?;
         let tokens = self.special_tokens()?;
@@ -291,7 +382,9 @@ impl Pipeline {
     /// Generates a report (caption) for an image.
     pub async fn report(&self, pixels: Tensor<4>, gen_cfg: &GenConfig) -> Result<Generated> {
         let Model::Captioner(m) = &self.model else {
-            return Err(Error::Input("this model answers questions: pass a question".into()));
+            return Err(Error::Input(
+                "this model answers questions: pass a question".into(),
+            ));
         };
         let tokens = self.special_tokens()?;
         let out = m.generate(pixels, &[tokens.bos], &tokens, gen_cfg).await?;
@@ -301,13 +394,23 @@ impl Pipeline {
     fn generated(&self, out: Vec<Vec<i64>>) -> Result<Generated> {
         let (_, tok) = self.blip()?;
         let token_ids = out.into_iter().next().unwrap_or_default();
-        Ok(Generated { text: tok.decode(&token_ids)?, token_ids })
+        Ok(Generated {
+            text: tok.decode(&token_ids)?,
+            token_ids,
+        })
     }
 
     /// Ranks candidate answers by their likelihood under the decoder (closed-set mode), best first.
-    pub async fn rank(&self, pixels: Tensor<4>, question: &str, candidates: &[String]) -> Result<Vec<(String, f32)>> {
+    pub async fn rank(
+        &self,
+        pixels: Tensor<4>,
+        question: &str,
+        candidates: &[String],
+    ) -> Result<Vec<(String, f32)>> {
         let Model::Vqa(m) = &self.model else {
-            return Err(Error::Input("ranking candidate answers needs a question-answering model".into()));
+            return Err(Error::Input(
+                "ranking candidate answers needs a question-answering model".into(),
+            ));
         };
         if candidates.is_empty() {
             return Err(Error::Input("no candidate answers given".into()));
@@ -323,7 +426,8 @@ impl Pipeline {
             ids[0] = tokens.bos; // [CLS] → decoder start, as BLIP's answer tokens
             cands.push(ids);
         }
-        let scores = blip::generate::read_f32(m.score_candidates(&q, None, &cands, tokens.pad)).await?;
+        let scores =
+            blip::generate::read_f32(m.score_candidates(&q, None, &cands, tokens.pad)).await?;
         let mut ranked: Vec<(String, f32)> = candidates.iter().cloned().zip(scores).collect();
         ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
         Ok(ranked)
@@ -337,16 +441,30 @@ impl Pipeline {
         let logits = m.forward(pixels);
         let n = logits.dims()[1];
         let probs = match c.problem_type.unwrap_or_default() {
-            ProblemType::SingleLabelClassification => burn::tensor::activation::softmax(logits.clone(), 1),
+            ProblemType::SingleLabelClassification => {
+                burn::tensor::activation::softmax(logits.clone(), 1)
+            }
             ProblemType::MultiLabelClassification => sigmoid(logits.clone()),
             ProblemType::Regression => logits.clone(),
         };
         let l = blip::generate::read_f32(logits.reshape([n])).await?;
         let p = blip::generate::read_f32(probs.reshape([n])).await?;
-        Ok(c.labels().into_iter().zip(l.into_iter().zip(p)).map(|(label, (logit, probability))| LabelScore { label, logit, probability }).collect())
+        Ok(c.labels()
+            .into_iter()
+            .zip(l.into_iter().zip(p))
+            .map(|(label, (logit, probability))| LabelScore {
+                label,
+                logit,
+                probability,
+            })
+            .collect())
     }
 }
 
 fn data_size(side: u32) -> crate::data::preprocess::Size {
-    crate::data::preprocess::Size { height: Some(side), width: Some(side), shortest_edge: None }
+    crate::data::preprocess::Size {
+        height: Some(side),
+        width: Some(side),
+        shortest_edge: None,
+    }
 }

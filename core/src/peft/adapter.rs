@@ -19,7 +19,9 @@ pub struct AdapterSettings {
 
 impl Default for AdapterSettings {
     fn default() -> Self {
-        Self { bottleneck_size: 64 }
+        Self {
+            bottleneck_size: 64,
+        }
     }
 }
 
@@ -27,7 +29,9 @@ impl Default for AdapterSettings {
 pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
     let m = cfg.adapter.bottleneck_size;
     if m == 0 {
-        return Err(Error::Input("adapter.bottleneck_size must be at least 1".into()));
+        return Err(Error::Input(
+            "adapter.bottleneck_size must be at least 1".into(),
+        ));
     }
     let wants = |c: &str| cfg.method_for(c) == Method::Adapter;
     let vision_wanted = wants("vision");

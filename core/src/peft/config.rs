@@ -36,8 +36,19 @@ pub enum Method {
 
 impl Method {
     /// Every method name the command line and config files accept.
-    pub const NAMES: &'static [&'static str] =
-        &["full", "layernorm", "ffn", "attention", "bitfit", "lora", "ia3", "prefix", "ptuning-v2", "adapter", "frozen"];
+    pub const NAMES: &'static [&'static str] = &[
+        "full",
+        "layernorm",
+        "ffn",
+        "attention",
+        "bitfit",
+        "lora",
+        "ia3",
+        "prefix",
+        "ptuning-v2",
+        "adapter",
+        "frozen",
+    ];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
@@ -73,7 +84,10 @@ impl std::str::FromStr for Method {
             "adapter" => Method::Adapter,
             "frozen" | "none" => Method::Frozen,
             other => {
-                return Err(Error::Input(format!("unknown PEFT method `{other}` (expected one of: {})", Method::NAMES.join(", "))));
+                return Err(Error::Input(format!(
+                    "unknown PEFT method `{other}` (expected one of: {})",
+                    Method::NAMES.join(", ")
+                )));
             }
         };
         Ok(m)
@@ -114,7 +128,10 @@ impl PeftConfig {
                 Some((comp, method)) => {
                     let comp = comp.trim();
                     if !COMPONENTS.contains(&comp) {
-                        return Err(Error::Input(format!("unknown component `{comp}` in `{spec}` (expected one of: {})", COMPONENTS.join(", "))));
+                        return Err(Error::Input(format!(
+                            "unknown component `{comp}` in `{spec}` (expected one of: {})",
+                            COMPONENTS.join(", ")
+                        )));
                     }
                     cfg.placement.insert(comp.to_string(), method.parse()?);
                 }
@@ -131,7 +148,14 @@ impl PeftConfig {
         let cfg: Self = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
         for comp in cfg.placement.keys() {
             if !COMPONENTS.contains(&comp.as_str()) {
-                return Err(Error::config(file, "placement", format!("unknown component `{comp}` (expected one of: {})", COMPONENTS.join(", "))));
+                return Err(Error::config(
+                    file,
+                    "placement",
+                    format!(
+                        "unknown component `{comp}` (expected one of: {})",
+                        COMPONENTS.join(", ")
+                    ),
+                ));
             }
         }
         Ok(cfg)
@@ -139,12 +163,19 @@ impl PeftConfig {
 
     /// The method for a component.
     pub fn method_for(&self, component: &str) -> Method {
-        self.placement.get(component).copied().unwrap_or(self.default_method.unwrap_or(Method::Layernorm))
+        self.placement
+            .get(component)
+            .copied()
+            .unwrap_or(self.default_method.unwrap_or(Method::Layernorm))
     }
 
     /// A short description, e.g. `vision=layernorm,text_encoder=layernorm,decoder=layernorm`.
     pub fn describe(&self, components: &[&str]) -> String {
-        components.iter().map(|c| format!("{c}={}", self.method_for(c).name())).collect::<Vec<_>>().join(",")
+        components
+            .iter()
+            .map(|c| format!("{c}={}", self.method_for(c).name()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -167,7 +198,17 @@ mod tests {
 
     #[test]
     fn rejects_unknown_names() {
-        assert!(PeftConfig::parse("lorax").unwrap_err().to_string().contains("lorax"));
-        assert!(PeftConfig::parse("eyes=full").unwrap_err().to_string().contains("eyes"));
+        assert!(
+            PeftConfig::parse("lorax")
+                .unwrap_err()
+                .to_string()
+                .contains("lorax")
+        );
+        assert!(
+            PeftConfig::parse("eyes=full")
+                .unwrap_err()
+                .to_string()
+                .contains("eyes")
+        );
     }
 }

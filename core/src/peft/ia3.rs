@@ -15,7 +15,10 @@ use burn::tensor::Tensor;
 /// The BERT text models of a model, by component.
 pub(crate) fn text_models(model: &mut Model) -> Vec<(&'static str, &mut BlipTextModel)> {
     match model {
-        Model::Vqa(m) => vec![("text_encoder", &mut m.text_encoder), ("decoder", &mut m.text_decoder.bert)],
+        Model::Vqa(m) => vec![
+            ("text_encoder", &mut m.text_encoder),
+            ("decoder", &mut m.text_decoder.bert),
+        ],
         Model::Captioner(m) => vec![("decoder", &mut m.text_decoder.bert)],
         Model::Classifier(_) => vec![],
     }
@@ -42,7 +45,9 @@ fn attach_attention(a: &mut BlipTextAttention) {
 pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
     for comp in model.components().iter().map(|c| c.name) {
         if cfg.method_for(comp) == Method::Ia3 && !matches!(comp, "text_encoder" | "decoder") {
-            return Err(Error::Input(format!("IA3 is available for the BERT text components (text_encoder, decoder), not `{comp}`")));
+            return Err(Error::Input(format!(
+                "IA3 is available for the BERT text components (text_encoder, decoder), not `{comp}`"
+            )));
         }
     }
     for (comp, text) in text_models(&mut model) {

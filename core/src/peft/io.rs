@@ -3,12 +3,12 @@
 //! the adapter name dropped. LayerNorm tuning: `<LN path>.ln_tuning_layers.{weight,bias}`.
 
 use super::config::{Method, PeftConfig};
-use super::select::PathStack;
 use crate::error::{Error, Result};
 use crate::models::export::{hf_name, safetensors_bytes};
+use crate::models::walk::{PathStack, param_paths, params, transposed};
 use crate::models::{Model, load};
 use crate::source::FileSource;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use serde_json::json;
 
@@ -19,74 +19,69 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
 const PREFIX: &str = "base_model.model.";
 
-/// Trainable parameters with their normtune paths, shapes and values.
-fn trainable_tensors(model: &Model) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    struct V(PathStack, Vec<(String, Vec<usize>, Vec<f32>)>);
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.0.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.0.exit(container_type);
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let t = param.val();
-            if t.is_require_grad() {
-                let shape = t.dims().to_vec();
-                let vals = t.into_data().iter::<f32>().collect();
-                self.1.push((self.0.segments().join("."), shape, vals));
-            }
-        }
-    }
-    let mut v = V(PathStack::default(), Vec::new());
-    model.visit(&mut v);
-    v.1
-}
-
 /// Writes the adapter folder for `model` trained with `cfg`: only the trainable tensors.
 /// LayerNorm tuning is written exactly as peft's `LNTuningConfig` writes it (no extra fields:
 /// peft warns about keys it does not know).
 ///
 /// Reads parameter values back synchronously, so call it natively (the browser saves through
 /// the trainer's async checkpoint instead).
-pub fn save_adapter(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn save_adapter(
+    model: &Model,
+    cfg: &PeftConfig,
+    base_model: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
-    let lora_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Lora | Method::Frozen))
+    let lora_only = components
+        .iter()
+        .all(|c| matches!(cfg.method_for(c), Method::Lora | Method::Frozen))
         && components.iter().any(|c| cfg.method_for(c) == Method::Lora);
     if lora_only && cfg.modules_to_save.is_empty() {
         return save_lora(model, cfg, base_model);
     }
-    let ia3_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Ia3 | Method::Frozen))
+    let ia3_only = components
+        .iter()
+        .all(|c| matches!(cfg.method_for(c), Method::Ia3 | Method::Frozen))
         && components.iter().any(|c| cfg.method_for(c) == Method::Ia3);
     if ia3_only && cfg.modules_to_save.is_empty() {
         return save_ia3(model, base_model);
     }
-    let ln_only = components.iter().all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
+    let ln_only = components
+        .iter()
+        .all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
     if !ln_only || !cfg.modules_to_save.is_empty() {
         return Err(Error::Input(format!(
             "saving `{}` as a peft adapter is not supported yet (LayerNorm tuning, LoRA and IA3 each on their own are)",
             cfg.describe(&components)
         )));
     }
-    let tensors = trainable_tensors(model);
+    let rows = params(model, |_, _, trainable| trainable);
     let mut modules: Vec<String> = Vec::new();
     let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for (path, shape, vals) in tensors {
-        let hf = hf_name(&path);
+    for row in rows.into_iter().filter(|r| r.trainable) {
+        let (shape, vals) = (row.shape.clone(), row.values.unwrap_or_default());
+        let hf = hf_name(&row.path.join("."));
         let (module, leaf) = hf.rsplit_once('.').unwrap_or(("", &hf));
         if !modules.iter().any(|m| m == module) {
             modules.push(module.to_string());
         }
-        named.push((format!("{PREFIX}{module}.ln_tuning_layers.{leaf}"), shape, vals));
+        named.push((
+            format!("{PREFIX}{module}.ln_tuning_layers.{leaf}"),
+            shape,
+            vals,
+        ));
     }
     let weights = safetensors_bytes(&named, WEIGHTS_FILE)?;
     // peft writes the short module names (`LayerNorm`, `layer_norm1`, ...) when they pick out
     // exactly the tuned modules; a partial placement needs the full paths.
-    let all_ln: Vec<String> = super::select::ParamNames::of(model)
-        .0
+    let all_ln: Vec<String> = param_paths(model)
         .iter()
         .filter(|p| p.ends_with(".gamma"))
-        .map(|p| hf_name(p).rsplit_once('.').map(|(m, _)| m.to_string()).unwrap_or_default())
+        .map(|p| {
+            hf_name(p)
+                .rsplit_once('.')
+                .map(|(m, _)| m.to_string())
+                .unwrap_or_default()
+        })
         .collect();
     let mut short: Vec<String> = Vec::new();
     for m in &modules {
@@ -95,7 +90,9 @@ pub fn save_adapter(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result
             short.push(leaf);
         }
     }
-    let short_is_exact = all_ln.iter().all(|m| modules.contains(m) || !short.iter().any(|s| m.rsplit('.').next() == Some(s)));
+    let short_is_exact = all_ln
+        .iter()
+        .all(|m| modules.contains(m) || !short.iter().any(|s| m.rsplit('.').next() == Some(s)));
     let target_modules = if short_is_exact { short } else { modules };
     let config = json!({
         "peft_type": "LN_TUNING",
@@ -110,15 +107,22 @@ pub fn save_adapter(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result
         "peft_version": "0.21.2",
     });
     let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
-    Ok(vec![(CONFIG_FILE.to_string(), config), (WEIGHTS_FILE.to_string(), weights)])
+    Ok(vec![
+        (CONFIG_FILE.to_string(), config),
+        (WEIGHTS_FILE.to_string(), weights),
+    ])
 }
 
 /// Loads an adapter folder into `model` (the base weights must already be loaded). Every tensor
 /// of the adapter must land on a parameter of this model with the same shape.
 pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> {
     let cfg_file = src.describe(CONFIG_FILE);
-    let config: serde_json::Value = serde_json::from_slice(&src.read(CONFIG_FILE).await?).map_err(|e| Error::json(&cfg_file, e))?;
-    let peft_type = config.get("peft_type").and_then(|v| v.as_str()).ok_or_else(|| Error::config(&cfg_file, "peft_type", "missing"))?;
+    let config: serde_json::Value = serde_json::from_slice(&src.read(CONFIG_FILE).await?)
+        .map_err(|e| Error::json(&cfg_file, e))?;
+    let peft_type = config
+        .get("peft_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Error::config(&cfg_file, "peft_type", "missing"))?;
     if peft_type == "LORA" {
         return load_lora(model, src, &config, &cfg_file).await;
     }
@@ -126,45 +130,47 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
         return load_ia3(model, src).await;
     }
     if peft_type != "LN_TUNING" {
-        return Err(Error::config(&cfg_file, "peft_type", format!("`{peft_type}` adapters are not supported yet (LN_TUNING and LORA are)")));
+        return Err(Error::config(
+            &cfg_file,
+            "peft_type",
+            format!("`{peft_type}` adapters are not supported yet (LN_TUNING and LORA are)"),
+        ));
     }
     let bytes = src.read(WEIGHTS_FILE).await?;
     let file = src.describe(WEIGHTS_FILE);
     let names = load::tensor_names(&bytes, &file)?;
-    if let Some((bad, _)) = names.iter().find(|(k, _)| !k.starts_with(PREFIX) || !k.contains(".ln_tuning_layers.")) {
-        return Err(Error::Weights { file, reason: format!("`{bad}` is not a peft LN-tuning tensor (`{PREFIX}<module>.ln_tuning_layers.weight|bias`)") });
+    if let Some((bad, _)) = names
+        .iter()
+        .find(|(k, _)| !k.starts_with(PREFIX) || !k.contains(".ln_tuning_layers."))
+    {
+        return Err(Error::Weights {
+            file,
+            reason: format!(
+                "`{bad}` is not a peft LN-tuning tensor (`{PREFIX}<module>.ln_tuning_layers.weight|bias`)"
+            ),
+        });
     }
-    let mut remaps: Vec<(&str, &str)> = vec![(r"^base_model\.model\.", ""), (r"\.ln_tuning_layers\.", ".")];
+    let mut remaps: Vec<(&str, &str)> = vec![
+        (r"^base_model\.model\.", ""),
+        (r"\.ln_tuning_layers\.", "."),
+    ];
     remaps.extend_from_slice(crate::models::BLIP_REMAPS);
     load::load_checked(model, bytes, &file, &remaps, &[], true)
 }
 
 /// Every LoRA factor: (HF module path, "A" or "B", peft-layout shape, values).
 fn lora_factors(model: &Model) -> Vec<(String, &'static str, Vec<usize>, Vec<f32>)> {
-    struct V(PathStack, Vec<(String, &'static str, Vec<usize>, Vec<f32>)>);
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.0.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.0.exit(container_type);
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let segs = self.0.segments();
-            let n = segs.len();
-            if D == 2 && n >= 4 && segs[n - 2] == "lora" && segs[n - 3] == "weight" {
-                let which = if segs[n - 1] == "a" { "A" } else { "B" };
-                // burn keeps a: [in, r], b: [r, out]; peft stores A: [r, in], B: [out, r].
-                let t = param.val().transpose();
-                let shape = t.dims().to_vec();
-                let module = hf_name(&segs[..n - 3].join("."));
-                self.1.push((module, which, shape, t.into_data().iter::<f32>().collect()));
-            }
-        }
-    }
-    let mut v = V(PathStack::default(), Vec::new());
-    model.visit(&mut v);
-    v.1
+    params(model, |p, _, _| lora_key(p).is_some())
+        .into_iter()
+        .filter_map(|r| {
+            let n = r.path.len();
+            lora_key(&r.path)?;
+            let which = if r.path[n - 1] == "a" { "A" } else { "B" };
+            // burn keeps a: [in, r], b: [r, out]; peft stores A: [r, in], B: [out, r].
+            let (shape, vals) = transposed(&r.shape, r.values.as_deref().unwrap_or_default());
+            Some((hf_name(&r.path[..n - 3].join(".")), which, shape, vals))
+        })
+        .collect()
 }
 
 fn save_lora(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
@@ -206,28 +212,58 @@ fn save_lora(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(S
         "peft_version": "0.21.2",
     });
     let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
-    Ok(vec![(CONFIG_FILE.to_string(), config), (WEIGHTS_FILE.to_string(), weights)])
+    Ok(vec![
+        (CONFIG_FILE.to_string(), config),
+        (WEIGHTS_FILE.to_string(), weights),
+    ])
 }
 
-async fn load_lora(model: Model, src: &impl FileSource, config: &serde_json::Value, cfg_file: &str) -> Result<Model> {
+async fn load_lora(
+    model: Model,
+    src: &impl FileSource,
+    config: &serde_json::Value,
+    cfg_file: &str,
+) -> Result<Model> {
     let get_f = |k: &str, d: f64| config.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
-    let r = config.get("r").and_then(|v| v.as_u64()).ok_or_else(|| Error::config(cfg_file, "r", "missing or not a positive integer"))? as usize;
+    let r = config
+        .get("r")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| Error::config(cfg_file, "r", "missing or not a positive integer"))?
+        as usize;
     let settings = super::lora::LoraSettings {
         r,
         lora_alpha: get_f("lora_alpha", 8.0),
         lora_dropout: get_f("lora_dropout", 0.0),
         target_modules: None,
-        use_rslora: config.get("use_rslora").and_then(|v| v.as_bool()).unwrap_or(false),
+        use_rslora: config
+            .get("use_rslora")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
     };
-    if config.get("use_dora").and_then(|v| v.as_bool()).unwrap_or(false) {
-        return Err(Error::config(cfg_file, "use_dora", "DoRA adapters are not supported"));
+    if config
+        .get("use_dora")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+    {
+        return Err(Error::config(
+            cfg_file,
+            "use_dora",
+            "DoRA adapters are not supported",
+        ));
     }
     let bytes = src.read(WEIGHTS_FILE).await?;
     let file = src.describe(WEIGHTS_FILE);
     let (tensors, modules) = read_tensors(
         &bytes,
         &file,
-        |n| n.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(".lora_A.weight").or_else(|| n.strip_suffix(".lora_B.weight"))).map(str::to_string),
+        |n| {
+            n.strip_prefix(PREFIX)
+                .and_then(|n| {
+                    n.strip_suffix(".lora_A.weight")
+                        .or_else(|| n.strip_suffix(".lora_B.weight"))
+                })
+                .map(str::to_string)
+        },
         "peft LoRA tensor (`base_model.model.<module>.lora_A|lora_B.weight`)",
     )?;
     let mut cfg = PeftConfig::parse("lora")?;
@@ -242,7 +278,13 @@ fn lora_key(segs: &[String]) -> Option<(String, bool)> {
     let n = segs.len();
     if n >= 4 && segs[n - 2] == "lora" && segs[n - 3] == "weight" {
         let which = if segs[n - 1] == "a" { "A" } else { "B" };
-        Some((format!("{PREFIX}{}.lora_{which}.weight", hf_name(&segs[..n - 3].join("."))), true))
+        Some((
+            format!(
+                "{PREFIX}{}.lora_{which}.weight",
+                hf_name(&segs[..n - 3].join("."))
+            ),
+            true,
+        ))
     } else {
         None
     }
@@ -260,7 +302,12 @@ type Tensors = std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Fills the parameters `rule` names from `tensors` (peft layout), checking every shape and
 /// that every tensor of the file was used.
-fn set_tensors(model: Model, tensors: &Tensors, file: &str, rule: fn(&[String]) -> Option<(String, bool)>) -> Result<Model> {
+fn set_tensors(
+    model: Model,
+    tensors: &Tensors,
+    file: &str,
+    rule: fn(&[String]) -> Option<(String, bool)>,
+) -> Result<Model> {
     struct Setter<'a> {
         path: PathStack,
         tensors: &'a Tensors,
@@ -290,7 +337,9 @@ fn set_tensors(model: Model, tensors: &Tensors, file: &str, rule: fn(&[String]) 
                 shape.iter().product::<usize>() == current.iter().product::<usize>()
             };
             if !fits {
-                self.errors.push(format!("{key}: shape {shape:?} does not fit this model (parameter {current:?})"));
+                self.errors.push(format!(
+                    "{key}: shape {shape:?} does not fit this model (parameter {current:?})"
+                ));
                 return param;
             }
             self.used.push(key);
@@ -301,7 +350,9 @@ fn set_tensors(model: Model, tensors: &Tensors, file: &str, rule: fn(&[String]) 
                 let device = t.device();
                 let flat = Tensor::<1>::from_data(data, &device);
                 let v: Tensor<D> = if transposed {
-                    flat.reshape([shape[0], shape[1]]).transpose().reshape(t.shape())
+                    flat.reshape([shape[0], shape[1]])
+                        .transpose()
+                        .reshape(t.shape())
                 } else {
                     flat.reshape(t.shape())
                 };
@@ -309,32 +360,69 @@ fn set_tensors(model: Model, tensors: &Tensors, file: &str, rule: fn(&[String]) 
             })
         }
     }
-    let mut setter = Setter { path: PathStack::default(), tensors, rule, used: Vec::new(), errors: Vec::new() };
+    let mut setter = Setter {
+        path: PathStack::default(),
+        tensors,
+        rule,
+        used: Vec::new(),
+        errors: Vec::new(),
+    };
     let model = model.map(&mut setter);
-    let unused: Vec<&String> = tensors.keys().filter(|k| !setter.used.contains(k)).collect();
+    let unused: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !setter.used.contains(k))
+        .collect();
     if !unused.is_empty() {
-        setter.errors.push(format!("{} tensor(s) match no layer of this model, e.g. {}", unused.len(), unused[0]));
+        setter.errors.push(format!(
+            "{} tensor(s) match no layer of this model, e.g. {}",
+            unused.len(),
+            unused[0]
+        ));
     }
     if !setter.errors.is_empty() {
-        return Err(Error::Weights { file: file.to_string(), reason: format!("does not fit this model: {}", setter.errors.join("; ")) });
+        return Err(Error::Weights {
+            file: file.to_string(),
+            reason: format!("does not fit this model: {}", setter.errors.join("; ")),
+        });
     }
     Ok(model)
 }
 
 /// Reads every tensor of an adapter file as f32, checking each name with `module_of`.
-fn read_tensors(bytes: &[u8], file: &str, module_of: impl Fn(&str) -> Option<String>, expected: &str) -> Result<(Tensors, Vec<String>)> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Weights { file: file.to_string(), reason: e.to_string() })?;
+fn read_tensors(
+    bytes: &[u8],
+    file: &str,
+    module_of: impl Fn(&str) -> Option<String>,
+    expected: &str,
+) -> Result<(Tensors, Vec<String>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })?;
     let mut tensors = Tensors::new();
     let mut modules: Vec<String> = Vec::new();
     for (name, view) in st.tensors() {
-        let module = module_of(&name).ok_or_else(|| Error::Weights { file: file.to_string(), reason: format!("`{name}` is not a {expected}") })?;
+        let module = module_of(&name).ok_or_else(|| Error::Weights {
+            file: file.to_string(),
+            reason: format!("`{name}` is not a {expected}"),
+        })?;
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(Error::Weights { file: file.to_string(), reason: format!("`{name}`: only f32 adapters are supported, found {:?}", view.dtype()) });
+            return Err(Error::Weights {
+                file: file.to_string(),
+                reason: format!(
+                    "`{name}`: only f32 adapters are supported, found {:?}",
+                    view.dtype()
+                ),
+            });
         }
         if !modules.contains(&module) {
             modules.push(module);
         }
-        let vals = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let vals = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         tensors.insert(name.clone(), (view.shape().to_vec(), vals));
     }
     Ok((tensors, modules))
@@ -346,45 +434,52 @@ async fn load_ia3(model: Model, src: &impl FileSource) -> Result<Model> {
     let (tensors, modules) = read_tensors(
         &bytes,
         &file,
-        |n| n.strip_prefix(PREFIX).and_then(|n| n.strip_suffix(".ia3_l")).map(str::to_string),
+        |n| {
+            n.strip_prefix(PREFIX)
+                .and_then(|n| n.strip_suffix(".ia3_l"))
+                .map(str::to_string)
+        },
         "peft IA3 tensor (`base_model.model.<module>.ia3_l`)",
     )?;
     // IA3 goes on every text component the file adapts.
     let mut cfg = PeftConfig::parse("frozen")?;
-    for (comp, prefix) in [("text_encoder", "text_encoder."), ("decoder", "text_decoder.")] {
+    for (comp, prefix) in [
+        ("text_encoder", "text_encoder."),
+        ("decoder", "text_decoder."),
+    ] {
         if modules.iter().any(|m| m.starts_with(prefix)) {
             cfg.placement.insert(comp.to_string(), Method::Ia3);
         }
     }
     if cfg.placement.is_empty() {
-        return Err(Error::Weights { file, reason: "adapts no text encoder or decoder module of this model".into() });
+        return Err(Error::Weights {
+            file,
+            reason: "adapts no text encoder or decoder module of this model".into(),
+        });
     }
-    let model = super::ia3::attach(model, &cfg).map_err(|e| Error::Weights { file: file.clone(), reason: e.to_string() })?;
+    let model = super::ia3::attach(model, &cfg).map_err(|e| Error::Weights {
+        file: file.clone(),
+        reason: e.to_string(),
+    })?;
     set_tensors(model, &tensors, &file, ia3_key)
 }
 
 fn save_ia3(model: &Model, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
-    struct V(PathStack, Vec<(String, Vec<usize>, Vec<f32>)>);
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.0.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.0.exit(container_type);
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some((key, _)) = ia3_key(self.0.segments()) {
-                let t = param.val();
-                let n = t.dims()[0];
-                // peft: `(out, 1)` for output scaling (key, value), `(1, in)` for feed-forward input scaling.
-                let shape = if key.ends_with(".dense.ia3_l") { vec![1, n] } else { vec![n, 1] };
-                self.1.push((key, shape, t.into_data().iter::<f32>().collect()));
-            }
-        }
-    }
-    let mut v = V(PathStack::default(), Vec::new());
-    model.visit(&mut v);
-    let weights = safetensors_bytes(&v.1, WEIGHTS_FILE)?;
+    let named: Vec<(String, Vec<usize>, Vec<f32>)> = params(model, |p, _, _| ia3_key(p).is_some())
+        .into_iter()
+        .filter_map(|r| {
+            let (key, _) = ia3_key(&r.path)?;
+            let n = r.shape[0];
+            // peft: `(out, 1)` for output scaling (key, value), `(1, in)` for feed-forward input scaling.
+            let shape = if key.ends_with(".dense.ia3_l") {
+                vec![1, n]
+            } else {
+                vec![n, 1]
+            };
+            Some((key, shape, r.values.unwrap_or_default()))
+        })
+        .collect();
+    let weights = safetensors_bytes(&named, WEIGHTS_FILE)?;
     let config = json!({
         "peft_type": "IA3",
         "task_type": null,
@@ -401,5 +496,8 @@ fn save_ia3(model: &Model, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
         "peft_version": "0.21.2",
     });
     let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
-    Ok(vec![(CONFIG_FILE.to_string(), config), (WEIGHTS_FILE.to_string(), weights)])
+    Ok(vec![
+        (CONFIG_FILE.to_string(), config),
+        (WEIGHTS_FILE.to_string(), weights),
+    ])
 }

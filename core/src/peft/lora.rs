@@ -3,11 +3,11 @@
 //! reparameterisation; normtune chooses the targets per component and speaks peft's files.
 
 use super::config::{Method, PeftConfig};
-use super::select::{PathStack, component_of};
+use super::select::component_of;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use burn::module::{Lora, Module, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::tensor::Tensor;
+use crate::models::walk::params;
+use burn::module::{Lora, Module, ParamGroup, ParamId};
 use serde::{Deserialize, Serialize};
 
 /// LoRA settings (peft `LoraConfig` names).
@@ -30,14 +30,24 @@ pub struct LoraSettings {
 impl Default for LoraSettings {
     fn default() -> Self {
         // MILE: r = 8, alpha = 32, dropout 0.1.
-        Self { r: 8, lora_alpha: 32.0, lora_dropout: 0.1, target_modules: None, use_rslora: false }
+        Self {
+            r: 8,
+            lora_alpha: 32.0,
+            lora_dropout: 0.1,
+            target_modules: None,
+            use_rslora: false,
+        }
     }
 }
 
 impl LoraSettings {
     /// The factor burn's `Lora` divides by the rank, so that the scale is peft's.
     fn burn_alpha(&self) -> f64 {
-        if self.use_rslora { self.lora_alpha * (self.r as f64).sqrt() } else { self.lora_alpha }
+        if self.use_rslora {
+            self.lora_alpha * (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha
+        }
     }
 
     /// Target module names for a component.
@@ -54,29 +64,17 @@ impl LoraSettings {
     }
 }
 
-/// Linear weights (path, id) of the model, with their component.
+/// Linear weights (path, id) of the model.
 fn linear_weights(model: &Model) -> Vec<(Vec<String>, ParamId)> {
-    #[derive(Default)]
-    struct V(PathStack, Vec<String>, Vec<(Vec<String>, ParamId)>);
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.0.enter(name, container_type);
-            self.1.push(container_type.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.0.exit(container_type);
-            self.1.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let segs = self.0.segments();
-            if D == 2 && segs.last().is_some_and(|l| l == "weight") && self.1.last().is_some_and(|c| c == "Struct:Linear") {
-                self.2.push((segs.to_vec(), param.id));
-            }
-        }
-    }
-    let mut v = V::default();
-    model.visit(&mut v);
-    v.2
+    params(model, |_, _, _| false)
+        .into_iter()
+        .filter(|r| {
+            r.shape.len() == 2
+                && r.path.last().is_some_and(|l| l == "weight")
+                && r.container == "Struct:Linear"
+        })
+        .map(|r| (r.path, r.id))
+        .collect()
 }
 
 /// Attaches LoRA to the target Linear weights of every component whose method is `lora`
@@ -100,7 +98,9 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
             }
             let module = &path[path.len() - 2];
             let selected = match only {
-                Some(list) => list.iter().any(|m| *m == crate::models::export::hf_name(&path[..path.len() - 1].join("."))),
+                Some(list) => list.iter().any(|m| {
+                    *m == crate::models::export::hf_name(&path[..path.len() - 1].join("."))
+                }),
                 None => targets.iter().any(|t| t == module),
             };
             if selected {
@@ -109,7 +109,9 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
             }
         }
         if hit == 0 && only.is_none() {
-            return Err(Error::Input(format!("LoRA target modules {targets:?} match no Linear layer in the `{comp}` component")));
+            return Err(Error::Input(format!(
+                "LoRA target modules {targets:?} match no Linear layer in the `{comp}` component"
+            )));
         }
     }
     Ok(model.apply_lora(Lora::new(s.r, s.burn_alpha()).set_param_group(ParamGroup::from_ids(ids))))

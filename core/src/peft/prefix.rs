@@ -22,7 +22,10 @@ pub struct PrefixSettings {
 
 impl Default for PrefixSettings {
     fn default() -> Self {
-        Self { num_virtual_tokens: 10, encoder_hidden_size: None }
+        Self {
+            num_virtual_tokens: 10,
+            encoder_hidden_size: None,
+        }
     }
 }
 
@@ -30,12 +33,19 @@ impl Default for PrefixSettings {
 pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
     let s = &cfg.prefix;
     if s.num_virtual_tokens == 0 {
-        return Err(Error::Input("prefix.num_virtual_tokens must be at least 1".into()));
+        return Err(Error::Input(
+            "prefix.num_virtual_tokens must be at least 1".into(),
+        ));
     }
     for comp in model.components().iter().map(|c| c.name) {
         let m = cfg.method_for(comp);
-        if matches!(m, Method::Prefix | Method::PtuningV2) && !matches!(comp, "text_encoder" | "decoder") {
-            return Err(Error::Input(format!("{} is available for the BERT text components (text_encoder, decoder), not `{comp}`", m.name())));
+        if matches!(m, Method::Prefix | Method::PtuningV2)
+            && !matches!(comp, "text_encoder" | "decoder")
+        {
+            return Err(Error::Input(format!(
+                "{} is available for the BERT text components (text_encoder, decoder), not `{comp}`",
+                m.name()
+            )));
         }
     }
     for (comp, text) in super::ia3::text_models(&mut model) {
@@ -46,9 +56,16 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
         let w = text.embeddings.word_embeddings.weight.val();
         let (device, hidden) = (w.device(), w.dims()[1]);
         let layers = text.encoder.layer.len();
-        let heads = text.encoder.layer.first().map_or(1, |l| l.attention.self_attn.num_heads);
+        let heads = text
+            .encoder
+            .layer
+            .first()
+            .map_or(1, |l| l.attention.self_attn.num_heads);
         let n = s.num_virtual_tokens;
-        let normal = Initializer::Normal { mean: 0.0, std: 1.0 };
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: 1.0,
+        };
         text.prefix = Some(if method == Method::Prefix {
             let h = s.encoder_hidden_size.unwrap_or(hidden);
             PrefixEncoder {

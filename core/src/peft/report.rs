@@ -1,10 +1,9 @@
 //! The trainable-parameter report, in HF peft's words
 //! (`trainable params: N || all params: M || trainable%: x.xxxx`), per component too.
 
-use super::select::{PathStack, component_of};
+use super::select::component_of;
 use crate::models::Model;
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use crate::models::walk::params;
 use serde::Serialize;
 
 /// Trainable and total counts for one component.
@@ -34,7 +33,11 @@ pub struct TrainableReport {
 impl TrainableReport {
     /// Trainable share in percent.
     pub fn percent(&self) -> f64 {
-        if self.total_params == 0 { 0.0 } else { 100.0 * self.trainable_params as f64 / self.total_params as f64 }
+        if self.total_params == 0 {
+            0.0
+        } else {
+            100.0 * self.trainable_params as f64 / self.total_params as f64
+        }
     }
 
     /// HF peft's `print_trainable_parameters` line, character for character.
@@ -63,39 +66,35 @@ pub fn thousands(n: usize) -> String {
 
 /// Counts what trains in `model`.
 pub fn report(model: &Model) -> TrainableReport {
-    struct V {
-        path: PathStack,
-        rows: Vec<(String, &'static str, usize, bool)>,
-    }
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.path.exit(container_type);
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let segs = self.path.segments();
-            let n = param.lazy_shape().num_elements();
-            self.rows.push((segs.join("."), component_of(segs), n, param.val().is_require_grad()));
-        }
-    }
-    let mut v = V { path: PathStack::default(), rows: Vec::new() };
-    model.visit(&mut v);
+    let rows: Vec<(String, &'static str, usize, bool)> = params(model, |_, _, _| false)
+        .into_iter()
+        .map(|r| {
+            (
+                r.dotted(),
+                component_of(&r.path),
+                r.shape.iter().product(),
+                r.trainable,
+            )
+        })
+        .collect();
     let components = model
         .components()
         .iter()
         .map(|c| ComponentReport {
             name: c.name.to_string(),
-            trainable_params: v.rows.iter().filter(|r| r.1 == c.name && r.3).map(|r| r.2).sum(),
-            total_params: v.rows.iter().filter(|r| r.1 == c.name).map(|r| r.2).sum(),
+            trainable_params: rows
+                .iter()
+                .filter(|r| r.1 == c.name && r.3)
+                .map(|r| r.2)
+                .sum(),
+            total_params: rows.iter().filter(|r| r.1 == c.name).map(|r| r.2).sum(),
         })
         .collect();
     TrainableReport {
-        trainable_params: v.rows.iter().filter(|r| r.3).map(|r| r.2).sum(),
-        total_params: v.rows.iter().map(|r| r.2).sum(),
+        trainable_params: rows.iter().filter(|r| r.3).map(|r| r.2).sum(),
+        total_params: rows.iter().map(|r| r.2).sum(),
         components,
-        trainable_paths: v.rows.iter().filter(|r| r.3).map(|r| r.0.clone()).collect(),
+        trainable_paths: rows.iter().filter(|r| r.3).map(|r| r.0.clone()).collect(),
     }
 }
 

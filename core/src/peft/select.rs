@@ -4,29 +4,9 @@
 use super::config::{Method, PeftConfig};
 use crate::error::{Error, Result};
 use crate::models::Model;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use crate::models::walk::{PathStack, param_paths};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
-
-/// Tracks the dotted path of the parameter being visited (enum variants are not part of paths,
-/// as they are not part of HF names).
-#[derive(Debug, Default)]
-pub(crate) struct PathStack(Vec<String>);
-
-impl PathStack {
-    pub(crate) fn enter(&mut self, name: &str, container: &str) {
-        if !container.starts_with("Enum") {
-            self.0.push(name.to_string());
-        }
-    }
-    pub(crate) fn exit(&mut self, container: &str) {
-        if !container.starts_with("Enum") {
-            self.0.pop();
-        }
-    }
-    pub(crate) fn segments(&self) -> &[String] {
-        &self.0
-    }
-}
 
 /// The component a parameter path belongs to, from its first segment.
 pub fn component_of(path: &[String]) -> &'static str {
@@ -53,11 +33,15 @@ pub fn selects(method: Method, path: &[String]) -> bool {
         Method::Ffn => {
             has("mlp")
                 || has("intermediate")
-                || path.windows(3).any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense")
+                || path
+                    .windows(3)
+                    .any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense")
         }
         // MISS: every parameter whose HF name contains "attention" (q/k/v, attention output and
         // its LayerNorm, self- and cross-attention); the BLIP vision blocks call it `self_attn`.
-        Method::Attention => path.iter().any(|s| s.contains("attention") || s == "self_attn"),
+        Method::Attention => path
+            .iter()
+            .any(|s| s.contains("attention") || s == "self_attn"),
         Method::Lora | Method::Ia3 | Method::Prefix | Method::PtuningV2 | Method::Adapter => false,
     }
 }
@@ -87,7 +71,12 @@ impl Selector<'_> {
         if path.last().is_some_and(|l| l.ends_with("_ia3")) {
             return method == Method::Ia3;
         }
-        if self.cfg.modules_to_save.iter().any(|m| path.iter().any(|s| s == m)) {
+        if self
+            .cfg
+            .modules_to_save
+            .iter()
+            .any(|m| path.iter().any(|s| s == m))
+        {
             return true;
         }
         selects(method, path)
@@ -113,51 +102,57 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
     let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
     for comp in cfg.placement.keys() {
         if !components.contains(&comp.as_str()) {
-            return Err(Error::Input(format!("this model has no `{comp}` component (it has: {})", components.join(", "))));
+            return Err(Error::Input(format!(
+                "this model has no `{comp}` component (it has: {})",
+                components.join(", ")
+            )));
         }
     }
     let mut cfg = cfg.clone();
-    if components.contains(&"head") && !cfg.placement.contains_key("head") && !cfg.modules_to_save.iter().any(|m| m == "classifier") {
+    if components.contains(&"head")
+        && !cfg.placement.contains_key("head")
+        && !cfg.modules_to_save.iter().any(|m| m == "classifier")
+    {
         // As HF peft does for sequence/image classification: the new head always trains.
         cfg.modules_to_save.push("classifier".into());
     }
-    let known = ParamNames::of(&model);
+    let known = param_paths(&model);
     for m in &cfg.modules_to_save {
-        if !known.0.iter().any(|p| p.split('.').any(|s| s == m)) {
-            return Err(Error::Input(format!("modules_to_save: no module named `{m}` in this model")));
+        if !known.iter().any(|p| p.split('.').any(|s| s == m)) {
+            return Err(Error::Input(format!(
+                "modules_to_save: no module named `{m}` in this model"
+            )));
         }
     }
-    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Lora) { super::lora::attach(model, &cfg, None)? } else { model };
-    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Ia3) { super::ia3::attach(model, &cfg)? } else { model };
-    let model = if components.iter().any(|c| matches!(cfg.method_for(c), Method::Prefix | Method::PtuningV2)) {
+    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Lora) {
+        super::lora::attach(model, &cfg, None)?
+    } else {
+        model
+    };
+    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Ia3) {
+        super::ia3::attach(model, &cfg)?
+    } else {
+        model
+    };
+    let model = if components
+        .iter()
+        .any(|c| matches!(cfg.method_for(c), Method::Prefix | Method::PtuningV2))
+    {
         super::prefix::attach(model, &cfg)?
     } else {
         model
     };
-    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Adapter) { super::adapter::attach(model, &cfg)? } else { model };
-    let mut selector = Selector { cfg: &cfg, path: PathStack::default() };
+    let model = if components
+        .iter()
+        .any(|c| cfg.method_for(c) == Method::Adapter)
+    {
+        super::adapter::attach(model, &cfg)?
+    } else {
+        model
+    };
+    let mut selector = Selector {
+        cfg: &cfg,
+        path: PathStack::default(),
+    };
     Ok(model.map(&mut selector))
-}
-
-/// Every parameter path of a module, dotted.
-pub(crate) struct ParamNames(pub Vec<String>);
-
-impl ParamNames {
-    pub(crate) fn of<M: Module>(m: &M) -> Self {
-        struct V(PathStack, Vec<String>);
-        impl ModuleVisitor for V {
-            fn enter_module(&mut self, name: &str, container_type: &str) {
-                self.0.enter(name, container_type);
-            }
-            fn exit_module(&mut self, _name: &str, container_type: &str) {
-                self.0.exit(container_type);
-            }
-            fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
-                self.1.push(self.0.segments().join("."));
-            }
-        }
-        let mut v = V(PathStack::default(), Vec::new());
-        m.visit(&mut v);
-        ParamNames(v.1)
-    }
 }

@@ -14,10 +14,17 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
     let image = read_file(&a.image)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
     if let Some(dir) = &a.adapter {
-        p.model = pollster::block_on(normtune_core::peft::io::load_adapter(p.model, &DirSource::open(dir)?))?;
+        p.model = pollster::block_on(normtune_core::peft::io::load_adapter(
+            p.model,
+            &DirSource::open(dir)?,
+        ))?;
     }
     let pixels = p.image_tensor(&image, &a.image.display().to_string())?;
-    let gen_cfg = GenConfig { num_beams: a.num_beams, max_new_tokens: a.max_new_tokens, ..GenConfig::default() };
+    let gen_cfg = GenConfig {
+        num_beams: a.num_beams,
+        max_new_tokens: a.max_new_tokens,
+        ..GenConfig::default()
+    };
     let arch = p.config.architecture();
     match (arch, &a.question, &a.candidates) {
         (Architecture::ViTForImageClassification, ..) => {
@@ -33,7 +40,10 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
         (_, Some(q), Some(c)) => {
             let ranked = pollster::block_on(p.rank(pixels, q, c))?;
             if a.json {
-                let list: Vec<_> = ranked.iter().map(|(a, s)| json!({ "answer": a, "log_likelihood": s })).collect();
+                let list: Vec<_> = ranked
+                    .iter()
+                    .map(|(a, s)| json!({ "answer": a, "log_likelihood": s }))
+                    .collect();
                 println!("{}", json!({ "answer": ranked[0].0, "ranking": list }));
             } else {
                 println!("{}", ranked[0].0);

@@ -13,16 +13,26 @@ use serde_json::json;
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let peft_cfg = match (&a.peft, &a.peft_config) {
         (Some(spec), _) => Some(PeftConfig::parse(spec)?),
-        (None, Some(path)) => Some(PeftConfig::from_json(&read_file(path)?, &path.display().to_string())?),
+        (None, Some(path)) => Some(PeftConfig::from_json(
+            &read_file(path)?,
+            &path.display().to_string(),
+        )?),
         (None, None) => None,
     };
     let dev = choose(a.device.device);
     // Trainability is a property of autodiff parameters: count it on the autodiff device.
-    let device = if peft_cfg.is_some() { dev.device.clone().autodiff() } else { dev.device.clone() };
+    let device = if peft_cfg.is_some() {
+        dev.device.clone().autodiff()
+    } else {
+        dev.device.clone()
+    };
     let src = DirSource::open(&a.model)?;
     let with_weights = pollster::block_on(src.exists("model.safetensors"));
     if !with_weights {
-        eprintln!("note: no model.safetensors in {}: counting the architecture from config.json", a.model.display());
+        eprintln!(
+            "note: no model.safetensors in {}: counting the architecture from config.json",
+            a.model.display()
+        );
     }
     let mut p = pollster::block_on(Pipeline::load_with(&src, &device, with_weights))?;
     let components = p.model.components();
@@ -53,13 +63,25 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     println!("architecture: {arch:?}");
     println!("parameters:   {total}");
     for c in &components {
-        println!("  {:<13} {:>12}  ({:.2}%)  {}", c.name, c.params, 100.0 * c.params as f64 / total as f64, c.path);
+        println!(
+            "  {:<13} {:>12}  ({:.2}%)  {}",
+            c.name,
+            c.params,
+            100.0 * c.params as f64 / total as f64,
+            c.path
+        );
     }
     if let (Some(r), Some(cfg)) = (&trainable, &peft_cfg) {
-        println!("peft: {}", cfg.describe(&components.iter().map(|c| c.name).collect::<Vec<_>>()));
+        println!(
+            "peft: {}",
+            cfg.describe(&components.iter().map(|c| c.name).collect::<Vec<_>>())
+        );
         println!("{}", r.peft_line());
         for c in &r.components {
-            println!("  {:<13} {:>12} of {:>12} trainable", c.name, c.trainable_params, c.total_params);
+            println!(
+                "  {:<13} {:>12} of {:>12} trainable",
+                c.name, c.trainable_params, c.total_params
+            );
         }
     }
     println!("config:\n{}", serde_json::to_string_pretty(&config)?);

@@ -22,7 +22,10 @@ const COPIED: &[&str] = &[
 
 pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     if a.out.exists() {
-        anyhow::bail!("{}: already exists; choose a new output folder", a.out.display());
+        anyhow::bail!(
+            "{}: already exists; choose a new output folder",
+            a.out.display()
+        );
     }
     let src = DirSource::open(&a.model)?;
     let device = Device::flex();
@@ -31,8 +34,14 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     // Fold IA3 vectors and reparameterisations (LoRA) into the base weights before writing them.
     let weights = export::to_safetensors(&normtune_core::peft::ia3::fold(p.model).materialize())?;
 
-    let name = a.out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "merged".into());
-    let tmp = a.out.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let name = a
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "merged".into());
+    let tmp = a
+        .out
+        .with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> anyhow::Result<()> {
         std::fs::create_dir_all(&tmp)?;
         std::fs::write(tmp.join("model.safetensors"), &weights)?;
@@ -49,6 +58,11 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&tmp);
         anyhow::bail!("{}: cannot write: {e}", a.out.display());
     }
-    eprintln!("merged {} + {} → {}", a.model.display(), a.adapter.display(), a.out.display());
+    eprintln!(
+        "merged {} + {} → {}",
+        a.model.display(),
+        a.adapter.display(),
+        a.out.display()
+    );
     Ok(())
 }

@@ -86,7 +86,10 @@ impl Default for BlipTextConfig {
 impl BlipTextConfig {
     /// BERT-base with cross-attention, as the MISS/MILE "JTM" encoder and answer decoder.
     pub fn miss_base() -> Self {
-        Self { num_attention_heads: 12, ..Self::default() }
+        Self {
+            num_attention_heads: 12,
+            ..Self::default()
+        }
     }
     /// A tiny text model for tests and the built-in demo.
     pub fn tiny(vocab_size: usize) -> Self {
@@ -107,11 +110,18 @@ impl BlipTextConfig {
             return Err(crate::Error::config(
                 file,
                 "text_config.num_attention_heads",
-                format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+                format!(
+                    "{} does not divide hidden_size {}",
+                    self.num_attention_heads, self.hidden_size
+                ),
             ));
         }
         if self.vocab_size == 0 {
-            return Err(crate::Error::config(file, "text_config.vocab_size", "must be positive"));
+            return Err(crate::Error::config(
+                file,
+                "text_config.vocab_size",
+                "must be positive",
+            ));
         }
         Ok(())
     }

@@ -3,9 +3,13 @@
 //! attention's `self` → `self_attn`; the loader maps them.
 
 use super::config::BlipTextConfig;
-use crate::models::common::{Activation, Bottleneck, adapt, attention, causal_mask, merge_heads, padding_mask, split_heads};
+use crate::models::common::{
+    Activation, Bottleneck, adapt, attention, causal_mask, merge_heads, padding_mask, split_heads,
+};
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::{Device, Int, Tensor};
 
 /// Word + learned position embeddings, then LayerNorm (HF `BlipTextEmbeddings`).
@@ -25,7 +29,8 @@ impl BlipTextEmbeddings {
     pub fn forward(&self, ids: Tensor<2, Int>, past: usize) -> Tensor<3> {
         let [_, l] = ids.dims();
         let device = ids.device();
-        let positions = Tensor::<1, Int>::arange(past as i64..(past + l) as i64, &device).reshape([1, l]);
+        let positions =
+            Tensor::<1, Int>::arange(past as i64..(past + l) as i64, &device).reshape([1, l]);
         let x = self.word_embeddings.forward(ids) + self.position_embeddings.forward(positions);
         self.layer_norm.forward(x)
     }
@@ -58,8 +63,14 @@ impl BlipTextSelfAttention {
             None => t,
         };
         (
-            split_heads(scale(self.key.forward(states.clone()), &self.key_ia3), self.num_heads),
-            split_heads(scale(self.value.forward(states), &self.value_ia3), self.num_heads),
+            split_heads(
+                scale(self.key.forward(states.clone()), &self.key_ia3),
+                self.num_heads,
+            ),
+            split_heads(
+                scale(self.value.forward(states), &self.value_ia3),
+                self.num_heads,
+            ),
         )
     }
 
@@ -117,7 +128,8 @@ impl BlipTextOutput {
             Some(l) => x * l.val().unsqueeze::<3>(),
             None => x,
         };
-        self.layer_norm.forward(adapt(&self.adapter, self.dense.forward(x)) + residual)
+        self.layer_norm
+            .forward(adapt(&self.adapter, self.dense.forward(x)) + residual)
     }
 }
 
@@ -257,7 +269,9 @@ impl PrefixEncoder {
     pub fn past(&self) -> Tensor<2> {
         let e = self.embedding.val();
         match &self.transform {
-            Some(m) => m.dense_out.forward(burn::tensor::activation::tanh(m.dense_in.forward(e))),
+            Some(m) => m
+                .dense_out
+                .forward(burn::tensor::activation::tanh(m.dense_in.forward(e))),
             None => e,
         }
     }
@@ -270,9 +284,16 @@ impl PrefixEncoder {
         let hd = hidden / self.num_heads;
         let p = p.reshape([n, 2 * self.num_layers, self.num_heads, hd]);
         let pick = |i: usize| {
-            p.clone().narrow(1, i, 1).reshape([n, self.num_heads, hd]).swap_dims(0, 1).unsqueeze::<4>().expand([batch, self.num_heads, n, hd])
+            p.clone()
+                .narrow(1, i, 1)
+                .reshape([n, self.num_heads, hd])
+                .swap_dims(0, 1)
+                .unsqueeze::<4>()
+                .expand([batch, self.num_heads, n, hd])
         };
-        (0..self.num_layers).map(|l| (pick(2 * l), pick(2 * l + 1))).collect()
+        (0..self.num_layers)
+            .map(|l| (pick(2 * l), pick(2 * l + 1)))
+            .collect()
     }
 }
 
@@ -315,7 +336,14 @@ impl BlipTextModel {
         if let (Some(c), Some(prefix)) = (cache.as_deref_mut(), &self.prefix)
             && c.len == 0
         {
-            c.layers = prefix.layer_kv(b).into_iter().map(|kv| LayerCache { self_kv: Some(kv), cross_kv: None }).collect();
+            c.layers = prefix
+                .layer_kv(b)
+                .into_iter()
+                .map(|kv| LayerCache {
+                    self_kv: Some(kv),
+                    cross_kv: None,
+                })
+                .collect();
             c.len = prefix.len();
         }
         let past = cache.as_ref().map_or(0, |c| c.len);
@@ -323,7 +351,11 @@ impl BlipTextModel {
         // A mask over the new tokens only also covers the cached ones (all real).
         let mask = mask.map(|m| {
             let k = m.dims()[1];
-            if k < past + l { Tensor::cat(vec![Tensor::ones([b, past + l - k], &device), m], 1) } else { m }
+            if k < past + l {
+                Tensor::cat(vec![Tensor::ones([b, past + l - k], &device), m], 1)
+            } else {
+                m
+            }
         });
         let self_mask = match (causal, mask) {
             (true, Some(m)) => Some(causal_mask(l, past, &device) + padding_mask(m)),
@@ -331,9 +363,13 @@ impl BlipTextModel {
             (false, Some(m)) => Some(padding_mask(m)),
             (false, None) => None,
         };
-        let cross_mask = cross.as_ref().and_then(|c| c.mask.clone()).map(padding_mask);
+        let cross_mask = cross
+            .as_ref()
+            .and_then(|c| c.mask.clone())
+            .map(padding_mask);
         if let Some(c) = cache.as_deref_mut() {
-            c.layers.resize_with(self.encoder.layer.len(), LayerCache::default);
+            c.layers
+                .resize_with(self.encoder.layer.len(), LayerCache::default);
         }
         for (i, layer) in self.encoder.layer.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -341,11 +377,16 @@ impl BlipTextModel {
                 Some(s) => (Some(&mut s.self_kv), Some(&mut s.cross_kv)),
                 None => (None, None),
             };
-            x = layer.attention.forward(x, None, self_mask.as_ref(), self_slot);
+            x = layer
+                .attention
+                .forward(x, None, self_mask.as_ref(), self_slot);
             if let (Some(ca), Some(c)) = (&layer.crossattention, &cross) {
                 x = ca.forward(x, Some(c.states), cross_mask.as_ref(), cross_slot);
             }
-            let h = layer.intermediate.act.forward(layer.intermediate.dense.forward(x.clone()));
+            let h = layer
+                .intermediate
+                .act
+                .forward(layer.intermediate.dense.forward(x.clone()));
             x = layer.output.forward(h, x);
         }
         if let Some(c) = cache {
@@ -429,7 +470,10 @@ impl BlipTextLMHeadModel {
         let [b, l, d] = h.dims();
         let (w, bias) = match &p.decoder {
             Some(dec) => (dec.weight.val(), dec.bias.as_ref().unwrap_or(&p.bias).val()),
-            None => (self.bert.embeddings.word_embeddings.weight.val(), p.bias.val()),
+            None => (
+                self.bert.embeddings.word_embeddings.weight.val(),
+                p.bias.val(),
+            ),
         };
         let v = w.dims()[0];
         let out = h.reshape([b * l, d]).matmul(w.transpose()) + bias.unsqueeze::<2>();
@@ -453,12 +497,17 @@ impl BlipTextLMHeadModel {
 
 impl BlipTextConfig {
     fn layer_norm(&self, device: &Device) -> LayerNorm {
-        LayerNormConfig::new(self.hidden_size).with_epsilon(self.layer_norm_eps).init(device)
+        LayerNormConfig::new(self.hidden_size)
+            .with_epsilon(self.layer_norm_eps)
+            .init(device)
     }
 
     fn linear(&self, d_in: usize, d_out: usize, device: &Device) -> Linear {
         LinearConfig::new(d_in, d_out)
-            .with_initializer(Initializer::Normal { mean: 0.0, std: self.initializer_range })
+            .with_initializer(Initializer::Normal {
+                mean: 0.0,
+                std: self.initializer_range,
+            })
             .init(device)
     }
 
@@ -473,7 +522,12 @@ impl BlipTextConfig {
                 value_ia3: None,
                 num_heads: self.num_attention_heads,
             },
-            output: BlipTextOutput { dense: self.linear(d, d, device), layer_norm: self.layer_norm(device), dense_ia3: None, adapter: None },
+            output: BlipTextOutput {
+                dense: self.linear(d, d, device),
+                layer_norm: self.layer_norm(device),
+                dense_ia3: None,
+                adapter: None,
+            },
         }
     }
 
@@ -482,13 +536,18 @@ impl BlipTextConfig {
         let d = self.hidden_size;
         let emb = |n: usize| {
             EmbeddingConfig::new(n, d)
-                .with_initializer(Initializer::Normal { mean: 0.0, std: self.initializer_range })
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: self.initializer_range,
+                })
                 .init(device)
         };
         let layer = (0..self.num_hidden_layers)
             .map(|_| BlipTextLayer {
                 attention: self.attention(d, device),
-                crossattention: self.is_decoder.then(|| self.attention(self.encoder_hidden_size, device)),
+                crossattention: self
+                    .is_decoder
+                    .then(|| self.attention(self.encoder_hidden_size, device)),
                 intermediate: BlipTextIntermediate {
                     dense: self.linear(d, self.intermediate_size, device),
                     act: self.hidden_act,
@@ -528,9 +587,13 @@ impl BlipTextConfig {
                     decoder: match head {
                         LmHead::Tied => None,
                         LmHead::Untied { own_bias } => Some(LmDecoder {
-                            weight: Initializer::Normal { mean: 0.0, std: self.initializer_range }
-                                .init([self.vocab_size, d], device),
-                            bias: own_bias.then(|| Initializer::Zeros.init([self.vocab_size], device)),
+                            weight: Initializer::Normal {
+                                mean: 0.0,
+                                std: self.initializer_range,
+                            }
+                            .init([self.vocab_size, d], device),
+                            bias: own_bias
+                                .then(|| Initializer::Zeros.init([self.vocab_size], device)),
                         }),
                     },
                     bias: Initializer::Zeros.init([self.vocab_size], device),

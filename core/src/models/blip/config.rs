@@ -19,7 +19,11 @@ pub struct BlipConfig {
 impl BlipConfig {
     /// MISS/MILE: ViT-B/16 at 480 + BERT-base encoder and decoder (≈361.5M parameters).
     pub fn miss_base() -> Self {
-        Self { text_config: BlipTextConfig::miss_base(), vision_config: BlipVisionConfig::miss_base(), tie_word_embeddings: Some(true) }
+        Self {
+            text_config: BlipTextConfig::miss_base(),
+            vision_config: BlipVisionConfig::miss_base(),
+            tie_word_embeddings: Some(true),
+        }
     }
     /// A tiny model for tests and the built-in demo.
     pub fn tiny(vocab_size: usize) -> Self {
@@ -32,7 +36,11 @@ impl BlipConfig {
             encoder_hidden_size: vision.hidden_size,
             ..BlipTextConfig::tiny(vocab_size)
         };
-        Self { text_config: text, vision_config: vision, tie_word_embeddings: Some(true) }
+        Self {
+            text_config: text,
+            vision_config: vision,
+            tie_word_embeddings: Some(true),
+        }
     }
     /// Checks both halves and that they fit together.
     pub fn validate(&self, file: &str) -> crate::Result<()> {

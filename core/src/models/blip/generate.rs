@@ -24,7 +24,11 @@ pub struct GenConfig {
 impl Default for GenConfig {
     fn default() -> Self {
         // MILE: beam search with 3 beams, at most 10 tokens.
-        Self { num_beams: 3, max_new_tokens: 10, length_penalty: 1.0 }
+        Self {
+            num_beams: 3,
+            max_new_tokens: 10,
+            length_penalty: 1.0,
+        }
     }
 }
 
@@ -40,12 +44,18 @@ pub struct SpecialTokens {
 }
 
 pub(crate) async fn read_f32(t: Tensor<1>) -> Result<Vec<f32>> {
-    let data: TensorData = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
+    let data: TensorData = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
     Ok(data.iter::<f32>().collect())
 }
 
 async fn read_i64(t: Tensor<1, Int>) -> Result<Vec<i64>> {
-    let data: TensorData = t.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
+    let data: TensorData = t
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
     Ok(data.iter::<i64>().collect())
 }
 
@@ -59,7 +69,9 @@ pub(crate) async fn generate(
     cfg: &GenConfig,
 ) -> Result<Vec<Vec<i64>>> {
     if prompt.is_empty() {
-        return Err(Error::Input("generation needs at least the decoder start token".into()));
+        return Err(Error::Input(
+            "generation needs at least the decoder start token".into(),
+        ));
     }
     if cfg.num_beams == 0 {
         return Err(Error::Input("num_beams must be at least 1".into()));
@@ -91,10 +103,20 @@ async fn greedy(
     let mut cache = KvCache::default();
     let mut input = prompt_tensor(prompt, batch, &device);
     for _ in 0..cfg.max_new_tokens {
-        let cross = CrossInput { states, mask: mask.clone() };
+        let cross = CrossInput {
+            states,
+            mask: mask.clone(),
+        };
         let logits = decoder.forward(input, None, Some(cross), Some(&mut cache));
         let [b, l, v] = logits.dims();
-        let next = read_i64(logits.narrow(1, l - 1, 1).reshape([b, v]).argmax(1).reshape([b])).await?;
+        let next = read_i64(
+            logits
+                .narrow(1, l - 1, 1)
+                .reshape([b, v])
+                .argmax(1)
+                .reshape([b]),
+        )
+        .await?;
         let mut step = Vec::with_capacity(batch);
         for (i, tok) in next.into_iter().enumerate() {
             // HF pads finished rows; here a finished row simply stops growing.
@@ -128,7 +150,11 @@ const NEG: f32 = -1.0e9;
 /// Indices of the `k` largest values, largest first (stable: earlier index first on ties).
 fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].partial_cmp(&values[a]).unwrap_or(std::cmp::Ordering::Equal));
+    idx.sort_by(|&a, &b| {
+        values[b]
+            .partial_cmp(&values[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     idx.truncate(k);
     idx
 }
@@ -148,7 +174,9 @@ async fn beam_search(
     let prompt_len = prompt.len();
     let max_len = prompt_len + cfg.max_new_tokens;
     // Every beam of a row attends to that row's states.
-    let rows: Vec<i64> = (0..batch).flat_map(|b| std::iter::repeat_n(b as i64, k)).collect();
+    let rows: Vec<i64> = (0..batch)
+        .flat_map(|b| std::iter::repeat_n(b as i64, k))
+        .collect();
     let rows = Tensor::<1, Int>::from_ints(rows.as_slice(), &device);
     let states = states.clone().select(0, rows.clone());
     let mask = mask.map(|m| m.select(0, rows));
@@ -168,7 +196,10 @@ async fn beam_search(
     let mut input = prompt_tensor(prompt, batch * k, &device);
     let mut cur_len = prompt_len;
     while cur_len < max_len {
-        let cross = CrossInput { states: &states, mask: mask.clone() };
+        let cross = CrossInput {
+            states: &states,
+            mask: mask.clone(),
+        };
         let logits = decoder.forward(input, None, Some(cross), Some(&mut cache));
         let [bk, l, v] = logits.dims();
         let logp = log_softmax(logits.narrow(1, l - 1, 1).reshape([bk, v]), 1);
@@ -185,12 +216,22 @@ async fn beam_search(
                 acc.extend(row.iter().map(|lp| lp + st.running_scores[beam]));
             }
             let top = top_k(&acc, keep);
-            let cand: Vec<(usize, i64, f32)> = top.iter().map(|&i| (i / v, (i % v) as i64, acc[i])).collect();
-            let hits: Vec<bool> = cand.iter().map(|&(_, t, _)| t == tokens.eos || cur_len + 1 >= max_len).collect();
+            let cand: Vec<(usize, i64, f32)> = top
+                .iter()
+                .map(|&i| (i / v, (i % v) as i64, acc[i]))
+                .collect();
+            let hits: Vec<bool> = cand
+                .iter()
+                .map(|&(_, t, _)| t == tokens.eos || cur_len + 1 >= max_len)
+                .collect();
             all_hit &= hits.iter().all(|h| *h);
 
             // Next running beams: the best continuations that did not stop.
-            let run_scores: Vec<f32> = cand.iter().zip(&hits).map(|(c, &h)| c.2 + if h { NEG } else { 0.0 }).collect();
+            let run_scores: Vec<f32> = cand
+                .iter()
+                .zip(&hits)
+                .map(|(c, &h)| c.2 + if h { NEG } else { 0.0 })
+                .collect();
             let next = top_k(&run_scores, k);
             let new_running: Vec<Vec<i64>> = next
                 .iter()
@@ -202,8 +243,15 @@ async fn beam_search(
                 .collect();
 
             // Finished hypotheses: the top-k candidates that stopped compete with the kept ones.
-            let mut merged: Vec<(Vec<i64>, f32, bool)> =
-                (0..k).map(|i| (st.finished[i].clone(), st.finished_scores[i], st.is_finished[i])).collect();
+            let mut merged: Vec<(Vec<i64>, f32, bool)> = (0..k)
+                .map(|i| {
+                    (
+                        st.finished[i].clone(),
+                        st.finished_scores[i],
+                        st.is_finished[i],
+                    )
+                })
+                .collect();
             for (j, c) in cand.iter().enumerate() {
                 let just_finished = hits[j] && j < k;
                 let mut score = c.2 / norm;
@@ -236,15 +284,26 @@ async fn beam_search(
         let norm_now = ((cur_len - prompt_len) as f32).powf(cfg.length_penalty);
         for st in &mut beams {
             let best_running = st.running_scores[0] / norm_now;
-            let worst = st.finished_scores.iter().copied().fold(f32::INFINITY, f32::min);
-            let beats = st.is_finished.iter().any(|&f| best_running > if f { worst } else { NEG });
+            let worst = st
+                .finished_scores
+                .iter()
+                .copied()
+                .fold(f32::INFINITY, f32::min);
+            let beats = st
+                .is_finished
+                .iter()
+                .any(|&f| best_running > if f { worst } else { NEG });
             st.improvable &= beats;
         }
         if all_hit || !beams.iter().any(|st| st.improvable) {
             break;
         }
         cache.select_rows(Tensor::<1, Int>::from_ints(source_rows.as_slice(), &device));
-        input = Tensor::<1, Int>::from_ints(next_tokens.as_slice(), &device).reshape([batch * k, 1]);
+        input =
+            Tensor::<1, Int>::from_ints(next_tokens.as_slice(), &device).reshape([batch * k, 1]);
     }
-    Ok(beams.into_iter().map(|st| st.finished.into_iter().next().unwrap_or_default()).collect())
+    Ok(beams
+        .into_iter()
+        .map(|st| st.finished.into_iter().next().unwrap_or_default())
+        .collect())
 }

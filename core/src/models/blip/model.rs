@@ -62,8 +62,22 @@ impl BlipForQuestionAnswering {
     ///
     /// # Shapes
     /// - ids, mask (0/1): `[batch, q_len]` → `[batch, q_len, hidden]`
-    pub fn encode_question(&self, image: &Tensor<3>, ids: Tensor<2, Int>, mask: Option<Tensor<2>>) -> Tensor<3> {
-        self.text_encoder.forward(ids, mask, Some(CrossInput { states: image, mask: None }), false, None)
+    pub fn encode_question(
+        &self,
+        image: &Tensor<3>,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2>>,
+    ) -> Tensor<3> {
+        self.text_encoder.forward(
+            ids,
+            mask,
+            Some(CrossInput {
+                states: image,
+                mask: None,
+            }),
+            false,
+            None,
+        )
     }
 
     /// Teacher-forced answer logits (HF `text_decoder(...)`.logits).
@@ -78,7 +92,15 @@ impl BlipForQuestionAnswering {
         answer_ids: Tensor<2, Int>,
         answer_mask: Option<Tensor<2>>,
     ) -> Tensor<3> {
-        self.text_decoder.forward(answer_ids, answer_mask, Some(CrossInput { states: question, mask: question_mask }), None)
+        self.text_decoder.forward(
+            answer_ids,
+            answer_mask,
+            Some(CrossInput {
+                states: question,
+                mask: question_mask,
+            }),
+            None,
+        )
     }
 
     /// Generates answers, one per batch row, each starting with the decoder start token.
@@ -95,7 +117,15 @@ impl BlipForQuestionAnswering {
     ) -> Result<Vec<Vec<i64>>> {
         let image = self.encode_image(pixels);
         let question = self.encode_question(&image, ids, mask.clone());
-        generate(&self.text_decoder, &question, mask, &[tokens.bos], tokens, cfg).await
+        generate(
+            &self.text_decoder,
+            &question,
+            mask,
+            &[tokens.bos],
+            tokens,
+            cfg,
+        )
+        .await
     }
 
     /// Log-likelihood of each candidate answer for one question: the sum of the log-probabilities
@@ -118,7 +148,11 @@ impl BlipForQuestionAnswering {
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
         for c in candidates {
-            ids.extend(c.iter().copied().chain(std::iter::repeat(pad).take(len - c.len())));
+            ids.extend(
+                c.iter()
+                    .copied()
+                    .chain(std::iter::repeat(pad).take(len - c.len())),
+            );
             mask.extend((0..len).map(|i| if i < c.len() { 1.0f32 } else { 0.0 }));
         }
         let ids = Tensor::<1, Int>::from_ints(ids.as_slice(), &device).reshape([n, len]);
@@ -130,7 +164,9 @@ impl BlipForQuestionAnswering {
         let logp = log_softmax(logits.narrow(1, 0, len - 1), 2);
         let targets = ids.narrow(1, 1, len - 1).unsqueeze_dim::<3>(2);
         let picked = logp.gather(2, targets).squeeze_dim::<2>(2);
-        (picked * mask.narrow(1, 1, len - 1)).sum_dim(1).squeeze_dim::<1>(1)
+        (picked * mask.narrow(1, 1, len - 1))
+            .sum_dim(1)
+            .squeeze_dim::<1>(1)
     }
 }
 
@@ -147,12 +183,31 @@ impl BlipForConditionalGeneration {
     ///
     /// # Shapes
     /// - image: `[batch, patches + 1, vision_hidden]`, ids / mask: `[batch, len]` → `[batch, len, vocab]`
-    pub fn text_logits(&self, image: &Tensor<3>, ids: Tensor<2, Int>, mask: Option<Tensor<2>>) -> Tensor<3> {
-        self.text_decoder.forward(ids, mask, Some(CrossInput { states: image, mask: None }), None)
+    pub fn text_logits(
+        &self,
+        image: &Tensor<3>,
+        ids: Tensor<2, Int>,
+        mask: Option<Tensor<2>>,
+    ) -> Tensor<3> {
+        self.text_decoder.forward(
+            ids,
+            mask,
+            Some(CrossInput {
+                states: image,
+                mask: None,
+            }),
+            None,
+        )
     }
 
     /// Generates a report per image, starting from `prompt` (HF: `[bos]` when no prompt is given).
-    pub async fn generate(&self, pixels: Tensor<4>, prompt: &[i64], tokens: &SpecialTokens, cfg: &GenConfig) -> Result<Vec<Vec<i64>>> {
+    pub async fn generate(
+        &self,
+        pixels: Tensor<4>,
+        prompt: &[i64],
+        tokens: &SpecialTokens,
+        cfg: &GenConfig,
+    ) -> Result<Vec<Vec<i64>>> {
         let image = self.encode_image(pixels);
         generate(&self.text_decoder, &image, None, prompt, tokens, cfg).await
     }

@@ -76,24 +76,49 @@ impl ViTConfig {
     /// ViT-B/16 at 224 with the 14 NIH ChestX-ray14 findings (MED-PEFT).
     pub fn nih_base() -> Self {
         let labels = [
-            "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-            "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
+            "Atelectasis",
+            "Cardiomegaly",
+            "Effusion",
+            "Infiltration",
+            "Mass",
+            "Nodule",
+            "Pneumonia",
+            "Pneumothorax",
+            "Consolidation",
+            "Edema",
+            "Emphysema",
+            "Fibrosis",
+            "Pleural_Thickening",
+            "Hernia",
         ];
         Self {
             layer_norm_eps: 1e-6,
-            id2label: labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.to_string())).collect(),
+            id2label: labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.to_string()))
+                .collect(),
             problem_type: Some(ProblemType::MultiLabelClassification),
             ..Self::default()
         }
     }
     /// Number of outputs of the head.
     pub fn num_labels(&self) -> usize {
-        if self.id2label.is_empty() { self.num_labels.unwrap_or(2) } else { self.id2label.len() }
+        if self.id2label.is_empty() {
+            self.num_labels.unwrap_or(2)
+        } else {
+            self.id2label.len()
+        }
     }
     /// Label names in index order (`LABEL_i` where the config names none, as HF does).
     pub fn labels(&self) -> Vec<String> {
         (0..self.num_labels())
-            .map(|i| self.id2label.get(&i.to_string()).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
+            .map(|i| {
+                self.id2label
+                    .get(&i.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{i}"))
+            })
             .collect()
     }
     /// Patches per image plus the class token.
@@ -103,13 +128,31 @@ impl ViTConfig {
     /// Checks the values the model cannot run with.
     pub fn validate(&self, file: &str) -> crate::Result<()> {
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
-            return Err(crate::Error::config(file, "num_attention_heads", format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size)));
+            return Err(crate::Error::config(
+                file,
+                "num_attention_heads",
+                format!(
+                    "{} does not divide hidden_size {}",
+                    self.num_attention_heads, self.hidden_size
+                ),
+            ));
         }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            return Err(crate::Error::config(file, "patch_size", format!("{} does not divide image_size {}", self.patch_size, self.image_size)));
+            return Err(crate::Error::config(
+                file,
+                "patch_size",
+                format!(
+                    "{} does not divide image_size {}",
+                    self.patch_size, self.image_size
+                ),
+            ));
         }
         if self.num_labels() == 0 {
-            return Err(crate::Error::config(file, "id2label", "the classifier needs at least one label"));
+            return Err(crate::Error::config(
+                file,
+                "id2label",
+                "the classifier needs at least one label",
+            ));
         }
         Ok(())
     }

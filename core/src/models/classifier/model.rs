@@ -87,10 +87,16 @@ impl ViTConfig {
         let lin = |i: usize, o: usize, bias: bool| {
             LinearConfig::new(i, o)
                 .with_bias(bias)
-                .with_initializer(Initializer::Normal { mean: 0.0, std: self.initializer_range })
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: self.initializer_range,
+                })
                 .init(device)
         };
-        let init = Initializer::Normal { mean: 0.0, std: self.initializer_range };
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: self.initializer_range,
+        };
         let layers = (0..self.num_hidden_layers)
             .map(|_| ViTLayer {
                 attention: ViTAttention {
@@ -102,7 +108,11 @@ impl ViTConfig {
                 },
                 layernorm_before: ln.init(device),
                 layernorm_after: ln.init(device),
-                mlp: BlipMlp { fc1: lin(d, self.intermediate_size, true), fc2: lin(self.intermediate_size, d, true), act: self.hidden_act },
+                mlp: BlipMlp {
+                    fc1: lin(d, self.intermediate_size, true),
+                    fc2: lin(self.intermediate_size, d, true),
+                    act: self.hidden_act,
+                },
                 attn_adapter: None,
                 mlp_adapter: None,
             })
@@ -112,9 +122,12 @@ impl ViTConfig {
                 embeddings: ViTEmbeddings {
                     cls_token: init.init([1, 1, d], device),
                     patch_embeddings: ViTPatchEmbeddings {
-                        projection: Conv2dConfig::new([self.num_channels, d], [self.patch_size, self.patch_size])
-                            .with_stride([self.patch_size, self.patch_size])
-                            .init(device),
+                        projection: Conv2dConfig::new(
+                            [self.num_channels, d],
+                            [self.patch_size, self.patch_size],
+                        )
+                        .with_stride([self.patch_size, self.patch_size])
+                        .init(device),
                     },
                     position_embeddings: init.init([1, self.num_positions(), d], device),
                 },
@@ -142,10 +155,23 @@ impl ViTModel {
     /// - pixels: `[batch, channels, image, image]` → `[batch, patches + 1, hidden]`
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
         let e = &self.embeddings;
-        let mut x = patch_tokens(&e.patch_embeddings.projection, e.cls_token.val(), e.position_embeddings.val(), pixels);
+        let mut x = patch_tokens(
+            &e.patch_embeddings.projection,
+            e.cls_token.val(),
+            e.position_embeddings.val(),
+            pixels,
+        );
         for layer in &self.layers {
-            x = x.clone() + adapt(&layer.attn_adapter, layer.attention.forward(layer.layernorm_before.forward(x)));
-            x = x.clone() + adapt(&layer.mlp_adapter, layer.mlp.forward(layer.layernorm_after.forward(x)));
+            x = x.clone()
+                + adapt(
+                    &layer.attn_adapter,
+                    layer.attention.forward(layer.layernorm_before.forward(x)),
+                );
+            x = x.clone()
+                + adapt(
+                    &layer.mlp_adapter,
+                    layer.mlp.forward(layer.layernorm_after.forward(x)),
+                );
         }
         self.layernorm.forward(x)
     }

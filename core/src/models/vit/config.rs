@@ -49,7 +49,11 @@ impl Default for BlipVisionConfig {
 impl BlipVisionConfig {
     /// ViT-B/16 at 480×480 as in MISS/MILE (86.3M parameters, 901 tokens).
     pub fn miss_base() -> Self {
-        Self { image_size: 480, layer_norm_eps: 1e-6, ..Self::default() }
+        Self {
+            image_size: 480,
+            layer_norm_eps: 1e-6,
+            ..Self::default()
+        }
     }
     /// A tiny encoder for tests and the built-in demo.
     pub fn tiny() -> Self {
@@ -75,14 +79,20 @@ impl BlipVisionConfig {
             return Err(Error::config(
                 file,
                 "vision_config.num_attention_heads",
-                format!("{} does not divide hidden_size {}", self.num_attention_heads, self.hidden_size),
+                format!(
+                    "{} does not divide hidden_size {}",
+                    self.num_attention_heads, self.hidden_size
+                ),
             ));
         }
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return Err(Error::config(
                 file,
                 "vision_config.patch_size",
-                format!("{} does not divide image_size {}", self.patch_size, self.image_size),
+                format!(
+                    "{} does not divide image_size {}",
+                    self.patch_size, self.image_size
+                ),
             ));
         }
         Ok(())

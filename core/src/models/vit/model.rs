@@ -2,7 +2,9 @@
 //! fused `qkv` projection, and `post_layernorm`. Module names are HF's, so weights load by name.
 
 use super::config::BlipVisionConfig;
-use crate::models::common::{Activation, Bottleneck, adapt, attention, merge_heads, patch_tokens, split_heads};
+use crate::models::common::{
+    Activation, Bottleneck, adapt, attention, merge_heads, patch_tokens, split_heads,
+};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -21,7 +23,10 @@ pub struct BlipVisionEmbeddings {
 
 impl BlipVisionEmbeddings {
     fn new(c: &BlipVisionConfig, device: &Device) -> Self {
-        let init = Initializer::Normal { mean: 0.0, std: c.initializer_range };
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: c.initializer_range,
+        };
         Self {
             class_embedding: init.init([1, 1, c.hidden_size], device),
             patch_embedding: Conv2dConfig::new([3, c.hidden_size], [c.patch_size, c.patch_size])
@@ -34,7 +39,12 @@ impl BlipVisionEmbeddings {
     /// # Shapes
     /// - pixels: `[batch, 3, image, image]` → `[batch, patches + 1, hidden]`
     pub fn forward(&self, pixels: Tensor<4>) -> Tensor<3> {
-        patch_tokens(&self.patch_embedding, self.class_embedding.val(), self.position_embedding.val(), pixels)
+        patch_tokens(
+            &self.patch_embedding,
+            self.class_embedding.val(),
+            self.position_embedding.val(),
+            pixels,
+        )
     }
 }
 
@@ -58,7 +68,8 @@ impl BlipAttention {
         let q = split_heads(qkv.clone().narrow(2, 0, d), self.num_heads);
         let k = split_heads(qkv.clone().narrow(2, d, d), self.num_heads);
         let v = split_heads(qkv.narrow(2, 2 * d, d), self.num_heads);
-        self.projection.forward(merge_heads(attention(q, k, v, None)))
+        self.projection
+            .forward(merge_heads(attention(q, k, v, None)))
     }
 }
 
@@ -103,8 +114,16 @@ impl BlipEncoderLayer {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone() + adapt(&self.attn_adapter, self.self_attn.forward(self.layer_norm1.forward(x)));
-        x.clone() + adapt(&self.mlp_adapter, self.mlp.forward(self.layer_norm2.forward(x)))
+        let x = x.clone()
+            + adapt(
+                &self.attn_adapter,
+                self.self_attn.forward(self.layer_norm1.forward(x)),
+            );
+        x.clone()
+            + adapt(
+                &self.mlp_adapter,
+                self.mlp.forward(self.layer_norm2.forward(x)),
+            )
     }
 }
 

@@ -1,0 +1,118 @@
+//! Walking a model's parameters with their HF-style paths (enum variants left out, as they are
+//! not part of HF names): the one traversal PEFT placement, reports, adapter files and export use.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+/// Tracks the dotted path of the parameter being visited (enum variants are not part of paths,
+/// as they are not part of HF names).
+#[derive(Debug, Default)]
+pub struct PathStack(Vec<String>);
+
+impl PathStack {
+    pub fn enter(&mut self, name: &str, container: &str) {
+        if !container.starts_with("Enum") {
+            self.0.push(name.to_string());
+        }
+    }
+    pub fn exit(&mut self, container: &str) {
+        if !container.starts_with("Enum") {
+            self.0.pop();
+        }
+    }
+    pub fn segments(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// One float parameter of a model.
+#[derive(Debug, Clone)]
+pub struct ParamRow {
+    /// Path segments (enum variants left out), leaf last.
+    pub path: Vec<String>,
+    /// Type of the module that owns it, e.g. `Struct:Linear`.
+    pub container: String,
+    /// burn's parameter id.
+    pub id: burn::module::ParamId,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Whether it trains (read from the autodiff flag).
+    pub trainable: bool,
+    /// Values, when asked for.
+    pub values: Option<Vec<f32>>,
+}
+
+impl ParamRow {
+    /// The dotted path.
+    pub fn dotted(&self) -> String {
+        self.path.join(".")
+    }
+}
+
+/// Every float parameter of `module` in module order; values are read (synchronously) for the
+/// rows `want_values(path, container, trainable)` accepts.
+pub fn params<M: Module>(
+    module: &M,
+    want_values: impl Fn(&[String], &str, bool) -> bool,
+) -> Vec<ParamRow> {
+    struct V<F> {
+        path: PathStack,
+        containers: Vec<String>,
+        rows: Vec<ParamRow>,
+        want: F,
+    }
+    impl<F: Fn(&[String], &str, bool) -> bool> ModuleVisitor for V<F> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+            self.containers.push(container_type.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+            self.containers.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let path = self.path.segments().to_vec();
+            let container = self.containers.last().cloned().unwrap_or_default();
+            let t = param.val();
+            let trainable = t.is_require_grad();
+            let values = (self.want)(&path, &container, trainable)
+                .then(|| t.clone().into_data().iter::<f32>().collect());
+            self.rows.push(ParamRow {
+                container,
+                id: param.id,
+                shape: t.dims().to_vec(),
+                trainable,
+                values,
+                path,
+            });
+        }
+    }
+    let mut v = V {
+        path: PathStack::default(),
+        containers: Vec::new(),
+        rows: Vec::new(),
+        want: want_values,
+    };
+    module.visit(&mut v);
+    v.rows
+}
+
+/// Every parameter path, without values.
+pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
+    params(module, |_, _, _| false)
+        .iter()
+        .map(ParamRow::dotted)
+        .collect()
+}
+
+/// Host transpose of a row-major `[rows, cols]` matrix.
+pub fn transposed(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let (r, c) = (shape[0], shape[1]);
+    let mut out = vec![0f32; values.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = values[i * c + j];
+        }
+    }
+    (vec![c, r], out)
+}
