@@ -258,3 +258,24 @@ fn write_normtune_adapters_for_the_peft_check() {
         std::fs::write(out.join("outputs.safetensors"), bytes).unwrap();
     }
 }
+
+/// The trainable line is peft's `print_trainable_parameters()` character for character where
+/// the two count the same parameters: LoRA and IA3 add their tensors to the base. (peft's LN
+/// tuning keeps a trainable copy of each LayerNorm, so its "all params" is larger by the copies;
+/// normtune trains the LayerNorms in place.)
+#[test]
+fn trainable_line_matches_peft() {
+    let device = Device::flex().autodiff();
+    for dir in [LORA, IA3] {
+        let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+        let model = peft::apply(p.model, &config_for(dir)).unwrap();
+        let want = reference_json(dir)["peft_trainable_line"].as_str().unwrap().to_string();
+        assert_eq!(peft::report(&model).peft_line(), want, "{dir}");
+    }
+    let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+    let rep = peft::report(&peft::apply(p.model, &config_for(LN)).unwrap());
+    let want = reference_json(LN)["peft_trainable_line"].as_str().unwrap().to_string();
+    let copies = rep.trainable_params;
+    let peft_all = rep.total_params + copies;
+    assert!(want.starts_with(&format!("trainable params: {} || all params: {} ||", peft::report::thousands(copies), peft::report::thousands(peft_all))), "{want}");
+}
