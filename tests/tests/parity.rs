@@ -320,19 +320,40 @@ fn half_precision_checkpoints_load() {
             .tensors()
             .into_iter()
             .map(|(k, v)| {
-                let vals = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));
+                let vals = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()));
                 let out: Vec<u8> = match dtype {
-                    Dtype::F16 => vals.flat_map(|x| half::f16::from_f32(x).to_le_bytes()).collect(),
-                    _ => vals.flat_map(|x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+                    Dtype::F16 => vals
+                        .flat_map(|x| half::f16::from_f32(x).to_le_bytes())
+                        .collect(),
+                    _ => vals
+                        .flat_map(|x| half::bf16::from_f32(x).to_le_bytes())
+                        .collect(),
                 };
                 (k, v.shape().to_vec(), out)
             })
             .collect();
-        let views: Vec<(String, TensorView)> = raw.iter().map(|(k, s, b)| (k.clone(), TensorView::new(dtype, s.clone(), b).unwrap())).collect();
+        let views: Vec<(String, TensorView)> = raw
+            .iter()
+            .map(|(k, s, b)| (k.clone(), TensorView::new(dtype, s.clone(), b).unwrap()))
+            .collect();
         let mut src = folder("vit_cls");
-        src.insert("model.safetensors", safetensors::serialize(views, None).unwrap());
-        let p = pollster::block_on(Pipeline::load(&src, &device)).unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
-        let Model::Classifier(m) = &p.model else { panic!() };
-        assert_close(&format!("{dtype:?} logits"), m.forward(reference("vit_cls", "pixel_values").float::<4>(&device)), &reference("vit_cls", "logits"), tol);
+        src.insert(
+            "model.safetensors",
+            safetensors::serialize(views, None).unwrap(),
+        );
+        let p = pollster::block_on(Pipeline::load(&src, &device))
+            .unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
+        let Model::Classifier(m) = &p.model else {
+            panic!()
+        };
+        assert_close(
+            &format!("{dtype:?} logits"),
+            m.forward(reference("vit_cls", "pixel_values").float::<4>(&device)),
+            &reference("vit_cls", "logits"),
+            tol,
+        );
     }
 }

@@ -269,13 +269,26 @@ fn trainable_line_matches_peft() {
     for dir in [LORA, IA3] {
         let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
         let model = peft::apply(p.model, &config_for(dir)).unwrap();
-        let want = reference_json(dir)["peft_trainable_line"].as_str().unwrap().to_string();
+        let want = reference_json(dir)["peft_trainable_line"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(peft::report(&model).peft_line(), want, "{dir}");
     }
     let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
     let rep = peft::report(&peft::apply(p.model, &config_for(LN)).unwrap());
-    let want = reference_json(LN)["peft_trainable_line"].as_str().unwrap().to_string();
+    let want = reference_json(LN)["peft_trainable_line"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let copies = rep.trainable_params;
     let peft_all = rep.total_params + copies;
-    assert!(want.starts_with(&format!("trainable params: {} || all params: {} ||", peft::report::thousands(copies), peft::report::thousands(peft_all))), "{want}");
+    assert!(
+        want.starts_with(&format!(
+            "trainable params: {} || all params: {} ||",
+            peft::report::thousands(copies),
+            peft::report::thousands(peft_all)
+        )),
+        "{want}"
+    );
 }

@@ -19,6 +19,12 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
 const PREFIX: &str = "base_model.model.";
 
+/// `peft_type` of normtune's own adapter folders: every combination peft has no format for
+/// (prefix, P-tuning v2, bottleneck adapters, selective methods, mixed placements). The tensors
+/// are the trainable parameters under `base_model.model.<path>`, in normtune's layout, and
+/// `normtune` in the config holds the `PeftConfig` that re-creates the modules.
+pub const NATIVE: &str = "NORMTUNE";
+
 /// Writes the adapter folder for `model` trained with `cfg`: only the trainable tensors.
 /// LayerNorm tuning is written exactly as peft's `LNTuningConfig` writes it (no extra fields:
 /// peft warns about keys it does not know).
@@ -49,10 +55,7 @@ pub fn save_adapter(
         .iter()
         .all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
     if !ln_only || !cfg.modules_to_save.is_empty() {
-        return Err(Error::Input(format!(
-            "saving `{}` as a peft adapter is not supported yet (LayerNorm tuning, LoRA and IA3 each on their own are)",
-            cfg.describe(&components)
-        )));
+        return save_native(model, cfg, base_model);
     }
     let rows = params(model, |_, _, trainable| trainable);
     let mut modules: Vec<String> = Vec::new();
@@ -128,6 +131,9 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
     }
     if peft_type == "IA3" {
         return load_ia3(model, src).await;
+    }
+    if peft_type == NATIVE {
+        return load_native(model, src, &config, &cfg_file).await;
     }
     if peft_type != "LN_TUNING" {
         return Err(Error::config(
@@ -270,7 +276,7 @@ async fn load_lora(
     cfg.lora = settings;
     let model = super::lora::attach(model, &cfg, Some(&modules))?;
 
-    set_tensors(model, &tensors, &file, lora_key)
+    set_tensors(model, &tensors, &file, &lora_key)
 }
 
 /// LoRA factor path `<linear>.weight.lora.{a,b}` → peft key; burn keeps the factors transposed.
@@ -306,12 +312,12 @@ fn set_tensors(
     model: Model,
     tensors: &Tensors,
     file: &str,
-    rule: fn(&[String]) -> Option<(String, bool)>,
+    rule: &dyn Fn(&[String]) -> Option<(String, bool)>,
 ) -> Result<Model> {
     struct Setter<'a> {
         path: PathStack,
         tensors: &'a Tensors,
-        rule: fn(&[String]) -> Option<(String, bool)>,
+        rule: &'a dyn Fn(&[String]) -> Option<(String, bool)>,
         used: Vec<String>,
         errors: Vec<String>,
     }
@@ -334,7 +340,9 @@ fn set_tensors(
             let fits = if transposed {
                 shape.iter().rev().copied().collect::<Vec<_>>() == current
             } else {
+                // IA3 vectors are stored as (out, 1) / (1, in); everything else as it is.
                 shape.iter().product::<usize>() == current.iter().product::<usize>()
+                    && (shape.len() != current.len() || *shape == current || shape.contains(&1))
             };
             if !fits {
                 self.errors.push(format!(
@@ -461,7 +469,7 @@ async fn load_ia3(model: Model, src: &impl FileSource) -> Result<Model> {
         file: file.clone(),
         reason: e.to_string(),
     })?;
-    set_tensors(model, &tensors, &file, ia3_key)
+    set_tensors(model, &tensors, &file, &ia3_key)
 }
 
 fn save_ia3(model: &Model, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
@@ -500,4 +508,63 @@ fn save_ia3(model: &Model, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
         (CONFIG_FILE.to_string(), config),
         (WEIGHTS_FILE.to_string(), weights),
     ])
+}
+
+fn native_key(segs: &[String]) -> String {
+    format!("{PREFIX}{}", hf_name(&segs.join(".")))
+}
+
+fn save_native(
+    model: &Model,
+    cfg: &PeftConfig,
+    base_model: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let named: Vec<(String, Vec<usize>, Vec<f32>)> = params(model, |_, _, trainable| trainable)
+        .into_iter()
+        .filter(|r| r.trainable)
+        .map(|r| (native_key(&r.path), r.shape, r.values.unwrap_or_default()))
+        .collect();
+    if named.is_empty() {
+        return Err(Error::Input(
+            "nothing trains under this PEFT config: there is no adapter to save".into(),
+        ));
+    }
+    let weights = safetensors_bytes(&named, WEIGHTS_FILE)?;
+    let config = json!({
+        "peft_type": NATIVE,
+        "base_model_name_or_path": base_model,
+        "inference_mode": true,
+        "normtune": cfg,
+    });
+    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
+    Ok(vec![
+        (CONFIG_FILE.to_string(), config),
+        (WEIGHTS_FILE.to_string(), weights),
+    ])
+}
+
+async fn load_native(
+    model: Model,
+    src: &impl FileSource,
+    config: &serde_json::Value,
+    cfg_file: &str,
+) -> Result<Model> {
+    let cfg: PeftConfig =
+        serde_json::from_value(config.get("normtune").cloned().unwrap_or_default())
+            .map_err(|e| Error::config(cfg_file, "normtune", e.to_string()))?;
+    let model = super::select::apply(model, &cfg)
+        .map_err(|e| Error::config(cfg_file, "normtune", e.to_string()))?;
+    let bytes = src.read(WEIGHTS_FILE).await?;
+    let file = src.describe(WEIGHTS_FILE);
+    let (tensors, _) = read_tensors(
+        &bytes,
+        &file,
+        |n| n.strip_prefix(PREFIX).map(str::to_string),
+        "normtune adapter tensor (`base_model.model.<path>`)",
+    )?;
+    let rule = |segs: &[String]| {
+        let key = native_key(segs);
+        tensors.contains_key(&key).then_some((key, false))
+    };
+    set_tensors(model, &tensors, &file, &rule)
 }

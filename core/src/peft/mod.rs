@@ -13,6 +13,16 @@ pub mod prefix;
 pub mod report;
 pub mod select;
 
+use crate::models;
 pub use config::{Method, PeftConfig};
 pub use report::{ComponentReport, TrainableReport, report};
 pub use select::apply;
+
+/// Why `model` cannot be written as plain weights after folding IA3 and LoRA, if it cannot:
+/// prefix keys/values and bottleneck adapters add computation no weight matrix can absorb.
+pub fn unmergeable(model: &models::Model) -> Option<String> {
+    models::walk::param_paths(model)
+        .into_iter()
+        .find(|p| p.split('.').any(|s| s == "prefix" || s.ends_with("adapter")))
+        .map(|p| format!("`{p}` belongs to a prefix or bottleneck adapter, which cannot be merged into the weights (use --adapter at inference instead)"))
+}

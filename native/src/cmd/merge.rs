@@ -32,7 +32,11 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
     p.model = pollster::block_on(load_adapter(p.model, &DirSource::open(&a.adapter)?))?;
     // Fold IA3 vectors and reparameterisations (LoRA) into the base weights before writing them.
-    let weights = export::to_safetensors(&normtune_core::peft::ia3::fold(p.model).materialize())?;
+    let merged = normtune_core::peft::ia3::fold(p.model).materialize();
+    if let Some(why) = normtune_core::peft::unmergeable(&merged) {
+        anyhow::bail!("{}: {why}", a.adapter.display());
+    }
+    let weights = export::to_safetensors(&merged)?;
 
     let name = a
         .out
