@@ -5,6 +5,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod peft;
 pub mod source;
