@@ -10,6 +10,7 @@ pub mod models;
 pub mod peft;
 pub mod source;
 pub mod tokenizer;
+pub mod train;
 
 pub use burn;
 pub use error::{Error, Result};

@@ -361,6 +361,66 @@ impl Pipeline {
         Ok(Tensor::<1, Int>::from_ints(ids.as_slice(), &self.device).reshape([1, n]))
     }
 
+    /// Token ids padded into `[n, max_len]` with a 0/1 mask; `first` replaces the first token
+    /// (the decoder start token for answers and reports, as BLIP trains them).
+    fn padded(&self, texts: &[&str], first: Option<i64>) -> Result<(Tensor<2, Int>, Tensor<2>)> {
+        let (c, tok) = self.blip()?;
+        let pad = c.text_config.pad_token_id.unwrap_or(0);
+        let mut rows = Vec::with_capacity(texts.len());
+        for t in texts {
+            let mut ids = tok.encode(t, c.text_config.max_position_embeddings)?;
+            if let Some(f) = first {
+                ids[0] = f;
+            }
+            rows.push(ids);
+        }
+        let n = rows.len();
+        let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let ids: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| {
+                r.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, len - r.len()))
+            })
+            .collect();
+        let mask: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| (0..len).map(move |i| if i < r.len() { 1.0 } else { 0.0 }))
+            .collect();
+        Ok((
+            Tensor::<1, Int>::from_ints(ids.as_slice(), &self.device).reshape([n, len]),
+            Tensor::<1>::from_floats(mask.as_slice(), &self.device).reshape([n, len]),
+        ))
+    }
+
+    /// A VQA training batch from `(image, question, answer)` triples.
+    pub fn vqa_batch(
+        &self,
+        items: &[(image::DynamicImage, &str, &str)],
+    ) -> Result<crate::train::Batch> {
+        if items
+            .iter()
+            .any(|(_, q, a)| q.trim().is_empty() || a.trim().is_empty())
+        {
+            return Err(Error::Input(
+                "a training example has an empty question or answer".into(),
+            ));
+        }
+        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
+        let questions: Vec<&str> = items.iter().map(|i| i.1).collect();
+        let answers: Vec<&str> = items.iter().map(|i| i.2).collect();
+        let (question_ids, question_mask) = self.padded(&questions, None)?;
+        let (answer_ids, answer_mask) = self.padded(&answers, Some(self.special_tokens()?.bos))?;
+        Ok(crate::train::Batch::Vqa {
+            pixels: self.preprocessor.batch(&images, &self.device),
+            question_ids,
+            question_mask,
+            answer_ids,
+            answer_mask,
+        })
+    }
+
     /// Answers a question about an image (generation).
     pub async fn answer(
         &self,
