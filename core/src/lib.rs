@@ -14,3 +14,4 @@ pub mod train;
 
 pub use burn;
 pub use error::{Error, Result};
+pub use image;

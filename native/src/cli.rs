@@ -22,6 +22,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Fold an adapter into the base weights: write a plain HF model folder.
     Merge(MergeArgs),
+    /// Fine-tune with a PEFT method from a TOML run config, then evaluate and save the adapter.
+    Train(TrainArgs),
 }
 
 /// Options every verb that runs a model takes.
@@ -95,4 +97,16 @@ pub struct MergeArgs {
     /// Output folder (must not exist yet; written atomically).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `normtune train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Run config (TOML): model, data, peft, train, batch_size, epochs, out.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Overrides, e.g. `train.lr=3e-3 epochs=5 peft.default_method=lora`.
+    pub overrides: Vec<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }

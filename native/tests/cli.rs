@@ -338,3 +338,120 @@ fn inspect_reproduces_the_papers_trainable_counts() {
     assert_eq!(fv["trainable_params"], 184_320);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn train_fits_saves_an_adapter_and_infer_uses_it() {
+    let root = fixtures().join("../..");
+    let out = std::env::temp_dir().join(format!("normtune-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let config = fixtures().join("data/tiny_vqa.toml");
+    let out_arg = format!("out=\"{}\"", out.display());
+    let model_arg = format!(
+        "model=\"{}\"",
+        root.join("tests/fixtures/blip_vqa").display()
+    );
+    let train_arg = format!(
+        "data.train=\"{}\"",
+        root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
+    );
+    let images_arg = format!(
+        "data.images=\"{}\"",
+        root.join("tests/fixtures/images").display()
+    );
+    let (ok, stdout, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        &out_arg,
+        &model_arg,
+        &train_arg,
+        &images_arg,
+        "peft.default_method=\"full\"",
+        "train.lr=3e-3",
+        "epochs=40",
+        "train.label_smoothing=0.0",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("trainable params:"),
+        "prints the trainable line: {err}"
+    );
+    let metrics: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        metrics["vqa_accuracy"]["overall"], 1.0,
+        "memorises both answers: {metrics}"
+    );
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(out.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 40);
+    let (first, last) = (
+        events[0]["loss"].as_f64().unwrap(),
+        events[39]["loss"].as_f64().unwrap(),
+    );
+    assert!(last < 0.05 * first, "loss {first} -> {last}");
+    assert!(out.join("config.toml").exists() && out.join("adapter/adapter_config.json").exists());
+
+    let image = fixtures().join("images/chest_32.png");
+    let adapter = out.join("adapter");
+    let (ok, answer, err) = normtune(&[
+        "infer",
+        "--model",
+        root.join("tests/fixtures/blip_vqa").to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--question",
+        "is there a left pleural effusion?",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(answer.trim(), "yes");
+
+    // The run folder exists now: a second run refuses to overwrite it.
+    let (ok, _, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        &out_arg,
+        &model_arg,
+        &train_arg,
+        &images_arg,
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn train_config_errors_name_the_file_and_field() {
+    let config = fixtures().join("data/tiny_vqa.toml");
+    let (ok, _, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "train.learning_rate=1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(
+        !ok && err.contains("tiny_vqa.toml") && err.contains("learning_rate"),
+        "{err}"
+    );
+    let (ok, _, err) = normtune(&[
+        "train",
+        "--config",
+        "/nonexistent/run.toml",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok && err.contains("/nonexistent/run.toml"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

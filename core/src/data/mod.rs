@@ -1,6 +1,7 @@
-//! Data: image decoding and preprocessing (readers for the public dataset formats come with the
-//! data issue).
+//! Data: dataset readers, image decoding and preprocessing.
 
 pub mod preprocess;
+pub mod readers;
 
 pub use preprocess::{Preprocessor, decode_image};
+pub use readers::{VqaExample, VqaFormat, read_vqa};

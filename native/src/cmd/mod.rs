@@ -3,6 +3,7 @@
 mod infer;
 mod inspect;
 mod merge;
+mod train;
 
 use crate::cli::{Cli, Command};
 
@@ -12,5 +13,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Infer(a) => infer::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Train(a) => train::run(a),
     }
 }
