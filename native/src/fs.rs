@@ -47,3 +47,29 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
         reason: e.to_string(),
     })
 }
+
+/// Writes `files` as the folder `dir` atomically: into a temporary sibling first, renamed into
+/// place at the end, removed on failure, so no half-written folder is ever left behind.
+pub fn write_folder_atomic(
+    dir: &std::path::Path,
+    files: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = (|| -> std::io::Result<()> {
+        std::fs::create_dir_all(&tmp)?;
+        for (n, b) in files {
+            std::fs::write(tmp.join(n), b)?;
+        }
+        std::fs::rename(&tmp, dir)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        anyhow::bail!("{}: cannot write: {e}", dir.display());
+    }
+    Ok(())
+}

@@ -109,11 +109,7 @@ pub fn save_adapter(
         "modules_to_save": null,
         "peft_version": "0.21.2",
     });
-    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
-    Ok(vec![
-        (CONFIG_FILE.to_string(), config),
-        (WEIGHTS_FILE.to_string(), weights),
-    ])
+    adapter_folder(&config, weights)
 }
 
 /// Loads an adapter folder into `model` (the base weights must already be loaded). Every tensor
@@ -217,11 +213,7 @@ fn save_lora(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(S
         "use_dora": false,
         "peft_version": "0.21.2",
     });
-    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
-    Ok(vec![
-        (CONFIG_FILE.to_string(), config),
-        (WEIGHTS_FILE.to_string(), weights),
-    ])
+    adapter_folder(&config, weights)
 }
 
 async fn load_lora(
@@ -503,11 +495,7 @@ fn save_ia3(model: &Model, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
         "init_ia3_weights": true,
         "peft_version": "0.21.2",
     });
-    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
-    Ok(vec![
-        (CONFIG_FILE.to_string(), config),
-        (WEIGHTS_FILE.to_string(), weights),
-    ])
+    adapter_folder(&config, weights)
 }
 
 fn native_key(segs: &[String]) -> String {
@@ -536,11 +524,7 @@ fn save_native(
         "inference_mode": true,
         "normtune": cfg,
     });
-    let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::json(CONFIG_FILE, e))?;
-    Ok(vec![
-        (CONFIG_FILE.to_string(), config),
-        (WEIGHTS_FILE.to_string(), weights),
-    ])
+    adapter_folder(&config, weights)
 }
 
 async fn load_native(
@@ -567,4 +551,13 @@ async fn load_native(
         tensors.contains_key(&key).then_some((key, false))
     };
     set_tensors(model, &tensors, &file, &rule)
+}
+
+/// The two files of an adapter folder.
+fn adapter_folder(config: &serde_json::Value, weights: Vec<u8>) -> Result<Vec<(String, Vec<u8>)>> {
+    let config = serde_json::to_vec_pretty(config).map_err(|e| Error::json(CONFIG_FILE, e))?;
+    Ok(vec![
+        (CONFIG_FILE.to_string(), config),
+        (WEIGHTS_FILE.to_string(), weights),
+    ])
 }

@@ -1,9 +1,8 @@
 //! `normtune merge`: base model + adapter → a plain HF model folder whose outputs equal the
-//! adapted model's. Written into a temporary sibling folder and renamed, so a failure leaves no
-//! half-written output.
+//! adapted model's, written atomically.
 
 use crate::cli::MergeArgs;
-use crate::fs::DirSource;
+use crate::fs::{DirSource, read_file, write_folder_atomic};
 use normtune_core::burn::module::Module;
 use normtune_core::burn::tensor::Device;
 use normtune_core::models::{Pipeline, export};
@@ -38,30 +37,14 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     }
     let weights = export::to_safetensors(&merged)?;
 
-    let name = a
-        .out
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "merged".into());
-    let tmp = a
-        .out
-        .with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> anyhow::Result<()> {
-        std::fs::create_dir_all(&tmp)?;
-        std::fs::write(tmp.join("model.safetensors"), &weights)?;
-        for f in COPIED {
-            let from = a.model.join(f);
-            if from.is_file() {
-                std::fs::copy(&from, tmp.join(f))?;
-            }
+    let mut files = vec![("model.safetensors".to_string(), weights)];
+    for f in COPIED {
+        let from = a.model.join(f);
+        if from.is_file() {
+            files.push((f.to_string(), read_file(&from)?));
         }
-        std::fs::rename(&tmp, &a.out)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        anyhow::bail!("{}: cannot write: {e}", a.out.display());
     }
+    write_folder_atomic(&a.out, &files)?;
     eprintln!(
         "merged {} + {} → {}",
         a.model.display(),

@@ -3,7 +3,7 @@
 //! the adapter folder written atomically at the end.
 
 use crate::cli::TrainArgs;
-use crate::fs::{DirSource, read_file};
+use crate::fs::{DirSource, read_file, write_folder_atomic};
 use anyhow::Context;
 use normtune_core::burn::module::Module;
 use normtune_core::data::{VqaFormat, decode_image, read_vqa};
@@ -130,27 +130,6 @@ fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     idx
 }
 
-fn write_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| -> std::io::Result<()> {
-        std::fs::create_dir_all(&tmp)?;
-        for (n, b) in files {
-            std::fs::write(tmp.join(n), b)?;
-        }
-        std::fs::rename(&tmp, dir)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        anyhow::bail!("{}: cannot write: {e}", dir.display());
-    }
-    Ok(())
-}
-
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = resolve(&a.config, &a.overrides)?;
     anyhow::ensure!(
@@ -251,7 +230,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     // Adapter first (trainability lives on the autodiff model), then evaluate without autodiff.
     let model = trainer.into_model();
     let files = peft::io::save_adapter(&model, &cfg.peft, &cfg.model.display().to_string())?;
-    write_atomic(&cfg.out.join("adapter"), &files)?;
+    write_folder_atomic(&cfg.out.join("adapter"), &files)?;
     p.model = model.valid();
     p.device = p.device.clone().inner();
     let mut preds = Vec::with_capacity(eval.len());
