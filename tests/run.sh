@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/normtune/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The Vulkan loader wants a runtime dir; headless CI has none (it would print "error:" lines).
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+  XDG_RUNTIME_DIR="$(mktemp -d)"
+  export XDG_RUNTIME_DIR
+fi
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 SUDO=""
