@@ -175,3 +175,199 @@ mod tests {
         assert!(e.contains("d.jsonl") && e.contains("line 2"), "{e}");
     }
 }
+
+/// One report-generation example (IU-Xray as R2Gen's `annotation.json` has it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportExample {
+    /// Study id.
+    pub id: String,
+    /// Image paths (IU-Xray studies have a frontal and a lateral view).
+    pub images: Vec<String>,
+    /// Report text.
+    pub report: String,
+    /// `train`, `val` or `test`.
+    pub split: String,
+}
+
+/// Parses an IU-Xray `annotation.json`: `{"train": [...], "val": [...], "test": [...]}` with
+/// records `id`, `report`, `image_path` (a list) and `split`.
+pub fn read_iu_xray(bytes: &[u8], file: &str) -> Result<Vec<ReportExample>> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::json(file, "expected an object with train / val / test lists"))?;
+    let mut out = Vec::new();
+    for (split, records) in obj {
+        let records = records
+            .as_array()
+            .ok_or_else(|| Error::config(file, split, "expected a list of studies"))?;
+        for (i, rec) in records.iter().enumerate() {
+            let images = match rec.get("image_path") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect(),
+                Some(Value::String(s)) => vec![s.clone()],
+                _ => {
+                    return Err(Error::config(
+                        file,
+                        &format!("{split}[{i}]: image_path"),
+                        "missing",
+                    ));
+                }
+            };
+            out.push(ReportExample {
+                id: field(rec, "id", file, i)?,
+                images,
+                report: field(rec, "report", file, i)?,
+                split: optional(rec, "split").unwrap_or_else(|| split.clone()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// One multi-label classification example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelExample {
+    /// Image path.
+    pub image: String,
+    /// One 0/1 target per label.
+    pub labels: Vec<bool>,
+}
+
+/// The 14 NIH ChestX-ray14 findings, in MED-PEFT's order.
+pub const NIH_LABELS: [&str; 14] = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+];
+
+/// Parses NIH ChestX-ray14's `Data_Entry_2017.csv` (`Image Index`, `Finding Labels` split on `|`;
+/// "No Finding" = no label) into targets over [`NIH_LABELS`].
+pub fn read_nih_csv(bytes: &[u8], file: &str) -> Result<Vec<LabelExample>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::json(file, e))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or_else(|| Error::Input(format!("{file}: empty file")))?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .ok_or_else(|| Error::config(file, name, "column missing from the header"))
+    };
+    let (img, lab) = (col("Image Index")?, col("Finding Labels")?);
+    let mut out = Vec::new();
+    for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let get = |c: usize| {
+            cells
+                .get(c)
+                .map(|s| s.trim())
+                .ok_or_else(|| Error::config(file, &format!("line {}", n + 2), "too few columns"))
+        };
+        let findings: Vec<&str> = get(lab)?.split('|').map(str::trim).collect();
+        for f in &findings {
+            if *f != "No Finding" && !NIH_LABELS.contains(f) {
+                return Err(Error::config(
+                    file,
+                    &format!("line {}: Finding Labels", n + 2),
+                    format!("unknown finding `{f}`"),
+                ));
+            }
+        }
+        out.push(LabelExample {
+            image: get(img)?.to_string(),
+            labels: NIH_LABELS.iter().map(|l| findings.contains(l)).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a MED-PEFT split list: one `path label label ...` line per image (0/1 labels).
+pub fn read_label_list(bytes: &[u8], file: &str) -> Result<Vec<LabelExample>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::json(file, e))?;
+    let mut out: Vec<LabelExample> = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let mut parts = line.split_whitespace();
+        let image = parts.next().unwrap_or_default().to_string();
+        let labels = parts
+            .map(|p| match p {
+                "0" => Ok(false),
+                "1" => Ok(true),
+                other => Err(Error::config(
+                    file,
+                    &format!("line {}", n + 1),
+                    format!("label `{other}` is not 0 or 1"),
+                )),
+            })
+            .collect::<Result<Vec<bool>>>()?;
+        if let Some(first) = out.first()
+            && first.labels.len() != labels.len()
+        {
+            return Err(Error::config(
+                file,
+                &format!("line {}", n + 1),
+                format!(
+                    "{} labels, the first line has {}",
+                    labels.len(),
+                    first.labels.len()
+                ),
+            ));
+        }
+        out.push(LabelExample { image, labels });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn reads_iu_xray_nih_and_lists() {
+        let iu = br#"{"train": [{"id": "CXR1_1_IM-0001", "report": "The heart is normal in size.", "image_path": ["CXR1_1_IM-0001/0.png", "CXR1_1_IM-0001/1.png"], "split": "train"}], "test": []}"#;
+        let v = read_iu_xray(iu, "annotation.json").unwrap();
+        assert_eq!(
+            (v.len(), v[0].images.len(), v[0].split.as_str()),
+            (1, 2, "train")
+        );
+        let csv = b"Image Index,Finding Labels,Follow-up #,Patient ID\n00000001_000.png,Cardiomegaly|Effusion,0,1\n00000002_000.png,No Finding,0,2\n";
+        let v = read_nih_csv(csv, "Data_Entry_2017.csv").unwrap();
+        assert_eq!(v[0].labels.iter().filter(|l| **l).count(), 2);
+        assert!(v[0].labels[1] && v[0].labels[2] && !v[1].labels.iter().any(|l| *l));
+        let e = read_nih_csv(b"Image Index,Finding Labels\na.png,Bogus\n", "d.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("d.csv") && e.contains("line 2") && e.contains("Bogus"),
+            "{e}"
+        );
+        let v =
+            read_label_list(b"images/a.png 0 1 0\nimages/b.png 1 1 0\n", "train_1.txt").unwrap();
+        assert_eq!(v[1].labels, vec![true, true, false]);
+        let e = read_label_list(b"a.png 0 1\nb.png 0 2\n", "l.txt")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("l.txt") && e.contains("line 2"), "{e}");
+    }
+}
