@@ -130,3 +130,24 @@ pub fn id_lists(v: &serde_json::Value) -> Vec<Vec<i64>> {
         })
         .collect()
 }
+
+/// The blip_vqa fixture's teacher-forced decoder logits as HF computes them: its images and
+/// (padded) questions through the vision model and question encoder, then the decoder over its
+/// answers (transformers 5.23 applies no mask over the question states there).
+pub fn vqa_decoder_logits(
+    m: &normtune_core::models::blip::BlipForQuestionAnswering,
+    device: &Device,
+) -> Tensor<3> {
+    let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(device));
+    let q = m.encode_question(
+        &image,
+        reference("blip_vqa", "input_ids").int::<2>(device),
+        Some(reference("blip_vqa", "attention_mask").float::<2>(device)),
+    );
+    m.answer_logits(
+        &q,
+        None,
+        reference("blip_vqa", "decoder_input_ids").int::<2>(device),
+        Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(device)),
+    )
+}

@@ -19,18 +19,7 @@ fn lora_cfg(spec: &str, r: usize) -> PeftConfig {
 
 fn logits(m: &Model, device: &Device) -> Tensor<3> {
     let Model::Vqa(m) = m else { panic!() };
-    let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(device));
-    let q = m.encode_question(
-        &image,
-        reference("blip_vqa", "input_ids").int::<2>(device),
-        Some(reference("blip_vqa", "attention_mask").float::<2>(device)),
-    );
-    m.answer_logits(
-        &q,
-        None,
-        reference("blip_vqa", "decoder_input_ids").int::<2>(device),
-        Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(device)),
-    )
+    vqa_decoder_logits(m, device)
 }
 
 fn host(t: Tensor<3>) -> Vec<f32> {

@@ -102,18 +102,7 @@ fn merged_matches(dir: &str) {
     let Model::Vqa(m) = &peft::ia3::fold(p.model.clone()).materialize() else {
         panic!()
     };
-    let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&device));
-    let q = m.encode_question(
-        &image,
-        reference("blip_vqa", "input_ids").int::<2>(&device),
-        Some(reference("blip_vqa", "attention_mask").float::<2>(&device)),
-    );
-    let logits = m.answer_logits(
-        &q,
-        None,
-        reference("blip_vqa", "decoder_input_ids").int::<2>(&device),
-        Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&device)),
-    );
+    let logits = vqa_decoder_logits(m, &device);
     assert_close(
         &format!("{dir} merged decoder_logits"),
         logits,
@@ -236,19 +225,7 @@ fn write_normtune_adapters_for_the_peft_check() {
             std::fs::write(out.join(name), bytes).unwrap();
         }
         let Model::Vqa(m) = &model else { panic!() };
-        let dev = Device::flex().autodiff();
-        let image = m.encode_image(reference("blip_vqa", "pixel_values").float::<4>(&dev));
-        let q = m.encode_question(
-            &image,
-            reference("blip_vqa", "input_ids").int::<2>(&dev),
-            Some(reference("blip_vqa", "attention_mask").float::<2>(&dev)),
-        );
-        let logits = m.answer_logits(
-            &q,
-            None,
-            reference("blip_vqa", "decoder_input_ids").int::<2>(&dev),
-            Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(&dev)),
-        );
+        let logits = vqa_decoder_logits(m, &Device::flex().autodiff());
         let (shape, vals) = values(logits);
         let bytes = normtune_core::models::export::safetensors_bytes(
             &[("decoder_logits".into(), shape, vals)],

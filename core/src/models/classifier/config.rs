@@ -75,25 +75,9 @@ impl Default for ViTConfig {
 impl ViTConfig {
     /// ViT-B/16 at 224 with the 14 NIH ChestX-ray14 findings (MED-PEFT).
     pub fn nih_base() -> Self {
-        let labels = [
-            "Atelectasis",
-            "Cardiomegaly",
-            "Effusion",
-            "Infiltration",
-            "Mass",
-            "Nodule",
-            "Pneumonia",
-            "Pneumothorax",
-            "Consolidation",
-            "Edema",
-            "Emphysema",
-            "Fibrosis",
-            "Pleural_Thickening",
-            "Hernia",
-        ];
         Self {
             layer_norm_eps: 1e-6,
-            id2label: labels
+            id2label: crate::data::NIH_LABELS
                 .iter()
                 .enumerate()
                 .map(|(i, l)| (i.to_string(), l.to_string()))
