@@ -421,6 +421,26 @@ impl Pipeline {
         })
     }
 
+    /// A report-generation training batch from `(image, report)` pairs.
+    pub fn report_batch(
+        &self,
+        items: &[(image::DynamicImage, &str)],
+    ) -> Result<crate::train::Batch> {
+        if items.iter().any(|(_, r)| r.trim().is_empty()) {
+            return Err(Error::Input(
+                "a training example has an empty report".into(),
+            ));
+        }
+        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
+        let reports: Vec<&str> = items.iter().map(|i| i.1).collect();
+        let (ids, mask) = self.padded(&reports, Some(self.special_tokens()?.bos))?;
+        Ok(crate::train::Batch::Report {
+            pixels: self.preprocessor.batch(&images, &self.device),
+            ids,
+            mask,
+        })
+    }
+
     /// Answers a question about an image (generation).
     pub async fn answer(
         &self,

@@ -6,9 +6,9 @@ use crate::cli::TrainArgs;
 use crate::fs::{DirSource, read_file, write_folder_atomic};
 use anyhow::Context;
 use normtune_core::burn::module::Module;
-use normtune_core::data::{VqaFormat, decode_image, read_vqa};
+use normtune_core::data::{VqaFormat, decode_image, read_iu_xray, read_vqa};
 use normtune_core::device::choose;
-use normtune_core::metrics::vqa_accuracy;
+use normtune_core::metrics::{bleu, cider_d, rouge_l, vqa_accuracy};
 use normtune_core::models::Pipeline;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::peft::{self, PeftConfig};
@@ -17,12 +17,35 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Dataset formats `train` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Format {
+    /// VQA-RAD's JSON array.
+    VqaRad,
+    /// SLAKE's JSON array (English questions).
+    Slake,
+    /// JSON lines with `image`, `question`, `answer`.
+    Jsonl,
+    /// IU-Xray `annotation.json` (report generation): `train` split for training, `test` for eval.
+    IuXray,
+}
+
+/// One example of either task: a question (VQA) or none (report generation).
+#[derive(Debug, Clone)]
+struct Item {
+    image: String,
+    question: Option<String>,
+    target: String,
+    answer_type: String,
+}
+
 /// The data section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DataConfig {
-    /// `vqa-rad`, `slake` or `jsonl`.
-    format: VqaFormat,
+    /// `vqa-rad`, `slake`, `jsonl` or `iu-xray`.
+    format: Format,
     /// Training questions file.
     train: PathBuf,
     /// Evaluation questions file (the training file when absent).
@@ -145,18 +168,53 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let device = dev.device.clone().autodiff();
     let src = DirSource::open(&cfg.model)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
-    let read = |path: &Path| -> anyhow::Result<Vec<normtune_core::data::VqaExample>> {
-        Ok(read_vqa(
-            &read_file(path)?,
-            &path.display().to_string(),
-            cfg.data.format,
-        )?)
+    let read = |path: &Path, split: &str| -> anyhow::Result<Vec<Item>> {
+        let (bytes, name) = (read_file(path)?, path.display().to_string());
+        let vqa = |f: VqaFormat| -> anyhow::Result<Vec<Item>> {
+            Ok(read_vqa(&bytes, &name, f)?
+                .into_iter()
+                .map(|e| Item {
+                    image: e.image,
+                    question: Some(e.question),
+                    target: e.answer,
+                    answer_type: e.answer_type,
+                })
+                .collect())
+        };
+        match cfg.data.format {
+            Format::VqaRad => vqa(VqaFormat::VqaRad),
+            Format::Slake => vqa(VqaFormat::Slake),
+            Format::Jsonl => vqa(VqaFormat::Jsonl),
+            Format::IuXray => {
+                let items: Vec<Item> = read_iu_xray(&bytes, &name)?
+                    .into_iter()
+                    .filter(|e| e.split == split)
+                    .filter_map(|e| {
+                        let image = e.images.into_iter().next()?;
+                        Some(Item {
+                            image,
+                            question: None,
+                            target: e.report,
+                            answer_type: String::new(),
+                        })
+                    })
+                    .collect();
+                anyhow::ensure!(
+                    !items.is_empty(),
+                    "{name}: no `{split}` studies with an image"
+                );
+                Ok(items)
+            }
+        }
     };
-    let train = read(&cfg.data.train)?;
-    let eval = match &cfg.data.eval {
-        Some(e) => read(e)?,
-        None => train.clone(),
-    };
+    let train = read(&cfg.data.train, "train")?;
+    let eval = read(cfg.data.eval.as_ref().unwrap_or(&cfg.data.train), "test").or_else(|e| {
+        if cfg.data.eval.is_none() {
+            Ok(train.clone())
+        } else {
+            Err(e)
+        }
+    })?;
     let load_image = |name: &str| -> anyhow::Result<normtune_core::image::DynamicImage> {
         let path = cfg.data.images.join(name);
         Ok(decode_image(
@@ -198,17 +256,25 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let mut seen = 0usize;
     for epoch in 0..cfg.epochs {
         for chunk in shuffled(train.len(), cfg.seed, epoch).chunks(cfg.batch_size) {
-            let items: Vec<(normtune_core::image::DynamicImage, &str, &str)> = chunk
-                .iter()
-                .map(|&i| {
-                    (
-                        train_images[i].clone(),
-                        train[i].question.as_str(),
-                        train[i].answer.as_str(),
-                    )
-                })
-                .collect();
-            let batch = p.vqa_batch(&items)?;
+            let batch = if train[0].question.is_some() {
+                let items: Vec<(normtune_core::image::DynamicImage, &str, &str)> = chunk
+                    .iter()
+                    .map(|&i| {
+                        (
+                            train_images[i].clone(),
+                            train[i].question.as_deref().unwrap_or(""),
+                            train[i].target.as_str(),
+                        )
+                    })
+                    .collect();
+                p.vqa_batch(&items)?
+            } else {
+                let items: Vec<(normtune_core::image::DynamicImage, &str)> = chunk
+                    .iter()
+                    .map(|&i| (train_images[i].clone(), train[i].target.as_str()))
+                    .collect();
+                p.report_batch(&items)?
+            };
             let ev = pollster::block_on(trainer.step(&batch))?;
             seen += chunk.len();
             let rate = seen as f64 / started.elapsed().as_secs_f64();
@@ -236,14 +302,49 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let mut preds = Vec::with_capacity(eval.len());
     for e in &eval {
         let pixels = p.image_tensor(&read_file(&cfg.data.images.join(&e.image))?, &e.image)?;
-        preds.push(pollster::block_on(p.answer(pixels, &e.question, &cfg.generation))?.text);
+        let g = match &e.question {
+            Some(q) => pollster::block_on(p.answer(pixels, q, &cfg.generation))?,
+            None => pollster::block_on(p.report(pixels, &cfg.generation))?,
+        };
+        preds.push(g.text);
     }
-    let acc = vqa_accuracy(
-        eval.iter()
-            .zip(&preds)
-            .map(|(e, p)| (p.as_str(), e.answer.as_str(), e.answer_type.as_str())),
-    );
-    let metrics = serde_json::json!({ "vqa_accuracy": acc, "examples": eval.len(), "trainable_params": report.trainable_params, "total_params": report.total_params });
+    let scores = if eval[0].question.is_some() {
+        let acc = vqa_accuracy(
+            eval.iter()
+                .zip(&preds)
+                .map(|(e, p)| (p.as_str(), e.target.as_str(), e.answer_type.as_str())),
+        );
+        serde_json::json!({ "vqa_accuracy": acc })
+    } else {
+        // pycocoevalcap's scorers on text tokenised as: lower case, punctuation removed.
+        let norm = |t: &str| -> String {
+            t.to_lowercase()
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || c.is_whitespace() {
+                        c
+                    } else {
+                        ' '
+                    }
+                })
+                .collect::<String>()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let cands: Vec<String> = preds.iter().map(|p| norm(p)).collect();
+        let refs: Vec<Vec<String>> = eval.iter().map(|e| vec![norm(&e.target)]).collect();
+        let c: Vec<&str> = cands.iter().map(String::as_str).collect();
+        let r: Vec<Vec<&str>> = refs
+            .iter()
+            .map(|v| v.iter().map(String::as_str).collect())
+            .collect();
+        serde_json::json!({ "bleu": bleu(&c, &r).0, "rouge_l": rouge_l(&c, &r).0, "cider_d": cider_d(&c, &r).0 })
+    };
+    let mut metrics = serde_json::json!({ "examples": eval.len(), "trainable_params": report.trainable_params, "total_params": report.total_params });
+    for (k, v) in scores.as_object().into_iter().flatten() {
+        metrics[k] = v.clone();
+    }
     std::fs::write(
         cfg.out.join("metrics.json"),
         serde_json::to_vec_pretty(&metrics)?,
