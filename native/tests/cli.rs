@@ -464,9 +464,18 @@ fn train_writes_reports_and_scores_them() {
     let config = fixtures().join("data/tiny_vqa.toml");
     let args = [
         format!("out=\"{}\"", out.display()),
-        format!("model=\"{}\"", root.join("tests/fixtures/blip_caption").display()),
-        format!("data.train=\"{}\"", root.join("tests/fixtures/data/tiny_iu_xray.json").display()),
-        format!("data.images=\"{}\"", root.join("tests/fixtures/images").display()),
+        format!(
+            "model=\"{}\"",
+            root.join("tests/fixtures/blip_caption").display()
+        ),
+        format!(
+            "data.train=\"{}\"",
+            root.join("tests/fixtures/data/tiny_iu_xray.json").display()
+        ),
+        format!(
+            "data.images=\"{}\"",
+            root.join("tests/fixtures/images").display()
+        ),
         "data.format=\"iu-xray\"".into(),
         "peft.default_method=\"full\"".into(),
         "train.lr=3e-3".into(),
@@ -474,14 +483,26 @@ fn train_writes_reports_and_scores_them() {
         "train.label_smoothing=0.0".into(),
         "generation.max_new_tokens=12".into(),
     ];
-    let mut all = vec!["train", "--config", config.to_str().unwrap(), "--device", "cpu"];
+    let mut all = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
     all.extend(args.iter().map(String::as_str));
     let (ok, stdout, err) = normtune(&all);
     assert!(ok, "{err}");
     let metrics: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     // The test split holds one memorised study: its report comes back word for word.
     assert_eq!(metrics["examples"], 1);
-    assert!((metrics["bleu"][3].as_f64().unwrap() - 1.0).abs() < 1e-6, "{metrics}");
-    assert!((metrics["rouge_l"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{metrics}");
+    assert!(
+        (metrics["bleu"][3].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        "{metrics}"
+    );
+    assert!(
+        (metrics["rouge_l"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{metrics}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }

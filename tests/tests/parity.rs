@@ -78,9 +78,7 @@ fn vqa_generation(device: &Device) {
     ] {
         let expected = id_lists(&r["generation"][key]);
         for (i, q) in questions.iter().enumerate() {
-            let ids = p.tokenizer.as_ref().unwrap().encode(q, 512).unwrap();
-            let n = ids.len();
-            let ids = normtune_core::burn::tensor::Tensor::<1, normtune_core::burn::tensor::Int>::from_ints(ids.as_slice(), device).reshape([1, n]);
+            let ids = p.question_ids(q).unwrap();
             let gen_cfg = GenConfig {
                 num_beams: beams,
                 max_new_tokens: max_new,
@@ -167,10 +165,7 @@ fn blip_vqa_candidate_ranking_matches_hf() {
         })
         .collect();
     for (i, q) in r["questions"].as_array().unwrap().iter().enumerate() {
-        let ids = tok.encode(q.as_str().unwrap(), 512).unwrap();
-        let n = ids.len();
-        let ids = Tensor::<1, normtune_core::burn::tensor::Int>::from_ints(ids.as_slice(), &device)
-            .reshape([1, n]);
+        let ids = p.question_ids(q.as_str().unwrap()).unwrap();
         let image = m.encode_image(pixels.clone().narrow(0, i, 1));
         let qs = m.encode_question(&image, ids, None);
         let (_, got) = values(m.score_candidates(&qs, None, &candidates, tokens.pad));

@@ -2,7 +2,7 @@
 //! full fine-tuning memorises two answers that greedy decoding then produces).
 
 use normtune_core::burn::module::Module;
-use normtune_core::burn::tensor::{Device, Int, Tensor};
+use normtune_core::burn::tensor::Device;
 use normtune_core::data::decode_image;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::models::{Model, Pipeline};
@@ -115,9 +115,7 @@ fn full_fine_tuning_memorises_and_generation_says_it() {
             .image_tensor(&std::fs::read(fixture(img)).unwrap(), img)
             .unwrap()
             .to_device(&device);
-        let ids = tok.encode(q, 64).unwrap();
-        let n = ids.len();
-        let ids = Tensor::<1, Int>::from_ints(ids.as_slice(), &device).reshape([1, n]);
+        let ids = p.question_ids(q).unwrap().to_device(&device);
         let out = pollster::block_on(m.generate(
             pixels,
             ids,

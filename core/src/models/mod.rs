@@ -351,7 +351,8 @@ impl Pipeline {
         Ok(self.preprocessor.batch(&[img], &self.device))
     }
 
-    fn question_ids(&self, question: &str) -> Result<Tensor<2, Int>> {
+    /// A question's token ids `[1, len]` on the pipeline's device (`[CLS]` … `[SEP]`).
+    pub fn question_ids(&self, question: &str) -> Result<Tensor<2, Int>> {
         let (c, tok) = self.blip()?;
         if question.trim().is_empty() {
             return Err(Error::Input("the question is empty".into()));
