@@ -2,7 +2,9 @@
 //! text, scikit-learn 1.9 `roc_auc_score`, and the pinned VQA normalisation), from
 //! `fixtures/make_metric_fixtures.py`.
 
-use normtune_core::metrics::{bleu, cider_d, mean_auroc, normalize_answer, rouge_l, vqa_accuracy};
+use normtune_core::metrics::{
+    bleu, cider_d, mean_auroc, normalize_answer, rouge_l, token_recall, vqa_accuracy,
+};
 use normtune_tests::*;
 
 fn close(got: f64, want: f64, what: &str) {
@@ -165,5 +167,20 @@ fn vqa_accuracy_matches_the_pinned_definition() {
         acc.open.unwrap(),
         r["open"]["accuracy"].as_f64().unwrap(),
         "open",
+    );
+    for it in items {
+        close(
+            token_recall(
+                it["prediction"].as_str().unwrap(),
+                it["answer"].as_str().unwrap(),
+            ),
+            it["token_recall"].as_f64().unwrap(),
+            "token recall",
+        );
+    }
+    close(
+        acc.open_recall.unwrap(),
+        r["open_recall"].as_f64().unwrap(),
+        "open recall",
     );
 }
