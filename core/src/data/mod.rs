@@ -1,10 +1,16 @@
-//! Data: dataset readers, image decoding and preprocessing.
+//! Data: dataset readers, one example type, image decoding and preprocessing.
 
+pub mod augment;
+pub mod dataset;
+pub mod dicom;
 pub mod preprocess;
 pub mod readers;
 
+pub use augment::Augment;
+pub use dataset::{Example, Format, Task, read_examples, task_of};
+pub use dicom::{Window, decode_dicom, is_dicom};
 pub use preprocess::{Preprocessor, decode_image};
 pub use readers::{
     LabelExample, NIH_LABELS, ReportExample, VqaExample, VqaFormat, read_iu_xray, read_label_list,
-    read_nih_csv, read_vqa,
+    read_nih_csv, read_path_vqa, read_vqa,
 };

@@ -62,8 +62,13 @@ impl Default for Preprocessor {
     }
 }
 
-/// Decodes PNG / JPEG bytes; `name` is used in the error.
+/// Decodes an image file (PNG, JPEG, TIFF, BMP, WebP, ..., or DICOM, recognised by its `DICM`
+/// magic or a `.dcm` name); `name` is used in the error.
 pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
+    let lower = name.to_ascii_lowercase();
+    if super::dicom::is_dicom(bytes) || lower.ends_with(".dcm") || lower.ends_with(".dicom") {
+        return super::dicom::decode_dicom(bytes, name, None);
+    }
     image::load_from_memory(bytes).map_err(|e| Error::Image {
         file: name.to_string(),
         reason: e.to_string(),

@@ -257,36 +257,28 @@ pub const NIH_LABELS: [&str; 14] = [
 /// Parses NIH ChestX-ray14's `Data_Entry_2017.csv` (`Image Index`, `Finding Labels` split on `|`;
 /// "No Finding" = no label) into targets over [`NIH_LABELS`].
 pub fn read_nih_csv(bytes: &[u8], file: &str) -> Result<Vec<LabelExample>> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Error::json(file, e))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| Error::Input(format!("{file}: empty file")))?
-        .split(',')
-        .map(str::trim)
-        .collect();
+    let (header, rows) = csv_rows(bytes, file)?;
     let col = |name: &str| {
         header
             .iter()
-            .position(|h| *h == name)
+            .position(|h| h == name)
             .ok_or_else(|| Error::config(file, name, "column missing from the header"))
     };
     let (img, lab) = (col("Image Index")?, col("Finding Labels")?);
     let mut out = Vec::new();
-    for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let cells: Vec<&str> = line.split(',').collect();
+    for (line, cells) in rows {
         let get = |c: usize| {
             cells
                 .get(c)
                 .map(|s| s.trim())
-                .ok_or_else(|| Error::config(file, &format!("line {}", n + 2), "too few columns"))
+                .ok_or_else(|| Error::config(file, &format!("line {line}"), "too few columns"))
         };
         let findings: Vec<&str> = get(lab)?.split('|').map(str::trim).collect();
         for f in &findings {
             if *f != "No Finding" && !NIH_LABELS.contains(f) {
                 return Err(Error::config(
                     file,
-                    &format!("line {}: Finding Labels", n + 2),
+                    &format!("line {line}: Finding Labels"),
                     format!("unknown finding `{f}`"),
                 ));
             }
@@ -295,6 +287,90 @@ pub fn read_nih_csv(bytes: &[u8], file: &str) -> Result<Vec<LabelExample>> {
             image: get(img)?.to_string(),
             labels: NIH_LABELS.iter().map(|l| findings.contains(l)).collect(),
         });
+    }
+    Ok(out)
+}
+
+/// A CSV file's header and its non-empty rows with their 1-based line numbers (RFC 4180 quoting).
+fn csv_rows(bytes: &[u8], file: &str) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>)> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(bytes);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| Error::json(file, e))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(Error::Input(format!("{file}: empty file")));
+    }
+    let mut rows = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| Error::json(file, e))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        if rec.iter().all(|c| c.trim().is_empty()) {
+            continue;
+        }
+        rows.push((line, rec.iter().map(str::to_string).collect()));
+    }
+    Ok((header, rows))
+}
+
+/// Parses PathVQA as users convert its release to JSON (an array of `image`, `question`,
+/// `answer` records, optional `answer_type` and `id`/`qid`) or CSV (the same columns). Image
+/// names without an extension get `.jpg` (the release's `train_0422` → `train_0422.jpg`);
+/// without `answer_type`, yes/no answers are CLOSED and the rest OPEN, as the PathVQA paper splits them.
+pub fn read_path_vqa(bytes: &[u8], file: &str) -> Result<Vec<VqaExample>> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let records: Vec<(String, Value)> = if matches!(first, Some(b'[')) {
+        match serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))? {
+            Value::Array(a) => a
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("record {i}"), v))
+                .collect(),
+            _ => unreachable!("starts with ["),
+        }
+    } else {
+        let (header, rows) = csv_rows(bytes, file)?;
+        rows.into_iter()
+            .map(|(line, cells)| {
+                let obj: serde_json::Map<String, Value> = header
+                    .iter()
+                    .zip(cells)
+                    .map(|(h, c)| (h.clone(), Value::String(c)))
+                    .collect();
+                (format!("line {line}"), Value::Object(obj))
+            })
+            .collect()
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for (i, (at, rec)) in records.iter().enumerate() {
+        let get = |name: &str| -> Result<String> {
+            optional(rec, name).ok_or_else(|| Error::config(file, &format!("{at}: {name}"), "missing"))
+        };
+        let mut image = get("image")?;
+        if !image.rsplit('/').next().unwrap_or(&image).contains('.') {
+            image.push_str(".jpg");
+        }
+        let answer = get("answer")?;
+        let answer_type = optional(rec, "answer_type")
+            .map(|t| t.to_uppercase())
+            .unwrap_or_else(|| {
+                let a = answer.trim().to_lowercase();
+                if a == "yes" || a == "no" { "CLOSED" } else { "OPEN" }.to_string()
+            });
+        out.push(VqaExample {
+            image,
+            question: get("question")?,
+            answer,
+            answer_type,
+            id: optional(rec, "id")
+                .or_else(|| optional(rec, "qid"))
+                .unwrap_or_else(|| i.to_string()),
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::Input(format!("{file}: no questions found")));
     }
     Ok(out)
 }
@@ -344,6 +420,22 @@ mod more_tests {
     use super::*;
 
     #[test]
+    fn reads_path_vqa_json_and_csv() {
+        let json = br#"[{"image": "train_0422", "question": "Is this an adenoma?", "answer": "yes"},
+                        {"image": "train_0423.png", "question": "What is present?", "answer": "necrosis", "qid": "q9"}]"#;
+        let v = read_path_vqa(json, "train.json").unwrap();
+        assert_eq!(v[0].image, "train_0422.jpg");
+        assert_eq!((v[0].answer_type.as_str(), v[1].answer_type.as_str()), ("CLOSED", "OPEN"));
+        assert_eq!((v[1].image.as_str(), v[1].id.as_str()), ("train_0423.png", "q9"));
+        let csv = b"image,question,answer\ntest_1,\"Where, exactly, is it?\",liver\n\ntest_2,Is it benign?,No\n";
+        let v = read_path_vqa(csv, "test.csv").unwrap();
+        assert_eq!(v[0].question, "Where, exactly, is it?");
+        assert_eq!((v.len(), v[1].answer_type.as_str()), (2, "CLOSED"));
+        let e = read_path_vqa(b"image,question\na,b\n", "t.csv").unwrap_err().to_string();
+        assert!(e.contains("t.csv") && e.contains("line 2: answer"), "{e}");
+    }
+
+    #[test]
     fn reads_iu_xray_nih_and_lists() {
         let iu = br#"{"train": [{"id": "CXR1_1_IM-0001", "report": "The heart is normal in size.", "image_path": ["CXR1_1_IM-0001/0.png", "CXR1_1_IM-0001/1.png"], "split": "train"}], "test": []}"#;
         let v = read_iu_xray(iu, "annotation.json").unwrap();
@@ -362,6 +454,9 @@ mod more_tests {
             e.contains("d.csv") && e.contains("line 2") && e.contains("Bogus"),
             "{e}"
         );
+        let quoted = b"Image Index,Finding Labels\n\"a,1.png\",\"Mass|Nodule\"\n";
+        let v = read_nih_csv(quoted, "q.csv").unwrap();
+        assert_eq!((v[0].image.as_str(), v[0].labels[4]), ("a,1.png", true));
         let v =
             read_label_list(b"images/a.png 0 1 0\nimages/b.png 1 1 0\n", "train_1.txt").unwrap();
         assert_eq!(v[1].labels, vec![true, true, false]);
