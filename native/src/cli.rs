@@ -24,6 +24,78 @@ pub enum Command {
     Merge(MergeArgs),
     /// Fine-tune with a PEFT method from a TOML run config, then evaluate and save the adapter.
     Train(TrainArgs),
+    /// Predict a dataset split with a model (and adapter) and score it.
+    Eval(EvalArgs),
+    /// Score a predictions file against a reference file (JSONL joined on `id`).
+    Score(ScoreArgs),
+}
+
+/// `normtune eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// HF model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Adapter folder to apply (peft or normtune format).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// Dataset file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Its format: vqa-rad, slake, path-vqa, iu-xray, nih-csv, label-list or jsonl.
+    #[arg(long)]
+    pub format: normtune_core::data::Format,
+    /// Folder the records' image paths are relative to (default: the dataset file's folder).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// Split to score (for files holding several, as IU-Xray's annotation.json).
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Score only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Write the predictions here as JSONL (`normtune score` reads them).
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Beams for beam search (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    pub num_beams: usize,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 20)]
+    pub max_new_tokens: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// `normtune score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// vqa, report or classification.
+    #[arg(long)]
+    pub task: TaskArg,
+    /// Predictions (JSONL: `{"id", "answer"|"report"|"scores"}`).
+    #[arg(long)]
+    pub pred: PathBuf,
+    /// References (JSONL: `{"id", "answer", "answer_type"}`, `{"id", "report"}` or `{"id", "labels"}`).
+    #[arg(long = "ref")]
+    pub reference: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Task names on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TaskArg {
+    /// Med-VQA.
+    Vqa,
+    /// Report generation.
+    Report,
+    /// Multi-label classification.
+    Classification,
 }
 
 /// Options every verb that runs a model takes.
@@ -103,8 +175,11 @@ pub struct MergeArgs {
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Run config (TOML): model, data, peft, train, batch_size, epochs, out.
-    #[arg(long)]
-    pub config: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this folder from its last checkpoint (its own config.toml).
+    #[arg(long, conflicts_with = "config")]
+    pub resume: Option<PathBuf>,
     /// Overrides, e.g. `train.lr=3e-3 epochs=5 peft.default_method=lora`.
     pub overrides: Vec<String>,
     #[command(flatten)]

@@ -19,6 +19,14 @@ fn normtune(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+fn metrics_lines(run: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn reference(rel: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(fixtures().join(rel).join("reference.json")).unwrap())
         .unwrap()
@@ -370,6 +378,7 @@ fn train_fits_saves_an_adapter_and_infer_uses_it() {
         "train.lr=3e-3",
         "epochs=40",
         "train.label_smoothing=0.0",
+        "eval.every=20",
         "--device",
         "cpu",
     ]);
@@ -380,15 +389,23 @@ fn train_fits_saves_an_adapter_and_infer_uses_it() {
     );
     let metrics: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(
-        metrics["vqa_accuracy"]["overall"], 1.0,
+        metrics["overall_acc"], 1.0,
         "memorises both answers: {metrics}"
     );
-    let events: Vec<serde_json::Value> = std::fs::read_to_string(out.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = metrics_lines(&out);
+    let events: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "train").collect();
     assert_eq!(events.len(), 40);
+    let evals: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "eval").collect();
+    assert_eq!(evals.len(), 2, "evaluated at steps 20 and 40");
+    assert_eq!(evals[1]["overall_acc"], 1.0);
+    assert_eq!(metrics["best"]["step"], evals.iter().fold((0, -1.0), |b, e| {
+        let v = e["overall_acc"].as_f64().unwrap();
+        if v > b.1 { (e["step"].as_u64().unwrap(), v) } else { b }
+    }).0);
+    assert!(out.join("best/adapter_model.safetensors").exists());
+    assert!(out.join("checkpoint/optimizer.bpk").exists());
+    let preds = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    assert!(preds.contains("\"id\":\"q0\"") && preds.contains("\"answer\":\"yes\""), "{preds}");
     let (first, last) = (
         events[0]["loss"].as_f64().unwrap(),
         events[39]["loss"].as_f64().unwrap(),
@@ -437,12 +454,14 @@ fn train_config_errors_name_the_file_and_field() {
         "train",
         "--config",
         config.to_str().unwrap(),
-        "train.learning_rate=1",
+        "train.lerning_rate=1",
         "--device",
         "cpu",
     ]);
     assert!(
-        !ok && err.contains("tiny_vqa.toml") && err.contains("learning_rate"),
+        !ok && err.contains("tiny_vqa.toml")
+            && err.contains("`lerning_rate`")
+            && err.contains("did you mean `learning_rate`"),
         "{err}"
     );
     let (ok, _, err) = normtune(&[
@@ -482,6 +501,7 @@ fn train_writes_reports_and_scores_them() {
         "epochs=40".into(),
         "train.label_smoothing=0.0".into(),
         "generation.max_new_tokens=12".into(),
+        "eval.every=1000".into(),
     ];
     let mut all = vec![
         "train",
@@ -497,7 +517,7 @@ fn train_writes_reports_and_scores_them() {
     // The test split holds one memorised study: its report comes back word for word.
     assert_eq!(metrics["examples"], 1);
     assert!(
-        (metrics["bleu"][3].as_f64().unwrap() - 1.0).abs() < 1e-6,
+        (metrics["bleu4"].as_f64().unwrap() - 1.0).abs() < 1e-6,
         "{metrics}"
     );
     assert!(

@@ -422,6 +422,75 @@ impl Pipeline {
         })
     }
 
+    /// A training batch of `examples` (all of one task) with their decoded `images`.
+    pub fn batch(
+        &self,
+        examples: &[&crate::data::Example],
+        images: &[image::DynamicImage],
+    ) -> Result<crate::train::Batch> {
+        let Some(first) = examples.first() else {
+            return Err(Error::Input("an empty batch".into()));
+        };
+        if first.question.is_some() {
+            let items: Vec<(image::DynamicImage, &str, &str)> = examples
+                .iter()
+                .zip(images)
+                .map(|(e, i)| {
+                    (
+                        i.clone(),
+                        e.question.as_deref().unwrap_or(""),
+                        e.target.as_str(),
+                    )
+                })
+                .collect();
+            self.vqa_batch(&items)
+        } else if !first.labels.is_empty() {
+            let items: Vec<(image::DynamicImage, &[bool])> = examples
+                .iter()
+                .zip(images)
+                .map(|(e, i)| (i.clone(), e.labels.as_slice()))
+                .collect();
+            self.classify_batch(&items)
+        } else {
+            let items: Vec<(image::DynamicImage, &str)> = examples
+                .iter()
+                .zip(images)
+                .map(|(e, i)| (i.clone(), e.target.as_str()))
+                .collect();
+            self.report_batch(&items)
+        }
+    }
+
+    /// A multi-label classification batch from `(image, labels)` pairs; the label count must
+    /// be the classifier's.
+    pub fn classify_batch(
+        &self,
+        items: &[(image::DynamicImage, &[bool])],
+    ) -> Result<crate::train::Batch> {
+        let ModelConfig::Vit(c) = &self.config else {
+            return Err(Error::Input(
+                "labelled images train an image classifier; this model is not one".into(),
+            ));
+        };
+        let n = c.labels().len();
+        if let Some((_, l)) = items.iter().find(|(_, l)| l.len() != n) {
+            return Err(Error::Input(format!(
+                "an example has {} labels, the classifier has {n} ({})",
+                l.len(),
+                c.labels().join(", ")
+            )));
+        }
+        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
+        let t: Vec<f32> = items
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|&b| if b { 1.0 } else { 0.0 }))
+            .collect();
+        Ok(crate::train::Batch::Classify {
+            pixels: self.preprocessor.batch(&images, &self.device),
+            targets: Tensor::<1>::from_floats(t.as_slice(), &self.device).reshape([items.len(), n]),
+        })
+    }
+
     /// A report-generation training batch from `(image, report)` pairs.
     pub fn report_batch(
         &self,

@@ -502,15 +502,91 @@ fn native_key(segs: &[String]) -> String {
     format!("{PREFIX}{}", hf_name(&segs.join(".")))
 }
 
+/// Every trainable tensor as (`base_model.model.<HF path>`, shape, values), in module order,
+/// with burn's parameter id: what adapters and checkpoints are made of.
+pub(crate) fn trainable_tensors(model: &Model) -> Vec<(String, Vec<usize>, Vec<f32>, u64)> {
+    params(model, |_, _, trainable| trainable)
+        .into_iter()
+        .filter(|r| r.trainable)
+        .map(|r| {
+            (
+                native_key(&r.path),
+                r.shape,
+                r.values.unwrap_or_default(),
+                r.id.val(),
+            )
+        })
+        .collect()
+}
+
+/// Sets every trainable parameter of `model` (PEFT already applied) from a safetensors file
+/// written from [`trainable_tensors`], and gives each the burn parameter id `ids` names (so an
+/// optimizer state saved under those ids applies again). Every trainable parameter must be in
+/// the file and every tensor of the file must be used.
+pub(crate) fn restore_trainable(
+    model: Model,
+    bytes: &[u8],
+    file: &str,
+    ids: &std::collections::BTreeMap<String, u64>,
+) -> Result<Model> {
+    let (tensors, _) = read_tensors(
+        bytes,
+        file,
+        |n| n.strip_prefix(PREFIX).map(str::to_string),
+        "normtune checkpoint tensor (`base_model.model.<path>`)",
+    )?;
+    let wanted: Vec<String> = trainable_tensors_names(&model);
+    if let Some(missing) = wanted.iter().find(|k| !tensors.contains_key(*k)) {
+        return Err(Error::Weights {
+            file: file.to_string(),
+            reason: format!("has no `{missing}`, which trains under this run's PEFT config"),
+        });
+    }
+    let rule = |segs: &[String]| {
+        let key = native_key(segs);
+        tensors.contains_key(&key).then_some((key, false))
+    };
+    let model = set_tensors(model, &tensors, file, &rule)?;
+    struct Ids<'a> {
+        path: PathStack,
+        ids: &'a std::collections::BTreeMap<String, u64>,
+    }
+    impl burn::module::ModuleMapper for Ids<'_> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+        }
+        fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if let Some(id) = self.ids.get(&native_key(self.path.segments())) {
+                param.id = burn::module::ParamId::from(*id);
+            }
+            param
+        }
+    }
+    Ok(model.map(&mut Ids {
+        path: PathStack::default(),
+        ids,
+    }))
+}
+
+fn trainable_tensors_names(model: &Model) -> Vec<String> {
+    params(model, |_, _, _| false)
+        .into_iter()
+        .filter(|r| r.trainable)
+        .map(|r| native_key(&r.path))
+        .collect()
+}
+
 fn save_native(
     model: &Model,
     cfg: &PeftConfig,
     base_model: &str,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let named: Vec<(String, Vec<usize>, Vec<f32>)> = params(model, |_, _, trainable| trainable)
+    let named: Vec<(String, Vec<usize>, Vec<f32>)> = trainable_tensors(model)
         .into_iter()
-        .filter(|r| r.trainable)
-        .map(|r| (native_key(&r.path), r.shape, r.values.unwrap_or_default()))
+        .map(|(k, s, v, _)| (k, s, v))
         .collect();
     if named.is_empty() {
         return Err(Error::Input(

@@ -1,10 +1,13 @@
-//! Training, shared by the CLI and the browser: losses with HF's semantics, the learning-rate
-//! schedule, and an async [`Trainer`] whose `step` yields an [`Event`] (only the logged loss is
-//! read back, asynchronously, so it runs on WebGPU too).
+//! Training: losses, the learning-rate schedule, the async trainer (data order, checkpoints) and
+//! evaluation, shared by the CLI and the browser.
 
+pub mod eval;
 pub mod loss;
 pub mod schedule;
 pub mod trainer;
 
+pub use eval::{Prediction, evaluate, predict, score};
 pub use schedule::Schedule;
-pub use trainer::{Batch, Event, TrainConfig, Trainer};
+pub use trainer::{
+    Batch, CHECKPOINT_FILES, Cursor, Event, Next, Plan, TrainConfig, Trainer,
+};

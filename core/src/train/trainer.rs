@@ -2,6 +2,11 @@
 //! decoupled weight decay, warmup + cosine schedule, gradient accumulation and clipping, label
 //! smoothing. `step().await` runs one micro-batch and, every `grad_accum` micro-batches, one
 //! optimizer step; it reads back only the loss, asynchronously.
+//!
+//! The trainer also owns the data order ([`Plan`]: a seeded permutation per epoch, so a seed fixes
+//! it) and where the run is in it ([`Cursor`]); [`Trainer::checkpoint`] writes the trainable
+//! tensors, the AdamW state, the cursor and the step, and [`Trainer::resume`] restores them so a
+//! resumed run continues bit-identically.
 
 use super::loss::{bce_with_logits, lm_loss};
 use super::schedule::Schedule;
@@ -17,7 +22,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Peak learning rate.
+    /// Peak learning rate (`learning_rate` is accepted too).
+    #[serde(alias = "learning_rate")]
     pub lr: f64,
     /// Final learning rate of the cosine decay.
     pub min_lr: f64,
@@ -97,7 +103,90 @@ pub struct Event {
     pub applied: bool,
 }
 
-/// Owns the model, optimizer and schedule.
+/// The data order of a run: `epochs` passes over `examples` examples in micro-batches of
+/// `batch_size`, each epoch a permutation drawn from `seed` (SplitMix64-driven Fisher-Yates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Training examples.
+    pub examples: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Seed of the order.
+    pub seed: u64,
+}
+
+impl Plan {
+    /// Micro-batches per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.examples.div_ceil(self.batch_size.max(1))
+    }
+    /// Micro-batches in the whole run.
+    pub fn total_batches(&self) -> usize {
+        self.batches_per_epoch() * self.epochs
+    }
+    /// Optimizer steps in the whole run.
+    pub fn optimizer_steps(&self, grad_accum: usize) -> usize {
+        self.total_batches().div_ceil(grad_accum.max(1))
+    }
+    /// The example order of `epoch`.
+    pub fn order(&self, epoch: usize) -> Vec<usize> {
+        let mut state = self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut idx: Vec<usize> = (0..self.examples).collect();
+        for i in (1..self.examples).rev() {
+            idx.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        idx
+    }
+}
+
+/// Where a run is in its [`Plan`]: the next micro-batch to take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Epoch of the next micro-batch.
+    pub epoch: usize,
+    /// Index of the next micro-batch within the epoch.
+    pub batch: usize,
+}
+
+/// The next micro-batch of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Next {
+    /// Its epoch.
+    pub epoch: usize,
+    /// Whether it is the epoch's last micro-batch.
+    pub ends_epoch: bool,
+    /// The example indices.
+    pub indices: Vec<usize>,
+}
+
+/// File names inside a checkpoint.
+pub const CHECKPOINT_FILES: [&str; 3] = ["trainer.json", "trainable.safetensors", "optimizer.bpk"];
+
+/// The JSON part of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    format: String,
+    step: usize,
+    last_lr: f64,
+    cursor: Cursor,
+    plan: Option<Plan>,
+    config: TrainConfig,
+    /// burn parameter id of each trainable tensor, by name.
+    ids: std::collections::BTreeMap<String, u64>,
+}
+
+const CHECKPOINT_FORMAT: &str = "normtune-checkpoint-1";
+
+/// Owns the model, optimizer, schedule, data order and position.
 pub struct Trainer {
     model: Model,
     optim: ModuleOptimizer,
@@ -107,6 +196,8 @@ pub struct Trainer {
     step: usize,
     micro: usize,
     last_lr: f64,
+    plan: Option<Plan>,
+    cursor: Cursor,
 }
 
 impl Trainer {
@@ -140,7 +231,158 @@ impl Trainer {
             step: 0,
             micro: 0,
             last_lr: 0.0,
+            plan: None,
+            cursor: Cursor::default(),
         })
+    }
+
+    /// Gives the trainer a data order to hand out with [`Trainer::next_batch`].
+    pub fn with_plan(mut self, plan: Plan) -> Result<Self> {
+        if plan.examples == 0 || plan.batch_size == 0 || plan.epochs == 0 {
+            return Err(Error::Input(format!(
+                "nothing to train: {} examples, batch size {}, {} epochs",
+                plan.examples, plan.batch_size, plan.epochs
+            )));
+        }
+        self.plan = Some(plan);
+        Ok(self)
+    }
+
+    /// The example indices of the next micro-batch (advancing the cursor), or `None` when the
+    /// plan is done.
+    pub fn next_batch(&mut self) -> Option<Next> {
+        let plan = self.plan?;
+        if self.cursor.epoch >= plan.epochs {
+            return None;
+        }
+        let order = plan.order(self.cursor.epoch);
+        let start = self.cursor.batch * plan.batch_size;
+        let indices = order[start..(start + plan.batch_size).min(plan.examples)].to_vec();
+        let epoch = self.cursor.epoch;
+        self.cursor.batch += 1;
+        let ends_epoch = self.cursor.batch == plan.batches_per_epoch();
+        if ends_epoch {
+            self.cursor = Cursor {
+                epoch: epoch + 1,
+                batch: 0,
+            };
+        }
+        Some(Next {
+            epoch,
+            ends_epoch,
+            indices,
+        })
+    }
+
+    /// Where the run is.
+    pub fn cursor(&self) -> Cursor {
+        self.cursor
+    }
+
+    /// Optimizer steps taken.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// The optimisation settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// Everything needed to continue bit-identically, as files: the trainable tensors, the AdamW
+    /// state and the step / cursor. Only between optimizer steps (not mid-accumulation).
+    /// Reads parameter values back synchronously, so call it natively.
+    pub fn checkpoint(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        if self.micro != 0 {
+            return Err(Error::Input(format!(
+                "a checkpoint is only taken between optimizer steps ({} of {} micro-batches accumulated)",
+                self.micro, self.cfg.grad_accum
+            )));
+        }
+        let tensors = crate::peft::io::trainable_tensors(&self.model);
+        let ids = tensors.iter().map(|(k, _, _, id)| (k.clone(), *id)).collect();
+        let named: Vec<(String, Vec<usize>, Vec<f32>)> =
+            tensors.into_iter().map(|(k, s, v, _)| (k, s, v)).collect();
+        let weights = crate::models::export::safetensors_bytes(&named, CHECKPOINT_FILES[1])?;
+        let optim = self
+            .optim
+            .into_bytes()
+            .map_err(|e| Error::Input(format!("cannot serialise the optimizer state: {e:?}")))?;
+        let state = CheckpointState {
+            format: CHECKPOINT_FORMAT.into(),
+            step: self.step,
+            last_lr: self.last_lr,
+            cursor: self.cursor,
+            plan: self.plan,
+            config: self.cfg.clone(),
+            ids,
+        };
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::json(CHECKPOINT_FILES[0], e))?;
+        Ok(vec![
+            (CHECKPOINT_FILES[0].to_string(), json),
+            (CHECKPOINT_FILES[1].to_string(), weights),
+            (CHECKPOINT_FILES[2].to_string(), optim.to_vec()),
+        ])
+    }
+
+    /// Continues a run from [`Trainer::checkpoint`]'s files: `model` is the base model on the
+    /// autodiff device with the run's PEFT config applied; `plan` and `cfg` must be the run's
+    /// (a changed batch size, seed, epoch count or optimiser setting is refused, as the
+    /// continuation would not be the same run).
+    pub async fn resume(
+        model: Model,
+        cfg: TrainConfig,
+        plan: Plan,
+        src: &impl crate::source::FileSource,
+    ) -> Result<Self> {
+        let file = src.describe(CHECKPOINT_FILES[0]);
+        let state: CheckpointState = serde_json::from_slice(&src.read(CHECKPOINT_FILES[0]).await?)
+            .map_err(|e| Error::json(&file, e))?;
+        if state.format != CHECKPOINT_FORMAT {
+            return Err(Error::config(
+                &file,
+                "format",
+                format!("`{}` is not {CHECKPOINT_FORMAT}", state.format),
+            ));
+        }
+        if state.plan != Some(plan) {
+            return Err(Error::config(
+                &file,
+                "plan",
+                format!(
+                    "the checkpoint was taken with {:?}, this run has {plan:?}: resume with the run's own config",
+                    state.plan
+                ),
+            ));
+        }
+        if state.config != cfg {
+            return Err(Error::config(
+                &file,
+                "config",
+                "the optimiser settings differ from the checkpoint's: resume with the run's own config",
+            ));
+        }
+        let wfile = src.describe(CHECKPOINT_FILES[1]);
+        let model = crate::peft::io::restore_trainable(
+            model,
+            &src.read(CHECKPOINT_FILES[1]).await?,
+            &wfile,
+            &state.ids,
+        )?;
+        let mut t = Self::new(model, cfg)?.with_plan(plan)?;
+        let ofile = src.describe(CHECKPOINT_FILES[2]);
+        let bytes = src.read(CHECKPOINT_FILES[2]).await?;
+        t.optim = t
+            .optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| Error::Weights {
+                file: ofile,
+                reason: format!("not an optimizer state: {e:?}"),
+            })?;
+        t.step = state.step;
+        t.last_lr = state.last_lr;
+        t.cursor = state.cursor;
+        Ok(t)
     }
 
     /// The model being trained.

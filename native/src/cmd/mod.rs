@@ -1,8 +1,10 @@
 //! One module per verb.
 
+mod eval;
 mod infer;
 mod inspect;
 mod merge;
+mod score;
 mod train;
 
 use crate::cli::{Cli, Command};
@@ -14,5 +16,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Score(a) => score::run(a),
     }
 }

@@ -1,57 +1,72 @@
 //! `normtune train`: one TOML run config plus `key=value` overrides → PEFT fine-tuning with the
-//! core trainer, progress on the terminal, events in `runs/<name>/events.jsonl`, evaluation, and
-//! the adapter folder written atomically at the end.
+//! core trainer. The run folder holds the resolved config, `metrics.jsonl` (one line per step
+//! and per evaluation), `checkpoint/` (trainable tensors + AdamW state + data position, replaced
+//! atomically), `best/` (the adapter with the best validation score), `adapter/` (the final one),
+//! `predictions.jsonl` and `metrics.json`. Ctrl-C checkpoints and exits; `--resume DIR`
+//! continues bit-identically.
 
 use crate::cli::TrainArgs;
-use crate::fs::{DirSource, read_file, write_folder_atomic};
+use crate::fs::{DirSource, read_file, recover_folder, replace_folder_atomic, write_file_atomic};
 use anyhow::Context;
 use normtune_core::burn::module::Module;
-use normtune_core::data::{VqaFormat, decode_image, read_iu_xray, read_vqa};
+use normtune_core::data::{Augment, Example, Format, Task, decode_image, read_examples, task_of};
 use normtune_core::device::choose;
-use normtune_core::metrics::{bleu, cider_d, rouge_l, vqa_accuracy};
-use normtune_core::models::Pipeline;
+use normtune_core::metrics::{Scores, primary_metric};
 use normtune_core::models::blip::GenConfig;
+use normtune_core::models::{Model, Pipeline};
 use normtune_core::peft::{self, PeftConfig};
-use normtune_core::train::{TrainConfig, Trainer};
+use normtune_core::train::{Plan, TrainConfig, Trainer, evaluate};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Dataset formats `train` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Format {
-    /// VQA-RAD's JSON array.
-    VqaRad,
-    /// SLAKE's JSON array (English questions).
-    Slake,
-    /// JSON lines with `image`, `question`, `answer`.
-    Jsonl,
-    /// IU-Xray `annotation.json` (report generation): `train` split for training, `test` for eval.
-    IuXray,
-}
-
-/// One example of either task: a question (VQA) or none (report generation).
-#[derive(Debug, Clone)]
-struct Item {
-    image: String,
-    question: Option<String>,
-    target: String,
-    answer_type: String,
-}
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The data section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DataConfig {
-    /// `vqa-rad`, `slake`, `jsonl` or `iu-xray`.
+    /// vqa-rad, slake, path-vqa, iu-xray, nih-csv, label-list or jsonl.
     format: Format,
-    /// Training questions file.
+    /// Training file.
     train: PathBuf,
-    /// Evaluation questions file (the training file when absent).
+    /// Validation / test file (the training file's `test` split for IU-Xray, else required
+    /// for evaluation; the training file itself when absent).
     eval: Option<PathBuf>,
-    /// Folder the records' image names are relative to.
+    /// Folder the records' image paths are relative to.
     images: PathBuf,
+    /// Split of `eval` to score (IU-Xray holds several in one file).
+    #[serde(default = "default_split")]
+    split: String,
+}
+
+fn default_split() -> String {
+    "test".into()
+}
+
+/// Evaluation during training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvalConfig {
+    /// Optimizer steps between evaluations; 0 = at the end of every epoch.
+    #[serde(default)]
+    every: usize,
+    /// Score that picks the best checkpoint (default: overall_acc, cider or auroc_mean).
+    metric: Option<String>,
+    /// Evaluate on at most this many examples during training (0 = all); the final evaluation
+    /// always uses all.
+    #[serde(default)]
+    max_examples: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            metric: None,
+            max_examples: 0,
+        }
+    }
 }
 
 /// A run config.
@@ -74,6 +89,14 @@ struct RunConfig {
     /// Seed of the data order.
     #[serde(default)]
     seed: u64,
+    /// Optimizer steps between checkpoints (also taken at every evaluation and on Ctrl-C).
+    #[serde(default = "default_checkpoint_every")]
+    checkpoint_every: usize,
+    #[serde(default)]
+    eval: EvalConfig,
+    /// Training-time image augmentation (off by default).
+    #[serde(default)]
+    augment: Augment,
     /// Decoding for evaluation.
     #[serde(default)]
     generation: GenConfig,
@@ -84,6 +107,83 @@ fn default_batch() -> usize {
 }
 fn default_epochs() -> usize {
     3
+}
+fn default_checkpoint_every() -> usize {
+    100
+}
+
+/// Every key a run config may hold, by section (for "did you mean" suggestions).
+const KNOWN_KEYS: &[&str] = &[
+    "model",
+    "out",
+    "data",
+    "peft",
+    "train",
+    "batch_size",
+    "epochs",
+    "seed",
+    "checkpoint_every",
+    "eval",
+    "augment",
+    "crop",
+    "brightness",
+    "contrast",
+    "hflip",
+    "learning_rate",
+    "generation",
+    "format",
+    "train",
+    "eval",
+    "images",
+    "split",
+    "every",
+    "metric",
+    "max_examples",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "total_steps",
+    "weight_decay",
+    "grad_accum",
+    "max_grad_norm",
+    "label_smoothing",
+    "default_method",
+    "placement",
+    "modules_to_save",
+    "lora",
+    "prefix",
+    "adapter",
+    "num_beams",
+    "max_new_tokens",
+];
+
+/// Turns serde's "unknown field `lerning_rate`, expected ..." into a message that names the key
+/// and suggests the nearest known one.
+fn explain(path: &Path, message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((key, _)) = rest.split_once('`')
+    {
+        let mut best: Option<(&str, f64)> = None;
+        for k in KNOWN_KEYS {
+            let s = strsim::normalized_damerau_levenshtein(key, k);
+            if best.is_none_or(|(_, b)| s > b) {
+                best = Some((k, s));
+            }
+        }
+        let hint = match best {
+            Some((k, s)) if s >= 0.5 => format!("; did you mean `{k}`?"),
+            _ => String::new(),
+        };
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| format!(" (expected {e})"))
+            .unwrap_or_default();
+        return format!(
+            "{}: unknown key `{key}`{hint}{expected}",
+            path.display()
+        );
+    }
+    format!("{}: {message}", path.display())
 }
 
 /// Applies `a.b.c=value` to a TOML table; the value is parsed as TOML, else taken as a string.
@@ -122,7 +222,7 @@ fn resolve(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
     }
     let cfg: RunConfig = table
         .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        .map_err(|e: toml::de::Error| anyhow::anyhow!(explain(path, e.message())))?;
     anyhow::ensure!(
         cfg.batch_size > 0,
         "{}: batch_size must be at least 1",
@@ -133,222 +233,322 @@ fn resolve(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
         "{}: epochs must be at least 1",
         path.display()
     );
+    cfg.augment
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    anyhow::ensure!(
+        cfg.checkpoint_every > 0,
+        "{}: checkpoint_every must be at least 1",
+        path.display()
+    );
     Ok(cfg)
 }
 
-/// A deterministic permutation (SplitMix64-driven Fisher-Yates), so a seed fixes the data order.
-fn shuffled(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut state = seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let mut idx: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        idx.swap(i, (next() % (i as u64 + 1)) as usize);
+fn read_split(path: &Path, format: Format, split: &str) -> anyhow::Result<Vec<Example>> {
+    Ok(read_examples(
+        &read_file(path)?,
+        &path.display().to_string(),
+        format,
+        split,
+    )?)
+}
+
+/// Ctrl-C sets the flag (the loop checkpoints at the next optimizer-step boundary and exits);
+/// a second Ctrl-C ends the process at once. `NORMTUNE_INTERRUPT_AFTER=N` raises the same flag
+/// after N optimizer steps, so tests can interrupt at an exact step.
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGINT, 130, flag.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
+    Ok(flag)
+}
+
+struct Run {
+    cfg: RunConfig,
+    out: PathBuf,
+    task: Task,
+    train: Vec<Example>,
+    eval: Vec<Example>,
+    images: DirSource,
+    metric: String,
+    best: Option<(usize, f64)>,
+}
+
+impl Run {
+    fn log(&self, line: serde_json::Value) -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.out.join("metrics.jsonl"))
+            .with_context(|| format!("{}: cannot write", self.out.join("metrics.jsonl").display()))?;
+        writeln!(f, "{line}")?;
+        Ok(())
     }
-    idx
+
+    fn evaluate(&self, p: &Pipeline, limit: usize) -> anyhow::Result<(Scores, Vec<normtune_core::train::Prediction>)> {
+        let n = if limit == 0 { self.eval.len() } else { limit.min(self.eval.len()) };
+        let r = pollster::block_on(evaluate(
+            p,
+            self.task,
+            &self.eval[..n],
+            &self.images,
+            &self.cfg.generation,
+            |d, t| eprint!("\r  eval {d}/{t}   "),
+        ))?;
+        eprint!("\r");
+        Ok(r)
+    }
+}
+
+/// The pipeline's model, frozen for evaluation (no autodiff), from the trainer's.
+fn eval_pipeline(p: &Pipeline, model: &Model) -> Pipeline {
+    Pipeline {
+        model: model.clone().valid(),
+        config: p.config.clone(),
+        tokenizer: p.tokenizer.clone(),
+        preprocessor: p.preprocessor.clone(),
+        device: p.device.clone().inner(),
+    }
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let cfg = resolve(&a.config, &a.overrides)?;
-    anyhow::ensure!(
-        !cfg.out.exists(),
-        "{}: already exists; choose a new `out`",
-        cfg.out.display()
-    );
+    let (cfg, resuming) = match (&a.resume, &a.config) {
+        (Some(dir), None) => {
+            anyhow::ensure!(
+                a.overrides.is_empty(),
+                "--resume continues a run with its own config; overrides are not allowed"
+            );
+            let cfg = resolve(&dir.join("config.toml"), &[])?;
+            recover_folder(&dir.join("checkpoint"));
+            anyhow::ensure!(
+                dir.join("checkpoint").join("trainer.json").is_file(),
+                "{}: no checkpoint to resume from",
+                dir.join("checkpoint").display()
+            );
+            (RunConfig { out: dir.clone(), ..cfg }, true)
+        }
+        (None, Some(path)) => (resolve(path, &a.overrides)?, false),
+        _ => anyhow::bail!("give either --config FILE [key=value ...] or --resume RUN_DIR"),
+    };
+    if !resuming {
+        anyhow::ensure!(
+            !cfg.out.exists(),
+            "{}: already exists; choose a new `out` (or --resume it)",
+            cfg.out.display()
+        );
+    }
     let resolved = toml::to_string_pretty(&cfg)?;
     eprintln!("resolved config:\n{resolved}");
+
+    // Data first: a typo in a dataset file fails before the model loads.
+    let train = read_split(&cfg.data.train, cfg.data.format, "train")?;
+    let eval = match &cfg.data.eval {
+        Some(path) => read_split(path, cfg.data.format, &cfg.data.split)?,
+        None if cfg.data.format == Format::IuXray => {
+            read_split(&cfg.data.train, cfg.data.format, &cfg.data.split)?
+        }
+        None => train.clone(),
+    };
+    let train_file = cfg.data.train.display().to_string();
+    let task = task_of(&train, &train_file)?;
+    anyhow::ensure!(
+        task_of(&eval, "the evaluation data")? == task,
+        "the evaluation data is for a different task than {train_file}"
+    );
+    let images = DirSource::open(&cfg.data.images)?;
+    let metric = cfg
+        .eval
+        .metric
+        .clone()
+        .unwrap_or_else(|| primary_metric(task).to_string());
 
     let dev = choose(a.device.device);
     eprintln!("device: {}", dev.reason);
     let device = dev.device.clone().autodiff();
     let src = DirSource::open(&cfg.model)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
-    let read = |path: &Path, split: &str| -> anyhow::Result<Vec<Item>> {
-        let (bytes, name) = (read_file(path)?, path.display().to_string());
-        let vqa = |f: VqaFormat| -> anyhow::Result<Vec<Item>> {
-            Ok(read_vqa(&bytes, &name, f)?
-                .into_iter()
-                .map(|e| Item {
-                    image: e.image,
-                    question: Some(e.question),
-                    target: e.answer,
-                    answer_type: e.answer_type,
-                })
-                .collect())
-        };
-        match cfg.data.format {
-            Format::VqaRad => vqa(VqaFormat::VqaRad),
-            Format::Slake => vqa(VqaFormat::Slake),
-            Format::Jsonl => vqa(VqaFormat::Jsonl),
-            Format::IuXray => {
-                let items: Vec<Item> = read_iu_xray(&bytes, &name)?
-                    .into_iter()
-                    .filter(|e| e.split == split)
-                    .filter_map(|e| {
-                        let image = e.images.into_iter().next()?;
-                        Some(Item {
-                            image,
-                            question: None,
-                            target: e.report,
-                            answer_type: String::new(),
-                        })
-                    })
-                    .collect();
-                anyhow::ensure!(
-                    !items.is_empty(),
-                    "{name}: no `{split}` studies with an image"
+    // New PEFT modules (LoRA A, prefixes) draw their initial values from the device's RNG:
+    // seeding it makes a run, and so its resumption, reproducible.
+    dev.device.seed(cfg.seed);
+    let stand_in = placeholder(&p);
+    let model = peft::apply(std::mem::replace(&mut p.model, stand_in), &cfg.peft)?;
+    let report = peft::report(&model);
+    let names: Vec<&str> = model.components().iter().map(|c| c.name).collect();
+    eprintln!("peft: {}\n{}", cfg.peft.describe(&names), report.peft_line());
+
+    let plan = Plan {
+        examples: train.len(),
+        batch_size: cfg.batch_size,
+        epochs: cfg.epochs,
+        seed: cfg.seed,
+    };
+    let mut tcfg = cfg.train.clone();
+    tcfg.total_steps = plan.optimizer_steps(tcfg.grad_accum);
+    let out = cfg.out.clone();
+    let mut trainer = if resuming {
+        let ck = DirSource::open(out.join("checkpoint"))?;
+        let t = pollster::block_on(Trainer::resume(model, tcfg, plan, &ck))?;
+        eprintln!(
+            "resumed at step {} (epoch {}, batch {})",
+            t.steps_done(),
+            t.cursor().epoch,
+            t.cursor().batch
+        );
+        t
+    } else {
+        std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+        write_file_atomic(&out.join("config.toml"), resolved.as_bytes())?;
+        Trainer::new(model, tcfg)?.with_plan(plan)?
+    };
+    let best = std::fs::read(out.join("best.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| Some((v["step"].as_u64()? as usize, v["value"].as_f64()?)));
+    let mut run = Run {
+        cfg,
+        out,
+        task,
+        train,
+        eval,
+        images,
+        metric,
+        best,
+    };
+
+    let interrupt = interrupt_flag()?;
+    let interrupt_after: Option<usize> = std::env::var("NORMTUNE_INTERRUPT_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let total = plan.total_batches();
+    let started = std::time::Instant::now();
+    let (mut seen, mut done_here) = (0usize, 0usize);
+    let mut last_checkpoint = trainer.steps_done();
+    while let Some(next) = trainer.next_batch() {
+        let batch_examples: Vec<&Example> = next.indices.iter().map(|&i| &run.train[i]).collect();
+        let imgs = next
+            .indices
+            .iter()
+            .map(|&i| {
+                let e = &run.train[i];
+                let path = run.cfg.data.images.join(&e.image);
+                let img = decode_image(&read_file(&path)?, &path.display().to_string())?;
+                let text = format!("{} {}", e.question.as_deref().unwrap_or(""), e.target);
+                Ok(run.cfg.augment.apply(&img, run.cfg.seed, next.epoch, i, &text))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let batch = p.batch(&batch_examples, &imgs)?;
+        let ev = match pollster::block_on(trainer.step(&batch)) {
+            Ok(ev) => ev,
+            Err(e) => {
+                eprintln!();
+                anyhow::bail!(
+                    "{e}; the last good checkpoint (step {last_checkpoint}) is in {} (resume with --resume {})",
+                    run.out.join("checkpoint").display(),
+                    run.out.display()
                 );
-                Ok(items)
+            }
+        };
+        seen += next.indices.len();
+        done_here += 1;
+        let rate = seen as f64 / started.elapsed().as_secs_f64();
+        run.log(serde_json::json!({"kind": "train", "epoch": next.epoch, "step": ev.step, "loss": ev.loss, "lr": ev.lr, "samples_per_s": rate}))?;
+        let position = trainer.cursor().epoch * plan.batches_per_epoch() + trainer.cursor().batch;
+        let eta = started.elapsed().as_secs_f64() / done_here as f64 * (total - position) as f64;
+        eprint!(
+            "\r{position}/{total} step {} loss {:.4} lr {:.2e} {rate:.1} samples/s eta {eta:.0}s   ",
+            ev.step, ev.loss, ev.lr
+        );
+        if !ev.applied {
+            continue;
+        }
+        let step = ev.step;
+        let eval_now = if run.cfg.eval.every == 0 {
+            next.ends_epoch
+        } else {
+            step % run.cfg.eval.every == 0
+        };
+        if eval_now {
+            eprintln!();
+            let ep = eval_pipeline(&p, trainer.model());
+            let (scores, _) = run.evaluate(&ep, run.cfg.eval.max_examples)?;
+            let value = scores.get(&run.metric).and_then(|v| v.as_f64());
+            let mut line = serde_json::json!({"kind": "eval", "epoch": next.epoch, "step": step});
+            for (k, v) in &scores {
+                line[k] = v.clone();
+            }
+            run.log(line)?;
+            eprintln!(
+                "  eval at step {step}: {} = {}",
+                run.metric,
+                value.map_or("undefined".into(), |v| format!("{v:.4}"))
+            );
+            if let Some(v) = value
+                && run.best.is_none_or(|(_, b)| v > b)
+            {
+                run.best = Some((step, v));
+                let files = peft::io::save_adapter(
+                    trainer.model(),
+                    &run.cfg.peft,
+                    &run.cfg.model.display().to_string(),
+                )?;
+                replace_folder_atomic(&run.out.join("best"), &files)?;
+                write_file_atomic(
+                    &run.out.join("best.json"),
+                    serde_json::to_string_pretty(&serde_json::json!({"step": step, "metric": run.metric, "value": v}))?.as_bytes(),
+                )?;
             }
         }
-    };
-    let train = read(&cfg.data.train, "train")?;
-    let eval = read(cfg.data.eval.as_ref().unwrap_or(&cfg.data.train), "test").or_else(|e| {
-        if cfg.data.eval.is_none() {
-            Ok(train.clone())
-        } else {
-            Err(e)
+        let interrupted = interrupt.load(Ordering::SeqCst)
+            || interrupt_after.is_some_and(|n| step >= n);
+        if eval_now || interrupted || step % run.cfg.checkpoint_every == 0 {
+            replace_folder_atomic(&run.out.join("checkpoint"), &trainer.checkpoint()?)?;
+            last_checkpoint = step;
         }
-    })?;
-    let load_image = |name: &str| -> anyhow::Result<normtune_core::image::DynamicImage> {
-        let path = cfg.data.images.join(name);
-        Ok(decode_image(
-            &read_file(&path)?,
-            &path.display().to_string(),
-        )?)
-    };
-    let train_images: Vec<normtune_core::image::DynamicImage> = train
-        .iter()
-        .map(|e| load_image(&e.image))
-        .collect::<anyhow::Result<_>>()?;
-
-    p.model = peft::apply(p.model, &cfg.peft)?;
-    let report = peft::report(&p.model);
-    let names: Vec<&str> = p.model.components().iter().map(|c| c.name).collect();
-    eprintln!(
-        "peft: {}\n{}",
-        cfg.peft.describe(&names),
-        report.peft_line()
-    );
-
-    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
-    let mut tcfg = cfg.train.clone();
-    tcfg.total_steps = (steps_per_epoch * cfg.epochs).div_ceil(tcfg.grad_accum.max(1));
-    // The trainer owns the model while the pipeline keeps building batches; burn initialises
-    // parameters lazily, so the placeholder left behind allocates nothing.
-    let placeholder =
-        normtune_core::models::init_model(&p.config, &normtune_core::burn::tensor::Device::flex());
-    let model = std::mem::replace(&mut p.model, placeholder);
-    let mut trainer = Trainer::new(model, tcfg)?;
-
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
-    std::fs::write(cfg.out.join("config.toml"), &resolved)?;
-    let mut events = std::fs::File::create(cfg.out.join("events.jsonl"))?;
-    let total = steps_per_epoch * cfg.epochs;
-    let mut done = 0usize;
-    let started = std::time::Instant::now();
-    let mut seen = 0usize;
-    for epoch in 0..cfg.epochs {
-        for chunk in shuffled(train.len(), cfg.seed, epoch).chunks(cfg.batch_size) {
-            let batch = if train[0].question.is_some() {
-                let items: Vec<(normtune_core::image::DynamicImage, &str, &str)> = chunk
-                    .iter()
-                    .map(|&i| {
-                        (
-                            train_images[i].clone(),
-                            train[i].question.as_deref().unwrap_or(""),
-                            train[i].target.as_str(),
-                        )
-                    })
-                    .collect();
-                p.vqa_batch(&items)?
-            } else {
-                let items: Vec<(normtune_core::image::DynamicImage, &str)> = chunk
-                    .iter()
-                    .map(|&i| (train_images[i].clone(), train[i].target.as_str()))
-                    .collect();
-                p.report_batch(&items)?
-            };
-            let ev = pollster::block_on(trainer.step(&batch))?;
-            seen += chunk.len();
-            let rate = seen as f64 / started.elapsed().as_secs_f64();
-            writeln!(
-                events,
-                "{}",
-                serde_json::json!({"epoch": epoch, "step": ev.step, "loss": ev.loss, "lr": ev.lr, "samples_per_s": rate})
-            )?;
-            done += 1;
-            let eta = started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64;
-            eprint!(
-                "\r{done}/{total} loss {:.4} lr {:.2e} {rate:.1} samples/s eta {eta:.0}s   ",
-                ev.loss, ev.lr
+        if interrupted {
+            eprintln!(
+                "\ninterrupted: checkpoint at step {step} saved in {}; continue with `normtune train --resume {}`",
+                run.out.join("checkpoint").display(),
+                run.out.display()
             );
+            std::process::exit(130);
         }
     }
     eprintln!();
 
-    // Adapter first (trainability lives on the autodiff model), then evaluate without autodiff.
+    // Adapter first (trainability lives on the autodiff model), then the final evaluation.
     let model = trainer.into_model();
-    let files = peft::io::save_adapter(&model, &cfg.peft, &cfg.model.display().to_string())?;
-    write_folder_atomic(&cfg.out.join("adapter"), &files)?;
-    p.model = model.valid();
-    p.device = p.device.clone().inner();
-    let mut preds = Vec::with_capacity(eval.len());
-    for e in &eval {
-        let pixels = p.image_tensor(&read_file(&cfg.data.images.join(&e.image))?, &e.image)?;
-        let g = match &e.question {
-            Some(q) => pollster::block_on(p.answer(pixels, q, &cfg.generation))?,
-            None => pollster::block_on(p.report(pixels, &cfg.generation))?,
-        };
-        preds.push(g.text);
+    let files = peft::io::save_adapter(&model, &run.cfg.peft, &run.cfg.model.display().to_string())?;
+    replace_folder_atomic(&run.out.join("adapter"), &files)?;
+    let ep = eval_pipeline(&p, &model);
+    drop(model);
+    let (scores, preds) = run.evaluate(&ep, 0)?;
+    let mut lines = Vec::new();
+    for pr in &preds {
+        lines.extend(serde_json::to_vec(pr)?);
+        lines.push(b'\n');
     }
-    let scores = if eval[0].question.is_some() {
-        let acc = vqa_accuracy(
-            eval.iter()
-                .zip(&preds)
-                .map(|(e, p)| (p.as_str(), e.target.as_str(), e.answer_type.as_str())),
-        );
-        serde_json::json!({ "vqa_accuracy": acc })
-    } else {
-        // pycocoevalcap's scorers on text tokenised as: lower case, punctuation removed.
-        let norm = |t: &str| -> String {
-            t.to_lowercase()
-                .chars()
-                .map(|c| {
-                    if c.is_alphanumeric() || c.is_whitespace() {
-                        c
-                    } else {
-                        ' '
-                    }
-                })
-                .collect::<String>()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let cands: Vec<String> = preds.iter().map(|p| norm(p)).collect();
-        let refs: Vec<Vec<String>> = eval.iter().map(|e| vec![norm(&e.target)]).collect();
-        let c: Vec<&str> = cands.iter().map(String::as_str).collect();
-        let r: Vec<Vec<&str>> = refs
-            .iter()
-            .map(|v| v.iter().map(String::as_str).collect())
-            .collect();
-        serde_json::json!({ "bleu": bleu(&c, &r).0, "rouge_l": rouge_l(&c, &r).0, "cider_d": cider_d(&c, &r).0 })
-    };
-    let mut metrics = serde_json::json!({ "examples": eval.len(), "trainable_params": report.trainable_params, "total_params": report.total_params });
-    for (k, v) in scores.as_object().into_iter().flatten() {
+    write_file_atomic(&run.out.join("predictions.jsonl"), &lines)?;
+    let mut metrics = serde_json::json!({
+        "task": run.task,
+        "examples": run.eval.len(),
+        "trainable_params": report.trainable_params,
+        "total_params": report.total_params,
+        "best": run.best.map(|(s, v)| serde_json::json!({"step": s, "metric": run.metric, "value": v})),
+    });
+    for (k, v) in &scores {
         metrics[k] = v.clone();
     }
-    std::fs::write(
-        cfg.out.join("metrics.json"),
-        serde_json::to_vec_pretty(&metrics)?,
+    write_file_atomic(
+        &run.out.join("metrics.json"),
+        &serde_json::to_vec_pretty(&metrics)?,
     )?;
     println!("{metrics}");
+    let _ = run.log(serde_json::json!({"kind": "done"}));
     Ok(())
+}
+
+/// A stand-in left in the pipeline while the trainer owns the model (burn initialises lazily,
+/// so it allocates nothing).
+fn placeholder(p: &Pipeline) -> Model {
+    normtune_core::models::init_model(&p.config, &normtune_core::burn::tensor::Device::flex())
 }

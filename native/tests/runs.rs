@@ -1,0 +1,257 @@
+//! Training runs end to end: interrupt (Ctrl-C or at an exact step) and resume bit-identically,
+//! `eval` and `score` agreeing with each other, classification training.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_normtune"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run normtune");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("normtune-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+/// `train` on the tiny VQA fixture with a run folder and extra overrides.
+fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let r = root();
+    let mut v: Vec<String> = vec![
+        "train".into(),
+        "--config".into(),
+        r.join("tests/fixtures/data/tiny_vqa.toml").display().to_string(),
+        format!("out=\"{}\"", out.display()),
+        format!("model=\"{}\"", r.join("tests/fixtures/blip_vqa").display()),
+        format!("data.train=\"{}\"", r.join("tests/fixtures/data/tiny_vqa.jsonl").display()),
+        format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+        "batch_size=1".into(),
+        "epochs=6".into(),
+        "seed=7".into(),
+        "eval.every=4".into(),
+        "generation.num_beams=1".into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn train_losses(out: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "train")
+        .map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn bytes(p: PathBuf) -> Vec<u8> {
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
+    // LoRA on the decoder and LayerNorm elsewhere, with gradient accumulation and augmentation:
+    // the AdamW state, the schedule position, the data order and the image draws all have to
+    // come back exactly.
+    let extra = [
+        "peft.placement.decoder=\"lora\"",
+        "train.grad_accum=2",
+        "train.lr=1e-2",
+        "augment.crop=0.1",
+        "augment.contrast=0.1",
+    ];
+    let full = tmp("resume-full");
+    let (code, _, err) = run(&strs(&train_args(&full, &extra)), &[]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Interrupted after optimizer step 2 (of 6): checkpoint, exit 130, then resume.
+    let cut = tmp("resume-cut");
+    let (code, _, err) = run(&strs(&train_args(&cut, &extra)), &[("NORMTUNE_INTERRUPT_AFTER", "2")]);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("--resume"), "tells how to continue: {err}");
+    assert!(!cut.join("adapter").exists(), "no final adapter from an interrupted run");
+    let cut_s = cut.display().to_string();
+    let (code, _, err) = run(&["train", "--resume", &cut_s, "--device", "cpu"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("resumed at step 2"), "{err}");
+
+    for f in ["adapter/adapter_model.safetensors", "best/adapter_model.safetensors"] {
+        assert!(
+            bytes(full.join(f)) == bytes(cut.join(f)),
+            "{f} differs between the uninterrupted and the resumed run"
+        );
+    }
+    assert_eq!(train_losses(&full), train_losses(&cut), "same loss at every step");
+    assert_eq!(
+        bytes(full.join("predictions.jsonl")),
+        bytes(cut.join("predictions.jsonl"))
+    );
+    // Overrides are refused on resume (the run's own config is the one that continues).
+    let (code, _, err) = run(&["train", "--resume", &cut_s, "epochs=9"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("overrides are not allowed"), "{err}");
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_the_run_resumes() {
+    let full = tmp("sigint-full");
+    // 400 micro-batches: seconds of work, so Ctrl-C lands mid-run.
+    let long = ["epochs=200", "eval.every=1000"];
+    let (code, _, err) = run(&strs(&train_args(&full, &long)), &[]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let cut = tmp("sigint-cut");
+    let child = Command::new(env!("CARGO_BIN_EXE_normtune"))
+        .args(train_args(&cut, &long))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first logged step, then press Ctrl-C.
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(cut.join("metrics.jsonl")).map_or(true, |s| s.lines().count() < 2) {
+        assert!(t0.elapsed().as_secs() < 120, "no training step within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: checkpoint at step"), "{err}");
+    assert!(!cut.join("adapter").exists());
+    let cut_s = cut.display().to_string();
+    let (code, _, err) = run(&["train", "--resume", &cut_s, "--device", "cpu"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        bytes(full.join("adapter/adapter_model.safetensors"))
+            == bytes(cut.join("adapter/adapter_model.safetensors"))
+    );
+    std::fs::remove_dir_all(&full).unwrap();
+    std::fs::remove_dir_all(&cut).unwrap();
+}
+
+#[test]
+fn eval_and_score_agree_and_score_rejects_bad_files() {
+    let r = root();
+    let preds = tmp("eval-preds.jsonl");
+    let data = r.join("tests/fixtures/data/tiny_vqa.jsonl");
+    let (code, out, err) = run(
+        &[
+            "eval",
+            "--model",
+            r.join("tests/fixtures/blip_vqa").to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--format",
+            "jsonl",
+            "--images",
+            r.join("tests/fixtures/images").to_str().unwrap(),
+            "--predictions",
+            preds.to_str().unwrap(),
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let eval: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(eval["count"], 2);
+    for k in ["overall_acc", "closed_acc", "open_acc", "open_recall"] {
+        assert!(eval.get(k).is_some(), "{k} in {eval}");
+    }
+    let (code, out, err) = run(
+        &["score", "--task", "vqa", "--pred", preds.to_str().unwrap(), "--ref", data.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let score: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(score, eval, "score on eval's predictions gives eval's numbers");
+
+    // Hand-written predictions: one right closed answer, one open answer with half the tokens.
+    let p2 = tmp("score-p2.jsonl");
+    std::fs::write(&p2, "{\"id\": \"q1\", \"answer\": \"lung tissue\"}\n{\"id\": \"q0\", \"answer\": \"Yes.\"}\n").unwrap();
+    let (code, out, _) = run(
+        &["score", "--task", "vqa", "--pred", p2.to_str().unwrap(), "--ref", data.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(code, Some(0));
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (s["closed_acc"].as_f64(), s["open_acc"].as_f64(), s["open_recall"].as_f64(), s["overall_acc"].as_f64()),
+        (Some(1.0), Some(0.0), Some(1.0), Some(0.5)),
+        "\"the lung\" normalises to \"lung\", which \"lung tissue\" recalls: {s}"
+    );
+    // A missing prediction and an unknown id are named with file and line.
+    std::fs::write(&p2, "{\"id\": \"q0\", \"answer\": \"yes\"}\n").unwrap();
+    let (code, _, err) = run(
+        &["score", "--task", "vqa", "--pred", p2.to_str().unwrap(), "--ref", data.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no prediction for `q1`") && err.contains("line 2"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    std::fs::write(&p2, "{\"id\": \"q0\", \"answer\": \"yes\"}\n{\"id\": \"zz\", \"answer\": \"no\"}\n").unwrap();
+    let (_, _, err) = run(
+        &["score", "--task", "vqa", "--pred", p2.to_str().unwrap(), "--ref", data.to_str().unwrap()],
+        &[],
+    );
+    assert!(err.contains("score-p2") && err.contains("line 2: id") && err.contains("`zz`"), "{err}");
+    let _ = std::fs::remove_file(&preds);
+    let _ = std::fs::remove_file(&p2);
+}
+
+#[test]
+fn trains_a_multi_label_classifier_and_reports_auroc() {
+    let r = root();
+    let out = tmp("cls");
+    let (code, stdout, err) = run(
+        &[
+            "train",
+            "--config",
+            r.join("tests/fixtures/data/tiny_vqa.toml").to_str().unwrap(),
+            &format!("out=\"{}\"", out.display()),
+            &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
+            "data.format=\"label-list\"",
+            &format!("data.train=\"{}\"", r.join("tests/fixtures/data/tiny_labels.txt").display()),
+            &format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+            "peft.default_method=\"full\"",
+            "train.lr=1e-2",
+            "train.label_smoothing=0.0",
+            "epochs=30",
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(m["task"], "classification");
+    assert_eq!(m["auroc_mean"], 1.0, "separates the two images on every defined class: {m}");
+    assert!(m["auroc_per_class"]["Infiltration"].is_null(), "a class with one label value is undefined, not 0.5: {m}");
+    assert_eq!(m["auroc_per_class"]["Atelectasis"], 1.0);
+    std::fs::remove_dir_all(&out).unwrap();
+}
