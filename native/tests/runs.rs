@@ -255,3 +255,53 @@ fn trains_a_multi_label_classifier_and_reports_auroc() {
     assert_eq!(m["auroc_per_class"]["Atelectasis"], 1.0);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
+    let out = tmp("nan");
+    let (code, _, err) = run(
+        &strs(&train_args(
+            &out,
+            &["peft.default_method=\"full\"", "train.lr=1e12", "train.max_grad_norm=1e30", "checkpoint_every=1", "epochs=20", "eval.every=1000"],
+        )),
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(last.contains("the loss is") && last.contains("at step"), "{last}");
+    assert!(last.contains("last good checkpoint (step"), "{last}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&bytes(out.join("checkpoint/trainer.json"))).unwrap();
+    let good = state["step"].as_u64().unwrap();
+    assert!(last.contains(&format!("(step {good})")), "{last} vs checkpoint step {good}");
+    assert!(!out.join("adapter").exists(), "no adapter from a diverged run");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn labels_must_match_the_classifier() {
+    let r = root();
+    let out = tmp("cls-names");
+    let csv = tmp("labels.csv");
+    std::fs::write(&csv, "image,Effusion,Nodule\nchest_32.png,1,0\n").unwrap();
+    let (code, _, err) = run(
+        &[
+            "train",
+            "--config",
+            r.join("tests/fixtures/data/tiny_vqa.toml").to_str().unwrap(),
+            &format!("out=\"{}\"", out.display()),
+            &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
+            "data.format=\"labels-csv\"",
+            &format!("data.train=\"{}\"", csv.display()),
+            &format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("labels.csv") && err.contains("Effusion, Nodule") && err.contains("Atelectasis"), "{err}");
+    assert!(!out.exists() || !out.join("adapter").exists());
+    let _ = std::fs::remove_file(&csv);
+    let _ = std::fs::remove_dir_all(&out);
+}

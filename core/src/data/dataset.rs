@@ -3,7 +3,8 @@
 //! file's bytes into [`Example`]s of the right [`Task`].
 
 use super::readers::{
-    VqaFormat, read_iu_xray, read_label_list, read_nih_csv, read_path_vqa, read_vqa,
+    VqaFormat, read_iu_xray, read_label_list, read_labels_csv, read_nih_csv, read_path_vqa,
+    read_vqa,
 };
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -54,19 +55,22 @@ pub enum Format {
     NihCsv,
     /// MED-PEFT split list: `path label label ...`.
     LabelList,
+    /// CSV with an image column and one 0/1 column per label.
+    LabelsCsv,
     /// JSON lines: `image` + `question`/`answer`, or `report`, or `labels` (0/1 list).
     Jsonl,
 }
 
 impl Format {
     /// Every format, as written in configs.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "vqa-rad",
         "slake",
         "path-vqa",
         "iu-xray",
         "nih-csv",
         "label-list",
+        "labels-csv",
         "jsonl",
     ];
 }
@@ -137,6 +141,7 @@ pub fn read_examples(bytes: &[u8], file: &str, format: Format, split: &str) -> R
             .collect(),
         Format::NihCsv => labelled(read_nih_csv(bytes, file)?),
         Format::LabelList => labelled(read_label_list(bytes, file)?),
+        Format::LabelsCsv => labelled(read_labels_csv(bytes, file)?.1),
         Format::Jsonl => read_jsonl(bytes, file)?,
     };
     if out.is_empty() {

@@ -12,5 +12,5 @@ pub use dicom::{Window, decode_dicom, is_dicom};
 pub use preprocess::{Preprocessor, decode_image};
 pub use readers::{
     LabelExample, NIH_LABELS, ReportExample, VqaExample, VqaFormat, read_iu_xray, read_label_list,
-    read_nih_csv, read_path_vqa, read_vqa,
+    read_labels_csv, read_nih_csv, read_path_vqa, read_vqa,
 };

@@ -375,6 +375,60 @@ pub fn read_path_vqa(bytes: &[u8], file: &str) -> Result<Vec<VqaExample>> {
     Ok(out)
 }
 
+/// Parses a CSV of labels: an image column (`image`, `path`, `Image Index` or `filename`) and one
+/// 0/1 column per label (the header names the labels; other columns are refused so a typo does
+/// not silently become a label). Returns the label names and the examples.
+pub fn read_labels_csv(bytes: &[u8], file: &str) -> Result<(Vec<String>, Vec<LabelExample>)> {
+    let (header, rows) = csv_rows(bytes, file)?;
+    let img = header
+        .iter()
+        .position(|h| matches!(h.as_str(), "image" | "path" | "Image Index" | "filename"))
+        .ok_or_else(|| {
+            Error::config(file, "image", "no image column (`image`, `path`, `Image Index` or `filename`)")
+        })?;
+    let names: Vec<String> = header
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != img)
+        .map(|(_, h)| h.clone())
+        .collect();
+    if names.is_empty() {
+        return Err(Error::config(file, "header", "no label columns"));
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for (line, cells) in rows {
+        if cells.len() != header.len() {
+            return Err(Error::config(
+                file,
+                &format!("line {line}"),
+                format!("{} columns, the header has {}", cells.len(), header.len()),
+            ));
+        }
+        let mut labels = Vec::with_capacity(names.len());
+        for (i, c) in cells.iter().enumerate() {
+            if i == img {
+                continue;
+            }
+            labels.push(match c.trim() {
+                "1" | "1.0" => true,
+                "0" | "0.0" => false,
+                other => {
+                    return Err(Error::config(
+                        file,
+                        &format!("line {line}: {}", header[i]),
+                        format!("`{other}` is not 0 or 1"),
+                    ));
+                }
+            });
+        }
+        out.push(LabelExample {
+            image: cells[img].trim().to_string(),
+            labels,
+        });
+    }
+    Ok((names, out))
+}
+
 /// Parses a MED-PEFT split list: one `path label label ...` line per image (0/1 labels).
 pub fn read_label_list(bytes: &[u8], file: &str) -> Result<Vec<LabelExample>> {
     let text = std::str::from_utf8(bytes).map_err(|e| Error::json(file, e))?;
@@ -418,6 +472,18 @@ pub fn read_label_list(bytes: &[u8], file: &str) -> Result<Vec<LabelExample>> {
 #[cfg(test)]
 mod more_tests {
     use super::*;
+
+    #[test]
+    fn reads_a_csv_of_labels() {
+        let csv = b"image,Effusion,Nodule\nct/1.dcm,1,0\nct/2.dcm,0,1\n";
+        let (names, v) = read_labels_csv(csv, "labels.csv").unwrap();
+        assert_eq!(names, vec!["Effusion", "Nodule"]);
+        assert_eq!((v[0].image.as_str(), v[1].labels.clone()), ("ct/1.dcm", vec![false, true]));
+        let e = read_labels_csv(b"image,Effusion\na.dcm,yes\n", "labels.csv").unwrap_err().to_string();
+        assert!(e.contains("labels.csv") && e.contains("line 2: Effusion") && e.contains("`yes`"), "{e}");
+        let e = read_labels_csv(b"img,Effusion\na.dcm,1\n", "labels.csv").unwrap_err().to_string();
+        assert!(e.contains("no image column"), "{e}");
+    }
 
     #[test]
     fn reads_path_vqa_json_and_csv() {

@@ -367,6 +367,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let device = dev.device.clone().autodiff();
     let src = DirSource::open(&cfg.model)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
+    check_label_names(&cfg.data, &p)?;
     // New PEFT modules (LoRA A, prefixes) draw their initial values from the device's RNG:
     // seeding it makes a run, and so its resumption, reproducible.
     dev.device.seed(cfg.seed);
@@ -544,6 +545,27 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     )?;
     println!("{metrics}");
     let _ = run.log(serde_json::json!({"kind": "done"}));
+    Ok(())
+}
+
+/// A labelled dataset must name the classifier's labels in the classifier's order.
+fn check_label_names(data: &DataConfig, p: &Pipeline) -> anyhow::Result<()> {
+    let normtune_core::models::ModelConfig::Vit(c) = &p.config else {
+        return Ok(());
+    };
+    let file = data.train.display().to_string();
+    let names: Vec<String> = match data.format {
+        Format::LabelsCsv => normtune_core::data::read_labels_csv(&read_file(&data.train)?, &file)?.0,
+        Format::NihCsv => normtune_core::data::NIH_LABELS.iter().map(|s| s.to_string()).collect(),
+        _ => return Ok(()),
+    };
+    let model = c.labels();
+    anyhow::ensure!(
+        names == model,
+        "{file}: labels [{}] are not the model's id2label [{}] (same names, same order)",
+        names.join(", "),
+        model.join(", ")
+    );
     Ok(())
 }
 
