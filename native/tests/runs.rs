@@ -305,3 +305,97 @@ fn labels_must_match_the_classifier() {
     let _ = std::fs::remove_file(&csv);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_scores() {
+    let r = root();
+    let dicom = r.join(".assets/pydicom-data");
+    assert!(dicom.is_dir(), "run tests/fixtures/fetch_assets.sh first (tests/run.sh does)");
+    let out = tmp("dicom-run");
+    let csv = tmp("dicom-labels.csv");
+    // Real CR chest (MONOCHROME1), CT, MR and RLE files; labels in the classifier's own order.
+    std::fs::write(
+        &csv,
+        "image,Atelectasis,Cardiomegaly,Effusion,Infiltration,Pneumothorax\n\
+         RG1_UNCR.dcm,1,0,1,0,0\n\
+         693_UNCI.dcm,0,1,0,0,1\n\
+         MR2_UNCR.dcm,1,1,0,0,0\n\
+         emri_small_RLE.dcm,0,0,1,0,1\n",
+    )
+    .unwrap();
+    let (code, stdout, err) = run(
+        &[
+            "train",
+            "--config",
+            r.join("tests/fixtures/data/tiny_vqa.toml").to_str().unwrap(),
+            &format!("out=\"{}\"", out.display()),
+            &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
+            "data.format=\"labels-csv\"",
+            &format!("data.train=\"{}\"", csv.display()),
+            &format!("data.images=\"{}\"", dicom.display()),
+            "peft.default_method=\"layernorm\"",
+            "train.lr=3e-2",
+            "train.label_smoothing=0.0",
+            "epochs=40",
+            "eval.every=20",
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(m["task"], "classification");
+    assert!(m["auroc_per_class"]["Infiltration"].is_null(), "{m}");
+    let auroc = m["auroc_mean"].as_f64().unwrap();
+    assert!(auroc >= 0.75, "LayerNorm tuning separates the four studies: {m}");
+
+    // The same numbers from `eval` with the adapter, and from `score` on its predictions.
+    let preds = tmp("dicom-preds.jsonl");
+    let (code, out_eval, err) = run(
+        &[
+            "eval",
+            "--model",
+            r.join("tests/fixtures/vit_cls").to_str().unwrap(),
+            "--adapter",
+            out.join("adapter").to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--format",
+            "labels-csv",
+            "--images",
+            dicom.to_str().unwrap(),
+            "--predictions",
+            preds.to_str().unwrap(),
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let e: serde_json::Value = serde_json::from_str(out_eval.trim()).unwrap();
+    assert!((e["auroc_mean"].as_f64().unwrap() - auroc).abs() < 1e-9, "{e} vs {m}");
+    let refs = tmp("dicom-refs.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            format!("{{\"id\": \"{}\", \"labels\": [{}]}}", cells[0], cells[1..].join(","))
+        })
+        .collect();
+    std::fs::write(&refs, lines.join("\n")).unwrap();
+    let (code, out_score, err) = run(
+        &["score", "--task", "classification", "--pred", preds.to_str().unwrap(), "--ref", refs.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let s: serde_json::Value = serde_json::from_str(out_score.trim()).unwrap();
+    assert_eq!(s["auroc_mean"], e["auroc_mean"]);
+    for p in [&csv, &preds, &refs] {
+        let _ = std::fs::remove_file(p);
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}

@@ -2,6 +2,9 @@
 //! JPEG 2000 (pure-Rust openjp2) transfer syntaxes; the modality LUT (rescale slope /
 //! intercept), a VOI window (given, else the file's first Window Center / Width, else min-max),
 //! MONOCHROME1 inverted, 8 bits per sample out, first frame of multi-frame objects.
+//! Not decoded (dicom-rs 0.8 limits, reported as an error naming the file): JPEG-LS (needs the
+//! CharLS C library), 32-bit samples, 1-bit segmentation frames. Modality / VOI LUT sequences
+//! are not applied (the window, or min-max, is).
 //!
 //! The pinned definition of the rendering (what `tests/fixtures/make_dicom_reference.py`
 //! computes with pydicom): x → slope·x + intercept → DICOM PS3.3 C.11.2.1.2.1 linear window onto
@@ -67,7 +70,22 @@ pub fn decode_dicom(bytes: &[u8], name: &str, window: Option<Window>) -> Result<
         _ => None,
     };
     let decoded = obj.decode_pixel_data().map_err(|e| err(name, e))?;
-    let voi = match window.or(file_window) {
+    let w = match window.or(file_window) {
+        Some(w) => Some(w),
+        // Min-max over the rescaled values (dicom-rs's own `Normalize` misreads signed data).
+        None if decoded.samples_per_pixel() == 1 => {
+            let v: Vec<f64> = decoded.to_vec_frame(0).map_err(|e| err(name, e))?;
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            lo.is_finite().then(|| Window {
+                center: (lo + hi) / 2.0,
+                width: hi - lo + 1.0,
+            })
+        }
+        None => None,
+    };
+    let voi = match w {
         Some(w) => VoiLutOption::Custom(WindowLevel {
             center: w.center,
             width: w.width,

@@ -37,24 +37,29 @@ pub fn save_adapter(
     base_model: &str,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
+    // peft's formats hold one method's tensors; anything else that trains (`modules_to_save`, a
+    // classifier head, which trains fully unless the placement names it) goes into normtune's
+    // own folder, never dropped.
+    let head_trains = components.contains(&"head") && !cfg.placement.contains_key("head");
+    let only_method = cfg.modules_to_save.is_empty() && !head_trains;
     let lora_only = components
         .iter()
         .all(|c| matches!(cfg.method_for(c), Method::Lora | Method::Frozen))
         && components.iter().any(|c| cfg.method_for(c) == Method::Lora);
-    if lora_only && cfg.modules_to_save.is_empty() {
+    if lora_only && only_method {
         return save_lora(model, cfg, base_model);
     }
     let ia3_only = components
         .iter()
         .all(|c| matches!(cfg.method_for(c), Method::Ia3 | Method::Frozen))
         && components.iter().any(|c| cfg.method_for(c) == Method::Ia3);
-    if ia3_only && cfg.modules_to_save.is_empty() {
+    if ia3_only && only_method {
         return save_ia3(model, base_model);
     }
     let ln_only = components
         .iter()
         .all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
-    if !ln_only || !cfg.modules_to_save.is_empty() {
+    if !ln_only || !only_method {
         return save_native(model, cfg, base_model);
     }
     let rows = params(model, |_, _, trainable| trainable);
