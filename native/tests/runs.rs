@@ -399,3 +399,39 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
     }
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn missing_images_fail_before_training_or_are_skipped_by_name() {
+    let r = root();
+    let data = tmp("missing.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\": \"a\", \"image\": \"chest_32.png\", \"question\": \"q?\", \"answer\": \"yes\"}\n\
+         {\"id\": \"b\", \"image\": \"nope.png\", \"question\": \"q?\", \"answer\": \"no\"}\n",
+    )
+    .unwrap();
+    let out = tmp("missing-run");
+    let base = [
+        "train".to_string(),
+        "--config".into(),
+        r.join("tests/fixtures/data/tiny_vqa.toml").display().to_string(),
+        format!("out=\"{}\"", out.display()),
+        format!("model=\"{}\"", r.join("tests/fixtures/blip_vqa").display()),
+        format!("data.train=\"{}\"", data.display()),
+        format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+        "epochs=1".into(),
+        "--device".into(),
+        "cpu".into(),
+    ];
+    let (code, _, err) = run(&strs(&base), &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing.jsonl") && err.contains("example 2 (id `b`)") && err.contains("nope.png"), "{err}");
+    assert!(!out.exists(), "nothing written before the data is checked");
+    let mut skip = base.to_vec();
+    skip.push("data.on_missing=\"skip\"".into());
+    let (code, _, err) = run(&strs(&skip), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("skipping") && err.contains("id `b`"), "{err}");
+    let _ = std::fs::remove_file(&data);
+    std::fs::remove_dir_all(&out).unwrap();
+}

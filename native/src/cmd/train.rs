@@ -38,6 +38,68 @@ struct DataConfig {
     /// Split of `eval` to score (IU-Xray holds several in one file).
     #[serde(default = "default_split")]
     split: String,
+    /// What to do with examples whose image file does not exist: `fail` (default) or `skip`
+    /// (each skipped example is listed).
+    #[serde(default)]
+    on_missing: OnMissing,
+}
+
+/// `data.on_missing`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum OnMissing {
+    #[default]
+    Fail,
+    Skip,
+}
+
+/// Checks that every example's image exists before any training starts: fails naming them, or
+/// (with `on_missing = "skip"`) drops them, listing each.
+fn check_images(examples: Vec<Example>, file: &Path, data: &DataConfig) -> anyhow::Result<Vec<Example>> {
+    let (ok, missing): (Vec<(usize, Example)>, Vec<(usize, Example)>) = examples
+        .into_iter()
+        .enumerate()
+        .partition(|(_, e)| data.images.join(&e.image).is_file());
+    if missing.is_empty() {
+        return Ok(ok.into_iter().map(|(_, e)| e).collect());
+    }
+    let list = |n: usize| -> String {
+        missing
+            .iter()
+            .take(n)
+            .map(|(i, e)| format!("example {} (id `{}`): `{}`", i + 1, e.id, e.image))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match data.on_missing {
+        OnMissing::Fail => anyhow::bail!(
+            "{}: {} example(s) name images missing from {}: {}{}; fix the paths or set data.on_missing=\"skip\"",
+            file.display(),
+            missing.len(),
+            data.images.display(),
+            list(3),
+            if missing.len() > 3 { ", ..." } else { "" }
+        ),
+        OnMissing::Skip => {
+            for (i, e) in &missing {
+                eprintln!(
+                    "skipping {} example {} (id `{}`): no image {}",
+                    file.display(),
+                    i + 1,
+                    e.id,
+                    data.images.join(&e.image).display()
+                );
+            }
+            let kept: Vec<Example> = ok.into_iter().map(|(_, e)| e).collect();
+            anyhow::ensure!(
+                !kept.is_empty(),
+                "{}: no example has its image in {}",
+                file.display(),
+                data.images.display()
+            );
+            Ok(kept)
+        }
+    }
 }
 
 fn default_split() -> String {
@@ -136,6 +198,7 @@ const KNOWN_KEYS: &[&str] = &[
     "eval",
     "images",
     "split",
+    "on_missing",
     "every",
     "metric",
     "max_examples",
@@ -342,11 +405,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
 
     // Data first: a typo in a dataset file fails before the model loads.
     let train = read_split(&cfg.data.train, cfg.data.format, "train")?;
+    let train = check_images(train, &cfg.data.train, &cfg.data)?;
     let eval = match &cfg.data.eval {
-        Some(path) => read_split(path, cfg.data.format, &cfg.data.split)?,
-        None if cfg.data.format == Format::IuXray => {
-            read_split(&cfg.data.train, cfg.data.format, &cfg.data.split)?
-        }
+        Some(path) => check_images(read_split(path, cfg.data.format, &cfg.data.split)?, path, &cfg.data)?,
+        None if cfg.data.format == Format::IuXray => check_images(
+            read_split(&cfg.data.train, cfg.data.format, &cfg.data.split)?,
+            &cfg.data.train,
+            &cfg.data,
+        )?,
         None => train.clone(),
     };
     let train_file = cfg.data.train.display().to_string();
