@@ -121,6 +121,9 @@ pub struct InferArgs {
     /// HF peft adapter folder to apply (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
+    /// With --adapter: also answer with the base model, and print both.
+    #[arg(long, requires = "adapter")]
+    pub compare: bool,
     /// Rank these comma-separated candidate answers instead of generating (closed-set mode).
     #[arg(long, value_delimiter = ',')]
     pub candidates: Option<Vec<String>>,

@@ -430,6 +430,24 @@ fn train_fits_saves_an_adapter_and_infer_uses_it() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(answer.trim(), "yes");
+    // Side by side: the base model's answer next to the tuned one, the same as infer without
+    // the adapter gives.
+    let (ok, both, err) = normtune(&[
+        "infer", "--model", root.join("tests/fixtures/blip_vqa").to_str().unwrap(),
+        "--adapter", adapter.to_str().unwrap(), "--compare", "--json",
+        "--image", image.to_str().unwrap(), "--question", "is there a left pleural effusion?",
+        "--device", "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let both: serde_json::Value = serde_json::from_str(both.trim()).unwrap();
+    let (ok, plain, _) = normtune(&[
+        "infer", "--model", root.join("tests/fixtures/blip_vqa").to_str().unwrap(),
+        "--image", image.to_str().unwrap(), "--question", "is there a left pleural effusion?",
+        "--device", "cpu", "--json",
+    ]);
+    assert!(ok);
+    let plain: serde_json::Value = serde_json::from_str(plain.trim()).unwrap();
+    assert_eq!((both["tuned"].as_str(), &both["base"]), (Some("yes"), &plain["answer"]));
 
     // The run folder exists now: a second run refuses to overwrite it.
     let (ok, _, err) = normtune(&[

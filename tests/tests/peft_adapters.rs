@@ -368,3 +368,39 @@ fn native_adapter_folders_round_trip() {
         );
     }
 }
+
+#[test]
+fn disabling_the_adapter_gives_the_base_output() {
+    let device = Device::flex();
+    let base = {
+        let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+        host(logits(&p.model, &device))
+    };
+    let mut prefix = PeftConfig::parse("vision=frozen,text_encoder=prefix,decoder=ptuning-v2").unwrap();
+    prefix.prefix.num_virtual_tokens = 3;
+    for cfg in [
+        lora_cfg("lora", 4),
+        ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"),
+        bottleneck_cfg(8),
+        prefix,
+    ] {
+        let spec = format!("{:?}", cfg.placement);
+        // Trained (two AdamW steps), so the adapter really changes the output...
+        let (model, _, _) = trained(&cfg);
+        let model = model.valid();
+        let tuned = host(logits(&model, &device));
+        assert_ne!(tuned, base, "{spec}: training changed the output");
+        // ...and switching it off gives the base model's output bit for bit, leaving the
+        // adapted model as it was.
+        let off = peft::disabled(&model, &cfg).unwrap();
+        assert_eq!(host(logits(&off, &device)), base, "{spec}");
+        assert_eq!(host(logits(&model, &device)), tuned, "{spec}: the adapted model is untouched");
+    }
+    let e = peft::disabled(
+        &pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap().model,
+        &PeftConfig::parse("layernorm").unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("vision=layernorm") && e.contains("load the base model again"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod disable;
 pub mod ia3;
 pub mod io;
 pub mod lora;
@@ -15,6 +16,7 @@ pub mod select;
 
 use crate::models;
 pub use config::{Method, PeftConfig};
+pub use disable::disabled;
 pub use report::{ComponentReport, TrainableReport, report};
 pub use select::apply;
 

@@ -13,6 +13,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
     let src = DirSource::open(&a.model)?;
     let image = read_file(&a.image)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
+    let base = a.compare.then(|| p.model.clone());
     if let Some(dir) = &a.adapter {
         p.model = pollster::block_on(normtune_core::peft::io::load_adapter(
             p.model,
@@ -25,6 +26,9 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
         max_new_tokens: a.max_new_tokens,
         ..GenConfig::default()
     };
+    if let Some(base) = base {
+        return compare(p, base, pixels, &a, &gen_cfg);
+    }
     let arch = p.config.architecture();
     match (arch, &a.question, &a.candidates) {
         (Architecture::ViTForImageClassification, ..) => {
@@ -71,4 +75,41 @@ fn print_generated(g: &normtune_core::models::Generated, key: &str, as_json: boo
     } else {
         println!("{}", g.text);
     }
+}
+
+/// Base and adapted model side by side on the same input.
+fn compare(
+    mut p: Pipeline,
+    base: normtune_core::models::Model,
+    pixels: normtune_core::burn::tensor::Tensor<4>,
+    a: &InferArgs,
+    gen_cfg: &GenConfig,
+) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    let tuned = std::mem::replace(&mut p.model, base);
+    for (name, model) in [("base", None), ("tuned", Some(tuned))] {
+        if let Some(m) = model {
+            p.model = m;
+        }
+        let text = match (p.config.architecture(), &a.question) {
+            (Architecture::ViTForImageClassification, _) => {
+                let s = pollster::block_on(p.classify(pixels.clone()))?;
+                s.iter()
+                    .map(|l| format!("{} {:.4}", l.label, l.probability))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+            (_, Some(q)) => pollster::block_on(p.answer(pixels.clone(), q, gen_cfg))?.text,
+            (_, None) => pollster::block_on(p.report(pixels.clone(), gen_cfg))?.text,
+        };
+        out.push((name, text));
+    }
+    if a.json {
+        println!("{}", json!({ "base": out[0].1, "tuned": out[1].1 }));
+    } else {
+        for (name, text) in out {
+            println!("{name:<6} {text}");
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,91 @@
+//! The base model behind an adapter (HF peft's `disable_adapter()`): every module a method
+//! added is taken out again (IA3 vectors, prefixes, bottleneck adapters) and every LoRA update
+//! is zeroed (burn keeps the frozen base weight under the LoRA factors, so `base + 0` is the
+//! base exactly). Methods that train base weights in place (LayerNorm tuning, FFN, attention,
+//! BitFit, full) have no base left to return: for those, load the base model again.
+
+use super::config::{Method, PeftConfig};
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::models::walk::PathStack;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::Tensor;
+
+/// A copy of `model` (trained with `cfg`) with its adapter switched off; `model` is unchanged.
+pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
+    let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
+    let in_place: Vec<String> = components
+        .iter()
+        .filter(|c| {
+            !matches!(
+                cfg.method_for(c),
+                Method::Lora | Method::Ia3 | Method::Prefix | Method::PtuningV2 | Method::Adapter | Method::Frozen
+            ) && !(**c == "head" && !cfg.placement.contains_key("head"))
+        })
+        .map(|c| format!("{c}={}", cfg.method_for(c).name()))
+        .collect();
+    if !in_place.is_empty() || !cfg.modules_to_save.is_empty() {
+        return Err(Error::Input(format!(
+            "{} trains base weights in place, so there is no adapter to switch off: load the base model again to compare",
+            if in_place.is_empty() { "modules_to_save".to_string() } else { in_place.join(", ") }
+        )));
+    }
+    let mut m = model.clone();
+    match &mut m {
+        Model::Vqa(v) => strip_vision(&mut v.vision_model),
+        Model::Captioner(v) => strip_vision(&mut v.vision_model),
+        Model::Classifier(c) => {
+            for l in &mut c.vit.layers {
+                l.attn_adapter = None;
+                l.mlp_adapter = None;
+            }
+        }
+    }
+    for (_, text) in super::ia3::text_models(&mut m) {
+        text.prefix = None;
+        for layer in &mut text.encoder.layer {
+            let mut atts = vec![&mut layer.attention];
+            if let Some(ca) = &mut layer.crossattention {
+                atts.push(ca);
+            }
+            for a in atts {
+                a.self_attn.key_ia3 = None;
+                a.self_attn.value_ia3 = None;
+                a.output.dense_ia3 = None;
+                a.output.adapter = None;
+            }
+            layer.output.dense_ia3 = None;
+            layer.output.adapter = None;
+        }
+    }
+    struct ZeroLoraB {
+        path: PathStack,
+    }
+    impl ModuleMapper for ZeroLoraB {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let segs = self.path.segments();
+            let n = segs.len();
+            if n >= 2 && segs[n - 2] == "lora" && segs[n - 1] == "b" {
+                param.map(|t| t.zeros_like())
+            } else {
+                param
+            }
+        }
+    }
+    Ok(m.map(&mut ZeroLoraB {
+        path: PathStack::default(),
+    }))
+}
+
+fn strip_vision(v: &mut crate::models::vit::BlipVisionModel) {
+    for l in &mut v.encoder.layers {
+        l.attn_adapter = None;
+        l.mlp_adapter = None;
+    }
+}
