@@ -36,4 +36,7 @@ step "core compiles for wasm32 (no filesystem, threads or blocking readback in c
 cargo check -p normtune-core --target wasm32-unknown-unknown
 step "app compiles for wasm32"
 cargo check -p normtune-app --target wasm32-unknown-unknown
+# Test binaries are ~700 MB each; drop the ones no build has refreshed for two days, so a
+# long-lived target dir (CI's cache) does not fill the disk with stale feature variants.
+find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f ! -name '*.*' -mtime +2 -delete 2>/dev/null || true
 step "done"

@@ -435,3 +435,48 @@ fn missing_images_fail_before_training_or_are_skipped_by_name() {
     let _ = std::fs::remove_file(&data);
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn runs_killed_at_random_steps_resume_bit_identically() {
+    // SIGKILL gives no chance to checkpoint: with a checkpoint after every optimizer step, the
+    // resumed run must still equal the uninterrupted one, whatever step the kill lands on.
+    let long = ["epochs=60", "eval.every=1000", "checkpoint_every=1", "peft.placement.decoder=\"lora\""];
+    let full = tmp("kill-full");
+    let (code, _, err) = run(&strs(&train_args(&full, &long)), &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let want = bytes(full.join("adapter/adapter_model.safetensors"));
+    let mut seed = std::process::id() as u64;
+    for round in 0..3 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let kill_after = 3 + (seed >> 33) as usize % 60;
+        let cut = tmp(&format!("kill-{round}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_normtune"))
+            .args(train_args(&cut, &long))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(cut.join("metrics.jsonl")).map_or(true, |s| s.lines().count() < kill_after) {
+            assert!(t0.elapsed().as_secs() < 120, "no progress");
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if cut.join("checkpoint").exists() || cut.join(".checkpoint.old").exists() {
+            let cut_s = cut.display().to_string();
+            let (code, _, err) = run(&["train", "--resume", &cut_s, "--device", "cpu"], &[]);
+            assert_eq!(code, Some(0), "round {round} (killed after ~{kill_after} lines): {err}");
+            assert!(
+                bytes(cut.join("adapter/adapter_model.safetensors")) == want,
+                "round {round}: killed after ~{kill_after} lines, resumed run differs"
+            );
+            assert_eq!(train_losses(&full), train_losses(&cut), "round {round}: same losses");
+        }
+        std::fs::remove_dir_all(&cut).unwrap();
+    }
+    std::fs::remove_dir_all(&full).unwrap();
+}

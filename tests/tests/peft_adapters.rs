@@ -404,3 +404,61 @@ fn disabling_the_adapter_gives_the_base_output() {
     .to_string();
     assert!(e.contains("vision=layernorm") && e.contains("load the base model again"), "{e}");
 }
+
+#[test]
+fn lora_on_query_and_value_slices_of_fused_qkv() {
+    // MED-PEFT's LoRA on a fused qkv: separate updates for the query and value thirds only.
+    let mut cfg = PeftConfig::parse("vision=lora,text_encoder=frozen,decoder=frozen").unwrap();
+    cfg.lora.r = 4;
+    cfg.lora.target_modules = Some(vec!["qkv.q".into(), "qkv.v".into()]);
+    let device = Device::flex();
+    let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+    let base = host(logits(&p.model, &device));
+    let adapted = peft::apply(p.model, &cfg).unwrap();
+    assert_eq!(host(logits(&adapted, &device)), base, "B = 0 at init: no change");
+    // Count: per layer r·(in + out/3) for q and for v, nothing for k.
+    let (layers, hidden) = {
+        let c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture("blip_vqa/config.json")).unwrap()).unwrap();
+        (
+            c["vision_config"]["num_hidden_layers"].as_u64().unwrap() as usize,
+            c["vision_config"]["hidden_size"].as_u64().unwrap() as usize,
+        )
+    };
+    // Trained: the vision encoder's output moves, the key slice of every qkv stays the base's.
+    let (model, before, after) = trained(&cfg);
+    let report = peft::report(&model);
+    assert_eq!(report.trainable_params, layers * 2 * 4 * (hidden + hidden));
+    let moved = before.iter().zip(&after).filter(|(b, a)| b.1 != a.1).count();
+    assert_eq!(moved, layers * 4, "a_q, b_q, a_v, b_v in every layer moved");
+    let merged = model.clone().valid().materialize();
+    let rows = normtune_core::models::walk::params(&merged, |p, _, _| p.last().is_some_and(|l| l == "weight") && p.iter().any(|s| s == "qkv"));
+    let base_rows = {
+        let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+        normtune_core::models::walk::params(&p.model, |p, _, _| p.last().is_some_and(|l| l == "weight") && p.iter().any(|s| s == "qkv"))
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|r| r.values.is_some()).collect();
+    let base_rows: Vec<_> = base_rows.into_iter().filter(|r| r.values.is_some()).collect();
+    assert_eq!((rows.len(), base_rows.len()), (layers, layers));
+    for (m, b) in rows.iter().zip(&base_rows) {
+        let (mv, bv) = (m.values.as_ref().unwrap(), b.values.as_ref().unwrap());
+        let (d_in, d_out) = (m.shape[0], m.shape[1]);
+        let third = d_out / 3;
+        let col_changed = |lo: usize, hi: usize| {
+            (0..d_in).any(|i| (lo..hi).any(|j| mv[i * d_out + j] != bv[i * d_out + j]))
+        };
+        assert!(col_changed(0, third) && col_changed(2 * third, d_out), "q and v thirds updated");
+        assert!(!col_changed(third, 2 * third), "the key third is the base's");
+    }
+    // No peft format: saved as normtune's folder, and it loads back to the same output.
+    let files = peft::io::save_adapter(&model, &cfg, "blip_vqa").unwrap();
+    let cfg_json: serde_json::Value = serde_json::from_slice(&files.iter().find(|f| f.0 == "adapter_config.json").unwrap().1).unwrap();
+    assert_eq!(cfg_json["peft_type"], "NORMTUNE");
+    let mut src = MemorySource::new();
+    for (n, b) in files {
+        src.insert(n, b);
+    }
+    let fresh = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
+    let loaded = pollster::block_on(peft::io::load_adapter(fresh.model, &src)).unwrap();
+    assert_eq!(host(logits(&loaded, &device)), host(logits(&model.valid(), &device)));
+}

@@ -13,6 +13,9 @@ use normtune_tests::*;
 const LN: &str = "peft_ln_vqa";
 const LORA: &str = "peft_lora_vqa";
 const IA3: &str = "peft_ia3_vqa";
+/// Prefix tuning of the text decoder (peft on `blip.text_decoder`, CAUSAL_LM, 5 virtual tokens,
+/// no projection), from `fixtures/make_prefix_fixtures.py`.
+const PREFIX: &str = "peft_prefix_vqa";
 
 fn adapted(device: &Device, adapter: &MemorySource) -> Pipeline {
     let mut p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), device)).unwrap();
@@ -110,6 +113,11 @@ fn merged_matches(dir: &str) {
 
 /// The config normtune trains with to produce the fixture's adapter.
 fn config_for(dir: &str) -> PeftConfig {
+    if dir == PREFIX {
+        let mut c = PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=ptuning-v2").unwrap();
+        c.prefix.num_virtual_tokens = 5;
+        return c;
+    }
     if dir == LN {
         return PeftConfig::parse("layernorm").unwrap();
     }
@@ -140,7 +148,7 @@ fn rewrite(dir: &str) -> (Model, Vec<(String, Vec<u8>)>) {
 
 #[test]
 fn normtune_writes_the_adapters_peft_writes() {
-    for dir in [LN, LORA, IA3] {
+    for dir in [LN, LORA, IA3, PREFIX] {
         same_files_as_peft(dir);
     }
 }
@@ -179,6 +187,27 @@ fn same_files_as_peft(dir: &str) {
         assert_eq!(ours_cfg.get(field), theirs_cfg.get(field), "{dir}: {field}");
     }
     assert_eq!(ours_cfg["peft_type"], theirs_cfg["peft_type"]);
+    if dir == PREFIX {
+        for field in [
+            "task_type",
+            "num_virtual_tokens",
+            "token_dim",
+            "num_transformer_submodules",
+            "num_attention_heads",
+            "num_layers",
+            "prefix_projection",
+            "encoder_hidden_size",
+        ] {
+            assert_eq!(ours_cfg.get(field), theirs_cfg.get(field), "{dir}: {field}");
+        }
+        let mut src = MemorySource::new();
+        for (name, bytes) in files {
+            src.insert(name, bytes);
+        }
+        let flex = Device::flex();
+        check_outputs(dir, &adapted(&flex, &src), &flex);
+        return;
+    }
     let mut ta: Vec<String> = serde_json::from_value(ours_cfg["target_modules"].clone()).unwrap();
     let mut tb: Vec<String> = serde_json::from_value(theirs_cfg["target_modules"].clone()).unwrap();
     ta.sort();
@@ -265,4 +294,14 @@ fn trainable_line_matches_peft() {
         )),
         "{want}"
     );
+}
+
+#[test]
+fn peft_prefix_tuning_adapter_loads_and_matches_peft() {
+    let device = Device::flex();
+    let p = adapted(&device, &folder(&format!("{PREFIX}/adapter")));
+    check_outputs(PREFIX, &p, &device);
+    // The prefix changes the answers: the base model's ids differ (recorded by the script).
+    let r = reference_json(PREFIX);
+    assert_ne!(r["generation"]["greedy_ids"], r["generation"]["base_greedy_ids"]);
 }

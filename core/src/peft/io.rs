@@ -41,7 +41,7 @@ pub fn save_adapter(
     // classifier head, which trains fully unless the placement names it) goes into normtune's
     // own folder, never dropped.
     let head_trains = components.contains(&"head") && !cfg.placement.contains_key("head");
-    let only_method = cfg.modules_to_save.is_empty() && !head_trains;
+    let only_method = cfg.modules_to_save.is_empty() && !head_trains && !cfg.lora.has_slices();
     let lora_only = components
         .iter()
         .all(|c| matches!(cfg.method_for(c), Method::Lora | Method::Frozen))
@@ -55,6 +55,17 @@ pub fn save_adapter(
         && components.iter().any(|c| cfg.method_for(c) == Method::Ia3);
     if ia3_only && only_method {
         return save_ia3(model, base_model);
+    }
+    // P-tuning v2 on the decoder is exactly peft's PREFIX_TUNING file. Prefix tuning with the
+    // MLP stays in normtune's folder, which keeps the MLP (peft would keep only its output).
+    let decoder_prefix = components.iter().all(|c| {
+        matches!(
+            (*c, cfg.method_for(c)),
+            ("decoder", Method::PtuningV2) | (_, Method::Frozen)
+        )
+    }) && cfg.method_for("decoder") == Method::PtuningV2;
+    if decoder_prefix && only_method {
+        return save_prefix(model, cfg, base_model);
     }
     let ln_only = components
         .iter()
@@ -132,6 +143,9 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
     }
     if peft_type == "IA3" {
         return load_ia3(model, src).await;
+    }
+    if peft_type == "PREFIX_TUNING" {
+        return load_prefix(model, src, &config, &cfg_file).await;
     }
     if peft_type == NATIVE {
         return load_native(model, src, &config, &cfg_file).await;
@@ -632,6 +646,131 @@ async fn load_native(
         tensors.contains_key(&key).then_some((key, false))
     };
     set_tensors(model, &tensors, &file, &rule)
+}
+
+/// The decoder of a VQA or report model, where peft's `PREFIX_TUNING` applies to HF BLIP (peft on
+/// `blip.text_decoder` with `task_type="CAUSAL_LM"`: the prefix enters the decoder's
+/// self-attention as `past_key_values`, positions start after it).
+fn decoder_text(model: &mut Model) -> Option<&mut crate::models::bert::BlipTextModel> {
+    match model {
+        Model::Vqa(m) => Some(&mut m.text_decoder.bert),
+        Model::Captioner(m) => Some(&mut m.text_decoder.bert),
+        Model::Classifier(_) => None,
+    }
+}
+
+/// peft's prefix tuning on the decoder: one tensor `prompt_embeddings` `[virtual_tokens,
+/// layers · 2 · hidden]` (with `prefix_projection`, peft saves the MLP's output, so the folder is
+/// the same either way); loaded as P-tuning v2 embeddings, which compute exactly that.
+async fn load_prefix(
+    model: Model,
+    src: &impl FileSource,
+    config: &serde_json::Value,
+    cfg_file: &str,
+) -> Result<Model> {
+    let int = |k: &str| -> Result<usize> {
+        config
+            .get(k)
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::config(cfg_file, k, "missing or not a whole number"))
+    };
+    if let Some(t) = config.get("task_type").and_then(|v| v.as_str())
+        && t != "CAUSAL_LM"
+    {
+        return Err(Error::config(
+            cfg_file,
+            "task_type",
+            format!("`{t}`: normtune reads peft prefix tuning of the BLIP text decoder (CAUSAL_LM)"),
+        ));
+    }
+    let n = int("num_virtual_tokens")?;
+    let layers = int("num_layers")?;
+    let mut cfg = PeftConfig::parse("frozen")?;
+    cfg.placement.insert("decoder".into(), Method::PtuningV2);
+    cfg.prefix.num_virtual_tokens = n;
+    let model = super::prefix::attach(model, &cfg)
+        .map_err(|e| Error::config(cfg_file, "peft_type", e.to_string()))?;
+    let mut model = model;
+    let Some(text) = decoder_text(&mut model) else {
+        return Err(Error::config(cfg_file, "peft_type", "this model has no text decoder"));
+    };
+    let have = text.encoder.layer.len();
+    if have != layers {
+        return Err(Error::config(
+            cfg_file,
+            "num_layers",
+            format!("{layers}, but this model's decoder has {have} layers"),
+        ));
+    }
+    let bytes = src.read(WEIGHTS_FILE).await?;
+    let file = src.describe(WEIGHTS_FILE);
+    let (tensors, _) = read_tensors(
+        &bytes,
+        &file,
+        |n| (n == "prompt_embeddings").then(|| n.to_string()),
+        "peft prefix tensor (`prompt_embeddings`)",
+    )?;
+    let (shape, vals) = tensors.get("prompt_embeddings").ok_or_else(|| Error::Weights {
+        file: file.clone(),
+        reason: "no `prompt_embeddings`".into(),
+    })?;
+    let prefix = text.prefix.as_mut().expect("attached above");
+    let want = prefix.embedding.lazy_shape().to_vec();
+    if *shape != want {
+        return Err(Error::Weights {
+            file,
+            reason: format!("`prompt_embeddings` is {shape:?}, this model's decoder needs {want:?}"),
+        });
+    }
+    let emb = prefix.embedding.val();
+    let t = Tensor::<1>::from_data(
+        burn::tensor::TensorData::new(vals.clone(), [vals.len()]),
+        &emb.device(),
+    )
+    .reshape([want[0], want[1]])
+    .set_require_grad(emb.is_require_grad());
+    prefix.embedding = Param::initialized(prefix.embedding.id, t);
+    Ok(model)
+}
+
+fn save_prefix(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut m = model.clone();
+    let text = decoder_text(&mut m).ok_or_else(|| Error::Input("no text decoder".into()))?;
+    let prefix = text
+        .prefix
+        .as_ref()
+        .ok_or_else(|| Error::Input("the decoder has no prefix to save".into()))?;
+    let layers = text.encoder.layer.len();
+    let heads = prefix.num_heads;
+    let past = prefix.past();
+    let [n, width] = past.dims();
+    let hidden = width / (2 * layers);
+    let vals: Vec<f32> = past.into_data().iter::<f32>().collect();
+    let weights = safetensors_bytes(
+        &[("prompt_embeddings".to_string(), vec![n, width], vals)],
+        WEIGHTS_FILE,
+    )?;
+    let projection = false;
+    let config = json!({
+        "peft_type": "PREFIX_TUNING",
+        "task_type": "CAUSAL_LM",
+        "auto_mapping": null,
+        "base_model_name_or_path": base_model,
+        "revision": null,
+        "inference_mode": true,
+        "num_virtual_tokens": n,
+        "token_dim": hidden,
+        "num_transformer_submodules": 1,
+        "num_attention_heads": heads,
+        "num_layers": layers,
+        "modules_to_save": null,
+        "encoder_hidden_size": cfg.prefix.encoder_hidden_size.unwrap_or(hidden),
+        "prefix_projection": projection,
+        "init_weights": null,
+        "peft_version": "0.21.2",
+    });
+    adapter_folder(&config, weights)
 }
 
 /// The two files of an adapter folder.

@@ -7,7 +7,8 @@ use super::select::component_of;
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::models::walk::params;
-use burn::module::{Lora, Module, ParamGroup, ParamId};
+use burn::module::{Lora, Module, Param, ParamGroup, ParamId};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// LoRA settings (peft `LoraConfig` names).
@@ -77,12 +78,170 @@ fn linear_weights(model: &Model) -> Vec<(Vec<String>, ParamId)> {
         .collect()
 }
 
+/// One LoRA pair for a slice of a fused projection.
+#[derive(Module, Debug)]
+pub struct LoraPair {
+    /// `[d_in, r]`.
+    pub a: Param<Tensor<2>>,
+    /// `[r, d_slice]`, zero at init.
+    pub b: Param<Tensor<2>>,
+}
+
+/// LoRA on chosen slices of a fused `qkv` projection (MED-PEFT's setting on timm / BLIP vision:
+/// separate low-rank updates for the query and value thirds, none for the key), as a burn
+/// reparameterisation: `W + scale · [A_q B_q | 0 | A_v B_v]`.
+#[derive(Module, Debug)]
+pub struct SliceLora {
+    /// Query slice.
+    pub q: Option<LoraPair>,
+    /// Key slice.
+    pub k: Option<LoraPair>,
+    /// Value slice.
+    pub v: Option<LoraPair>,
+    /// `lora_alpha / r` (or `/ √r`).
+    pub scale: f64,
+}
+
+impl burn::module::Reparameterization for SliceLora {
+    const NAME: &'static str = "lora";
+
+    fn apply<const D: usize>(&self, base: Tensor<D>) -> Tensor<D> {
+        let shape = base.shape();
+        let dims = shape.clone().to_vec();
+        let (d_in, d_out) = (dims[0], dims[dims.len() - 1] / 3);
+        let device = base.device();
+        let part = |p: &Option<LoraPair>| match p {
+            Some(p) => p.a.val().matmul(p.b.val()).mul_scalar(self.scale),
+            None => Tensor::<2>::zeros([d_in, d_out], &device),
+        };
+        let delta = Tensor::cat(vec![part(&self.q), part(&self.k), part(&self.v)], 1);
+        base + delta.reshape(shape)
+    }
+}
+
+struct SliceReparameterizer<'a> {
+    targets: &'a [String],
+    slices: [bool; 3],
+    r: usize,
+    scale: f64,
+}
+
+impl burn::module::Reparameterizer for SliceReparameterizer<'_> {
+    type Reparam = SliceLora;
+
+    fn reparameterize<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<D>>,
+    ) -> (Param<Tensor<D>>, Option<SliceLora>) {
+        let hf = crate::models::export::hf_name(path);
+        let Some(module) = hf.strip_suffix(".weight") else {
+            return (param, None);
+        };
+        // burn's path includes enum variants (`Vqa.vision_model...`): match on the HF tail.
+        let hit = self
+            .targets
+            .iter()
+            .any(|t| module == t || module.ends_with(&format!(".{t}")));
+        if D != 2 || !hit {
+            return (param, None);
+        }
+        let dims = param.lazy_shape().to_vec();
+        let (d_in, d_out) = (dims[0], dims[1] / 3);
+        let device = param.lazy_device();
+        // peft's init: A ~ kaiming_uniform(a=√5) = U(±1/√fan_in), B = 0.
+        let a_init = burn::nn::Initializer::KaimingUniform {
+            gain: 1.0 / 3f64.sqrt(),
+            fan_out_only: false,
+        };
+        let pair = |on: bool| {
+            on.then(|| LoraPair {
+                a: a_init.init_with([d_in, self.r], Some(d_in), Some(self.r), &device),
+                b: burn::nn::Initializer::Zeros.init([self.r, d_out], &device),
+            })
+        };
+        let reparam = SliceLora {
+            q: pair(self.slices[0]),
+            k: pair(self.slices[1]),
+            v: pair(self.slices[2]),
+            scale: self.scale,
+        };
+        (param.set_require_grad(false), Some(reparam))
+    }
+}
+
+/// Splits `qkv.q`-style targets (a slice of a fused projection) from whole-module targets.
+fn slice_targets(targets: &[String]) -> (Vec<String>, [bool; 3]) {
+    let mut modules = Vec::new();
+    let mut slices = [false; 3];
+    for t in targets {
+        if let Some((m, s)) = t.rsplit_once('.')
+            && let Some(i) = ["q", "k", "v"].iter().position(|x| *x == s)
+            && m.ends_with("qkv")
+        {
+            slices[i] = true;
+            if !modules.contains(&m.to_string()) {
+                modules.push(m.to_string());
+            }
+        }
+    }
+    (modules, slices)
+}
+
+impl LoraSettings {
+    /// Whether a target names a slice of a fused projection (`qkv.q`, `qkv.v`): such adapters
+    /// have no peft format and are written as normtune's own folder.
+    pub fn has_slices(&self) -> bool {
+        self.target_modules
+            .as_ref()
+            .is_some_and(|t| !slice_targets(t).0.is_empty())
+    }
+}
+
 /// Attaches LoRA to the target Linear weights of every component whose method is `lora`
 /// (`only`: restrict to these HF-style module paths, as an adapter file lists them).
+/// A target `qkv.q` / `qkv.k` / `qkv.v` adapts that slice of a fused projection only.
 pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) -> Result<Model> {
     let s = &cfg.lora;
     if s.r == 0 {
         return Err(Error::Input("lora.r must be at least 1".into()));
+    }
+    let mut model = model;
+    if let Some(t) = &s.target_modules {
+        let (fused, slices) = slice_targets(t);
+        if !fused.is_empty() {
+            let weights = linear_weights(&model);
+            let mut paths = Vec::new();
+            for (path, _) in &weights {
+                let comp = component_of(path);
+                if cfg.method_for(comp) == Method::Lora && fused.iter().any(|f| *f == path[path.len() - 2]) {
+                    paths.push(crate::models::export::hf_name(&path[..path.len() - 1].join(".")));
+                }
+            }
+            if paths.is_empty() {
+                return Err(Error::Input(format!(
+                    "LoRA slice targets {t:?} match no fused projection in a `lora` component"
+                )));
+            }
+            let scale = s.burn_alpha() / s.r as f64;
+            model = model.apply_reparameterization(SliceReparameterizer {
+                targets: &paths,
+                slices,
+                r: s.r,
+                scale,
+            });
+            let rest: Vec<String> = t
+                .iter()
+                .filter(|x| slice_targets(std::slice::from_ref(x)).0.is_empty())
+                .cloned()
+                .collect();
+            if rest.is_empty() {
+                return Ok(model);
+            }
+            let mut cfg2 = cfg.clone();
+            cfg2.lora.target_modules = Some(rest);
+            return attach(model, &cfg2, only);
+        }
     }
     let weights = linear_weights(&model);
     let mut ids = Vec::new();

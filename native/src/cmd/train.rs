@@ -17,7 +17,8 @@ use normtune_core::models::{Model, Pipeline};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::train::{Plan, TrainConfig, Trainer, evaluate};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -348,7 +349,12 @@ impl Run {
         Ok(())
     }
 
-    fn evaluate(&self, p: &Pipeline, limit: usize) -> anyhow::Result<(Scores, Vec<normtune_core::train::Prediction>)> {
+    fn evaluate(
+        &self,
+        p: &Pipeline,
+        limit: usize,
+        bar: &ProgressBar,
+    ) -> anyhow::Result<(Scores, Vec<normtune_core::train::Prediction>)> {
         let n = if limit == 0 { self.eval.len() } else { limit.min(self.eval.len()) };
         let r = pollster::block_on(evaluate(
             p,
@@ -356,9 +362,8 @@ impl Run {
             &self.eval[..n],
             &self.images,
             &self.cfg.generation,
-            |d, t| eprint!("\r  eval {d}/{t}   "),
+            |d, t| bar.set_message(format!("evaluating {d}/{t}")),
         ))?;
-        eprint!("\r");
         Ok(r)
     }
 }
@@ -455,6 +460,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let mut trainer = if resuming {
         let ck = DirSource::open(out.join("checkpoint"))?;
         let t = pollster::block_on(Trainer::resume(model, tcfg, plan, &ck))?;
+        // Lines logged after the checkpoint (a crash between logging and checkpointing) are
+        // dropped: the resumed run logs those batches again.
+        let at = t.cursor().epoch * plan.batches_per_epoch() + t.cursor().batch;
+        truncate_log(&out.join("metrics.jsonl"), at)?;
         eprintln!(
             "resumed at step {} (epoch {}, batch {})",
             t.steps_done(),
@@ -487,6 +496,17 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok());
     let total = plan.total_batches();
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template(
+            "{spinner} [{bar:28}] {pos}/{len} micro-batches · {msg} · {elapsed_precise}, eta {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    let start_position = trainer.cursor().epoch * plan.batches_per_epoch() + trainer.cursor().batch;
+    bar.set_position(start_position as u64);
+    // Without a terminal (logs, CI) the bar hides itself: print a plain line now and then.
+    let plain = !std::io::stderr().is_terminal();
+    let every = (total / 20).max(1);
     let started = std::time::Instant::now();
     let (mut seen, mut done_here) = (0usize, 0usize);
     let mut last_checkpoint = trainer.steps_done();
@@ -507,7 +527,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         let ev = match pollster::block_on(trainer.step(&batch)) {
             Ok(ev) => ev,
             Err(e) => {
-                eprintln!();
+                bar.abandon();
                 anyhow::bail!(
                     "{e}; the last good checkpoint (step {last_checkpoint}) is in {} (resume with --resume {})",
                     run.out.join("checkpoint").display(),
@@ -518,13 +538,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         seen += next.indices.len();
         done_here += 1;
         let rate = seen as f64 / started.elapsed().as_secs_f64();
-        run.log(serde_json::json!({"kind": "train", "epoch": next.epoch, "step": ev.step, "loss": ev.loss, "lr": ev.lr, "samples_per_s": rate}))?;
         let position = trainer.cursor().epoch * plan.batches_per_epoch() + trainer.cursor().batch;
-        let eta = started.elapsed().as_secs_f64() / done_here as f64 * (total - position) as f64;
-        eprint!(
-            "\r{position}/{total} step {} loss {:.4} lr {:.2e} {rate:.1} samples/s eta {eta:.0}s   ",
-            ev.step, ev.loss, ev.lr
-        );
+        run.log(serde_json::json!({"kind": "train", "epoch": next.epoch, "batch": position, "step": ev.step, "loss": ev.loss, "lr": ev.lr, "samples_per_s": rate}))?;
+        let msg = format!("step {} loss {:.4} lr {:.2e} {rate:.1} samples/s", ev.step, ev.loss, ev.lr);
+        bar.set_position(position as u64);
+        if plain && (position % every == 0 || position == total) {
+            let eta = started.elapsed().as_secs_f64() / done_here as f64 * (total - position) as f64;
+            eprintln!("{position}/{total} {msg} eta {eta:.0}s");
+        }
+        bar.set_message(msg);
         if !ev.applied {
             continue;
         }
@@ -535,20 +557,26 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             step % run.cfg.eval.every == 0
         };
         if eval_now {
-            eprintln!();
             let ep = eval_pipeline(&p, trainer.model());
-            let (scores, _) = run.evaluate(&ep, run.cfg.eval.max_examples)?;
+            let (scores, _) = run.evaluate(&ep, run.cfg.eval.max_examples, &bar)?;
             let value = scores.get(&run.metric).and_then(|v| v.as_f64());
-            let mut line = serde_json::json!({"kind": "eval", "epoch": next.epoch, "step": step});
+            let mut line = serde_json::json!({"kind": "eval", "epoch": next.epoch, "batch": position, "step": step});
             for (k, v) in &scores {
                 line[k] = v.clone();
             }
             run.log(line)?;
-            eprintln!(
-                "  eval at step {step}: {} = {}",
+            bar.println(format!(
+                "eval at step {step}: {} = {}",
                 run.metric,
                 value.map_or("undefined".into(), |v| format!("{v:.4}"))
-            );
+            ));
+            if plain {
+                eprintln!(
+                    "eval at step {step}: {} = {}",
+                    run.metric,
+                    value.map_or("undefined".into(), |v| format!("{v:.4}"))
+                );
+            }
             if let Some(v) = value
                 && run.best.is_none_or(|(_, b)| v > b)
             {
@@ -572,15 +600,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             last_checkpoint = step;
         }
         if interrupted {
+            bar.abandon();
             eprintln!(
-                "\ninterrupted: checkpoint at step {step} saved in {}; continue with `normtune train --resume {}`",
+                "interrupted: checkpoint at step {step} saved in {}; continue with `normtune train --resume {}`",
                 run.out.join("checkpoint").display(),
                 run.out.display()
             );
             std::process::exit(130);
         }
     }
-    eprintln!();
 
     // Adapter first (trainability lives on the autodiff model), then the final evaluation.
     let model = trainer.into_model();
@@ -588,7 +616,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     replace_folder_atomic(&run.out.join("adapter"), &files)?;
     let ep = eval_pipeline(&p, &model);
     drop(model);
-    let (scores, preds) = run.evaluate(&ep, 0)?;
+    let (scores, preds) = run.evaluate(&ep, 0, &bar)?;
+    bar.finish_and_clear();
     let mut lines = Vec::new();
     for pr in &preds {
         lines.extend(serde_json::to_vec(pr)?);
@@ -612,6 +641,24 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     println!("{metrics}");
     let _ = run.log(serde_json::json!({"kind": "done"}));
     Ok(())
+}
+
+/// Keeps the `metrics.jsonl` lines of micro-batches up to `position`.
+fn truncate_log(path: &Path, position: usize) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["batch"].as_u64())
+                .is_some_and(|b| b as usize <= position)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_file_atomic(path, kept.as_bytes())
 }
 
 /// A labelled dataset must name the classifier's labels in the classifier's order.
