@@ -462,3 +462,30 @@ fn lora_on_query_and_value_slices_of_fused_qkv() {
     let loaded = pollster::block_on(peft::io::load_adapter(fresh.model, &src)).unwrap();
     assert_eq!(host(logits(&loaded, &device)), host(logits(&model.valid(), &device)));
 }
+
+#[test]
+fn lora_dropout_acts_on_the_lora_branch_only_while_training() {
+    let mut cfg = lora_cfg("vision=frozen,text_encoder=lora,decoder=lora", 4);
+    cfg.lora.lora_dropout = 0.5;
+    let (model, _, _) = trained(&cfg);
+    let ad = Device::flex().autodiff();
+    let (a, b) = (host(logits(&model, &ad)), host(logits(&model, &ad)));
+    assert_ne!(a, b, "two training forwards draw different dropout masks");
+    // Inference (no autodiff): deterministic, and equal to the merged weights' output.
+    let flex = Device::flex();
+    let valid = model.clone().valid();
+    let v = host(logits(&valid, &flex));
+    assert_eq!(v, host(logits(&valid, &flex)));
+    let merged = host(logits(&valid.materialize(), &flex));
+    let scale = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let err = v.iter().zip(&merged).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    assert!(err < 1e-5, "unmerged vs merged {err}");
+    // Without dropout the training forward is the inference forward.
+    let mut none = cfg.clone();
+    none.lora.lora_dropout = 0.0;
+    let (m0, _, _) = trained(&none);
+    let t0 = host(logits(&m0, &ad));
+    let i0 = host(logits(&m0.valid(), &flex));
+    let err = t0.iter().zip(&i0).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err < 1e-5, "{err}");
+}

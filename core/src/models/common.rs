@@ -190,3 +190,22 @@ mod tests {
         assert!((out[0] - 1.5).abs() < 1e-6, "{out:?}");
     }
 }
+
+/// A Linear layer's forward with LoRA dropout, as peft computes it: when the weight carries a
+/// LoRA adapter, `dropout > 0` and the input is on an autodiff (training) device,
+/// `y = x·W + s·(dropout(x)·A)·B + b`; otherwise the plain forward (`x·(W + s·A·B) + b`, the same
+/// value without dropout).
+pub fn lora_linear<const D: usize>(l: &Linear, x: Tensor<D>, dropout: f64) -> Tensor<D> {
+    let adapter = l.weight.adapter();
+    match adapter {
+        Some(a) if dropout > 0.0 && x.device().is_autodiff() => {
+            let keep = 1.0 - dropout;
+            let mask = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
+            let dropped = x.clone() * mask / keep;
+            let base = burn::tensor::module::linear(x, l.weight.base(), l.bias.as_ref().map(|b| b.val()));
+            let low = burn::tensor::module::linear(dropped, a.a.val(), None);
+            base + burn::tensor::module::linear(low, a.b.val(), None).mul_scalar(a.scale)
+        }
+        _ => l.forward(x),
+    }
+}

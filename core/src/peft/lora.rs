@@ -19,7 +19,8 @@ pub struct LoraSettings {
     pub r: usize,
     /// Scaling numerator: the update is scaled by `lora_alpha / r` (`/ √r` with rsLoRA).
     pub lora_alpha: f64,
-    /// Dropout on the LoRA input (recorded in adapter files; not applied in training yet).
+    /// Dropout on the LoRA branch's input while training (peft's `lora_dropout`; not applied to
+    /// `qkv.q`-style slice targets).
     pub lora_dropout: f64,
     /// Module names to adapt; default per component: `query`, `value` in BERT text models (peft's
     /// default for BERT, as MILE), `qkv` in the BLIP vision encoder, `q_proj`, `v_proj` in ViT.
@@ -273,5 +274,38 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
             )));
         }
     }
-    Ok(model.apply_lora(Lora::new(s.r, s.burn_alpha()).set_param_group(ParamGroup::from_ids(ids))))
+    let mut model =
+        model.apply_lora(Lora::new(s.r, s.burn_alpha()).set_param_group(ParamGroup::from_ids(ids)));
+    set_dropout(&mut model, s.lora_dropout);
+    Ok(model)
+}
+
+/// Gives every attention the LoRA dropout probability (used only where a projection carries
+/// LoRA, and only while training).
+fn set_dropout(model: &mut Model, p: f64) {
+    match model {
+        Model::Vqa(m) => {
+            for l in &mut m.vision_model.encoder.layers {
+                l.self_attn.lora_dropout = p;
+            }
+        }
+        Model::Captioner(m) => {
+            for l in &mut m.vision_model.encoder.layers {
+                l.self_attn.lora_dropout = p;
+            }
+        }
+        Model::Classifier(c) => {
+            for l in &mut c.vit.layers {
+                l.attention.lora_dropout = p;
+            }
+        }
+    }
+    for (_, text) in super::ia3::text_models(model) {
+        for layer in &mut text.encoder.layer {
+            layer.attention.self_attn.lora_dropout = p;
+            if let Some(ca) = &mut layer.crossattention {
+                ca.self_attn.lora_dropout = p;
+            }
+        }
+    }
 }

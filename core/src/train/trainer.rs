@@ -442,6 +442,17 @@ impl Trainer {
     /// One micro-batch: forward, backward, and an optimizer step when `grad_accum` micro-batches
     /// have been seen.
     pub async fn step(&mut self, batch: &Batch) -> Result<Event> {
+        // Random draws inside the step (LoRA dropout) come from the device RNG, seeded from the
+        // run's seed and the position in the plan, so a resumed run draws the same masks.
+        if let Some(plan) = self.plan {
+            let pos = (self.cursor.epoch * plan.batches_per_epoch() + self.cursor.batch) as u64;
+            let device = match batch {
+                Batch::Vqa { pixels, .. } | Batch::Report { pixels, .. } | Batch::Classify { pixels, .. } => {
+                    pixels.device()
+                }
+            };
+            device.seed(plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+        }
         let loss = self.loss(batch)?;
         let value = loss
             .clone()

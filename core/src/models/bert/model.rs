@@ -4,6 +4,7 @@
 
 use super::config::BlipTextConfig;
 use crate::models::common::{
+    lora_linear,
     Activation, Bottleneck, adapt, attention, causal_mask, merge_heads, padding_mask, split_heads,
 };
 use burn::module::{Module, Param};
@@ -51,6 +52,8 @@ pub struct BlipTextSelfAttention {
     pub value_ia3: Option<Param<Tensor<1>>>,
     /// Number of heads.
     pub num_heads: usize,
+    /// LoRA dropout on the inputs of LoRA-adapted projections (training only).
+    pub lora_dropout: f64,
 }
 
 /// Cached keys and values of one attention, `[batch, heads, len, head_dim]` each.
@@ -64,11 +67,17 @@ impl BlipTextSelfAttention {
         };
         (
             split_heads(
-                scale(self.key.forward(states.clone()), &self.key_ia3),
+                scale(
+                    lora_linear(&self.key, states.clone(), self.lora_dropout),
+                    &self.key_ia3,
+                ),
                 self.num_heads,
             ),
             split_heads(
-                scale(self.value.forward(states), &self.value_ia3),
+                scale(
+                    lora_linear(&self.value, states, self.lora_dropout),
+                    &self.value_ia3,
+                ),
                 self.num_heads,
             ),
         )
@@ -88,7 +97,10 @@ impl BlipTextSelfAttention {
         mask: Option<&Tensor<4>>,
         cache: Option<&mut Option<Kv>>,
     ) -> Tensor<3> {
-        let q = split_heads(self.query.forward(x.clone()), self.num_heads);
+        let q = split_heads(
+            lora_linear(&self.query, x.clone(), self.lora_dropout),
+            self.num_heads,
+        );
         let (k, v) = match (context, cache) {
             (Some(ctx), Some(slot)) => slot.get_or_insert_with(|| self.kv(ctx.clone())).clone(),
             (Some(ctx), None) => self.kv(ctx.clone()),
@@ -521,6 +533,7 @@ impl BlipTextConfig {
                 key_ia3: None,
                 value_ia3: None,
                 num_heads: self.num_attention_heads,
+                lora_dropout: 0.0,
             },
             output: BlipTextOutput {
                 dense: self.linear(d, d, device),

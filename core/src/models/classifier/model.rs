@@ -40,6 +40,8 @@ pub struct ViTAttention {
     pub o_proj: Linear,
     /// Number of heads.
     pub num_heads: usize,
+    /// LoRA dropout on the inputs of LoRA-adapted projections (training only).
+    pub lora_dropout: f64,
 }
 
 /// One pre-LN block (HF `ViTLayer`).
@@ -105,6 +107,7 @@ impl ViTConfig {
                     v_proj: lin(d, d, self.qkv_bias),
                     o_proj: lin(d, d, true),
                     num_heads: self.num_attention_heads,
+                    lora_dropout: 0.0,
                 },
                 layernorm_before: ln.init(device),
                 layernorm_after: ln.init(device),
@@ -141,9 +144,10 @@ impl ViTConfig {
 
 impl ViTAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let q = split_heads(self.q_proj.forward(x.clone()), self.num_heads);
-        let k = split_heads(self.k_proj.forward(x.clone()), self.num_heads);
-        let v = split_heads(self.v_proj.forward(x), self.num_heads);
+        let lin = |l: &Linear, x: Tensor<3>| crate::models::common::lora_linear(l, x, self.lora_dropout);
+        let q = split_heads(lin(&self.q_proj, x.clone()), self.num_heads);
+        let k = split_heads(lin(&self.k_proj, x.clone()), self.num_heads);
+        let v = split_heads(lin(&self.v_proj, x), self.num_heads);
         self.o_proj.forward(merge_heads(attention(q, k, v, None)))
     }
 }

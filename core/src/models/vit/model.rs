@@ -57,6 +57,8 @@ pub struct BlipAttention {
     pub projection: Linear,
     /// Number of heads.
     pub num_heads: usize,
+    /// LoRA dropout on the input of a LoRA-adapted `qkv` (training only).
+    pub lora_dropout: f64,
 }
 
 impl BlipAttention {
@@ -64,7 +66,7 @@ impl BlipAttention {
     /// - x: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [_, _, d] = x.dims();
-        let qkv = self.qkv.forward(x);
+        let qkv = crate::models::common::lora_linear(&self.qkv, x, self.lora_dropout);
         let q = split_heads(qkv.clone().narrow(2, 0, d), self.num_heads);
         let k = split_heads(qkv.clone().narrow(2, d, d), self.num_heads);
         let v = split_heads(qkv.narrow(2, 2 * d, d), self.num_heads);
@@ -156,6 +158,7 @@ impl BlipVisionConfig {
                     qkv: LinearConfig::new(d, 3 * d).init(device),
                     projection: LinearConfig::new(d, d).init(device),
                     num_heads: self.num_attention_heads,
+                    lora_dropout: 0.0,
                 },
                 layer_norm1: ln.init(device),
                 mlp: BlipMlp {
