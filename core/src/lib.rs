@@ -3,6 +3,7 @@
 //! readback, so the same code runs natively and in the browser (wasm32 + WebGPU).
 
 pub mod data;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod metrics;
