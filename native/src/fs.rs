@@ -124,7 +124,10 @@ fn sibling(path: &std::path::Path, tag: &str) -> std::path::PathBuf {
 }
 
 /// Writes `files` into a fresh temporary sibling of `dir`, each file fsynced.
-fn staged(dir: &std::path::Path, files: &[(String, Vec<u8>)]) -> anyhow::Result<std::path::PathBuf> {
+fn staged(
+    dir: &std::path::Path,
+    files: &[(String, Vec<u8>)],
+) -> anyhow::Result<std::path::PathBuf> {
     let tmp = sibling(dir, &format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let result = (|| -> std::io::Result<()> {

@@ -398,14 +398,27 @@ fn train_fits_saves_an_adapter_and_infer_uses_it() {
     let evals: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] == "eval").collect();
     assert_eq!(evals.len(), 2, "evaluated at steps 20 and 40");
     assert_eq!(evals[1]["overall_acc"], 1.0);
-    assert_eq!(metrics["best"]["step"], evals.iter().fold((0, -1.0), |b, e| {
-        let v = e["overall_acc"].as_f64().unwrap();
-        if v > b.1 { (e["step"].as_u64().unwrap(), v) } else { b }
-    }).0);
+    assert_eq!(
+        metrics["best"]["step"],
+        evals
+            .iter()
+            .fold((0, -1.0), |b, e| {
+                let v = e["overall_acc"].as_f64().unwrap();
+                if v > b.1 {
+                    (e["step"].as_u64().unwrap(), v)
+                } else {
+                    b
+                }
+            })
+            .0
+    );
     assert!(out.join("best/adapter_model.safetensors").exists());
     assert!(out.join("checkpoint/optimizer.bpk").exists());
     let preds = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
-    assert!(preds.contains("\"id\":\"q0\"") && preds.contains("\"answer\":\"yes\""), "{preds}");
+    assert!(
+        preds.contains("\"id\":\"q0\"") && preds.contains("\"answer\":\"yes\""),
+        "{preds}"
+    );
     let (first, last) = (
         events[0]["loss"].as_f64().unwrap(),
         events[39]["loss"].as_f64().unwrap(),
@@ -433,21 +446,40 @@ fn train_fits_saves_an_adapter_and_infer_uses_it() {
     // Side by side: the base model's answer next to the tuned one, the same as infer without
     // the adapter gives.
     let (ok, both, err) = normtune(&[
-        "infer", "--model", root.join("tests/fixtures/blip_vqa").to_str().unwrap(),
-        "--adapter", adapter.to_str().unwrap(), "--compare", "--json",
-        "--image", image.to_str().unwrap(), "--question", "is there a left pleural effusion?",
-        "--device", "cpu",
+        "infer",
+        "--model",
+        root.join("tests/fixtures/blip_vqa").to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--compare",
+        "--json",
+        "--image",
+        image.to_str().unwrap(),
+        "--question",
+        "is there a left pleural effusion?",
+        "--device",
+        "cpu",
     ]);
     assert!(ok, "{err}");
     let both: serde_json::Value = serde_json::from_str(both.trim()).unwrap();
     let (ok, plain, _) = normtune(&[
-        "infer", "--model", root.join("tests/fixtures/blip_vqa").to_str().unwrap(),
-        "--image", image.to_str().unwrap(), "--question", "is there a left pleural effusion?",
-        "--device", "cpu", "--json",
+        "infer",
+        "--model",
+        root.join("tests/fixtures/blip_vqa").to_str().unwrap(),
+        "--image",
+        image.to_str().unwrap(),
+        "--question",
+        "is there a left pleural effusion?",
+        "--device",
+        "cpu",
+        "--json",
     ]);
     assert!(ok);
     let plain: serde_json::Value = serde_json::from_str(plain.trim()).unwrap();
-    assert_eq!((both["tuned"].as_str(), &both["base"]), (Some("yes"), &plain["answer"]));
+    assert_eq!(
+        (both["tuned"].as_str(), &both["base"]),
+        (Some("yes"), &plain["answer"])
+    );
 
     // The run folder exists now: a second run refuses to overwrite it.
     let (ok, _, err) = normtune(&[

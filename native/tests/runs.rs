@@ -33,11 +33,19 @@ fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = vec![
         "train".into(),
         "--config".into(),
-        r.join("tests/fixtures/data/tiny_vqa.toml").display().to_string(),
+        r.join("tests/fixtures/data/tiny_vqa.toml")
+            .display()
+            .to_string(),
         format!("out=\"{}\"", out.display()),
         format!("model=\"{}\"", r.join("tests/fixtures/blip_vqa").display()),
-        format!("data.train=\"{}\"", r.join("tests/fixtures/data/tiny_vqa.jsonl").display()),
-        format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+        format!(
+            "data.train=\"{}\"",
+            r.join("tests/fixtures/data/tiny_vqa.jsonl").display()
+        ),
+        format!(
+            "data.images=\"{}\"",
+            r.join("tests/fixtures/images").display()
+        ),
         "batch_size=1".into(),
         "epochs=6".into(),
         "seed=7".into(),
@@ -86,22 +94,35 @@ fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
 
     // Interrupted after optimizer step 2 (of 6): checkpoint, exit 130, then resume.
     let cut = tmp("resume-cut");
-    let (code, _, err) = run(&strs(&train_args(&cut, &extra)), &[("NORMTUNE_INTERRUPT_AFTER", "2")]);
+    let (code, _, err) = run(
+        &strs(&train_args(&cut, &extra)),
+        &[("NORMTUNE_INTERRUPT_AFTER", "2")],
+    );
     assert_eq!(code, Some(130), "{err}");
     assert!(err.contains("--resume"), "tells how to continue: {err}");
-    assert!(!cut.join("adapter").exists(), "no final adapter from an interrupted run");
+    assert!(
+        !cut.join("adapter").exists(),
+        "no final adapter from an interrupted run"
+    );
     let cut_s = cut.display().to_string();
     let (code, _, err) = run(&["train", "--resume", &cut_s, "--device", "cpu"], &[]);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("resumed at step 2"), "{err}");
 
-    for f in ["adapter/adapter_model.safetensors", "best/adapter_model.safetensors"] {
+    for f in [
+        "adapter/adapter_model.safetensors",
+        "best/adapter_model.safetensors",
+    ] {
         assert!(
             bytes(full.join(f)) == bytes(cut.join(f)),
             "{f} differs between the uninterrupted and the resumed run"
         );
     }
-    assert_eq!(train_losses(&full), train_losses(&cut), "same loss at every step");
+    assert_eq!(
+        train_losses(&full),
+        train_losses(&cut),
+        "same loss at every step"
+    );
     assert_eq!(
         bytes(full.join("predictions.jsonl")),
         bytes(cut.join("predictions.jsonl"))
@@ -131,11 +152,18 @@ fn ctrl_c_checkpoints_and_the_run_resumes() {
         .unwrap();
     // Wait for the first logged step, then press Ctrl-C.
     let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(cut.join("metrics.jsonl")).map_or(true, |s| s.lines().count() < 2) {
-        assert!(t0.elapsed().as_secs() < 120, "no training step within 2 minutes");
+    while std::fs::read_to_string(cut.join("metrics.jsonl")).map_or(true, |s| s.lines().count() < 2)
+    {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "no training step within 2 minutes"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -184,42 +212,98 @@ fn eval_and_score_agree_and_score_rejects_bad_files() {
         assert!(eval.get(k).is_some(), "{k} in {eval}");
     }
     let (code, out, err) = run(
-        &["score", "--task", "vqa", "--pred", preds.to_str().unwrap(), "--ref", data.to_str().unwrap(), "--json"],
+        &[
+            "score",
+            "--task",
+            "vqa",
+            "--pred",
+            preds.to_str().unwrap(),
+            "--ref",
+            data.to_str().unwrap(),
+            "--json",
+        ],
         &[],
     );
     assert_eq!(code, Some(0), "{err}");
     let score: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(score, eval, "score on eval's predictions gives eval's numbers");
+    assert_eq!(
+        score, eval,
+        "score on eval's predictions gives eval's numbers"
+    );
 
     // Hand-written predictions: one right closed answer, one open answer with half the tokens.
     let p2 = tmp("score-p2.jsonl");
-    std::fs::write(&p2, "{\"id\": \"q1\", \"answer\": \"lung tissue\"}\n{\"id\": \"q0\", \"answer\": \"Yes.\"}\n").unwrap();
+    std::fs::write(
+        &p2,
+        "{\"id\": \"q1\", \"answer\": \"lung tissue\"}\n{\"id\": \"q0\", \"answer\": \"Yes.\"}\n",
+    )
+    .unwrap();
     let (code, out, _) = run(
-        &["score", "--task", "vqa", "--pred", p2.to_str().unwrap(), "--ref", data.to_str().unwrap(), "--json"],
+        &[
+            "score",
+            "--task",
+            "vqa",
+            "--pred",
+            p2.to_str().unwrap(),
+            "--ref",
+            data.to_str().unwrap(),
+            "--json",
+        ],
         &[],
     );
     assert_eq!(code, Some(0));
     let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
-        (s["closed_acc"].as_f64(), s["open_acc"].as_f64(), s["open_recall"].as_f64(), s["overall_acc"].as_f64()),
+        (
+            s["closed_acc"].as_f64(),
+            s["open_acc"].as_f64(),
+            s["open_recall"].as_f64(),
+            s["overall_acc"].as_f64()
+        ),
         (Some(1.0), Some(0.0), Some(1.0), Some(0.5)),
         "\"the lung\" normalises to \"lung\", which \"lung tissue\" recalls: {s}"
     );
     // A missing prediction and an unknown id are named with file and line.
     std::fs::write(&p2, "{\"id\": \"q0\", \"answer\": \"yes\"}\n").unwrap();
     let (code, _, err) = run(
-        &["score", "--task", "vqa", "--pred", p2.to_str().unwrap(), "--ref", data.to_str().unwrap()],
+        &[
+            "score",
+            "--task",
+            "vqa",
+            "--pred",
+            p2.to_str().unwrap(),
+            "--ref",
+            data.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, Some(1));
-    assert!(err.contains("no prediction for `q1`") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("no prediction for `q1`") && err.contains("line 2"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    std::fs::write(&p2, "{\"id\": \"q0\", \"answer\": \"yes\"}\n{\"id\": \"zz\", \"answer\": \"no\"}\n").unwrap();
+    std::fs::write(
+        &p2,
+        "{\"id\": \"q0\", \"answer\": \"yes\"}\n{\"id\": \"zz\", \"answer\": \"no\"}\n",
+    )
+    .unwrap();
     let (_, _, err) = run(
-        &["score", "--task", "vqa", "--pred", p2.to_str().unwrap(), "--ref", data.to_str().unwrap()],
+        &[
+            "score",
+            "--task",
+            "vqa",
+            "--pred",
+            p2.to_str().unwrap(),
+            "--ref",
+            data.to_str().unwrap(),
+        ],
         &[],
     );
-    assert!(err.contains("score-p2") && err.contains("line 2: id") && err.contains("`zz`"), "{err}");
+    assert!(
+        err.contains("score-p2") && err.contains("line 2: id") && err.contains("`zz`"),
+        "{err}"
+    );
     let _ = std::fs::remove_file(&preds);
     let _ = std::fs::remove_file(&p2);
 }
@@ -232,12 +316,20 @@ fn trains_a_multi_label_classifier_and_reports_auroc() {
         &[
             "train",
             "--config",
-            r.join("tests/fixtures/data/tiny_vqa.toml").to_str().unwrap(),
+            r.join("tests/fixtures/data/tiny_vqa.toml")
+                .to_str()
+                .unwrap(),
             &format!("out=\"{}\"", out.display()),
             &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
             "data.format=\"label-list\"",
-            &format!("data.train=\"{}\"", r.join("tests/fixtures/data/tiny_labels.txt").display()),
-            &format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+            &format!(
+                "data.train=\"{}\"",
+                r.join("tests/fixtures/data/tiny_labels.txt").display()
+            ),
+            &format!(
+                "data.images=\"{}\"",
+                r.join("tests/fixtures/images").display()
+            ),
             "peft.default_method=\"full\"",
             "train.lr=1e-2",
             "train.label_smoothing=0.0",
@@ -250,8 +342,14 @@ fn trains_a_multi_label_classifier_and_reports_auroc() {
     assert_eq!(code, Some(0), "{err}");
     let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(m["task"], "classification");
-    assert_eq!(m["auroc_mean"], 1.0, "separates the two images on every defined class: {m}");
-    assert!(m["auroc_per_class"]["Infiltration"].is_null(), "a class with one label value is undefined, not 0.5: {m}");
+    assert_eq!(
+        m["auroc_mean"], 1.0,
+        "separates the two images on every defined class: {m}"
+    );
+    assert!(
+        m["auroc_per_class"]["Infiltration"].is_null(),
+        "a class with one label value is undefined, not 0.5: {m}"
+    );
     assert_eq!(m["auroc_per_class"]["Atelectasis"], 1.0);
     std::fs::remove_dir_all(&out).unwrap();
 }
@@ -262,19 +360,35 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
     let (code, _, err) = run(
         &strs(&train_args(
             &out,
-            &["peft.default_method=\"full\"", "train.lr=1e12", "train.max_grad_norm=1e30", "checkpoint_every=1", "epochs=20", "eval.every=1000"],
+            &[
+                "peft.default_method=\"full\"",
+                "train.lr=1e12",
+                "train.max_grad_norm=1e30",
+                "checkpoint_every=1",
+                "epochs=20",
+                "eval.every=1000",
+            ],
         )),
         &[],
     );
     assert_eq!(code, Some(1), "{err}");
     let last = err.trim().lines().last().unwrap();
-    assert!(last.contains("the loss is") && last.contains("at step"), "{last}");
+    assert!(
+        last.contains("the loss is") && last.contains("at step"),
+        "{last}"
+    );
     assert!(last.contains("last good checkpoint (step"), "{last}");
     let state: serde_json::Value =
         serde_json::from_slice(&bytes(out.join("checkpoint/trainer.json"))).unwrap();
     let good = state["step"].as_u64().unwrap();
-    assert!(last.contains(&format!("(step {good})")), "{last} vs checkpoint step {good}");
-    assert!(!out.join("adapter").exists(), "no adapter from a diverged run");
+    assert!(
+        last.contains(&format!("(step {good})")),
+        "{last} vs checkpoint step {good}"
+    );
+    assert!(
+        !out.join("adapter").exists(),
+        "no adapter from a diverged run"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 
@@ -288,19 +402,29 @@ fn labels_must_match_the_classifier() {
         &[
             "train",
             "--config",
-            r.join("tests/fixtures/data/tiny_vqa.toml").to_str().unwrap(),
+            r.join("tests/fixtures/data/tiny_vqa.toml")
+                .to_str()
+                .unwrap(),
             &format!("out=\"{}\"", out.display()),
             &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
             "data.format=\"labels-csv\"",
             &format!("data.train=\"{}\"", csv.display()),
-            &format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+            &format!(
+                "data.images=\"{}\"",
+                r.join("tests/fixtures/images").display()
+            ),
             "--device",
             "cpu",
         ],
         &[],
     );
     assert_eq!(code, Some(1));
-    assert!(err.contains("labels.csv") && err.contains("Effusion, Nodule") && err.contains("Atelectasis"), "{err}");
+    assert!(
+        err.contains("labels.csv")
+            && err.contains("Effusion, Nodule")
+            && err.contains("Atelectasis"),
+        "{err}"
+    );
     assert!(!out.exists() || !out.join("adapter").exists());
     let _ = std::fs::remove_file(&csv);
     let _ = std::fs::remove_dir_all(&out);
@@ -310,7 +434,10 @@ fn labels_must_match_the_classifier() {
 fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_scores() {
     let r = root();
     let dicom = r.join(".assets/pydicom-data");
-    assert!(dicom.is_dir(), "run tests/fixtures/fetch_assets.sh first (tests/run.sh does)");
+    assert!(
+        dicom.is_dir(),
+        "run tests/fixtures/fetch_assets.sh first (tests/run.sh does)"
+    );
     let out = tmp("dicom-run");
     let csv = tmp("dicom-labels.csv");
     // Real CR chest (MONOCHROME1), CT, MR and RLE files; labels in the classifier's own order.
@@ -327,7 +454,9 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
         &[
             "train",
             "--config",
-            r.join("tests/fixtures/data/tiny_vqa.toml").to_str().unwrap(),
+            r.join("tests/fixtures/data/tiny_vqa.toml")
+                .to_str()
+                .unwrap(),
             &format!("out=\"{}\"", out.display()),
             &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
             "data.format=\"labels-csv\"",
@@ -348,7 +477,10 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
     assert_eq!(m["task"], "classification");
     assert!(m["auroc_per_class"]["Infiltration"].is_null(), "{m}");
     let auroc = m["auroc_mean"].as_f64().unwrap();
-    assert!(auroc >= 0.75, "LayerNorm tuning separates the four studies: {m}");
+    assert!(
+        auroc >= 0.75,
+        "LayerNorm tuning separates the four studies: {m}"
+    );
 
     // The same numbers from `eval` with the adapter, and from `score` on its predictions.
     let preds = tmp("dicom-preds.jsonl");
@@ -375,7 +507,10 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
     );
     assert_eq!(code, Some(0), "{err}");
     let e: serde_json::Value = serde_json::from_str(out_eval.trim()).unwrap();
-    assert!((e["auroc_mean"].as_f64().unwrap() - auroc).abs() < 1e-9, "{e} vs {m}");
+    assert!(
+        (e["auroc_mean"].as_f64().unwrap() - auroc).abs() < 1e-9,
+        "{e} vs {m}"
+    );
     let refs = tmp("dicom-refs.jsonl");
     let lines: Vec<String> = std::fs::read_to_string(&csv)
         .unwrap()
@@ -383,12 +518,25 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
         .skip(1)
         .map(|l| {
             let cells: Vec<&str> = l.split(',').collect();
-            format!("{{\"id\": \"{}\", \"labels\": [{}]}}", cells[0], cells[1..].join(","))
+            format!(
+                "{{\"id\": \"{}\", \"labels\": [{}]}}",
+                cells[0],
+                cells[1..].join(",")
+            )
         })
         .collect();
     std::fs::write(&refs, lines.join("\n")).unwrap();
     let (code, out_score, err) = run(
-        &["score", "--task", "classification", "--pred", preds.to_str().unwrap(), "--ref", refs.to_str().unwrap(), "--json"],
+        &[
+            "score",
+            "--task",
+            "classification",
+            "--pred",
+            preds.to_str().unwrap(),
+            "--ref",
+            refs.to_str().unwrap(),
+            "--json",
+        ],
         &[],
     );
     assert_eq!(code, Some(0), "{err}");
@@ -414,18 +562,28 @@ fn missing_images_fail_before_training_or_are_skipped_by_name() {
     let base = [
         "train".to_string(),
         "--config".into(),
-        r.join("tests/fixtures/data/tiny_vqa.toml").display().to_string(),
+        r.join("tests/fixtures/data/tiny_vqa.toml")
+            .display()
+            .to_string(),
         format!("out=\"{}\"", out.display()),
         format!("model=\"{}\"", r.join("tests/fixtures/blip_vqa").display()),
         format!("data.train=\"{}\"", data.display()),
-        format!("data.images=\"{}\"", r.join("tests/fixtures/images").display()),
+        format!(
+            "data.images=\"{}\"",
+            r.join("tests/fixtures/images").display()
+        ),
         "epochs=1".into(),
         "--device".into(),
         "cpu".into(),
     ];
     let (code, _, err) = run(&strs(&base), &[]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("missing.jsonl") && err.contains("example 2 (id `b`)") && err.contains("nope.png"), "{err}");
+    assert!(
+        err.contains("missing.jsonl")
+            && err.contains("example 2 (id `b`)")
+            && err.contains("nope.png"),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing written before the data is checked");
     let mut skip = base.to_vec();
     skip.push("data.on_missing=\"skip\"".into());
@@ -440,14 +598,21 @@ fn missing_images_fail_before_training_or_are_skipped_by_name() {
 fn runs_killed_at_random_steps_resume_bit_identically() {
     // SIGKILL gives no chance to checkpoint: with a checkpoint after every optimizer step, the
     // resumed run must still equal the uninterrupted one, whatever step the kill lands on.
-    let long = ["epochs=60", "eval.every=1000", "checkpoint_every=1", "peft.placement.decoder=\"lora\""];
+    let long = [
+        "epochs=60",
+        "eval.every=1000",
+        "checkpoint_every=1",
+        "peft.placement.decoder=\"lora\"",
+    ];
     let full = tmp("kill-full");
     let (code, _, err) = run(&strs(&train_args(&full, &long)), &[]);
     assert_eq!(code, Some(0), "{err}");
     let want = bytes(full.join("adapter/adapter_model.safetensors"));
     let mut seed = std::process::id() as u64;
     for round in 0..3 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let kill_after = 3 + (seed >> 33) as usize % 60;
         let cut = tmp(&format!("kill-{round}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_normtune"))
@@ -457,7 +622,9 @@ fn runs_killed_at_random_steps_resume_bit_identically() {
             .spawn()
             .unwrap();
         let t0 = std::time::Instant::now();
-        while std::fs::read_to_string(cut.join("metrics.jsonl")).map_or(true, |s| s.lines().count() < kill_after) {
+        while std::fs::read_to_string(cut.join("metrics.jsonl"))
+            .map_or(true, |s| s.lines().count() < kill_after)
+        {
             assert!(t0.elapsed().as_secs() < 120, "no progress");
             if child.try_wait().unwrap().is_some() {
                 break;
@@ -469,12 +636,20 @@ fn runs_killed_at_random_steps_resume_bit_identically() {
         if cut.join("checkpoint").exists() || cut.join(".checkpoint.old").exists() {
             let cut_s = cut.display().to_string();
             let (code, _, err) = run(&["train", "--resume", &cut_s, "--device", "cpu"], &[]);
-            assert_eq!(code, Some(0), "round {round} (killed after ~{kill_after} lines): {err}");
+            assert_eq!(
+                code,
+                Some(0),
+                "round {round} (killed after ~{kill_after} lines): {err}"
+            );
             assert!(
                 bytes(cut.join("adapter/adapter_model.safetensors")) == want,
                 "round {round}: killed after ~{kill_after} lines, resumed run differs"
             );
-            assert_eq!(train_losses(&full), train_losses(&cut), "round {round}: same losses");
+            assert_eq!(
+                train_losses(&full),
+                train_losses(&cut),
+                "round {round}: same losses"
+            );
         }
         std::fs::remove_dir_all(&cut).unwrap();
     }

@@ -39,14 +39,19 @@ fn real_dicom_files_decode_as_pydicom_reads_them() {
                 // Not an image (or not DICOM at all): a one-line error naming the file.
                 let e = e.to_string();
                 if !e.contains(&name) || e.contains('\n') {
-                    problems.push(format!("{rel}: error does not name the file in one line: {e}"));
+                    problems.push(format!(
+                        "{rel}: error does not name the file in one line: {e}"
+                    ));
                 }
                 refused += 1;
                 continue;
             }
             (Ok(img), false) => {
                 // pydicom reads this truncated file as an empty dataset; dicom-rs gets the image.
-                eprintln!("{rel}: pydicom reads no image, normtune decodes {:?}", img.dimensions());
+                eprintln!(
+                    "{rel}: pydicom reads no image, normtune decodes {:?}",
+                    img.dimensions()
+                );
                 continue;
             }
             (Err(e), true) => {
@@ -68,7 +73,10 @@ fn real_dicom_files_decode_as_pydicom_reads_them() {
         assert!(is_dicom(&bytes) || rel.ends_with(".dcm"));
         let (w, h) = img.dimensions();
         if (w as u64, h as u64) != (f["columns"].as_u64().unwrap(), f["rows"].as_u64().unwrap()) {
-            problems.push(format!("{rel}: {w}x{h}, pydicom {}x{}", f["columns"], f["rows"]));
+            problems.push(format!(
+                "{rel}: {w}x{h}, pydicom {}x{}",
+                f["columns"], f["rows"]
+            ));
             continue;
         }
         shaped += 1;
@@ -110,13 +118,23 @@ fn real_dicom_files_decode_as_pydicom_reads_them() {
             let c = img.to_rgb8();
             let n = (w * h) as f64;
             // 16-bit references are raw means; normtune renders 8 bits (v / 257).
-            let scale = if f["bits_allocated"] == 16 { 257.0 } else { 1.0 };
+            let scale = if f["bits_allocated"] == 16 {
+                257.0
+            } else {
+                1.0
+            };
             // YBR_FULL → RGB: dicom-rs and pydicom round the conversion differently.
-            let tol = if f["photometric"].as_str().unwrap_or("").starts_with("YBR") { 4.0 } else { 1.5 };
+            let tol = if f["photometric"].as_str().unwrap_or("").starts_with("YBR") {
+                4.0
+            } else {
+                1.5
+            };
             for (k, want) in m.iter().enumerate() {
                 let got = c.pixels().map(|p| p[k] as f64).sum::<f64>() / n;
                 if (got - want.as_f64().unwrap() / scale).abs() > tol {
-                    problems.push(format!("{rel}: channel {k} mean {got:.2} vs pydicom {want}"));
+                    problems.push(format!(
+                        "{rel}: channel {k} mean {got:.2} vs pydicom {want}"
+                    ));
                 }
             }
             rgb += 1;
@@ -129,7 +147,10 @@ fn real_dicom_files_decode_as_pydicom_reads_them() {
         worst.1
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
-    assert!(compared >= 25 && rgb >= 20, "too few comparisons: {compared} grey, {rgb} RGB");
+    assert!(
+        compared >= 25 && rgb >= 20,
+        "too few comparisons: {compared} grey, {rgb} RGB"
+    );
 }
 
 #[test]
@@ -139,23 +160,37 @@ fn a_given_window_overrides_the_files() {
     let narrow = normtune_core::data::decode_dicom(
         &ct,
         "CT_small.dcm",
-        Some(normtune_core::data::Window { center: 40.0, width: 80.0 }),
+        Some(normtune_core::data::Window {
+            center: 40.0,
+            width: 80.0,
+        }),
     )
     .unwrap()
     .to_luma8();
     let wide = normtune_core::data::decode_dicom(
         &ct,
         "CT_small.dcm",
-        Some(normtune_core::data::Window { center: 40.0, width: 2000.0 }),
+        Some(normtune_core::data::Window {
+            center: 40.0,
+            width: 2000.0,
+        }),
     )
     .unwrap()
     .to_luma8();
-    let sat = |g: &normtune_core::image::GrayImage| g.pixels().filter(|p| p[0] == 0 || p[0] == 255).count();
-    assert!(sat(&narrow) > sat(&wide), "a narrow window saturates more pixels");
+    let sat = |g: &normtune_core::image::GrayImage| {
+        g.pixels().filter(|p| p[0] == 0 || p[0] == 255).count()
+    };
+    assert!(
+        sat(&narrow) > sat(&wide),
+        "a narrow window saturates more pixels"
+    );
     let e = normtune_core::data::decode_dicom(
         &ct,
         "CT_small.dcm",
-        Some(normtune_core::data::Window { center: 40.0, width: 0.0 }),
+        Some(normtune_core::data::Window {
+            center: 40.0,
+            width: 0.0,
+        }),
     )
     .unwrap_err()
     .to_string();

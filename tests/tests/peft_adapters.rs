@@ -376,7 +376,8 @@ fn disabling_the_adapter_gives_the_base_output() {
         let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
         host(logits(&p.model, &device))
     };
-    let mut prefix = PeftConfig::parse("vision=frozen,text_encoder=prefix,decoder=ptuning-v2").unwrap();
+    let mut prefix =
+        PeftConfig::parse("vision=frozen,text_encoder=prefix,decoder=ptuning-v2").unwrap();
     prefix.prefix.num_virtual_tokens = 3;
     for cfg in [
         lora_cfg("lora", 4),
@@ -394,15 +395,24 @@ fn disabling_the_adapter_gives_the_base_output() {
         // adapted model as it was.
         let off = peft::disabled(&model, &cfg).unwrap();
         assert_eq!(host(logits(&off, &device)), base, "{spec}");
-        assert_eq!(host(logits(&model, &device)), tuned, "{spec}: the adapted model is untouched");
+        assert_eq!(
+            host(logits(&model, &device)),
+            tuned,
+            "{spec}: the adapted model is untouched"
+        );
     }
     let e = peft::disabled(
-        &pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap().model,
+        &pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device))
+            .unwrap()
+            .model,
         &PeftConfig::parse("layernorm").unwrap(),
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("vision=layernorm") && e.contains("load the base model again"), "{e}");
+    assert!(
+        e.contains("vision=layernorm") && e.contains("load the base model again"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -415,11 +425,16 @@ fn lora_on_query_and_value_slices_of_fused_qkv() {
     let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
     let base = host(logits(&p.model, &device));
     let adapted = peft::apply(p.model, &cfg).unwrap();
-    assert_eq!(host(logits(&adapted, &device)), base, "B = 0 at init: no change");
+    assert_eq!(
+        host(logits(&adapted, &device)),
+        base,
+        "B = 0 at init: no change"
+    );
     // Count: per layer r·(in + out/3) for q and for v, nothing for k.
     let (layers, hidden) = {
         let c: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(fixture("blip_vqa/config.json")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(fixture("blip_vqa/config.json")).unwrap())
+                .unwrap();
         (
             c["vision_config"]["num_hidden_layers"].as_u64().unwrap() as usize,
             c["vision_config"]["hidden_size"].as_u64().unwrap() as usize,
@@ -429,16 +444,27 @@ fn lora_on_query_and_value_slices_of_fused_qkv() {
     let (model, before, after) = trained(&cfg);
     let report = peft::report(&model);
     assert_eq!(report.trainable_params, layers * 2 * 4 * (hidden + hidden));
-    let moved = before.iter().zip(&after).filter(|(b, a)| b.1 != a.1).count();
+    let moved = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.1 != a.1)
+        .count();
     assert_eq!(moved, layers * 4, "a_q, b_q, a_v, b_v in every layer moved");
     let merged = model.clone().valid().materialize();
-    let rows = normtune_core::models::walk::params(&merged, |p, _, _| p.last().is_some_and(|l| l == "weight") && p.iter().any(|s| s == "qkv"));
+    let rows = normtune_core::models::walk::params(&merged, |p, _, _| {
+        p.last().is_some_and(|l| l == "weight") && p.iter().any(|s| s == "qkv")
+    });
     let base_rows = {
         let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
-        normtune_core::models::walk::params(&p.model, |p, _, _| p.last().is_some_and(|l| l == "weight") && p.iter().any(|s| s == "qkv"))
+        normtune_core::models::walk::params(&p.model, |p, _, _| {
+            p.last().is_some_and(|l| l == "weight") && p.iter().any(|s| s == "qkv")
+        })
     };
     let rows: Vec<_> = rows.into_iter().filter(|r| r.values.is_some()).collect();
-    let base_rows: Vec<_> = base_rows.into_iter().filter(|r| r.values.is_some()).collect();
+    let base_rows: Vec<_> = base_rows
+        .into_iter()
+        .filter(|r| r.values.is_some())
+        .collect();
     assert_eq!((rows.len(), base_rows.len()), (layers, layers));
     for (m, b) in rows.iter().zip(&base_rows) {
         let (mv, bv) = (m.values.as_ref().unwrap(), b.values.as_ref().unwrap());
@@ -447,12 +473,25 @@ fn lora_on_query_and_value_slices_of_fused_qkv() {
         let col_changed = |lo: usize, hi: usize| {
             (0..d_in).any(|i| (lo..hi).any(|j| mv[i * d_out + j] != bv[i * d_out + j]))
         };
-        assert!(col_changed(0, third) && col_changed(2 * third, d_out), "q and v thirds updated");
-        assert!(!col_changed(third, 2 * third), "the key third is the base's");
+        assert!(
+            col_changed(0, third) && col_changed(2 * third, d_out),
+            "q and v thirds updated"
+        );
+        assert!(
+            !col_changed(third, 2 * third),
+            "the key third is the base's"
+        );
     }
     // No peft format: saved as normtune's folder, and it loads back to the same output.
     let files = peft::io::save_adapter(&model, &cfg, "blip_vqa").unwrap();
-    let cfg_json: serde_json::Value = serde_json::from_slice(&files.iter().find(|f| f.0 == "adapter_config.json").unwrap().1).unwrap();
+    let cfg_json: serde_json::Value = serde_json::from_slice(
+        &files
+            .iter()
+            .find(|f| f.0 == "adapter_config.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
     assert_eq!(cfg_json["peft_type"], "NORMTUNE");
     let mut src = MemorySource::new();
     for (n, b) in files {
@@ -460,7 +499,10 @@ fn lora_on_query_and_value_slices_of_fused_qkv() {
     }
     let fresh = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
     let loaded = pollster::block_on(peft::io::load_adapter(fresh.model, &src)).unwrap();
-    assert_eq!(host(logits(&loaded, &device)), host(logits(&model.valid(), &device)));
+    assert_eq!(
+        host(logits(&loaded, &device)),
+        host(logits(&model.valid(), &device))
+    );
 }
 
 #[test]
@@ -478,7 +520,11 @@ fn lora_dropout_acts_on_the_lora_branch_only_while_training() {
     assert_eq!(v, host(logits(&valid, &flex)));
     let merged = host(logits(&valid.materialize(), &flex));
     let scale = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let err = v.iter().zip(&merged).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    let err = v
+        .iter()
+        .zip(&merged)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale;
     assert!(err < 1e-5, "unmerged vs merged {err}");
     // Without dropout the training forward is the inference forward.
     let mut none = cfg.clone();
@@ -488,6 +534,10 @@ fn lora_dropout_acts_on_the_lora_branch_only_while_training() {
     let i0 = host(logits(&m0.valid(), &flex));
     // (x·W + s·x·A·B and x·(W + s·A·B) round differently: compare relative to the largest logit.)
     let scale = i0.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let err = t0.iter().zip(&i0).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    let err = t0
+        .iter()
+        .zip(&i0)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale;
     assert!(err < 1e-5, "{err}");
 }

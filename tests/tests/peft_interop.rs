@@ -114,7 +114,8 @@ fn merged_matches(dir: &str) {
 /// The config normtune trains with to produce the fixture's adapter.
 fn config_for(dir: &str) -> PeftConfig {
     if dir == PREFIX {
-        let mut c = PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=ptuning-v2").unwrap();
+        let mut c =
+            PeftConfig::parse("vision=frozen,text_encoder=frozen,decoder=ptuning-v2").unwrap();
         c.prefix.num_virtual_tokens = 5;
         return c;
     }
@@ -303,5 +304,8 @@ fn peft_prefix_tuning_adapter_loads_and_matches_peft() {
     check_outputs(PREFIX, &p, &device);
     // The prefix changes the answers: the base model's ids differ (recorded by the script).
     let r = reference_json(PREFIX);
-    assert_ne!(r["generation"]["greedy_ids"], r["generation"]["base_greedy_ids"]);
+    assert_ne!(
+        r["generation"]["greedy_ids"],
+        r["generation"]["base_greedy_ids"]
+    );
 }

@@ -10,7 +10,10 @@ use std::io::Read;
 fn reads_the_real_nih_label_table() {
     let path = fixture("../../.assets/torchxrayvision/Data_Entry_2017_v2020.csv.gz");
     let gz = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run tests/fixtures/fetch_assets.sh", path.display())
+        panic!(
+            "{}: {e}; run tests/fixtures/fetch_assets.sh",
+            path.display()
+        )
     });
     let mut csv = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])

@@ -24,14 +24,22 @@ pub struct Augment {
 pub fn mentions_laterality(text: &str) -> bool {
     text.to_lowercase()
         .split(|c: char| !c.is_alphanumeric())
-        .any(|w| matches!(w, "left" | "right" | "l" | "r" | "lateral" | "laterality" | "side"))
+        .any(|w| {
+            matches!(
+                w,
+                "left" | "right" | "l" | "r" | "lateral" | "laterality" | "side"
+            )
+        })
 }
 
 struct Draw(u64);
 
 impl Draw {
     fn new(seed: u64, epoch: usize, index: usize) -> Self {
-        Draw(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407) ^ (index as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25))
+        Draw(
+            seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)
+                ^ (index as u64).wrapping_mul(0x9FB2_1C65_1E98_DF25),
+        )
     }
     /// Uniform in [0, 1) (SplitMix64).
     fn unit(&mut self) -> f32 {
@@ -54,7 +62,11 @@ impl Augment {
 
     /// Checks the ranges.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v, max) in [("crop", self.crop, 0.5), ("brightness", self.brightness, 1.0), ("contrast", self.contrast, 1.0)] {
+        for (name, v, max) in [
+            ("crop", self.crop, 0.5),
+            ("brightness", self.brightness, 1.0),
+            ("contrast", self.contrast, 1.0),
+        ] {
             if !(0.0..=max).contains(&v) {
                 return Err(format!("augment.{name} must be in [0, {max}], got {v}"));
             }
@@ -64,7 +76,14 @@ impl Augment {
 
     /// The augmented image of example `index` in `epoch`; `text` (question + answer or report)
     /// decides whether a flip is allowed.
-    pub fn apply(&self, img: &DynamicImage, seed: u64, epoch: usize, index: usize, text: &str) -> DynamicImage {
+    pub fn apply(
+        &self,
+        img: &DynamicImage,
+        seed: u64,
+        epoch: usize,
+        index: usize,
+        text: &str,
+    ) -> DynamicImage {
         if self.is_identity() {
             return img.clone();
         }
@@ -73,7 +92,10 @@ impl Augment {
         if self.crop > 0.0 {
             let (w, h) = out.dimensions();
             let s = 1.0 - d.unit() * self.crop;
-            let (cw, ch) = (((w as f32 * s).round() as u32).max(1), ((h as f32 * s).round() as u32).max(1));
+            let (cw, ch) = (
+                ((w as f32 * s).round() as u32).max(1),
+                ((h as f32 * s).round() as u32).max(1),
+            );
             let (x, y) = (
                 ((w - cw) as f32 * d.unit()).round() as u32,
                 ((h - ch) as f32 * d.unit()).round() as u32,
@@ -108,17 +130,40 @@ mod tests {
         let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(40, 30, |x, y| {
             image::Rgb([(x * 6) as u8, (y * 8) as u8, 100])
         }));
-        let a = Augment { crop: 0.2, brightness: 0.1, contrast: 0.1, hflip: false };
+        let a = Augment {
+            crop: 0.2,
+            brightness: 0.1,
+            contrast: 0.1,
+            hflip: false,
+        };
         let x = a.apply(&img, 1, 0, 5, "");
-        assert_eq!(x, a.apply(&img, 1, 0, 5, ""), "same draw for the same (seed, epoch, index)");
+        assert_eq!(
+            x,
+            a.apply(&img, 1, 0, 5, ""),
+            "same draw for the same (seed, epoch, index)"
+        );
         assert_ne!(x, a.apply(&img, 1, 1, 5, ""), "another epoch, another draw");
         let (w, h) = x.dimensions();
         assert!((32..=40).contains(&w) && (24..=30).contains(&h), "{w}x{h}");
-        let flip = Augment { hflip: true, ..Default::default() };
-        let flipped = (0..20).filter(|&i| flip.apply(&img, 3, 0, i, "is the heart enlarged?") != img).count();
+        let flip = Augment {
+            hflip: true,
+            ..Default::default()
+        };
+        let flipped = (0..20)
+            .filter(|&i| flip.apply(&img, 3, 0, i, "is the heart enlarged?") != img)
+            .count();
         assert!(flipped > 3 && flipped < 17, "about half flipped: {flipped}");
-        assert!((0..20).all(|i| flip.apply(&img, 3, 0, i, "Is the effusion on the left side?") == img));
-        assert!(Augment { crop: 0.9, ..Default::default() }.validate().is_err());
+        assert!(
+            (0..20).all(|i| flip.apply(&img, 3, 0, i, "Is the effusion on the left side?") == img)
+        );
+        assert!(
+            Augment {
+                crop: 0.9,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
         assert_eq!(Augment::default().apply(&img, 0, 0, 0, ""), img);
     }
 }

@@ -89,7 +89,12 @@ impl std::str::FromStr for Format {
 
 /// Reads the examples of `split` from a dataset file. The split matters only for formats that
 /// hold several (IU-Xray's `train` / `val` / `test`); an empty result is an error naming the file.
-pub fn read_examples(bytes: &[u8], file: &str, format: Format, split: &str) -> Result<Vec<Example>> {
+pub fn read_examples(
+    bytes: &[u8],
+    file: &str,
+    format: Format,
+    split: &str,
+) -> Result<Vec<Example>> {
     let vqa = |f: VqaFormat| -> Result<Vec<Example>> {
         Ok(read_vqa(bytes, file, f)?
             .into_iter()
@@ -200,7 +205,8 @@ fn read_jsonl(bytes: &[u8], file: &str) -> Result<Vec<Example>> {
                 )),
             }
         };
-        let image = text_of("image")?.ok_or_else(|| Error::config(file, &at("image"), "missing"))?;
+        let image =
+            text_of("image")?.ok_or_else(|| Error::config(file, &at("image"), "missing"))?;
         let id = text_of("id")?.unwrap_or_else(|| (n + 1).to_string());
         let mut e = Example {
             id,
@@ -217,9 +223,9 @@ fn read_jsonl(bytes: &[u8], file: &str) -> Result<Vec<Example>> {
         } else if let Some(r) = text_of("report")? {
             e.target = r;
         } else if let Some(labels) = rec.get("labels") {
-            let arr = labels.as_array().ok_or_else(|| {
-                Error::config(file, &at("labels"), "expected a list of 0/1")
-            })?;
+            let arr = labels
+                .as_array()
+                .ok_or_else(|| Error::config(file, &at("labels"), "expected a list of 0/1"))?;
             e.labels = arr
                 .iter()
                 .map(|v| match v.as_f64() {
@@ -257,14 +263,29 @@ mod tests {
         let v = read_examples(jsonl, "d.jsonl", Format::Jsonl, "train").unwrap();
         assert_eq!(v[0].target, "Heart normal.");
         assert_eq!(v[1].labels, vec![false, true]);
-        assert!(task_of(&v, "d.jsonl").unwrap_err().to_string().contains("example 1"));
-        let e = read_examples(b"{\"image\": \"a.png\", \"labels\": [2]}\n", "d.jsonl", Format::Jsonl, "train")
-            .unwrap_err()
-            .to_string();
+        assert!(
+            task_of(&v, "d.jsonl")
+                .unwrap_err()
+                .to_string()
+                .contains("example 1")
+        );
+        let e = read_examples(
+            b"{\"image\": \"a.png\", \"labels\": [2]}\n",
+            "d.jsonl",
+            Format::Jsonl,
+            "train",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("d.jsonl") && e.contains("line 1: labels"), "{e}");
-        let e = read_examples(b"{\"question\": \"q\"}\n", "d.jsonl", Format::Jsonl, "train")
-            .unwrap_err()
-            .to_string();
+        let e = read_examples(
+            b"{\"question\": \"q\"}\n",
+            "d.jsonl",
+            Format::Jsonl,
+            "train",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 1: image") && e.contains("missing"), "{e}");
         assert!("vqa-rad".parse::<Format>().is_ok());
         let e = "vqarad".parse::<Format>().unwrap_err().to_string();

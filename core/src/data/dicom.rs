@@ -39,11 +39,18 @@ fn err(name: &str, reason: impl std::fmt::Display) -> Error {
 
 /// Decodes the first frame of a DICOM file into an 8-bit image (grey or RGB), windowed with
 /// `window` when given, else with the file's own window, else min-max.
-pub fn decode_dicom(bytes: &[u8], name: &str, window: Option<Window>) -> Result<image::DynamicImage> {
+pub fn decode_dicom(
+    bytes: &[u8],
+    name: &str,
+    window: Option<Window>,
+) -> Result<image::DynamicImage> {
     if let Some(w) = window
         && !(w.width > 0.0 && w.width.is_finite() && w.center.is_finite())
     {
-        return Err(err(name, format!("window width must be positive, got {}", w.width)));
+        return Err(err(
+            name,
+            format!("window width must be positive, got {}", w.width),
+        ));
     }
     let preamble = if is_dicom(bytes) {
         ReadPreamble::Always
@@ -77,7 +84,9 @@ pub fn decode_dicom(bytes: &[u8], name: &str, window: Option<Window>) -> Result<
             let v: Vec<f64> = decoded.to_vec_frame(0).map_err(|e| err(name, e))?;
             let (lo, hi) = v
                 .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                });
             lo.is_finite().then(|| Window {
                 center: (lo + hi) / 2.0,
                 width: hi - lo + 1.0,

@@ -346,7 +346,8 @@ pub fn read_path_vqa(bytes: &[u8], file: &str) -> Result<Vec<VqaExample>> {
     let mut out = Vec::with_capacity(records.len());
     for (i, (at, rec)) in records.iter().enumerate() {
         let get = |name: &str| -> Result<String> {
-            optional(rec, name).ok_or_else(|| Error::config(file, &format!("{at}: {name}"), "missing"))
+            optional(rec, name)
+                .ok_or_else(|| Error::config(file, &format!("{at}: {name}"), "missing"))
         };
         let mut image = get("image")?;
         if !image.rsplit('/').next().unwrap_or(&image).contains('.') {
@@ -357,7 +358,12 @@ pub fn read_path_vqa(bytes: &[u8], file: &str) -> Result<Vec<VqaExample>> {
             .map(|t| t.to_uppercase())
             .unwrap_or_else(|| {
                 let a = answer.trim().to_lowercase();
-                if a == "yes" || a == "no" { "CLOSED" } else { "OPEN" }.to_string()
+                if a == "yes" || a == "no" {
+                    "CLOSED"
+                } else {
+                    "OPEN"
+                }
+                .to_string()
             });
         out.push(VqaExample {
             image,
@@ -384,7 +390,11 @@ pub fn read_labels_csv(bytes: &[u8], file: &str) -> Result<(Vec<String>, Vec<Lab
         .iter()
         .position(|h| matches!(h.as_str(), "image" | "path" | "Image Index" | "filename"))
         .ok_or_else(|| {
-            Error::config(file, "image", "no image column (`image`, `path`, `Image Index` or `filename`)")
+            Error::config(
+                file,
+                "image",
+                "no image column (`image`, `path`, `Image Index` or `filename`)",
+            )
         })?;
     let names: Vec<String> = header
         .iter()
@@ -478,10 +488,20 @@ mod more_tests {
         let csv = b"image,Effusion,Nodule\nct/1.dcm,1,0\nct/2.dcm,0,1\n";
         let (names, v) = read_labels_csv(csv, "labels.csv").unwrap();
         assert_eq!(names, vec!["Effusion", "Nodule"]);
-        assert_eq!((v[0].image.as_str(), v[1].labels.clone()), ("ct/1.dcm", vec![false, true]));
-        let e = read_labels_csv(b"image,Effusion\na.dcm,yes\n", "labels.csv").unwrap_err().to_string();
-        assert!(e.contains("labels.csv") && e.contains("line 2: Effusion") && e.contains("`yes`"), "{e}");
-        let e = read_labels_csv(b"img,Effusion\na.dcm,1\n", "labels.csv").unwrap_err().to_string();
+        assert_eq!(
+            (v[0].image.as_str(), v[1].labels.clone()),
+            ("ct/1.dcm", vec![false, true])
+        );
+        let e = read_labels_csv(b"image,Effusion\na.dcm,yes\n", "labels.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("labels.csv") && e.contains("line 2: Effusion") && e.contains("`yes`"),
+            "{e}"
+        );
+        let e = read_labels_csv(b"img,Effusion\na.dcm,1\n", "labels.csv")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no image column"), "{e}");
     }
 
@@ -491,13 +511,21 @@ mod more_tests {
                         {"image": "train_0423.png", "question": "What is present?", "answer": "necrosis", "qid": "q9"}]"#;
         let v = read_path_vqa(json, "train.json").unwrap();
         assert_eq!(v[0].image, "train_0422.jpg");
-        assert_eq!((v[0].answer_type.as_str(), v[1].answer_type.as_str()), ("CLOSED", "OPEN"));
-        assert_eq!((v[1].image.as_str(), v[1].id.as_str()), ("train_0423.png", "q9"));
+        assert_eq!(
+            (v[0].answer_type.as_str(), v[1].answer_type.as_str()),
+            ("CLOSED", "OPEN")
+        );
+        assert_eq!(
+            (v[1].image.as_str(), v[1].id.as_str()),
+            ("train_0423.png", "q9")
+        );
         let csv = b"image,question,answer\ntest_1,\"Where, exactly, is it?\",liver\n\ntest_2,Is it benign?,No\n";
         let v = read_path_vqa(csv, "test.csv").unwrap();
         assert_eq!(v[0].question, "Where, exactly, is it?");
         assert_eq!((v.len(), v[1].answer_type.as_str()), (2, "CLOSED"));
-        let e = read_path_vqa(b"image,question\na,b\n", "t.csv").unwrap_err().to_string();
+        let e = read_path_vqa(b"image,question\na,b\n", "t.csv")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.csv") && e.contains("line 2: answer"), "{e}");
     }
 

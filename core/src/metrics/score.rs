@@ -146,7 +146,11 @@ pub fn score_jsonl(
                 reason: format!("line {}: {e}", n + 1),
             })?;
             let Value::Object(o) = v else {
-                return Err(Error::config(file, &at("id"), "the line is not a JSON object"));
+                return Err(Error::config(
+                    file,
+                    &at("id"),
+                    "the line is not a JSON object",
+                ));
             };
             let id = match o.get("id") {
                 Some(Value::String(s)) => s.clone(),
@@ -154,7 +158,11 @@ pub fn score_jsonl(
                 _ => return Err(Error::config(file, &at("id"), "missing")),
             };
             if !seen.insert(id.clone()) {
-                return Err(Error::config(file, &at("id"), format!("`{id}` appears twice")));
+                return Err(Error::config(
+                    file,
+                    &at("id"),
+                    format!("`{id}` appears twice"),
+                ));
             }
             out.push((n + 1, id, o));
         }
@@ -175,13 +183,18 @@ pub fn score_jsonl(
             format!("`{id}` is not in {ref_file}"),
         ));
     }
-    let text = |o: &Map<String, Value>, file: &str, line: usize, f: &str| -> crate::Result<String> {
-        match o.get(f) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(Value::Number(x)) => Ok(x.to_string()),
-            _ => Err(Error::config(file, &format!("line {line}: {f}"), "missing or not text")),
-        }
-    };
+    let text =
+        |o: &Map<String, Value>, file: &str, line: usize, f: &str| -> crate::Result<String> {
+            match o.get(f) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(Value::Number(x)) => Ok(x.to_string()),
+                _ => Err(Error::config(
+                    file,
+                    &format!("line {line}: {f}"),
+                    "missing or not text",
+                )),
+            }
+        };
     let mut pairs = Vec::with_capacity(r.len());
     for rr in &r {
         let pp = by_id.get(rr.1.as_str()).ok_or_else(|| {
@@ -214,7 +227,9 @@ pub fn score_jsonl(
                 ));
             }
             Ok(score_vqa(
-                items.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
+                items
+                    .iter()
+                    .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())),
             ))
         }
         Task::Report => {
@@ -235,8 +250,18 @@ pub fn score_jsonl(
         Task::Classification => {
             let mut scores = Vec::new();
             let mut labels = Vec::new();
-            let width = |o: &Map<String, Value>, file: &str, line: usize, f: &str| -> crate::Result<Vec<f64>> {
-                let bad = || Error::config(file, &format!("line {line}: {f}"), "missing or not a list of numbers");
+            let width = |o: &Map<String, Value>,
+                         file: &str,
+                         line: usize,
+                         f: &str|
+             -> crate::Result<Vec<f64>> {
+                let bad = || {
+                    Error::config(
+                        file,
+                        &format!("line {line}: {f}"),
+                        "missing or not a list of numbers",
+                    )
+                };
                 let a = o.get(f).and_then(Value::as_array).ok_or_else(bad)?;
                 a.iter().map(|v| v.as_f64().ok_or_else(bad)).collect()
             };
@@ -270,7 +295,11 @@ pub fn score_jsonl(
                 .2
                 .get("label_names")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             Ok(score_classification(&scores, &labels, &names))
         }

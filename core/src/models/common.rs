@@ -202,7 +202,8 @@ pub fn lora_linear<const D: usize>(l: &Linear, x: Tensor<D>, dropout: f64) -> Te
             let keep = 1.0 - dropout;
             let mask = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
             let dropped = x.clone() * mask / keep;
-            let base = burn::tensor::module::linear(x, l.weight.base(), l.bias.as_ref().map(|b| b.val()));
+            let base =
+                burn::tensor::module::linear(x, l.weight.base(), l.bias.as_ref().map(|b| b.val()));
             let low = burn::tensor::module::linear(dropped, a.a.val(), None);
             base + burn::tensor::module::linear(low, a.b.val(), None).mul_scalar(a.scale)
         }

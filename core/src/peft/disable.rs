@@ -19,7 +19,12 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
         .filter(|c| {
             !matches!(
                 cfg.method_for(c),
-                Method::Lora | Method::Ia3 | Method::Prefix | Method::PtuningV2 | Method::Adapter | Method::Frozen
+                Method::Lora
+                    | Method::Ia3
+                    | Method::Prefix
+                    | Method::PtuningV2
+                    | Method::Adapter
+                    | Method::Frozen
             ) && !(**c == "head" && !cfg.placement.contains_key("head"))
         })
         .map(|c| format!("{c}={}", cfg.method_for(c).name()))
@@ -27,7 +32,11 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
     if !in_place.is_empty() || !cfg.modules_to_save.is_empty() {
         return Err(Error::Input(format!(
             "{} trains base weights in place, so there is no adapter to switch off: load the base model again to compare",
-            if in_place.is_empty() { "modules_to_save".to_string() } else { in_place.join(", ") }
+            if in_place.is_empty() {
+                "modules_to_save".to_string()
+            } else {
+                in_place.join(", ")
+            }
         )));
     }
     let mut m = model.clone();

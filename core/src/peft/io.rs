@@ -681,7 +681,9 @@ async fn load_prefix(
         return Err(Error::config(
             cfg_file,
             "task_type",
-            format!("`{t}`: normtune reads peft prefix tuning of the BLIP text decoder (CAUSAL_LM)"),
+            format!(
+                "`{t}`: normtune reads peft prefix tuning of the BLIP text decoder (CAUSAL_LM)"
+            ),
         ));
     }
     let n = int("num_virtual_tokens")?;
@@ -693,7 +695,11 @@ async fn load_prefix(
         .map_err(|e| Error::config(cfg_file, "peft_type", e.to_string()))?;
     let mut model = model;
     let Some(text) = decoder_text(&mut model) else {
-        return Err(Error::config(cfg_file, "peft_type", "this model has no text decoder"));
+        return Err(Error::config(
+            cfg_file,
+            "peft_type",
+            "this model has no text decoder",
+        ));
     };
     let have = text.encoder.layer.len();
     if have != layers {
@@ -711,16 +717,20 @@ async fn load_prefix(
         |n| (n == "prompt_embeddings").then(|| n.to_string()),
         "peft prefix tensor (`prompt_embeddings`)",
     )?;
-    let (shape, vals) = tensors.get("prompt_embeddings").ok_or_else(|| Error::Weights {
-        file: file.clone(),
-        reason: "no `prompt_embeddings`".into(),
-    })?;
+    let (shape, vals) = tensors
+        .get("prompt_embeddings")
+        .ok_or_else(|| Error::Weights {
+            file: file.clone(),
+            reason: "no `prompt_embeddings`".into(),
+        })?;
     let prefix = text.prefix.as_mut().expect("attached above");
     let want = prefix.embedding.lazy_shape().to_vec();
     if *shape != want {
         return Err(Error::Weights {
             file,
-            reason: format!("`prompt_embeddings` is {shape:?}, this model's decoder needs {want:?}"),
+            reason: format!(
+                "`prompt_embeddings` is {shape:?}, this model's decoder needs {want:?}"
+            ),
         });
     }
     let emb = prefix.embedding.val();
@@ -734,7 +744,11 @@ async fn load_prefix(
     Ok(model)
 }
 
-fn save_prefix(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+fn save_prefix(
+    model: &Model,
+    cfg: &PeftConfig,
+    base_model: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut m = model.clone();
     let text = decoder_text(&mut m).ok_or_else(|| Error::Input("no text decoder".into()))?;
     let prefix = text

@@ -215,8 +215,12 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
             let mut paths = Vec::new();
             for (path, _) in &weights {
                 let comp = component_of(path);
-                if cfg.method_for(comp) == Method::Lora && fused.iter().any(|f| *f == path[path.len() - 2]) {
-                    paths.push(crate::models::export::hf_name(&path[..path.len() - 1].join(".")));
+                if cfg.method_for(comp) == Method::Lora
+                    && fused.iter().any(|f| *f == path[path.len() - 2])
+                {
+                    paths.push(crate::models::export::hf_name(
+                        &path[..path.len() - 1].join("."),
+                    ));
                 }
             }
             if paths.is_empty() {

@@ -61,7 +61,12 @@ pub async fn predict(
 }
 
 /// Scores predictions (in the order of `examples`) with the task's metrics.
-pub fn score(task: Task, examples: &[Example], predictions: &[Prediction], label_names: &[String]) -> Scores {
+pub fn score(
+    task: Task,
+    examples: &[Example],
+    predictions: &[Prediction],
+    label_names: &[String],
+) -> Scores {
     match task {
         Task::Vqa => score_vqa(examples.iter().zip(predictions).map(|(e, p)| {
             (

@@ -8,6 +8,4 @@ pub mod trainer;
 
 pub use eval::{Prediction, evaluate, predict, score};
 pub use schedule::Schedule;
-pub use trainer::{
-    Batch, CHECKPOINT_FILES, Cursor, Event, Next, Plan, TrainConfig, Trainer,
-};
+pub use trainer::{Batch, CHECKPOINT_FILES, Cursor, Event, Next, Plan, TrainConfig, Trainer};

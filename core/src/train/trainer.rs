@@ -300,7 +300,10 @@ impl Trainer {
             )));
         }
         let tensors = crate::peft::io::trainable_tensors(&self.model);
-        let ids = tensors.iter().map(|(k, _, _, id)| (k.clone(), *id)).collect();
+        let ids = tensors
+            .iter()
+            .map(|(k, _, _, id)| (k.clone(), *id))
+            .collect();
         let named: Vec<(String, Vec<usize>, Vec<f32>)> =
             tensors.into_iter().map(|(k, s, v, _)| (k, s, v)).collect();
         let weights = crate::models::export::safetensors_bytes(&named, CHECKPOINT_FILES[1])?;
@@ -317,7 +320,8 @@ impl Trainer {
             config: self.cfg.clone(),
             ids,
         };
-        let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::json(CHECKPOINT_FILES[0], e))?;
+        let json =
+            serde_json::to_vec_pretty(&state).map_err(|e| Error::json(CHECKPOINT_FILES[0], e))?;
         Ok(vec![
             (CHECKPOINT_FILES[0].to_string(), json),
             (CHECKPOINT_FILES[1].to_string(), weights),
@@ -447,11 +451,14 @@ impl Trainer {
         if let Some(plan) = self.plan {
             let pos = (self.cursor.epoch * plan.batches_per_epoch() + self.cursor.batch) as u64;
             let device = match batch {
-                Batch::Vqa { pixels, .. } | Batch::Report { pixels, .. } | Batch::Classify { pixels, .. } => {
-                    pixels.device()
-                }
+                Batch::Vqa { pixels, .. }
+                | Batch::Report { pixels, .. }
+                | Batch::Classify { pixels, .. } => pixels.device(),
             };
-            device.seed(plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9));
+            device.seed(
+                plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9),
+            );
         }
         let loss = self.loss(batch)?;
         let value = loss

@@ -26,8 +26,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     eprintln!("device: {}", dev.reason);
     let mut p = pollster::block_on(Pipeline::load(&DirSource::open(&a.model)?, &dev.device))?;
     if let Some(dir) = &a.adapter {
-        p.model =
-            pollster::block_on(normtune_core::peft::io::load_adapter(p.model, &DirSource::open(dir)?))?;
+        p.model = pollster::block_on(normtune_core::peft::io::load_adapter(
+            p.model,
+            &DirSource::open(dir)?,
+        ))?;
     }
     let generation = GenConfig {
         num_beams: a.num_beams,

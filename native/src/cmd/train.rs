@@ -8,6 +8,7 @@
 use crate::cli::TrainArgs;
 use crate::fs::{DirSource, read_file, recover_folder, replace_folder_atomic, write_file_atomic};
 use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
 use normtune_core::burn::module::Module;
 use normtune_core::data::{Augment, Example, Format, Task, decode_image, read_examples, task_of};
 use normtune_core::device::choose;
@@ -17,7 +18,6 @@ use normtune_core::models::{Model, Pipeline};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::train::{Plan, TrainConfig, Trainer, evaluate};
 use serde::{Deserialize, Serialize};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,7 +56,11 @@ enum OnMissing {
 
 /// Checks that every example's image exists before any training starts: fails naming them, or
 /// (with `on_missing = "skip"`) drops them, listing each.
-fn check_images(examples: Vec<Example>, file: &Path, data: &DataConfig) -> anyhow::Result<Vec<Example>> {
+fn check_images(
+    examples: Vec<Example>,
+    file: &Path,
+    data: &DataConfig,
+) -> anyhow::Result<Vec<Example>> {
     let (ok, missing): (Vec<(usize, Example)>, Vec<(usize, Example)>) = examples
         .into_iter()
         .enumerate()
@@ -242,10 +246,7 @@ fn explain(path: &Path, message: &str) -> String {
             .split_once("expected ")
             .map(|(_, e)| format!(" (expected {e})"))
             .unwrap_or_default();
-        return format!(
-            "{}: unknown key `{key}`{hint}{expected}",
-            path.display()
-        );
+        return format!("{}: unknown key `{key}`{hint}{expected}", path.display());
     }
     format!("{}: {message}", path.display())
 }
@@ -322,7 +323,11 @@ fn read_split(path: &Path, format: Format, split: &str) -> anyhow::Result<Vec<Ex
 /// after N optimizer steps, so tests can interrupt at an exact step.
 fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGINT, 130, flag.clone())?;
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        flag.clone(),
+    )?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
     Ok(flag)
 }
@@ -344,7 +349,9 @@ impl Run {
             .create(true)
             .append(true)
             .open(self.out.join("metrics.jsonl"))
-            .with_context(|| format!("{}: cannot write", self.out.join("metrics.jsonl").display()))?;
+            .with_context(|| {
+                format!("{}: cannot write", self.out.join("metrics.jsonl").display())
+            })?;
         writeln!(f, "{line}")?;
         Ok(())
     }
@@ -355,7 +362,11 @@ impl Run {
         limit: usize,
         bar: &ProgressBar,
     ) -> anyhow::Result<(Scores, Vec<normtune_core::train::Prediction>)> {
-        let n = if limit == 0 { self.eval.len() } else { limit.min(self.eval.len()) };
+        let n = if limit == 0 {
+            self.eval.len()
+        } else {
+            limit.min(self.eval.len())
+        };
         let r = pollster::block_on(evaluate(
             p,
             self.task,
@@ -393,7 +404,13 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 "{}: no checkpoint to resume from",
                 dir.join("checkpoint").display()
             );
-            (RunConfig { out: dir.clone(), ..cfg }, true)
+            (
+                RunConfig {
+                    out: dir.clone(),
+                    ..cfg
+                },
+                true,
+            )
         }
         (None, Some(path)) => (resolve(path, &a.overrides)?, false),
         _ => anyhow::bail!("give either --config FILE [key=value ...] or --resume RUN_DIR"),
@@ -412,7 +429,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let train = read_split(&cfg.data.train, cfg.data.format, "train")?;
     let train = check_images(train, &cfg.data.train, &cfg.data)?;
     let eval = match &cfg.data.eval {
-        Some(path) => check_images(read_split(path, cfg.data.format, &cfg.data.split)?, path, &cfg.data)?,
+        Some(path) => check_images(
+            read_split(path, cfg.data.format, &cfg.data.split)?,
+            path,
+            &cfg.data,
+        )?,
         None if cfg.data.format == Format::IuXray => check_images(
             read_split(&cfg.data.train, cfg.data.format, &cfg.data.split)?,
             &cfg.data.train,
@@ -446,7 +467,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let model = peft::apply(std::mem::replace(&mut p.model, stand_in), &cfg.peft)?;
     let report = peft::report(&model);
     let names: Vec<&str> = model.components().iter().map(|c| c.name).collect();
-    eprintln!("peft: {}\n{}", cfg.peft.describe(&names), report.peft_line());
+    eprintln!(
+        "peft: {}\n{}",
+        cfg.peft.describe(&names),
+        report.peft_line()
+    );
 
     let plan = Plan {
         examples: train.len(),
@@ -472,7 +497,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         );
         t
     } else {
-        std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("{}: cannot create", out.display()))?;
         write_file_atomic(&out.join("config.toml"), resolved.as_bytes())?;
         Trainer::new(model, tcfg)?.with_plan(plan)?
     };
@@ -520,7 +546,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 let path = run.cfg.data.images.join(&e.image);
                 let img = decode_image(&read_file(&path)?, &path.display().to_string())?;
                 let text = format!("{} {}", e.question.as_deref().unwrap_or(""), e.target);
-                Ok(run.cfg.augment.apply(&img, run.cfg.seed, next.epoch, i, &text))
+                Ok(run
+                    .cfg
+                    .augment
+                    .apply(&img, run.cfg.seed, next.epoch, i, &text))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let batch = p.batch(&batch_examples, &imgs)?;
@@ -540,10 +569,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         let rate = seen as f64 / started.elapsed().as_secs_f64();
         let position = trainer.cursor().epoch * plan.batches_per_epoch() + trainer.cursor().batch;
         run.log(serde_json::json!({"kind": "train", "epoch": next.epoch, "batch": position, "step": ev.step, "loss": ev.loss, "lr": ev.lr, "samples_per_s": rate}))?;
-        let msg = format!("step {} loss {:.4} lr {:.2e} {rate:.1} samples/s", ev.step, ev.loss, ev.lr);
+        let msg = format!(
+            "step {} loss {:.4} lr {:.2e} {rate:.1} samples/s",
+            ev.step, ev.loss, ev.lr
+        );
         bar.set_position(position as u64);
         if plain && (position % every == 0 || position == total) {
-            let eta = started.elapsed().as_secs_f64() / done_here as f64 * (total - position) as f64;
+            let eta =
+                started.elapsed().as_secs_f64() / done_here as f64 * (total - position) as f64;
             eprintln!("{position}/{total} {msg} eta {eta:.0}s");
         }
         bar.set_message(msg);
@@ -589,12 +622,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 replace_folder_atomic(&run.out.join("best"), &files)?;
                 write_file_atomic(
                     &run.out.join("best.json"),
-                    serde_json::to_string_pretty(&serde_json::json!({"step": step, "metric": run.metric, "value": v}))?.as_bytes(),
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"step": step, "metric": run.metric, "value": v}),
+                    )?
+                    .as_bytes(),
                 )?;
             }
         }
-        let interrupted = interrupt.load(Ordering::SeqCst)
-            || interrupt_after.is_some_and(|n| step >= n);
+        let interrupted =
+            interrupt.load(Ordering::SeqCst) || interrupt_after.is_some_and(|n| step >= n);
         if eval_now || interrupted || step % run.cfg.checkpoint_every == 0 {
             replace_folder_atomic(&run.out.join("checkpoint"), &trainer.checkpoint()?)?;
             last_checkpoint = step;
@@ -612,7 +648,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
 
     // Adapter first (trainability lives on the autodiff model), then the final evaluation.
     let model = trainer.into_model();
-    let files = peft::io::save_adapter(&model, &run.cfg.peft, &run.cfg.model.display().to_string())?;
+    let files =
+        peft::io::save_adapter(&model, &run.cfg.peft, &run.cfg.model.display().to_string())?;
     replace_folder_atomic(&run.out.join("adapter"), &files)?;
     let ep = eval_pipeline(&p, &model);
     drop(model);
@@ -668,8 +705,13 @@ fn check_label_names(data: &DataConfig, p: &Pipeline) -> anyhow::Result<()> {
     };
     let file = data.train.display().to_string();
     let names: Vec<String> = match data.format {
-        Format::LabelsCsv => normtune_core::data::read_labels_csv(&read_file(&data.train)?, &file)?.0,
-        Format::NihCsv => normtune_core::data::NIH_LABELS.iter().map(|s| s.to_string()).collect(),
+        Format::LabelsCsv => {
+            normtune_core::data::read_labels_csv(&read_file(&data.train)?, &file)?.0
+        }
+        Format::NihCsv => normtune_core::data::NIH_LABELS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         _ => return Ok(()),
     };
     let model = c.labels();

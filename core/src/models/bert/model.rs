@@ -4,8 +4,8 @@
 
 use super::config::BlipTextConfig;
 use crate::models::common::{
-    lora_linear,
-    Activation, Bottleneck, adapt, attention, causal_mask, merge_heads, padding_mask, split_heads,
+    Activation, Bottleneck, adapt, attention, causal_mask, lora_linear, merge_heads, padding_mask,
+    split_heads,
 };
 use burn::module::{Module, Param};
 use burn::nn::{

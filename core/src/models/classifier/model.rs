@@ -144,7 +144,8 @@ impl ViTConfig {
 
 impl ViTAttention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let lin = |l: &Linear, x: Tensor<3>| crate::models::common::lora_linear(l, x, self.lora_dropout);
+        let lin =
+            |l: &Linear, x: Tensor<3>| crate::models::common::lora_linear(l, x, self.lora_dropout);
         let q = split_heads(lin(&self.q_proj, x.clone()), self.num_heads);
         let k = split_heads(lin(&self.k_proj, x.clone()), self.num_heads);
         let v = split_heads(lin(&self.v_proj, x), self.num_heads);
