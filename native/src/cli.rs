@@ -28,6 +28,25 @@ pub enum Command {
     Eval(EvalArgs),
     /// Score a predictions file against a reference file (JSONL joined on `id`).
     Score(ScoreArgs),
+    /// Write a split of the built-in benchmark as a dataset folder (PNG + JSONL).
+    DemoData(DemoDataArgs),
+}
+
+/// `normtune demo-data`.
+#[derive(Debug, Args)]
+pub struct DemoDataArgs {
+    /// Domain: source, scanner-b, inverted or lowres.
+    #[arg(long, default_value = "source")]
+    pub domain: String,
+    /// Number of studies (each has 5–7 questions and a report).
+    #[arg(long, default_value_t = 200)]
+    pub studies: usize,
+    /// Seed (a different seed gives a disjoint-looking split: use one for train, another for test).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (must not exist; written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `normtune eval`.

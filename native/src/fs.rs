@@ -133,6 +133,19 @@ fn staged(
     let result = (|| -> std::io::Result<()> {
         std::fs::create_dir_all(&tmp)?;
         for (n, b) in files {
+            let rel = std::path::Path::new(n);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(std::io::Error::other(format!(
+                    "`{n}` is not a plain relative file name"
+                )));
+            }
+            if let Some(parent) = rel.parent() {
+                std::fs::create_dir_all(tmp.join(parent))?;
+            }
             let mut f = std::fs::File::create(tmp.join(n))?;
             std::io::Write::write_all(&mut f, b)?;
             f.sync_all()?;

@@ -655,3 +655,103 @@ fn runs_killed_at_random_steps_resume_bit_identically() {
     }
     std::fs::remove_dir_all(&full).unwrap();
 }
+
+#[test]
+fn the_benchmark_exports_as_a_dataset_that_train_reads() {
+    let r = root();
+    let data = tmp("demo-data");
+    let d = data.display().to_string();
+    let (code, _, err) = run(
+        &[
+            "demo-data",
+            "--domain",
+            "scanner-b",
+            "--studies",
+            "6",
+            "--seed",
+            "3",
+            "--out",
+            &d,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let vqa = std::fs::read_to_string(data.join("vqa.jsonl")).unwrap();
+    assert!(vqa.lines().count() >= 30, "5–7 questions per study");
+    assert!(
+        vqa.contains("do you see fluid in the pleural space?"),
+        "scanner-b's own phrasing"
+    );
+    assert!(data.join("images/scanner-b-0.png").is_file());
+    // Again with the same seed: the same bytes.
+    let again = tmp("demo-data-again");
+    let a = again.display().to_string();
+    run(
+        &[
+            "demo-data",
+            "--domain",
+            "scanner-b",
+            "--studies",
+            "6",
+            "--seed",
+            "3",
+            "--out",
+            &a,
+        ],
+        &[],
+    );
+    assert_eq!(
+        bytes(data.join("vqa.jsonl")),
+        bytes(again.join("vqa.jsonl"))
+    );
+    assert_eq!(
+        bytes(data.join("images/scanner-b-5.png")),
+        bytes(again.join("images/scanner-b-5.png"))
+    );
+    let (code, _, err) = run(
+        &[
+            "demo-data",
+            "--domain",
+            "scanner-c",
+            "--out",
+            &tmp("x").display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("scanner-c") && err.contains("scanner-b"),
+        "{err}"
+    );
+    // The folder trains as it is (jsonl format, images relative to it).
+    let out = tmp("demo-train");
+    let (code, stdout, err) = run(
+        &[
+            "train",
+            "--config",
+            r.join("tests/fixtures/data/tiny_vqa.toml")
+                .to_str()
+                .unwrap(),
+            &format!("out=\"{}\"", out.display()),
+            &format!("model=\"{}\"", r.join("tests/fixtures/blip_vqa").display()),
+            &format!("data.train=\"{}\"", data.join("vqa.jsonl").display()),
+            &format!("data.images=\"{}\"", data.display()),
+            "epochs=1",
+            "batch_size=8",
+            "eval.max_examples=4",
+            "generation.num_beams=1",
+            "--device",
+            "cpu",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        m["closed_acc"].is_number() && m["open_acc"].is_number(),
+        "{m}"
+    );
+    for p in [&data, &again, &out] {
+        std::fs::remove_dir_all(p).unwrap();
+    }
+}

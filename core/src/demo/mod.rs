@@ -495,3 +495,39 @@ mod tests {
         );
     }
 }
+
+/// The studies as a dataset folder any normtune verb reads: `images/<id>.png`, `vqa.jsonl`
+/// (`id`, `image`, `question`, `answer`, `answer_type`; format `jsonl`), `reports.jsonl`
+/// (`id`, `image`, `report`) and `scenes.jsonl` (the ground truth behind both).
+pub fn to_files(studies: &[Study]) -> crate::Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::with_capacity(studies.len() + 3);
+    let (mut vqa, mut reports, mut scenes) = (String::new(), String::new(), String::new());
+    for s in studies {
+        let name = format!("images/{}.png", s.id);
+        let mut png = Vec::new();
+        image::DynamicImage::ImageLuma8(s.image.clone())
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| crate::Error::Image {
+                file: name.clone(),
+                reason: e.to_string(),
+            })?;
+        files.push((name.clone(), png));
+        for (k, q) in s.questions.iter().enumerate() {
+            vqa.push_str(
+                &serde_json::json!({"id": format!("{}-q{k}", s.id), "image": name, "question": q.question, "answer": q.answer, "answer_type": q.answer_type, "kind": q.kind})
+                    .to_string(),
+            );
+            vqa.push('\n');
+        }
+        reports.push_str(
+            &serde_json::json!({"id": s.id, "image": name, "report": s.report}).to_string(),
+        );
+        reports.push('\n');
+        scenes.push_str(&serde_json::json!({"id": s.id, "scene": s.scene}).to_string());
+        scenes.push('\n');
+    }
+    files.push(("vqa.jsonl".into(), vqa.into_bytes()));
+    files.push(("reports.jsonl".into(), reports.into_bytes()));
+    files.push(("scenes.jsonl".into(), scenes.into_bytes()));
+    Ok(files)
+}

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+mod demo_data;
 mod eval;
 mod infer;
 mod inspect;
@@ -18,5 +19,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Score(a) => score::run(a),
+        Command::DemoData(a) => demo_data::run(a),
     }
 }
