@@ -144,3 +144,30 @@ fn empty_question_is_rejected() {
         .to_string();
     assert!(e.contains("question"), "{e}");
 }
+
+#[test]
+fn nan_weights_are_named() {
+    let key = "text_encoder.encoder.layer.0.output.dense.weight";
+    let e = load_err(&edited_weights("blip_vqa", |t| {
+        let (_, vals) = t.get_mut(key).unwrap();
+        vals[3] = f32::NAN;
+        vals[7] = f32::INFINITY;
+    }));
+    assert!(
+        e.contains("model.safetensors") && e.contains(key) && e.contains("2 NaN or infinite"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn a_truncated_checkpoint_is_named() {
+    let mut src = folder("blip_vqa");
+    let bytes = std::fs::read(fixture("blip_vqa").join("model.safetensors")).unwrap();
+    src.insert("model.safetensors", bytes[..bytes.len() / 2].to_vec());
+    let e = load_err(&src);
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a safetensors file"),
+        "{e}"
+    );
+}

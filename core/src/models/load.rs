@@ -24,6 +24,47 @@ pub fn tensor_names(bytes: &[u8], file: &str) -> Result<Vec<(String, Vec<usize>)
     Ok(names)
 }
 
+/// Refuses a checkpoint holding NaN or infinite values (a diverged run saved, a corrupted copy):
+/// they would only show up later as NaN outputs. Names the first such tensor and the count.
+pub fn check_finite(bytes: &[u8], file: &str) -> Result<()> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
+        file: file.to_string(),
+        reason: format!("not a safetensors file: {e}"),
+    })?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    for name in names {
+        let Ok(view) = st.tensor(&name) else { continue };
+        let data = view.data();
+        let bad = match view.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .filter(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+                .count(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .filter(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite())
+                .count(),
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .filter(|c| !half::bf16::from_le_bytes([c[0], c[1]]).is_finite())
+                .count(),
+            safetensors::Dtype::F64 => data
+                .chunks_exact(8)
+                .filter(|c| !f64::from_le_bytes((*c).try_into().unwrap_or([0; 8])).is_finite())
+                .count(),
+            _ => 0,
+        };
+        if bad > 0 {
+            return Err(Error::Weights {
+                file: file.to_string(),
+                reason: format!("tensor `{name}` holds {bad} NaN or infinite value(s)"),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// How checkpoint names become module paths: `(regex, replacement)` pairs applied in order,
 /// more specific first (bert-burn `loader.rs`).
 pub type Remaps = &'static [(&'static str, &'static str)];
@@ -53,6 +94,7 @@ pub fn load_checked<M: Module + ModuleSnapshot>(
     ignored: &[&str],
     partial: bool,
 ) -> Result<M> {
+    check_finite(&bytes, file)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
         .allow_partial(true)

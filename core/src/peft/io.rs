@@ -414,6 +414,7 @@ fn read_tensors(
     module_of: impl Fn(&str) -> Option<String>,
     expected: &str,
 ) -> Result<(Tensors, Vec<String>)> {
+    load::check_finite(bytes, file)?;
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
         file: file.to_string(),
         reason: e.to_string(),
