@@ -244,7 +244,7 @@ fn adapter_for_another_model_is_rejected() {
 #[test]
 #[ignore]
 fn write_normtune_adapters_for_the_peft_check() {
-    for dir in [LN, LORA, IA3] {
+    for dir in [LN, LORA, IA3, PREFIX] {
         let (model, files) = rewrite(dir);
         let out = fixture(&format!("{dir}/normtune_adapter"));
         std::fs::create_dir_all(&out).unwrap();
