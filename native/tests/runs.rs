@@ -21,6 +21,13 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     )
 }
 
+/// Runs normtune, which must succeed, and parses the JSON object it prints.
+fn run_json(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = run(args, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 fn tmp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("normtune-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -186,46 +193,36 @@ fn eval_and_score_agree_and_score_rejects_bad_files() {
     let r = root();
     let preds = tmp("eval-preds.jsonl");
     let data = r.join("tests/fixtures/data/tiny_vqa.jsonl");
-    let (code, out, err) = run(
-        &[
-            "eval",
-            "--model",
-            r.join("tests/fixtures/blip_vqa").to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--format",
-            "jsonl",
-            "--images",
-            r.join("tests/fixtures/images").to_str().unwrap(),
-            "--predictions",
-            preds.to_str().unwrap(),
-            "--json",
-            "--device",
-            "cpu",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let eval: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let eval = run_json(&[
+        "eval",
+        "--model",
+        r.join("tests/fixtures/blip_vqa").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--images",
+        r.join("tests/fixtures/images").to_str().unwrap(),
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(eval["count"], 2);
     for k in ["overall_acc", "closed_acc", "open_acc", "open_recall"] {
         assert!(eval.get(k).is_some(), "{k} in {eval}");
     }
-    let (code, out, err) = run(
-        &[
-            "score",
-            "--task",
-            "vqa",
-            "--pred",
-            preds.to_str().unwrap(),
-            "--ref",
-            data.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let score: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let score = run_json(&[
+        "score",
+        "--task",
+        "vqa",
+        "--pred",
+        preds.to_str().unwrap(),
+        "--ref",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(
         score, eval,
         "score on eval's predictions gives eval's numbers"
@@ -238,21 +235,16 @@ fn eval_and_score_agree_and_score_rejects_bad_files() {
         "{\"id\": \"q1\", \"answer\": \"lung tissue\"}\n{\"id\": \"q0\", \"answer\": \"Yes.\"}\n",
     )
     .unwrap();
-    let (code, out, _) = run(
-        &[
-            "score",
-            "--task",
-            "vqa",
-            "--pred",
-            p2.to_str().unwrap(),
-            "--ref",
-            data.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0));
-    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let s = run_json(&[
+        "score",
+        "--task",
+        "vqa",
+        "--pred",
+        p2.to_str().unwrap(),
+        "--ref",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(
         (
             s["closed_acc"].as_f64(),
@@ -312,35 +304,30 @@ fn eval_and_score_agree_and_score_rejects_bad_files() {
 fn trains_a_multi_label_classifier_and_reports_auroc() {
     let r = root();
     let out = tmp("cls");
-    let (code, stdout, err) = run(
-        &[
-            "train",
-            "--config",
-            r.join("tests/fixtures/data/tiny_vqa.toml")
-                .to_str()
-                .unwrap(),
-            &format!("out=\"{}\"", out.display()),
-            &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
-            "data.format=\"label-list\"",
-            &format!(
-                "data.train=\"{}\"",
-                r.join("tests/fixtures/data/tiny_labels.txt").display()
-            ),
-            &format!(
-                "data.images=\"{}\"",
-                r.join("tests/fixtures/images").display()
-            ),
-            "peft.default_method=\"full\"",
-            "train.lr=1e-2",
-            "train.label_smoothing=0.0",
-            "epochs=30",
-            "--device",
-            "cpu",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let m = run_json(&[
+        "train",
+        "--config",
+        r.join("tests/fixtures/data/tiny_vqa.toml")
+            .to_str()
+            .unwrap(),
+        &format!("out=\"{}\"", out.display()),
+        &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
+        "data.format=\"label-list\"",
+        &format!(
+            "data.train=\"{}\"",
+            r.join("tests/fixtures/data/tiny_labels.txt").display()
+        ),
+        &format!(
+            "data.images=\"{}\"",
+            r.join("tests/fixtures/images").display()
+        ),
+        "peft.default_method=\"full\"",
+        "train.lr=1e-2",
+        "train.label_smoothing=0.0",
+        "epochs=30",
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(m["task"], "classification");
     assert_eq!(
         m["auroc_mean"], 1.0,
@@ -450,30 +437,25 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
          emri_small_RLE.dcm,0,0,1,0,1\n",
     )
     .unwrap();
-    let (code, stdout, err) = run(
-        &[
-            "train",
-            "--config",
-            r.join("tests/fixtures/data/tiny_vqa.toml")
-                .to_str()
-                .unwrap(),
-            &format!("out=\"{}\"", out.display()),
-            &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
-            "data.format=\"labels-csv\"",
-            &format!("data.train=\"{}\"", csv.display()),
-            &format!("data.images=\"{}\"", dicom.display()),
-            "peft.default_method=\"layernorm\"",
-            "train.lr=3e-2",
-            "train.label_smoothing=0.0",
-            "epochs=40",
-            "eval.every=20",
-            "--device",
-            "cpu",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let m = run_json(&[
+        "train",
+        "--config",
+        r.join("tests/fixtures/data/tiny_vqa.toml")
+            .to_str()
+            .unwrap(),
+        &format!("out=\"{}\"", out.display()),
+        &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
+        "data.format=\"labels-csv\"",
+        &format!("data.train=\"{}\"", csv.display()),
+        &format!("data.images=\"{}\"", dicom.display()),
+        "peft.default_method=\"layernorm\"",
+        "train.lr=3e-2",
+        "train.label_smoothing=0.0",
+        "epochs=40",
+        "eval.every=20",
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(m["task"], "classification");
     assert!(m["auroc_per_class"]["Infiltration"].is_null(), "{m}");
     let auroc = m["auroc_mean"].as_f64().unwrap();
@@ -484,29 +466,24 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
 
     // The same numbers from `eval` with the adapter, and from `score` on its predictions.
     let preds = tmp("dicom-preds.jsonl");
-    let (code, out_eval, err) = run(
-        &[
-            "eval",
-            "--model",
-            r.join("tests/fixtures/vit_cls").to_str().unwrap(),
-            "--adapter",
-            out.join("adapter").to_str().unwrap(),
-            "--data",
-            csv.to_str().unwrap(),
-            "--format",
-            "labels-csv",
-            "--images",
-            dicom.to_str().unwrap(),
-            "--predictions",
-            preds.to_str().unwrap(),
-            "--json",
-            "--device",
-            "cpu",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let e: serde_json::Value = serde_json::from_str(out_eval.trim()).unwrap();
+    let e = run_json(&[
+        "eval",
+        "--model",
+        r.join("tests/fixtures/vit_cls").to_str().unwrap(),
+        "--adapter",
+        out.join("adapter").to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+        "--format",
+        "labels-csv",
+        "--images",
+        dicom.to_str().unwrap(),
+        "--predictions",
+        preds.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ]);
     assert!(
         (e["auroc_mean"].as_f64().unwrap() - auroc).abs() < 1e-9,
         "{e} vs {m}"
@@ -526,21 +503,16 @@ fn trains_on_a_folder_of_dicom_files_with_a_csv_of_labels_then_evaluates_and_sco
         })
         .collect();
     std::fs::write(&refs, lines.join("\n")).unwrap();
-    let (code, out_score, err) = run(
-        &[
-            "score",
-            "--task",
-            "classification",
-            "--pred",
-            preds.to_str().unwrap(),
-            "--ref",
-            refs.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let s: serde_json::Value = serde_json::from_str(out_score.trim()).unwrap();
+    let s = run_json(&[
+        "score",
+        "--task",
+        "classification",
+        "--pred",
+        preds.to_str().unwrap(),
+        "--ref",
+        refs.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(s["auroc_mean"], e["auroc_mean"]);
     for p in [&csv, &preds, &refs] {
         let _ = std::fs::remove_file(p);
@@ -725,28 +697,23 @@ fn the_benchmark_exports_as_a_dataset_that_train_reads() {
     );
     // The folder trains as it is (jsonl format, images relative to it).
     let out = tmp("demo-train");
-    let (code, stdout, err) = run(
-        &[
-            "train",
-            "--config",
-            r.join("tests/fixtures/data/tiny_vqa.toml")
-                .to_str()
-                .unwrap(),
-            &format!("out=\"{}\"", out.display()),
-            &format!("model=\"{}\"", r.join("tests/fixtures/blip_vqa").display()),
-            &format!("data.train=\"{}\"", data.join("vqa.jsonl").display()),
-            &format!("data.images=\"{}\"", data.display()),
-            "epochs=1",
-            "batch_size=8",
-            "eval.max_examples=4",
-            "generation.num_beams=1",
-            "--device",
-            "cpu",
-        ],
-        &[],
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let m = run_json(&[
+        "train",
+        "--config",
+        r.join("tests/fixtures/data/tiny_vqa.toml")
+            .to_str()
+            .unwrap(),
+        &format!("out=\"{}\"", out.display()),
+        &format!("model=\"{}\"", r.join("tests/fixtures/blip_vqa").display()),
+        &format!("data.train=\"{}\"", data.join("vqa.jsonl").display()),
+        &format!("data.images=\"{}\"", data.display()),
+        "epochs=1",
+        "batch_size=8",
+        "eval.max_examples=4",
+        "generation.num_beams=1",
+        "--device",
+        "cpu",
+    ]);
     assert!(
         m["closed_acc"].is_number() && m["open_acc"].is_number(),
         "{m}"

@@ -198,6 +198,8 @@ pub struct Trainer {
     last_lr: f64,
     plan: Option<Plan>,
     cursor: Cursor,
+    /// The current epoch's example order (drawn once per epoch, not per micro-batch).
+    order: Option<(usize, Vec<usize>)>,
 }
 
 impl Trainer {
@@ -233,6 +235,7 @@ impl Trainer {
             last_lr: 0.0,
             plan: None,
             cursor: Cursor::default(),
+            order: None,
         })
     }
 
@@ -255,7 +258,14 @@ impl Trainer {
         if self.cursor.epoch >= plan.epochs {
             return None;
         }
-        let order = plan.order(self.cursor.epoch);
+        if self
+            .order
+            .as_ref()
+            .is_none_or(|(e, _)| *e != self.cursor.epoch)
+        {
+            self.order = Some((self.cursor.epoch, plan.order(self.cursor.epoch)));
+        }
+        let order = &self.order.as_ref().expect("drawn above").1;
         let start = self.cursor.batch * plan.batch_size;
         let indices = order[start..(start + plan.batch_size).min(plan.examples)].to_vec();
         let epoch = self.cursor.epoch;

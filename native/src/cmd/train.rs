@@ -598,17 +598,16 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 line[k] = v.clone();
             }
             run.log(line)?;
-            bar.println(format!(
+            let line = format!(
                 "eval at step {step}: {} = {}",
                 run.metric,
                 value.map_or("undefined".into(), |v| format!("{v:.4}"))
-            ));
+            );
+            // A hidden bar (no terminal) prints nothing: say it plainly then.
             if plain {
-                eprintln!(
-                    "eval at step {step}: {} = {}",
-                    run.metric,
-                    value.map_or("undefined".into(), |v| format!("{v:.4}"))
-                );
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
             }
             if let Some(v) = value
                 && run.best.is_none_or(|(_, b)| v > b)
