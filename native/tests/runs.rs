@@ -654,7 +654,7 @@ fn the_benchmark_exports_as_a_dataset_that_train_reads() {
         vqa.contains("do you see fluid in the pleural space?"),
         "scanner-b's own phrasing"
     );
-    assert!(data.join("images/scanner-b-0.png").is_file());
+    assert!(data.join("images/scanner-b-s3-0.png").is_file());
     // Again with the same seed: the same bytes.
     let again = tmp("demo-data-again");
     let a = again.display().to_string();
@@ -677,8 +677,8 @@ fn the_benchmark_exports_as_a_dataset_that_train_reads() {
         bytes(again.join("vqa.jsonl"))
     );
     assert_eq!(
-        bytes(data.join("images/scanner-b-5.png")),
-        bytes(again.join("images/scanner-b-5.png"))
+        bytes(data.join("images/scanner-b-s3-5.png")),
+        bytes(again.join("images/scanner-b-s3-5.png"))
     );
     let (code, _, err) = run(
         &[

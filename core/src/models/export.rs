@@ -56,20 +56,41 @@ pub fn safetensors_bytes(
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     file: &str,
 ) -> Result<Vec<u8>> {
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, s, v)| {
-            (
-                k.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
+    safetensors_bytes_as(tensors, file, false)
+}
+
+/// As [`safetensors_bytes`], stored as f16 when `half` (rounded to nearest; values beyond
+/// f16's range are refused rather than turned into infinities).
+pub fn safetensors_bytes_as(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    file: &str,
+    half: bool,
+) -> Result<Vec<u8>> {
+    let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (k, s, v) in tensors {
+        let bytes = if half {
+            if let Some(x) = v.iter().find(|x| x.abs() > 65504.0) {
+                return Err(Error::Input(format!(
+                    "{file}: tensor `{k}` holds {x}, beyond f16's range"
+                )));
+            }
+            v.iter()
+                .flat_map(|&x| ::half::f16::from_f32(x).to_le_bytes())
+                .collect()
+        } else {
+            v.iter().flat_map(|x| x.to_le_bytes()).collect()
+        };
+        raw.push((k.clone(), s.clone(), bytes));
+    }
+    let dtype = if half {
+        safetensors::Dtype::F16
+    } else {
+        safetensors::Dtype::F32
+    };
     let views: Vec<(String, safetensors::tensor::TensorView)> = raw
         .iter()
         .map(|(k, s, b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
                 .map(|v| (k.clone(), v))
         })
         .collect::<std::result::Result<_, _>>()
