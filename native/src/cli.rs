@@ -30,6 +30,82 @@ pub enum Command {
     Score(ScoreArgs),
     /// Write a split of the built-in benchmark as a dataset folder (PNG + JSONL).
     DemoData(DemoDataArgs),
+    /// LayerNorm-tune the built-in demo model on a shifted domain: zero-shot vs tuned accuracy.
+    Demo(DemoArgs),
+    /// Run a grid of PEFT methods / placements on the same data: results.csv, results.md, plots.
+    Sweep(SweepArgs),
+    /// Train the demo base model from scratch on the benchmark's source domain (f16 HF folder).
+    Pretrain(PretrainArgs),
+}
+
+/// `normtune demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Target domain: scanner-b, inverted, lowres (or source).
+    #[arg(long, default_value = "scanner-b")]
+    pub domain: String,
+    /// PEFT method (any `--peft` spec: layernorm, lora, full, vision=layernorm,decoder=frozen, ...).
+    #[arg(long, default_value = "layernorm")]
+    pub method: String,
+    /// Training studies of the target domain (each has 5–7 questions).
+    #[arg(long, default_value_t = 300)]
+    pub studies: usize,
+    /// Test studies (drawn with another seed).
+    #[arg(long, default_value_t = 100)]
+    pub test_studies: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    pub lr: f64,
+    /// Seed of the data and its order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run folder (default runs/demo-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// `normtune sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Sweep config (TOML): out, run (a train config; default the built-in benchmark),
+    /// methods (names from the default grid), [[point]] (name, peft, lr), overrides.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output folder (overrides the config's `out`; default runs/sweep).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// `normtune pretrain`.
+#[derive(Debug, Args)]
+pub struct PretrainArgs {
+    /// Output model folder (must not exist); working files go to `<out>.work/`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Source-domain studies to train on (each has 5–7 questions).
+    #[arg(long, default_value_t = 3000)]
+    pub studies: usize,
+    /// Epochs over them.
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// Examples per optimizer step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW, linear warm-up, cosine decay).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed of the initial weights, the data and its order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// `normtune demo-data`.

@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod fs;
+mod plot;
 
 use clap::Parser;
 

@@ -1,12 +1,15 @@
 //! One module per verb.
 
+mod demo;
 mod demo_data;
 mod eval;
 mod infer;
 mod inspect;
 mod merge;
+mod pretrain;
 mod score;
-mod train;
+mod sweep;
+pub mod train;
 
 use crate::cli::{Cli, Command};
 
@@ -19,6 +22,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Score(a) => score::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::DemoData(a) => demo_data::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Sweep(a) => sweep::run(a),
     }
 }

@@ -124,6 +124,10 @@ struct EvalConfig {
     /// always uses all.
     #[serde(default)]
     max_examples: usize,
+    /// Also evaluate the model as loaded, before any training (the zero-shot baseline, kept as
+    /// `start` in metrics.json).
+    #[serde(default)]
+    at_start: bool,
 }
 
 impl Default for EvalConfig {
@@ -132,6 +136,7 @@ impl Default for EvalConfig {
             every: 0,
             metric: None,
             max_examples: 0,
+            at_start: false,
         }
     }
 }
@@ -139,7 +144,7 @@ impl Default for EvalConfig {
 /// A run config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunConfig {
+pub struct RunConfig {
     /// HF model folder.
     model: PathBuf,
     /// Run folder to create.
@@ -207,6 +212,7 @@ const KNOWN_KEYS: &[&str] = &[
     "every",
     "metric",
     "max_examples",
+    "at_start",
     "lr",
     "min_lr",
     "warmup_steps",
@@ -274,7 +280,8 @@ fn set(table: &mut toml::Table, key: &str, raw: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn resolve(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
+/// Reads a run config and applies `key=value` overrides.
+pub fn resolve(path: &Path, overrides: &[String]) -> anyhow::Result<RunConfig> {
     let text = String::from_utf8(read_file(path)?)
         .with_context(|| format!("{}: not UTF-8", path.display()))?;
     let mut table: toml::Table = toml::from_str(&text)
@@ -391,6 +398,13 @@ fn eval_pipeline(p: &Pipeline, model: &Model) -> Pipeline {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let (cfg, resuming) = config_of(&a)?;
+    run_config(cfg, resuming, a.device.device)?;
+    Ok(())
+}
+
+/// The run's config: the file plus overrides, or the resumed run's own.
+fn config_of(a: &TrainArgs) -> anyhow::Result<(RunConfig, bool)> {
     let (cfg, resuming) = match (&a.resume, &a.config) {
         (Some(dir), None) => {
             anyhow::ensure!(
@@ -415,6 +429,15 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         (None, Some(path)) => (resolve(path, &a.overrides)?, false),
         _ => anyhow::bail!("give either --config FILE [key=value ...] or --resume RUN_DIR"),
     };
+    Ok((cfg, resuming))
+}
+
+/// Runs (or resumes) a training run; returns what it writes to `metrics.json`.
+pub fn run_config(
+    cfg: RunConfig,
+    resuming: bool,
+    device: normtune_core::device::DeviceChoice,
+) -> anyhow::Result<serde_json::Value> {
     if !resuming {
         anyhow::ensure!(
             !cfg.out.exists(),
@@ -454,7 +477,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| primary_metric(task).to_string());
 
-    let dev = choose(a.device.device);
+    let dev = choose(device);
     eprintln!("device: {}", dev.reason);
     let device = dev.device.clone().autodiff();
     let src = DirSource::open(&cfg.model)?;
@@ -533,7 +556,47 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     // Without a terminal (logs, CI) the bar hides itself: print a plain line now and then.
     let plain = !std::io::stderr().is_terminal();
     let every = (total / 20).max(1);
+    let mut start_scores: Option<serde_json::Value> = None;
+    if run.cfg.eval.at_start {
+        if resuming {
+            start_scores = std::fs::read_to_string(run.out.join("metrics.jsonl"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                        .find(|v| v["kind"] == "start")
+                });
+        } else {
+            let ep = eval_pipeline(&p, trainer.model());
+            let (scores, _) = run.evaluate(&ep, 0, &bar)?;
+            let mut line = serde_json::json!({"kind": "start", "batch": 0, "step": 0});
+            for (k, v) in &scores {
+                line[k] = v.clone();
+            }
+            run.log(line.clone())?;
+            let msg = format!(
+                "before training: {} = {}",
+                run.metric,
+                scores
+                    .get(&run.metric)
+                    .and_then(|v| v.as_f64())
+                    .map_or("undefined".into(), |v| format!("{v:.4}"))
+            );
+            if plain {
+                eprintln!("{msg}");
+            } else {
+                bar.println(msg);
+            }
+            start_scores = Some(line);
+        }
+        if let Some(v) = start_scores.as_mut().and_then(|v| v.as_object_mut()) {
+            for k in ["kind", "batch", "step"] {
+                v.remove(k);
+            }
+        }
+    }
     let started = std::time::Instant::now();
+    let mut step_ms: Vec<f64> = Vec::new();
     let (mut seen, mut done_here) = (0usize, 0usize);
     let mut last_checkpoint = trainer.steps_done();
     while let Some(next) = trainer.next_batch() {
@@ -553,6 +616,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let batch = p.batch(&batch_examples, &imgs)?;
+        let t0 = std::time::Instant::now();
         let ev = match pollster::block_on(trainer.step(&batch)) {
             Ok(ev) => ev,
             Err(e) => {
@@ -564,6 +628,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 );
             }
         };
+        step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
         seen += next.indices.len();
         done_here += 1;
         let rate = seen as f64 / started.elapsed().as_secs_f64();
@@ -666,6 +731,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         "trainable_params": report.trainable_params,
         "total_params": report.total_params,
         "best": run.best.map(|(s, v)| serde_json::json!({"step": s, "metric": run.metric, "value": v})),
+        "start": start_scores,
+        "train_seconds": started.elapsed().as_secs_f64(),
+        "step_ms_median": median(&mut step_ms),
+        "peak_rss_mb": peak_rss_mb(),
     });
     for (k, v) in &scores {
         metrics[k] = v.clone();
@@ -676,7 +745,37 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     )?;
     println!("{metrics}");
     let _ = run.log(serde_json::json!({"kind": "done"}));
-    Ok(())
+    Ok(metrics)
+}
+
+/// The median of the measured micro-batch step times (forward, backward and, when due, the
+/// optimizer step); `None` when no step ran in this process.
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// The process's peak resident memory in MiB (Linux `VmHWM`); `None` where the OS does not
+/// tell.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Keeps the `metrics.jsonl` lines of micro-batches up to `position`.
