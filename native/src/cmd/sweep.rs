@@ -491,9 +491,9 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
             points.push((r.name.clone(), pct, v));
         }
     }
-    md.push_str(&format!(
-        "\nScores in % on the test split; step ms = median micro-batch training step (forward, backward, optimizer); top-answer share = fraction of test predictions equal to the most frequent one (1.00 = a constant answer).\n"
-    ));
+    md.push_str(
+        "\nScores in % on the test split; step ms = median micro-batch training step (forward, backward, optimizer); top-answer share = fraction of test predictions equal to the most frequent one (1.00 = a constant answer).\n",
+    );
     write_file_atomic(&out.join("results.csv"), csv.as_bytes())?;
     write_file_atomic(&out.join("results.md"), md.as_bytes())?;
     let zero = zero_shot

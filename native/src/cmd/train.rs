@@ -112,7 +112,7 @@ fn default_split() -> String {
 }
 
 /// Evaluation during training.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EvalConfig {
     /// Optimizer steps between evaluations; 0 = at the end of every epoch.
@@ -128,17 +128,6 @@ struct EvalConfig {
     /// `start` in metrics.json).
     #[serde(default)]
     at_start: bool,
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        Self {
-            every: 0,
-            metric: None,
-            max_examples: 0,
-            at_start: false,
-        }
-    }
 }
 
 /// A run config.
