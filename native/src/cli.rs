@@ -41,13 +41,13 @@ pub enum Command {
 /// `normtune demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Target domain: scanner-b, inverted, lowres (or source).
+    /// Target domain: scanner-b, inverted, lowres, new-finding (or source).
     #[arg(long, default_value = "scanner-b")]
     pub domain: String,
     /// PEFT method (any `--peft` spec: layernorm, lora, full, vision=layernorm,decoder=frozen, ...).
     #[arg(long, default_value = "layernorm")]
     pub method: String,
-    /// Training studies of the target domain (each has 5–7 questions).
+    /// Training studies of the target domain (each has 6–9 questions).
     #[arg(long, default_value_t = 300)]
     pub studies: usize,
     /// Test studies (drawn with another seed).
@@ -89,7 +89,7 @@ pub struct PretrainArgs {
     /// Output model folder (must not exist); working files go to `<out>.work/`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Source-domain studies to train on (each has 5–7 questions).
+    /// Source-domain studies to train on (each has 6–9 questions).
     #[arg(long, default_value_t = 3000)]
     pub studies: usize,
     /// Epochs over them.
@@ -111,10 +111,10 @@ pub struct PretrainArgs {
 /// `normtune demo-data`.
 #[derive(Debug, Args)]
 pub struct DemoDataArgs {
-    /// Domain: source, scanner-b, inverted or lowres.
+    /// Domain: source, scanner-b, inverted, lowres or new-finding.
     #[arg(long, default_value = "source")]
     pub domain: String,
-    /// Number of studies (each has 5–7 questions and a report).
+    /// Number of studies (each has 6–9 questions and a report).
     #[arg(long, default_value_t = 200)]
     pub studies: usize,
     /// Seed (a different seed gives a disjoint-looking split: use one for train, another for test).
