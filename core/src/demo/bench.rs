@@ -143,6 +143,16 @@ impl Domain {
         })
     }
 
+    /// [`Domain::target`], or an error naming the unknown domain and the known ones.
+    pub fn named(name: &str) -> crate::Result<Self> {
+        Self::target(name).ok_or_else(|| {
+            crate::Error::Input(format!(
+                "unknown domain `{name}` (expected one of {})",
+                Self::NAMES.join(", ")
+            ))
+        })
+    }
+
     /// Every domain name.
     pub const NAMES: [&'static str; 5] = ["source", "scanner-b", "inverted", "lowres", "new-finding"];
 }

@@ -9,15 +9,15 @@ use normtune_core::demo::model::base_model_files;
 use normtune_core::demo::{Domain, generate, to_files_named};
 use std::path::Path;
 
-/// Writes the demo's inputs (base model, train and test splits of the target domain) and its
-/// run config under `out`; returns the config's path.
+/// Writes the demo's inputs under `out`: the base model (`base/`) and train and test splits of
+/// the target domain (`data/`).
 pub fn prepare(
     out: &Path,
     domain: &Domain,
     studies: usize,
     test_studies: usize,
     seed: u64,
-) -> anyhow::Result<std::path::PathBuf> {
+) -> anyhow::Result<()> {
     let base: Vec<(String, Vec<u8>)> = base_model_files()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_vec()))
@@ -30,7 +30,53 @@ pub fn prepare(
         "test.",
     )?);
     write_folder_atomic(&out.join("data"), &data)?;
-    Ok(out.join("data"))
+    Ok(())
+}
+
+/// The run config (TOML) for the inputs [`prepare`] wrote under `bench`: VQA on the target
+/// domain's train split, scored on its test split, greedy answers; `lr` omitted keeps the
+/// trainer's default.
+pub fn run_toml(
+    bench: &Path,
+    run: &Path,
+    epochs: usize,
+    seed: u64,
+    lr: Option<f64>,
+    peft: &str,
+    at_start: bool,
+) -> String {
+    let data = bench.join("data").display().to_string();
+    let lr = lr.map(|l| format!("lr = {l:e}\n")).unwrap_or_default();
+    format!(
+        r#"model = "{base}"
+out = "{run}"
+batch_size = 16
+epochs = {epochs}
+seed = {seed}
+
+[data]
+format = "jsonl"
+train = "{data}/train.vqa.jsonl"
+eval = "{data}/test.vqa.jsonl"
+images = "{data}"
+
+[peft]
+{peft}
+
+[train]
+{lr}warmup_steps = 10
+weight_decay = 0.0
+
+[eval]
+at_start = {at_start}
+
+[generation]
+num_beams = 1
+max_new_tokens = 4
+"#,
+        base = bench.join("base").display(),
+        run = run.display(),
+    )
 }
 
 /// A `--peft`-style spec (`layernorm`, `vision=frozen,decoder=lora`) as the lines of a run
@@ -53,13 +99,7 @@ pub fn peft_toml(spec: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
-    let domain = Domain::target(&a.domain).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown domain `{}` (expected one of {})",
-            a.domain,
-            Domain::NAMES.join(", ")
-        )
-    })?;
+    let domain = Domain::named(&a.domain)?;
     anyhow::ensure!(
         a.studies > 0 && a.epochs > 0 && a.test_studies > 0,
         "--studies, --test-studies and --epochs must be at least 1"
@@ -85,46 +125,21 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         a.test_studies,
         out.display()
     );
-    let data = prepare(&out, &domain, a.studies, a.test_studies, a.seed)?;
-    let toml = format!(
-        r#"# Written by `normtune demo`; rerun with `normtune train --config {config}`.
-model = "{base}"
-out = "{run}"
-batch_size = 16
-epochs = {epochs}
-seed = {seed}
-
-[data]
-format = "jsonl"
-train = "{data}/train.vqa.jsonl"
-eval = "{data}/test.vqa.jsonl"
-images = "{data}"
-
-[peft]
-{peft}
-
-[train]
-lr = {lr:e}
-warmup_steps = 10
-weight_decay = 0.0
-
-[eval]
-at_start = true
-
-[generation]
-num_beams = 1
-max_new_tokens = 4
-"#,
-        config = out.join("demo.toml").display(),
-        base = out.join("base").display(),
-        run = out.join("run").display(),
-        data = data.display(),
-        epochs = a.epochs,
-        seed = a.seed,
-        peft = peft_toml(&a.method)?,
-        lr = a.lr,
-    );
+    prepare(&out, &domain, a.studies, a.test_studies, a.seed)?;
     let config = out.join("demo.toml");
+    let toml = format!(
+        "# Written by `normtune demo`; rerun with `normtune train --config {}`.\n{}",
+        config.display(),
+        run_toml(
+            &out,
+            &out.join("run"),
+            a.epochs,
+            a.seed,
+            Some(a.lr),
+            &peft_toml(&a.method)?,
+            true
+        )
+    );
     write_file_atomic(&config, toml.as_bytes())?;
     let m = run_config(resolve(&config, &[])?, false, a.device.device)?;
 

@@ -5,13 +5,7 @@ use crate::fs::write_folder_atomic;
 use normtune_core::demo::{Domain, generate, to_files};
 
 pub fn run(a: DemoDataArgs) -> anyhow::Result<()> {
-    let domain = Domain::target(&a.domain).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown domain `{}` (expected one of {})",
-            a.domain,
-            Domain::NAMES.join(", ")
-        )
-    })?;
+    let domain = Domain::named(&a.domain)?;
     anyhow::ensure!(a.studies > 0, "--studies must be at least 1");
     anyhow::ensure!(!a.out.exists(), "{}: already exists", a.out.display());
     let studies = generate(&domain, a.studies, a.seed);

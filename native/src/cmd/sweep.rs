@@ -7,7 +7,7 @@
 //! finished points and resumes an interrupted one from its checkpoint.
 
 use crate::cli::SweepArgs;
-use crate::cmd::demo::{peft_toml, prepare};
+use crate::cmd::demo::{peft_toml, prepare, run_toml};
 use crate::fs::{read_file, write_file_atomic};
 use anyhow::Context;
 use normtune_core::demo::Domain;
@@ -210,39 +210,21 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?
         }
         None => {
-            let domain = Domain::target(&cfg.domain).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "domain: unknown `{}` (expected one of {})",
-                    cfg.domain,
-                    Domain::NAMES.join(", ")
-                )
-            })?;
+            let domain = Domain::named(&cfg.domain).context("domain")?;
             let bench = cfg.out.join("benchmark");
             if !bench.join("data").join("test.vqa.jsonl").is_file() {
                 let _ = std::fs::remove_dir_all(&bench);
                 prepare(&bench, &domain, cfg.studies, cfg.test_studies, cfg.seed)?;
             }
-            let d = bench.join("data").display().to_string();
-            toml::from_str(&format!(
-                r#"model = "{base}"
-out = "unused"
-batch_size = 16
-epochs = 3
-seed = {seed}
-[data]
-format = "jsonl"
-train = "{d}/train.vqa.jsonl"
-eval = "{d}/test.vqa.jsonl"
-images = "{d}"
-[train]
-warmup_steps = 10
-weight_decay = 0.0
-[generation]
-num_beams = 1
-max_new_tokens = 4
-"#,
-                base = bench.join("base").display(),
-                seed = cfg.seed
+            // `out`, `[peft]`, `lr` and `at_start` are set per point.
+            toml::from_str(&run_toml(
+                &bench,
+                Path::new("unused"),
+                3,
+                cfg.seed,
+                None,
+                "",
+                false,
             ))?
         }
     };
