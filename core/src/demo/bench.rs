@@ -821,3 +821,24 @@ pub fn to_files_named(studies: &[Study], prefix: &str) -> crate::Result<Vec<(Str
     files.push((format!("{prefix}scenes.jsonl"), scenes.into_bytes()));
     Ok(files)
 }
+
+/// Seed offset of a demo test split: train and test come from different seeds, so different
+/// patients and different images.
+pub const TEST_SEED_OFFSET: u64 = 1_000_003;
+
+/// A train split of `studies` and a test split of `test_studies` of `domain` as one dataset
+/// folder (`train.vqa.jsonl`, `test.vqa.jsonl`, ... and `images/`): what `normtune demo` and the
+/// browser app tune and score on.
+pub fn train_test_files(
+    domain: &Domain,
+    studies: usize,
+    test_studies: usize,
+    seed: u64,
+) -> crate::Result<Vec<(String, Vec<u8>)>> {
+    let mut data = to_files_named(&generate(domain, studies, seed), "train.")?;
+    data.extend(to_files_named(
+        &generate(domain, test_studies, seed + TEST_SEED_OFFSET),
+        "test.",
+    )?);
+    Ok(data)
+}

@@ -322,6 +322,18 @@ impl Pipeline {
         })
     }
 
+    /// The same pipeline (config, tokenizer, preprocessing) around another `model`, on the
+    /// inference device: how evaluation sees the model a trainer is training.
+    pub fn with_model(&self, model: Model) -> Pipeline {
+        Pipeline {
+            model: model.valid(),
+            config: self.config.clone(),
+            tokenizer: self.tokenizer.clone(),
+            preprocessor: self.preprocessor.clone(),
+            device: self.device.clone().inner(),
+        }
+    }
+
     fn blip(&self) -> Result<(&BlipConfig, &TextTokenizer)> {
         match (&self.config, &self.tokenizer) {
             (ModelConfig::Blip(_, c), Some(t)) => Ok((c, t)),

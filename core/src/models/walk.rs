@@ -116,3 +116,55 @@ pub fn transposed(shape: &[usize], values: &[f32]) -> (Vec<usize>, Vec<f32>) {
     }
     (vec![c, r], out)
 }
+
+/// A copy of `module` whose trainable parameters live on `host` (read back asynchronously, so
+/// this works on WebGPU, where synchronous readback is impossible), still trainable there, with
+/// their ids; frozen parameters stay where they are, unread. What the synchronous adapter and
+/// checkpoint writers need from a model trained on any device.
+pub async fn trainable_to_host<M: Module>(
+    module: &M,
+    host: &burn::tensor::Device,
+) -> crate::Result<M> {
+    struct Collect(Vec<(burn::module::ParamId, Vec<usize>, Tensor<1>)>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val();
+            if t.is_require_grad() {
+                let shape = t.dims().to_vec();
+                let n = shape.iter().product::<usize>();
+                self.0.push((param.id, shape, t.inner().reshape([n])));
+            }
+        }
+    }
+    let mut c = Collect(Vec::new());
+    module.visit(&mut c);
+    let mut values = std::collections::HashMap::new();
+    for (id, shape, t) in c.0 {
+        let data = t
+            .into_data_async()
+            .await
+            .map_err(|e| crate::Error::Device(format!("{e:?}")))?;
+        let v: Vec<f32> = data.iter::<f32>().collect();
+        values.insert(id, (shape, v));
+    }
+    struct Place<'a> {
+        values: std::collections::HashMap<burn::module::ParamId, (Vec<usize>, Vec<f32>)>,
+        host: &'a burn::tensor::Device,
+    }
+    impl burn::module::ModuleMapper for Place<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            match self.values.remove(&param.id) {
+                Some((shape, v)) => {
+                    let t = Tensor::<D>::from_data(
+                        burn::tensor::TensorData::new(v, shape),
+                        self.host,
+                    )
+                    .require_grad();
+                    Param::initialized(param.id, t)
+                }
+                None => param,
+            }
+        }
+    }
+    Ok(module.clone().map(&mut Place { values, host }))
+}

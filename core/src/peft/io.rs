@@ -128,6 +128,19 @@ pub fn save_adapter(
     adapter_folder(&config, weights)
 }
 
+/// [`save_adapter`] for a model on any device: the trainable tensors are read back
+/// asynchronously onto the CPU first (WebGPU allows no synchronous readback).
+#[cfg(feature = "flex")]
+pub async fn save_adapter_async(
+    model: &Model,
+    cfg: &PeftConfig,
+    base_model: &str,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let host = burn::tensor::Device::flex().autodiff();
+    let model = crate::models::walk::trainable_to_host(model, &host).await?;
+    save_adapter(&model, cfg, base_model)
+}
+
 /// Loads an adapter folder into `model` (the base weights must already be loaded). Every tensor
 /// of the adapter must land on a parameter of this model with the same shape.
 pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> {

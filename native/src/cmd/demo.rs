@@ -6,7 +6,7 @@ use crate::cli::DemoArgs;
 use crate::cmd::train::{resolve, run_config};
 use crate::fs::{write_file_atomic, write_folder_atomic};
 use normtune_core::demo::model::base_model_files;
-use normtune_core::demo::{Domain, generate, to_files_named};
+use normtune_core::demo::{Domain, train_test_files};
 use std::path::Path;
 
 /// Writes the demo's inputs under `out`: the base model (`base/`) and train and test splits of
@@ -23,12 +23,7 @@ pub fn prepare(
         .map(|(k, v)| (k.to_string(), v.to_vec()))
         .collect();
     write_folder_atomic(&out.join("base"), &base)?;
-    // Train and test come from different seeds: different patients, different images.
-    let mut data = to_files_named(&generate(domain, studies, seed), "train.")?;
-    data.extend(to_files_named(
-        &generate(domain, test_studies, seed + 1_000_003),
-        "test.",
-    )?);
+    let data = train_test_files(domain, studies, test_studies, seed)?;
     write_folder_atomic(&out.join("data"), &data)?;
     Ok(())
 }

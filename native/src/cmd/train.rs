@@ -10,13 +10,13 @@ use crate::fs::{DirSource, read_file, recover_folder, replace_folder_atomic, wri
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use normtune_core::burn::module::Module;
-use normtune_core::data::{Augment, Example, Format, Task, decode_image, read_examples, task_of};
+use normtune_core::data::{Augment, Example, Format, Task, read_examples, task_of};
 use normtune_core::device::choose;
 use normtune_core::metrics::{Scores, primary_metric};
 use normtune_core::models::blip::GenConfig;
 use normtune_core::models::{Model, Pipeline};
 use normtune_core::peft::{self, PeftConfig};
-use normtune_core::train::{Plan, TrainConfig, Trainer, evaluate};
+use normtune_core::train::{Plan, TrainConfig, Trainer, evaluate, load_batch};
 use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -375,17 +375,6 @@ impl Run {
     }
 }
 
-/// The pipeline's model, frozen for evaluation (no autodiff), from the trainer's.
-fn eval_pipeline(p: &Pipeline, model: &Model) -> Pipeline {
-    Pipeline {
-        model: model.clone().valid(),
-        config: p.config.clone(),
-        tokenizer: p.tokenizer.clone(),
-        preprocessor: p.preprocessor.clone(),
-        device: p.device.clone().inner(),
-    }
-}
-
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let (cfg, resuming) = config_of(&a)?;
     run_config(cfg, resuming, a.device.device)?;
@@ -556,7 +545,7 @@ pub fn run_config(
                         .find(|v| v["kind"] == "start")
                 });
         } else {
-            let ep = eval_pipeline(&p, trainer.model());
+            let ep = p.with_model(trainer.model().clone());
             let (scores, _) = run.evaluate(&ep, 0, &bar)?;
             let mut line = serde_json::json!({"kind": "start", "batch": 0, "step": 0});
             for (k, v) in &scores {
@@ -589,22 +578,14 @@ pub fn run_config(
     let (mut seen, mut done_here) = (0usize, 0usize);
     let mut last_checkpoint = trainer.steps_done();
     while let Some(next) = trainer.next_batch() {
-        let batch_examples: Vec<&Example> = next.indices.iter().map(|&i| &run.train[i]).collect();
-        let imgs = next
-            .indices
-            .iter()
-            .map(|&i| {
-                let e = &run.train[i];
-                let path = run.cfg.data.images.join(&e.image);
-                let img = decode_image(&read_file(&path)?, &path.display().to_string())?;
-                let text = format!("{} {}", e.question.as_deref().unwrap_or(""), e.target);
-                Ok(run
-                    .cfg
-                    .augment
-                    .apply(&img, run.cfg.seed, next.epoch, i, &text))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let batch = p.batch(&batch_examples, &imgs)?;
+        let batch = pollster::block_on(load_batch(
+            &p,
+            &run.train,
+            &next,
+            &run.images,
+            &run.cfg.augment,
+            run.cfg.seed,
+        ))?;
         let t0 = std::time::Instant::now();
         let ev = match pollster::block_on(trainer.step(&batch)) {
             Ok(ev) => ev,
@@ -644,7 +625,7 @@ pub fn run_config(
             step % run.cfg.eval.every == 0
         };
         if eval_now {
-            let ep = eval_pipeline(&p, trainer.model());
+            let ep = p.with_model(trainer.model().clone());
             let (scores, _) = run.evaluate(&ep, run.cfg.eval.max_examples, &bar)?;
             let value = scores.get(&run.metric).and_then(|v| v.as_f64());
             let mut line = serde_json::json!({"kind": "eval", "epoch": next.epoch, "batch": position, "step": step});
@@ -704,7 +685,7 @@ pub fn run_config(
     let files =
         peft::io::save_adapter(&model, &run.cfg.peft, &run.cfg.model.display().to_string())?;
     replace_folder_atomic(&run.out.join("adapter"), &files)?;
-    let ep = eval_pipeline(&p, &model);
+    let ep = p.with_model(model.clone());
     drop(model);
     let (scores, preds) = run.evaluate(&ep, 0, &bar)?;
     bar.finish_and_clear();

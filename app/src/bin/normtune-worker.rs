@@ -1,0 +1,5 @@
+//! The Web Worker that loads, tunes and runs models (see `normtune_app::worker`).
+
+fn main() {
+    normtune_app::worker::start();
+}

@@ -1,0 +1,122 @@
+//! Fine-tuning: method, epochs, learning rate, batch size; start, pause, stop; the trainable line,
+//! progress, speed, and the live chart.
+
+use super::Busy;
+use super::chart::Chart;
+use crate::bridge;
+use crate::protocol::{ToWorker, TuneSettings};
+use crate::state::AppState;
+use leptos::prelude::*;
+
+/// Methods offered, as PEFT specs (value, label).
+const METHODS: &[(&str, &str)] = &[
+    ("layernorm", "LayerNorm tuning (all components)"),
+    ("lora", "LoRA r=8 (query/value, vision qkv)"),
+    ("ia3", "IA3 (text components)"),
+    ("bitfit", "BitFit (biases)"),
+    ("adapter", "Bottleneck adapters"),
+    ("vision=frozen,text_encoder=frozen,decoder=ptuning-v2", "P-tuning v2 on the decoder (F-F-PTv2)"),
+    ("vision=frozen,text_encoder=frozen,decoder=layernorm", "LayerNorm of the decoder only (F-F-LN)"),
+    ("full", "Full fine-tuning"),
+];
+
+/// The tune panel.
+#[component]
+pub fn TunePanel() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let method = RwSignal::new("layernorm".to_string());
+    let epochs = RwSignal::new(2usize);
+    let lr = RwSignal::new(3e-3f64);
+    let batch = RwSignal::new(16usize);
+    let eval_n = RwSignal::new(48usize);
+    let running = move || matches!(state.run_state.get().as_str(), "running" | "paused" | "starting");
+    let ready = move || state.data.get().is_some() && state.model.get().is_some() && !running();
+    let start = move |_| {
+        state.run_state.set("starting".into());
+        bridge::send(
+            ToWorker::Start(TuneSettings {
+                method: method.get_untracked(),
+                epochs: epochs.get_untracked(),
+                lr: lr.get_untracked(),
+                batch_size: batch.get_untracked(),
+                eval_examples: eval_n.get_untracked(),
+                seed: 0,
+            }),
+            Vec::new(),
+        )
+    };
+    let first_last = move || {
+        let l = state.losses.get();
+        let mean = |s: &[(usize, f32)]| s.iter().map(|(_, v)| *v as f64).sum::<f64>() / s.len().max(1) as f64;
+        (l.len() >= 2).then(|| {
+            let k = (l.len() / 5).clamp(1, 5);
+            (mean(&l[..k]), mean(&l[l.len() - k..]))
+        })
+    };
+    view! {
+        <section id="tune">
+            <h2>"4 · Fine-tune"</h2>
+            <div class="row">
+                <label>"method "
+                    <select id="method" on:change=move |ev| method.set(event_target_value(&ev))>
+                        {METHODS.iter().map(|(v, l)| view! { <option value=*v selected=*v == "layernorm">{*l}</option> }).collect_view()}
+                    </select>
+                </label>
+                <label>"epochs "
+                    <input type="number" id="epochs" min="1" max="100" prop:value=move || epochs.get().to_string()
+                        on:change=move |ev| epochs.set(event_target_value(&ev).parse().unwrap_or(2)) />
+                </label>
+                <label>"learning rate "
+                    <input type="number" id="lr" step="any" min="0" prop:value=move || lr.get().to_string()
+                        on:change=move |ev| lr.set(event_target_value(&ev).parse().unwrap_or(3e-3)) />
+                </label>
+                <label>"batch "
+                    <input type="number" id="batch" min="1" max="256" prop:value=move || batch.get().to_string()
+                        on:change=move |ev| batch.set(event_target_value(&ev).parse().unwrap_or(16)) />
+                </label>
+                <label>"test questions scored "
+                    <input type="number" id="eval-n" min="0" prop:value=move || eval_n.get().to_string()
+                        on:change=move |ev| eval_n.set(event_target_value(&ev).parse().unwrap_or(48)) />
+                </label>
+            </div>
+            <div class="row">
+                <button id="start" disabled=move || !ready() on:click=start>"Start"</button>
+                <button id="pause" disabled=move || state.run_state.get() != "running"
+                    on:click=move |_| bridge::send(ToWorker::Pause, Vec::new())>"Pause"</button>
+                <button id="resume" disabled=move || state.run_state.get() != "paused"
+                    on:click=move |_| bridge::send(ToWorker::Resume, Vec::new())>"Resume"</button>
+                <button id="stop" disabled=move || !running()
+                    on:click=move |_| bridge::send(ToWorker::Stop, Vec::new())>"Stop"</button>
+                <span id="run-state" class="state">{move || state.run_state.get()}</span>
+            </div>
+            <p class="note">"Scores use greedy answers on the first test questions, before training and after each epoch."</p>
+            <Busy />
+            {move || state.trainable.get().map(|t| view! { <p id="trainable"><code>{t}</code></p> })}
+            <p id="progress">
+                {move || {
+                    let (d, t) = state.position.get();
+                    let speed = state.speed.get().map(|s| format!(" · {:.2} steps/s · {:.1} examples/s · last step {:.0} ms", s.steps_per_s, s.samples_per_s, s.step_ms)).unwrap_or_default();
+                    if t == 0 { String::new() } else { format!("micro-batch {d} of {t}{speed}") }
+                }}
+            </p>
+            <p id="loss-summary">
+                {move || first_last().map(|(a, b)| view! {
+                    "loss " <span id="loss-first">{format!("{a:.4}")}</span> " → " <span id="loss-last">{format!("{b:.4}")}</span>
+                })}
+            </p>
+            <p id="acc-summary">
+                {move || {
+                    let e = state.evals.get();
+                    let first = e.first().cloned();
+                    let last = e.last().cloned().filter(|l| l.step > 0);
+                    first.map(|f| view! {
+                        "overall accuracy on " {f.questions} " test questions: zero-shot "
+                        <span id="acc-start">{format!("{:.1}", f.overall)}</span> " %"
+                        {last.map(|l| view! { " → tuned " <span id="acc-last">{format!("{:.1}", l.overall)}</span> " %" })}
+                    })
+                }}
+            </p>
+            <Chart />
+        </section>
+    }
+}

@@ -1,0 +1,211 @@
+// End-to-end test of the web app in a real headless Chromium (Debian's, driven by Playwright):
+// serve the trunk build on 127.0.0.1, load the bundled demo model, draw the benchmark's shifted
+// domain, LayerNorm-tune on WebGPU (SwiftShader here) and then on the CPU backend, check on the
+// page that the loss fell and the test accuracy rose, ask about an image, export the adapter and
+// check that the native `normtune infer --adapter` gives the same answer. Every request the page
+// and its worker make is recorded; any that leaves the origin fails the test. Screenshots go to
+// $NORMTUNE_ARTIFACTS (default: a temp dir), printed at the end.
+//
+// Environment: NORMTUNE_DIST (the trunk build, default www/dist), NORMTUNE_BIN (the native
+// binary, default $CARGO_TARGET_DIR/debug/normtune), CHROMIUM (default /usr/bin/chromium).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const DIST = process.env.NORMTUNE_DIST ?? path.join(ROOT, 'www/dist');
+const TARGET = process.env.CARGO_TARGET_DIR ?? path.join(os.homedir(), '.cache/normtune/target');
+const BIN = process.env.NORMTUNE_BIN ?? path.join(TARGET, 'debug/normtune');
+const ART = process.env.NORMTUNE_ARTIFACTS ?? fs.mkdtempSync(path.join(os.tmpdir(), 'normtune-e2e-'));
+const MODEL = path.join(ROOT, 'core/assets/demo-base');
+// A short run: 24 training studies (~180 questions), batch 16, 2 epochs = 24 steps; 32 test
+// questions scored before and after each epoch.
+const RUN = { domain: 'scanner-b', studies: 24, testStudies: 6, epochs: 2, lr: '0.01', batch: 16, evalN: 32 };
+
+const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.png': 'image/png' };
+let server, origin;
+const served = [];
+
+before(async () => {
+  assert.ok(fs.existsSync(path.join(DIST, 'index.html')), `no trunk build in ${DIST} (run trunk build in www/)`);
+  assert.ok(fs.existsSync(BIN), `no native binary at ${BIN}`);
+  fs.mkdirSync(ART, { recursive: true });
+  server = createServer((req, res) => {
+    served.push(req.url);
+    const url = new URL(req.url, 'http://x');
+    const file = path.join(DIST, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname));
+    if (!file.startsWith(DIST) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream' });
+    fs.createReadStream(file).pipe(res);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  origin = `http://127.0.0.1:${server.address().port}`;
+});
+
+after(() => {
+  server?.close();
+  console.log(`screenshots and downloads: ${ART}`);
+});
+
+function native(args) {
+  return execFileSync(BIN, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** A test image and its first question, drawn by the native binary (same generator as the app). */
+function testImage(dir) {
+  native(['demo-data', '--domain', RUN.domain, '--studies', '1', '--seed', '424242', '--out', dir]);
+  const first = JSON.parse(fs.readFileSync(path.join(dir, 'vqa.jsonl'), 'utf8').split('\n')[0]);
+  return { image: path.join(dir, first.image), question: first.question };
+}
+
+async function number(page, sel) {
+  const t = await page.locator(sel).textContent();
+  const v = Number.parseFloat(t);
+  assert.ok(Number.isFinite(v), `${sel} holds "${t}", not a number`);
+  return v;
+}
+
+async function setNumber(page, sel, value) {
+  await page.locator(sel).fill(String(value));
+  await page.locator(sel).dispatchEvent('change');
+}
+
+for (const backend of ['webgpu', 'cpu']) {
+  test(`tune, ask and export on ${backend}`, { timeout: 40 * 60_000 }, async () => {
+    const browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+        '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
+    });
+    const context = await browser.newContext({ acceptDownloads: true });
+    const requests = [];
+    const offOrigin = [];
+    context.on('request', (r) => {
+      requests.push(r.url());
+      const u = r.url();
+      if (!u.startsWith(origin) && !u.startsWith('blob:') && !u.startsWith('data:')) offOrigin.push(u);
+    });
+    const page = await context.newPage();
+    const logs = [];
+    page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+    const shot = (name) => page.screenshot({ path: path.join(ART, `${backend}-${name}.png`), fullPage: true });
+    const t0 = Date.now();
+    const mark = (what) => console.log(`[${backend}] ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    try {
+      await page.goto(origin + '/');
+      const status = page.locator('#device-status');
+      if (backend === 'cpu') {
+        await status.filter({ hasText: /: (?!starting)/ }).waitFor({ timeout: 120_000 });
+        await page.click('#use-cpu');
+        await status.filter({ hasText: /^CPU.*: burn flex/ }).waitFor({ timeout: 120_000 });
+      } else {
+        await status.filter({ hasText: /^WebGPU: (?!starting)/ }).waitFor({ timeout: 120_000 });
+      }
+      mark(`device: ${await status.textContent()}`);
+      await shot('1-device');
+
+      await page.click('#load-demo');
+      await page.locator('#model-info').waitFor({ timeout: 120_000 });
+      assert.match(await page.locator('#model-info').textContent(), /2,485,395 parameters/);
+      mark('model loaded');
+
+      await setNumber(page, '#studies', RUN.studies);
+      await setNumber(page, '#test-studies', RUN.testStudies);
+      await page.click('#draw-data');
+      await page.locator('#data-info').waitFor({ timeout: 120_000 });
+      await page.locator('#data .samples img').first().waitFor();
+      mark(await page.locator('#data-info').textContent());
+      await shot('2-data');
+
+      await setNumber(page, '#epochs', RUN.epochs);
+      await setNumber(page, '#lr', RUN.lr);
+      await setNumber(page, '#batch', RUN.batch);
+      await setNumber(page, '#eval-n', RUN.evalN);
+      await page.click('#start');
+      await page.locator('#trainable').waitFor({ timeout: 300_000 });
+      const trainable = await page.locator('#trainable').textContent();
+      assert.equal(trainable, 'trainable params: 7,680 || all params: 2,485,395 || trainable%: 0.3090');
+      await page.locator('#run-state', { hasText: 'running' }).waitFor({ timeout: 600_000 });
+      mark('zero-shot scored, training');
+      await page.locator('#loss-first').waitFor({ timeout: 600_000 });
+      await shot('3-training');
+      await page.locator('#run-state', { hasText: /finished|stopped/ }).waitFor({ timeout: 30 * 60_000 });
+      assert.equal(await page.locator('#run-state').textContent(), 'finished',
+        `the run stopped: ${await page.locator('#error').textContent().catch(() => '')}`);
+      const progress = await page.locator('#progress').textContent();
+      mark(`finished: ${progress}`);
+      const [lossFirst, lossLast] = [await number(page, '#loss-first'), await number(page, '#loss-last')];
+      const [accStart, accLast] = [await number(page, '#acc-start'), await number(page, '#acc-last')];
+      console.log(`[${backend}] loss ${lossFirst} -> ${lossLast}; overall accuracy ${accStart} -> ${accLast} %`);
+      assert.ok(lossLast < lossFirst, `the loss did not fall: ${lossFirst} -> ${lossLast}`);
+      assert.ok(accLast > accStart, `the accuracy did not rise: ${accStart} -> ${accLast}`);
+      await shot('4-tuned');
+
+      // Ask about an image the page has never seen, picked from disk.
+      const { image, question } = testImage(path.join(ART, `${backend}-image`));
+      await page.setInputFiles('#ask-image', image);
+      await page.locator('#drop img').waitFor();
+      await page.fill('#question', question);
+      await page.click('#ask-button');
+      const row = page.locator('#answers tbody tr').first();
+      await row.waitFor({ timeout: 300_000 });
+      const pageBase = (await row.locator('td.base').textContent()).trim();
+      const pageTuned = (await row.locator('td.tuned').textContent()).trim();
+      mark(`asked "${question}": base "${pageBase}", tuned "${pageTuned}"`);
+      await shot('5-ask');
+
+      // Export, download both files of the adapter folder and the zip.
+      await page.click('#export-button');
+      await page.locator('#download-adapter-zip').waitFor({ timeout: 300_000 });
+      const adapter = path.join(ART, `${backend}-adapter`);
+      fs.rmSync(adapter, { recursive: true, force: true });
+      fs.mkdirSync(adapter, { recursive: true });
+      for (const [id, name] of [['#download-adapter_config-json', 'adapter_config.json'],
+        ['#download-adapter_model-safetensors', 'adapter_model.safetensors'], ['#download-adapter-zip', 'adapter.zip']]) {
+        const [dl] = await Promise.all([page.waitForEvent('download'), page.click(id)]);
+        await dl.saveAs(name.endsWith('.zip') ? path.join(ART, `${backend}-adapter.zip`) : path.join(adapter, name));
+      }
+      const cfg = JSON.parse(fs.readFileSync(path.join(adapter, 'adapter_config.json'), 'utf8'));
+      assert.equal(cfg.peft_type, 'LN_TUNING');
+      await shot('6-exported');
+
+      // The native CLI on the exported files answers as the page did (greedy, 10 tokens).
+      const args = ['infer', '--model', MODEL, '--image', image, '--question', question, '--num-beams', '1',
+        '--max-new-tokens', '10', '--json', '--device', 'cpu'];
+      const nativeBase = JSON.parse(native(args)).answer;
+      const nativeTuned = JSON.parse(native([...args, '--adapter', adapter])).answer;
+      console.log(`[${backend}] native: base "${nativeBase}", tuned "${nativeTuned}"`);
+      assert.equal(pageBase, nativeBase, 'the page and the CLI disagree on the base model');
+      assert.equal(pageTuned, nativeTuned, 'the page and the CLI disagree on the tuned model');
+
+      // Importing the exported zip gives the same tuned answer again.
+      await page.setInputFiles('#import-adapter', path.join(ART, `${backend}-adapter.zip`));
+      await page.locator('#imported').waitFor({ timeout: 120_000 });
+      await page.click('#ask-button');
+      await page.locator('#answers tbody tr').nth(1).waitFor({ timeout: 300_000 });
+      assert.equal((await page.locator('#answers tbody tr').first().locator('td.tuned').textContent()).trim(), nativeTuned);
+
+      assert.equal(await page.locator('#crashed').count(), 0, 'the worker crashed');
+      assert.deepEqual(offOrigin, [], 'requests left the origin');
+      console.log(`[${backend}] ${requests.length} requests, all to ${origin}: ${[...new Set(requests.map((u) => new URL(u).pathname))].join(' ')}`);
+    } catch (e) {
+      await shot('failure').catch(() => {});
+      console.log(`[${backend}] page console:\n${logs.slice(-40).join('\n')}`);
+      throw e;
+    } finally {
+      await browser.close();
+    }
+  });
+}
