@@ -12,6 +12,8 @@ pub mod peft;
 pub mod source;
 pub mod tokenizer;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+mod wasm_libc;
 
 pub use burn;
 pub use error::{Error, Result};

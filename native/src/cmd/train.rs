@@ -9,7 +9,6 @@ use crate::cli::TrainArgs;
 use crate::fs::{DirSource, read_file, recover_folder, replace_folder_atomic, write_file_atomic};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use normtune_core::burn::module::Module;
 use normtune_core::data::{Augment, Example, Format, Task, read_examples, task_of};
 use normtune_core::device::choose;
 use normtune_core::metrics::{Scores, primary_metric};
