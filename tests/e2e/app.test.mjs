@@ -27,7 +27,9 @@ const ART = process.env.NORMTUNE_ARTIFACTS ?? fs.mkdtempSync(path.join(os.tmpdir
 const MODEL = path.join(ROOT, 'core/assets/demo-base');
 // A short run: 24 training studies (~180 questions), batch 16, 2 epochs = 24 steps; 32 test
 // questions scored before and after each epoch.
-const RUN = { domain: 'scanner-b', studies: 24, testStudies: 6, epochs: 2, lr: '0.01', batch: 16, evalN: 32 };
+const env = (k, d) => process.env[`NORMTUNE_E2E_${k}`] ?? d;
+const RUN = { domain: 'scanner-b', studies: +env('STUDIES', 24), testStudies: 6, epochs: +env('EPOCHS', 2), lr: env('LR', '0.01'),
+  batch: 16, evalN: +env('EVAL_N', 32) };
 
 const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.png': 'image/png' };
 let server, origin;
