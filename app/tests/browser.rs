@@ -1,4 +1,4 @@
-//! Component tests in headless Chromium (wasm-bindgen-test): the pieces the worker is built
+//! Component tests in headless Chromium (wasm-bindgen-test; not yet run: opt-in suite, see issue 6): the pieces the worker is built
 //! from, on WebGPU (SwiftShader here) and on the CPU backend compiled to wasm. Run by
 //! `tests/run.sh` with `wasm-bindgen-test-runner` (see `.cargo/config.toml` and
 //! `app/webdriver.json`).
@@ -91,12 +91,14 @@ async fn tune_export_reload(device: Device, method: &str) -> Vec<f32> {
 }
 
 #[wasm_bindgen_test]
+#[ignore = "cubecl's matmul pipeline is rejected by SwiftShader WebGPU (issue 6)"]
 async fn layernorm_tuning_exports_a_working_adapter_on_webgpu() {
     let losses = tune_export_reload(webgpu().await, "layernorm").await;
     assert!(!losses.is_empty());
 }
 
 #[wasm_bindgen_test]
+#[ignore = "cubecl's matmul pipeline is rejected by SwiftShader WebGPU (issue 6)"]
 async fn lora_exports_a_working_adapter_on_webgpu() {
     tune_export_reload(webgpu().await, "lora").await;
 }
