@@ -41,23 +41,25 @@ pub fn start(state: AppState, backend: Backend) {
             return;
         }
     };
-    let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-        move |ev: web_sys::MessageEvent| match decode::<FromWorker>(&ev.data()) {
-            Ok((FromWorker::Alive, _)) => flush(),
-            Ok((msg, files)) => state.apply(msg, files),
-            Err(e) => state.error.set(Some(e)),
-        },
-    );
-    let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
-        state.crashed.set(Some(format!(
-            "the worker stopped: {}",
-            if ev.message().is_empty() {
-                "it could not load (see the browser console)".to_string()
-            } else {
-                ev.message()
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+            match decode::<FromWorker>(&ev.data()) {
+                Ok((FromWorker::Alive, _)) => flush(),
+                Ok((msg, files)) => state.apply(msg, files),
+                Err(e) => state.error.set(Some(e)),
             }
-        )));
-    });
+        });
+    let on_error =
+        Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
+            state.crashed.set(Some(format!(
+                "the worker stopped: {}",
+                if ev.message().is_empty() {
+                    "it could not load (see the browser console)".to_string()
+                } else {
+                    ev.message()
+                }
+            )));
+        });
     worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     WORKER.with(|w| {

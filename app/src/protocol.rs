@@ -253,7 +253,8 @@ pub enum FromWorker {
 /// buffers to transfer.
 pub fn encode<T: Serialize>(msg: &T, files: Files) -> (JsValue, js_sys::Array) {
     let obj = js_sys::Object::new();
-    let json = serde_json::to_string(msg).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"{e}\"}}"));
+    let json = serde_json::to_string(msg)
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"{e}\"}}"));
     let names = js_sys::Array::new();
     let blobs = js_sys::Array::new();
     let transfer = js_sys::Array::new();
@@ -271,7 +272,8 @@ pub fn encode<T: Serialize>(msg: &T, files: Files) -> (JsValue, js_sys::Array) {
 
 /// Unpacks [`encode`]'s object.
 pub fn decode<T: for<'de> Deserialize<'de>>(data: &JsValue) -> Result<(T, Files), String> {
-    let get = |k: &str| js_sys::Reflect::get(data, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+    let get =
+        |k: &str| js_sys::Reflect::get(data, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
     let json = get("msg")
         .as_string()
         .ok_or("a message without a `msg` field")?;
@@ -279,7 +281,10 @@ pub fn decode<T: for<'de> Deserialize<'de>>(data: &JsValue) -> Result<(T, Files)
     let mut files = Vec::new();
     let names = get("names");
     let blobs = get("blobs");
-    if let (Some(names), Some(blobs)) = (names.dyn_ref::<js_sys::Array>(), blobs.dyn_ref::<js_sys::Array>()) {
+    if let (Some(names), Some(blobs)) = (
+        names.dyn_ref::<js_sys::Array>(),
+        blobs.dyn_ref::<js_sys::Array>(),
+    ) {
         for (n, b) in names.iter().zip(blobs.iter()) {
             let bytes = js_sys::Uint8Array::new(&b).to_vec();
             files.push((n.as_string().unwrap_or_default(), bytes));

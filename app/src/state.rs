@@ -167,8 +167,7 @@ impl AppState {
                 self.limits.set(max_buffer.zip(max_binding));
             }
             FromWorker::Progress { what, done, total } => {
-                self.busy
-                    .set((done < total).then_some((what, done, total)));
+                self.busy.set((done < total).then_some((what, done, total)));
             }
             FromWorker::ModelLoaded {
                 name,
@@ -295,7 +294,10 @@ impl AppState {
             FromWorker::Crashed { message } => {
                 self.busy.set(None);
                 self.crashed.set(Some(message));
-                if matches!(self.run_state.get_untracked().as_str(), "running" | "paused" | "starting") {
+                if matches!(
+                    self.run_state.get_untracked().as_str(),
+                    "running" | "paused" | "starting"
+                ) {
                     self.run_state.set("stopped".into());
                 }
             }

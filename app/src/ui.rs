@@ -17,7 +17,14 @@ pub fn App() -> impl IntoView {
     provide_context(state);
     let present = bridge::webgpu_present();
     state.webgpu_present.set(present);
-    bridge::start(state, if present { Backend::Webgpu } else { Backend::Cpu });
+    bridge::start(
+        state,
+        if present {
+            Backend::Webgpu
+        } else {
+            Backend::Cpu
+        },
+    );
     view! {
         <header>
             <h1>"normtune"</h1>

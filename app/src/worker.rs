@@ -69,12 +69,13 @@ pub fn start() {
     }));
     let inbox: Inbox = Rc::new(RefCell::new(VecDeque::new()));
     let queue = inbox.clone();
-    let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-        move |ev: web_sys::MessageEvent| match decode::<ToWorker>(&ev.data()) {
-            Ok(m) => queue.borrow_mut().push_back(m),
-            Err(message) => post(&FromWorker::Error { message }, Vec::new()),
-        },
-    );
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+            match decode::<ToWorker>(&ev.data()) {
+                Ok(m) => queue.borrow_mut().push_back(m),
+                Err(message) => post(&FromWorker::Error { message }, Vec::new()),
+            }
+        });
     scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
     post(&FromWorker::Alive, Vec::new());
@@ -255,7 +256,15 @@ impl State {
                 };
                 (
                     device,
-                    format!("{name} ({:?}{})", info.backend, if info.driver.is_empty() { String::new() } else { format!(", {}", info.driver) }),
+                    format!(
+                        "{name} ({:?}{})",
+                        info.backend,
+                        if info.driver.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {}", info.driver)
+                        }
+                    ),
                     Some(limits.max_buffer_size),
                     Some(limits.max_storage_buffer_binding_size as u64),
                 )
@@ -290,14 +299,20 @@ impl State {
         }
         for need in ["config.json", "model.safetensors"] {
             if !src.exists(need).await {
-                return Err(format!("{name}: the folder has no `{need}` (a HF model folder: config.json, model.safetensors, tokenizer.json or vocab.txt)"));
+                return Err(format!(
+                    "{name}: the folder has no `{need}` (a HF model folder: config.json, model.safetensors, tokenizer.json or vocab.txt)"
+                ));
             }
         }
         // Each tensor becomes one GPU buffer: refuse what the adapter cannot hold before
         // allocating anything.
         let weights = src.read("model.safetensors").await.map_err(err)?;
         if let Some((_, max_binding)) = self.limits {
-            let names = normtune_core::models::load::tensor_names(&weights, &format!("{name}/model.safetensors")).map_err(err)?;
+            let names = normtune_core::models::load::tensor_names(
+                &weights,
+                &format!("{name}/model.safetensors"),
+            )
+            .map_err(err)?;
             if let Some((t, shape)) = names
                 .iter()
                 .find(|(_, s)| 4 * s.iter().product::<usize>() as u64 > max_binding)
@@ -347,8 +362,8 @@ impl State {
             } => {
                 let d = Domain::named(&domain).map_err(err)?;
                 progress("drawing the benchmark", 0, 1);
-                let files = train_test_files(&d, studies.max(1), test_studies.max(1), seed)
-                    .map_err(err)?;
+                let files =
+                    train_test_files(&d, studies.max(1), test_studies.max(1), seed).map_err(err)?;
                 let mut src = MemorySource::new();
                 for (k, v) in files {
                     src.insert(k, v);
@@ -524,7 +539,13 @@ impl State {
         reference: Option<String>,
     ) -> Result<(), String> {
         let model = self.model.as_ref().ok_or("load a model first")?;
-        let base = answer(model.base.with_model(model.base.model.clone()), image, name, question).await?;
+        let base = answer(
+            model.base.with_model(model.base.model.clone()),
+            image,
+            name,
+            question,
+        )
+        .await?;
         let tuned_p = match (&self.imported, &self.run) {
             (Some(p), _) => Some(p.with_model(p.model.clone())),
             (None, Some(r)) => Some(r.session.tuned()),
@@ -571,15 +592,14 @@ impl State {
         for (k, v) in files {
             src.insert(k[strip..].to_string(), v);
         }
-        let config: serde_json::Value = serde_json::from_slice(
-            &src.read(peft::io::CONFIG_FILE).await.map_err(|_| {
+        let config: serde_json::Value =
+            serde_json::from_slice(&src.read(peft::io::CONFIG_FILE).await.map_err(|_| {
                 format!(
                     "the adapter has no `{}` (choose the adapter folder or its zip)",
                     peft::io::CONFIG_FILE
                 )
-            })?,
-        )
-        .map_err(|e| format!("{}: {e}", peft::io::CONFIG_FILE))?;
+            })?)
+            .map_err(|e| format!("{}: {e}", peft::io::CONFIG_FILE))?;
         let loaded = peft::io::load_adapter(model.base.model.clone(), &src)
             .await
             .map_err(err)?;
@@ -658,8 +678,11 @@ async fn thumbnail(images: &Shared, e: &Example) -> Result<Vec<u8>, String> {
     }
     let img = decode_image(&bytes, &e.image).map_err(err)?;
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), normtune_core::image::ImageFormat::Png)
-        .map_err(|e2| format!("{}: {e2}", e.image))?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut png),
+        normtune_core::image::ImageFormat::Png,
+    )
+    .map_err(|e2| format!("{}: {e2}", e.image))?;
     Ok(png)
 }
 
@@ -687,12 +710,20 @@ fn unzip_if_zip(files: Files) -> Result<Files, String> {
         .map_err(|e| format!("{name}: not a zip file: {e}"))?;
     let mut out = Vec::new();
     for i in 0..z.len() {
-        let mut f = z.by_index(i).map_err(|e| format!("{name}: entry {i}: {e}"))?;
+        let mut f = z
+            .by_index(i)
+            .map_err(|e| format!("{name}: entry {i}: {e}"))?;
         if f.is_dir() {
             continue;
         }
-        let Some(path) = f.enclosed_name().map(|p| p.to_string_lossy().replace('\\', "/")) else {
-            return Err(format!("{name}: entry `{}` is not a plain relative path", f.name()));
+        let Some(path) = f
+            .enclosed_name()
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+        else {
+            return Err(format!(
+                "{name}: entry `{}` is not a plain relative path",
+                f.name()
+            ));
         };
         let mut v = Vec::with_capacity(f.size().min(1 << 30) as usize);
         std::io::Read::read_to_end(&mut f, &mut v).map_err(|e| format!("{name}: {path}: {e}"))?;
@@ -705,8 +736,8 @@ fn zip_files(files: &Files) -> Result<Vec<u8>, String> {
     let mut buf = std::io::Cursor::new(Vec::new());
     {
         let mut z = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::FileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
+        let opts =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         for (k, v) in files {
             z.start_file(format!("adapter/{k}"), opts).map_err(err)?;
             std::io::Write::write_all(&mut z, v).map_err(err)?;
@@ -718,7 +749,10 @@ fn zip_files(files: &Files) -> Result<Vec<u8>, String> {
 
 /// The user's data: images plus one annotation file (or `train` and `test` ones), from a folder
 /// or a zip. Image paths are resolved relative to the folder, else by file name.
-fn user_data(format: &str, files: Files) -> Result<(Vec<Example>, Vec<Example>, MemorySource), String> {
+fn user_data(
+    format: &str,
+    files: Files,
+) -> Result<(Vec<Example>, Vec<Example>, MemorySource), String> {
     let format: Format = format.parse().map_err(err)?;
     let files = unzip_if_zip(files)?;
     let strip = common_folder(&files);
@@ -738,24 +772,39 @@ fn user_data(format: &str, files: Files) -> Result<(Vec<Example>, Vec<Example>, 
             src.insert(k, v);
         }
     }
-    let pick = |word: &str| notes.iter().find(|(k, _)| k.to_ascii_lowercase().contains(word));
-    let read = |(k, v): &(String, Vec<u8>), split: &str| read_examples(v, k, format, split).map_err(err);
+    let pick = |word: &str| {
+        notes
+            .iter()
+            .find(|(k, _)| k.to_ascii_lowercase().contains(word))
+    };
+    let read =
+        |(k, v): &(String, Vec<u8>), split: &str| read_examples(v, k, format, split).map_err(err);
     let (mut train, mut test) = match (pick("train"), pick("test")) {
         (Some(tr), Some(te)) => (read(tr, "train")?, read(te, "test")?),
         _ if notes.len() == 1 => {
             // One file: every fifth example is held out for testing.
             let all = read(&notes[0], "train")?;
-            let (te, tr): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 5 == 4);
-            (tr.into_iter().map(|(_, e)| e).collect(), te.into_iter().map(|(_, e)| e).collect())
+            let (te, tr): (Vec<_>, Vec<_>) =
+                all.into_iter().enumerate().partition(|(i, _)| i % 5 == 4);
+            (
+                tr.into_iter().map(|(_, e)| e).collect(),
+                te.into_iter().map(|(_, e)| e).collect(),
+            )
         }
         _ if notes.is_empty() => {
-            return Err(format!("no annotation file (.json, .jsonl or .csv in the {format:?} format) among the chosen files"));
+            return Err(format!(
+                "no annotation file (.json, .jsonl or .csv in the {format:?} format) among the chosen files"
+            ));
         }
         _ => {
             return Err(format!(
                 "{} annotation files ({}): keep one, or name them with `train` and `test`",
                 notes.len(),
-                notes.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+                notes
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     };
@@ -765,7 +814,10 @@ fn user_data(format: &str, files: Files) -> Result<(Vec<Example>, Vec<Example>, 
             continue;
         }
         let base = e.image.rsplit('/').next().unwrap_or(&e.image).to_string();
-        let found: Vec<&String> = names.iter().filter(|n| n.rsplit('/').next() == Some(base.as_str())).collect();
+        let found: Vec<&String> = names
+            .iter()
+            .filter(|n| n.rsplit('/').next() == Some(base.as_str()))
+            .collect();
         match found.as_slice() {
             [one] => e.image = (*one).clone(),
             _ => missing.push(format!("`{}` (id `{}`)", e.image, e.id)),
@@ -775,7 +827,12 @@ fn user_data(format: &str, files: Files) -> Result<(Vec<Example>, Vec<Example>, 
         return Err(format!(
             "{} example(s) name images that are not among the chosen files: {}{}",
             missing.len(),
-            missing.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            missing
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
             if missing.len() > 3 { ", ..." } else { "" }
         ));
     }

@@ -20,14 +20,25 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[wasm_bindgen_test]
 fn messages_and_files_cross_post_message_intact() {
-    let files = vec![("a/b.bin".to_string(), vec![0u8, 1, 255]), ("c".to_string(), Vec::new())];
+    let files = vec![
+        ("a/b.bin".to_string(), vec![0u8, 1, 255]),
+        ("c".to_string(), Vec::new()),
+    ];
     let (value, transfer) = encode(&ToWorker::AskSample { index: 3 }, files.clone());
     assert_eq!(transfer.length(), 2);
     let (msg, back) = decode::<ToWorker>(&value).unwrap();
     assert_eq!(msg, ToWorker::AskSample { index: 3 });
     assert_eq!(back, files);
-    let (value, _) = encode(&FromWorker::Error { message: "x: y".into() }, Vec::new());
-    assert!(decode::<ToWorker>(&value).is_err(), "a page message must not parse as a worker request");
+    let (value, _) = encode(
+        &FromWorker::Error {
+            message: "x: y".into(),
+        },
+        Vec::new(),
+    );
+    assert!(
+        decode::<ToWorker>(&value).is_err(),
+        "a page message must not parse as a worker request"
+    );
 }
 
 async fn webgpu() -> Device {
@@ -37,7 +48,10 @@ async fn webgpu() -> Device {
     if let Some(d) = DEVICE.with(|d| d.borrow().clone()) {
         return d;
     }
-    let d = Device::wgpu_options().init_async().await.expect("WebGPU adapter");
+    let d = Device::wgpu_options()
+        .init_async()
+        .await
+        .expect("WebGPU adapter");
     DEVICE.with(|c| *c.borrow_mut() = Some(d.clone()));
     d
 }
@@ -52,15 +66,29 @@ async fn tune_export_reload(device: Device, method: &str) -> Vec<f32> {
     for (k, v) in files {
         images.insert(k, v);
     }
-    let read = |bytes: Vec<u8>, name: &str, split: &str| read_examples(&bytes, name, Format::Jsonl, split).unwrap();
-    let train = read(images.read("train.vqa.jsonl").await.unwrap(), "train.vqa.jsonl", "train");
-    let test = read(images.read("test.vqa.jsonl").await.unwrap(), "test.vqa.jsonl", "test");
-    let p = Pipeline::load(&model, &device.autodiff()).await.unwrap();
+    let read = |bytes: Vec<u8>, name: &str, split: &str| {
+        read_examples(&bytes, name, Format::Jsonl, split).unwrap()
+    };
+    let train = read(
+        images.read("train.vqa.jsonl").await.unwrap(),
+        "train.vqa.jsonl",
+        "train",
+    );
+    let test = read(
+        images.read("test.vqa.jsonl").await.unwrap(),
+        "test.vqa.jsonl",
+        "test",
+    );
+    let p = Pipeline::load(&model, &device.clone().autodiff()).await.unwrap();
     let cfg = SessionConfig {
         peft: PeftConfig::parse(method).unwrap(),
         batch_size: 8,
         epochs: 1,
-        generation: GenConfig { num_beams: 1, max_new_tokens: 6, ..GenConfig::default() },
+        generation: GenConfig {
+            num_beams: 1,
+            max_new_tokens: 6,
+            ..GenConfig::default()
+        },
         ..SessionConfig::default()
     };
     let mut s = Session::new(p, train, test.clone(), images.clone(), cfg).unwrap();
@@ -76,16 +104,31 @@ async fn tune_export_reload(device: Device, method: &str) -> Vec<f32> {
         src.insert(k, v);
     }
     let base = Pipeline::load(&model, &device).await.unwrap();
-    let loaded = peft::io::load_adapter(base.model.clone(), &src).await.unwrap();
+    let loaded = peft::io::load_adapter(base.model.clone(), &src)
+        .await
+        .unwrap();
     let reloaded = base.with_model(loaded);
     let tuned = s.tuned();
-    let gen_cfg = GenConfig { num_beams: 1, max_new_tokens: 6, ..GenConfig::default() };
+    let gen_cfg = GenConfig {
+        num_beams: 1,
+        max_new_tokens: 6,
+        ..GenConfig::default()
+    };
     for e in test.iter().take(4) {
         let img = images.read(&e.image).await.unwrap();
         let q = e.question.as_deref().unwrap();
-        let a = tuned.answer(tuned.image_tensor(&img, &e.image).unwrap(), q, &gen_cfg).await.unwrap();
-        let b = reloaded.answer(reloaded.image_tensor(&img, &e.image).unwrap(), q, &gen_cfg).await.unwrap();
-        assert_eq!(a.token_ids, b.token_ids, "{method}: the exported adapter answers differently");
+        let a = tuned
+            .answer(tuned.image_tensor(&img, &e.image).unwrap(), q, &gen_cfg)
+            .await
+            .unwrap();
+        let b = reloaded
+            .answer(reloaded.image_tensor(&img, &e.image).unwrap(), q, &gen_cfg)
+            .await
+            .unwrap();
+        assert_eq!(
+            a.token_ids, b.token_ids,
+            "{method}: the exported adapter answers differently"
+        );
     }
     losses
 }

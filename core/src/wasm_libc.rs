@@ -49,7 +49,10 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
     unsafe {
         let base = (ptr as *mut u8).sub(HEADER);
         let size = (base as *const usize).read();
-        dealloc(base, Layout::from_size_align_unchecked(size + HEADER, HEADER));
+        dealloc(
+            base,
+            Layout::from_size_align_unchecked(size + HEADER, HEADER),
+        );
     }
 }
 

@@ -29,11 +29,18 @@ pub fn AskPanel() -> impl IntoView {
     };
     let ask = move |_| {
         let Some(b) = bytes.get_value() else {
-            state.error.set(Some("drop or choose an image first".into()));
+            state
+                .error
+                .set(Some("drop or choose an image first".into()));
             return;
         };
         let name = image.get_untracked().map(|(n, _)| n).unwrap_or_default();
-        bridge::send(ToWorker::Ask { question: question.get_untracked() }, vec![(name, b)]);
+        bridge::send(
+            ToWorker::Ask {
+                question: question.get_untracked(),
+            },
+            vec![(name, b)],
+        );
     };
     let ready = move || state.model.get().is_some();
     view! {

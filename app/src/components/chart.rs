@@ -31,7 +31,13 @@ pub fn Chart() -> impl IntoView {
             .losses
             .get()
             .iter()
-            .map(|(p, l)| format!("{:.1},{:.1}", x_of(*p), H - PAD - (H - 2.0 * PAD) * (*l as f64) / m))
+            .map(|(p, l)| {
+                format!(
+                    "{:.1},{:.1}",
+                    x_of(*p),
+                    H - PAD - (H - 2.0 * PAD) * (*l as f64) / m
+                )
+            })
             .collect::<Vec<_>>()
             .join(" ")
     };

@@ -10,7 +10,13 @@ use leptos::prelude::*;
 #[component]
 pub fn ExportPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let tuned = move || !state.evals.get().iter().all(|e| e.step == 0) || matches!(state.run_state.get().as_str(), "stopped" | "finished" | "paused");
+    let tuned = move || {
+        !state.evals.get().iter().all(|e| e.step == 0)
+            || matches!(
+                state.run_state.get().as_str(),
+                "stopped" | "finished" | "paused"
+            )
+    };
     let on_import = move |ev: leptos::ev::Event| {
         let Some(list) = input_files(&ev) else { return };
         leptos::task::spawn_local(async move {

@@ -15,8 +15,14 @@ const METHODS: &[(&str, &str)] = &[
     ("ia3", "IA3 (text components)"),
     ("bitfit", "BitFit (biases)"),
     ("adapter", "Bottleneck adapters"),
-    ("vision=frozen,text_encoder=frozen,decoder=ptuning-v2", "P-tuning v2 on the decoder (F-F-PTv2)"),
-    ("vision=frozen,text_encoder=frozen,decoder=layernorm", "LayerNorm of the decoder only (F-F-LN)"),
+    (
+        "vision=frozen,text_encoder=frozen,decoder=ptuning-v2",
+        "P-tuning v2 on the decoder (F-F-PTv2)",
+    ),
+    (
+        "vision=frozen,text_encoder=frozen,decoder=layernorm",
+        "LayerNorm of the decoder only (F-F-LN)",
+    ),
     ("full", "Full fine-tuning"),
 ];
 
@@ -29,7 +35,12 @@ pub fn TunePanel() -> impl IntoView {
     let lr = RwSignal::new(3e-3f64);
     let batch = RwSignal::new(16usize);
     let eval_n = RwSignal::new(48usize);
-    let running = move || matches!(state.run_state.get().as_str(), "running" | "paused" | "starting");
+    let running = move || {
+        matches!(
+            state.run_state.get().as_str(),
+            "running" | "paused" | "starting"
+        )
+    };
     let ready = move || state.data.get().is_some() && state.model.get().is_some() && !running();
     let start = move |_| {
         state.run_state.set("starting".into());
@@ -47,7 +58,9 @@ pub fn TunePanel() -> impl IntoView {
     };
     let first_last = move || {
         let l = state.losses.get();
-        let mean = |s: &[(usize, f32)]| s.iter().map(|(_, v)| *v as f64).sum::<f64>() / s.len().max(1) as f64;
+        let mean = |s: &[(usize, f32)]| {
+            s.iter().map(|(_, v)| *v as f64).sum::<f64>() / s.len().max(1) as f64
+        };
         (l.len() >= 2).then(|| {
             let k = (l.len() / 5).clamp(1, 5);
             (mean(&l[..k]), mean(&l[l.len() - k..]))

@@ -155,11 +155,9 @@ pub async fn trainable_to_host<M: Module>(
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             match self.values.remove(&param.id) {
                 Some((shape, v)) => {
-                    let t = Tensor::<D>::from_data(
-                        burn::tensor::TensorData::new(v, shape),
-                        self.host,
-                    )
-                    .require_grad();
+                    let t =
+                        Tensor::<D>::from_data(burn::tensor::TensorData::new(v, shape), self.host)
+                            .require_grad();
                     Param::initialized(param.id, t)
                 }
                 None => param,
