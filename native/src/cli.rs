@@ -36,6 +36,58 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Train the demo base model from scratch on the benchmark's source domain (f16 HF folder).
     Pretrain(PretrainArgs),
+    /// Time training steps, answer latency and peak memory of a PEFT method on a model shape.
+    Bench(BenchArgs),
+}
+
+/// `normtune bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// HF BLIP VQA folder; with only config.json (no weights) the model is initialised randomly.
+    #[arg(long, conflicts_with = "preset")]
+    pub model: Option<PathBuf>,
+    /// A built-in shape: tiny, small (ViT 6x384 + BERT 6x384 at 224), blip-base-224,
+    /// blip-base-480 (HF BLIP-base / MISS).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// PEFT method (any `--peft` spec: layernorm, lora, full, ...).
+    #[arg(long, default_value = "layernorm")]
+    pub peft: String,
+    /// Examples per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Timed training steps (after the warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Question length in tokens.
+    #[arg(long, default_value_t = 16)]
+    pub question_len: usize,
+    /// Answer length in tokens (training target, start token included).
+    #[arg(long, default_value_t = 6)]
+    pub answer_len: usize,
+    /// Timed greedy answers (after one warm-up answer).
+    #[arg(long, default_value_t = 5)]
+    pub answers: usize,
+    /// Tokens each greedy answer decodes.
+    #[arg(long, default_value_t = 10)]
+    pub answer_tokens: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Seed of the random inputs and new PEFT weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep denormal floats (default: flush to zero, as the PyTorch reference does).
+    #[arg(long)]
+    pub keep_denormals: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// `normtune demo`.

@@ -1,5 +1,6 @@
 //! One module per verb.
 
+mod bench;
 mod demo;
 mod demo_data;
 mod eval;
@@ -26,5 +27,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DemoData(a) => demo_data::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""PyTorch + transformers + peft reference for `normtune bench`: the same model shape, batch,
+PEFT method, optimizer and synthetic inputs, timed the same way, printed as the same JSON.
+
+    pip install torch transformers peft
+    python3 native/bench/reference/bench_torch.py --preset small --peft layernorm --batch 4 --steps 10
+
+One configuration per process (so the peak RSS is this configuration's). CPU only. Denormals are
+flushed to zero (torch.set_flush_denormal(True)) unless --keep-denormals, as `normtune bench`
+does by default. Threads: torch's default (one per core), as burn flex uses every core.
+
+What is timed, per step: forward (BlipForQuestionAnswering with labels, label smoothing 0.1 as
+HF BLIP VQA and normtune's default), backward, AdamW step (weight decay 0.05, as normtune's
+default), zero_grad. The answer: `generate` greedy with a KV cache, exactly `--answer-tokens` new
+tokens (min_new_tokens = max_new_tokens), batch 1.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+
+import torch
+from transformers import BlipConfig, BlipForQuestionAnswering
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PRESETS = os.path.join(HERE, "..", "presets")
+
+
+def parse():
+    p = argparse.ArgumentParser()
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--model", help="HF BLIP VQA folder (config.json; weights if present)")
+    g.add_argument("--preset", help="tiny, small, blip-base-224, blip-base-480")
+    p.add_argument("--peft", default="layernorm", choices=["layernorm", "lora", "full"])
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--question-len", type=int, default=16)
+    p.add_argument("--answer-len", type=int, default=6)
+    p.add_argument("--answers", type=int, default=5)
+    p.add_argument("--answer-tokens", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-denormals", action="store_true")
+    p.add_argument("--json", action="store_true")
+    return p.parse_args()
+
+
+def peak_rss_mb():
+    # Linux ru_maxrss is in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main():
+    a = parse()
+    flushed = False if a.keep_denormals else bool(torch.set_flush_denormal(True))
+    torch.manual_seed(a.seed)
+    if a.model:
+        cfg = BlipConfig.from_pretrained(a.model)
+        weights = os.path.exists(os.path.join(a.model, "model.safetensors"))
+        model = (BlipForQuestionAnswering.from_pretrained(a.model) if weights
+                 else BlipForQuestionAnswering(cfg))
+        name = a.model
+    else:
+        with open(os.path.join(PRESETS, a.preset + ".json")) as f:
+            cfg = BlipConfig.from_dict(json.load(f))
+        model = BlipForQuestionAnswering(cfg)
+        weights = False
+        name = "preset " + a.preset
+    cfg.text_config.label_smoothing = 0.1
+    model.config.text_config.label_smoothing = 0.1
+    model.text_decoder.label_smoothing = 0.1
+    model.train()
+
+    if a.peft == "layernorm":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                for p in m.parameters():
+                    p.requires_grad_(True)
+    elif a.peft == "lora":
+        from peft import LoraConfig, get_peft_model
+        # normtune's default LoRA (MILE's): r 8, alpha 32, dropout 0.1, on the text models'
+        # query/value and the vision encoder's fused qkv.
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
+                                                 target_modules=["query", "value", "qkv"]))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+
+    tc, vc = cfg.text_config, cfg.vision_config
+    g = torch.Generator().manual_seed(a.seed)
+    b, side = a.batch, vc.image_size
+    pixels = torch.randn(b, 3, side, side, generator=g)
+    lo, hi = 1000, tc.vocab_size - 10
+    q = torch.randint(lo, hi, (b, a.question_len), generator=g)
+    q[:, 0] = 101
+    # HF BLIP VQA training feeds `labels` as the decoder input too (already starting with the
+    # decoder start token) and scores labels[:, 1:], as normtune does with its answer ids.
+    labels = torch.randint(lo, hi, (b, a.answer_len), generator=g)
+    labels[:, 0] = tc.bos_token_id
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.05)
+
+    times, losses = [], []
+    for i in range(a.warmup + a.steps):
+        t = time.perf_counter()
+        out = model(input_ids=q, pixel_values=pixels, labels=labels,
+                    attention_mask=torch.ones_like(q))
+        out.loss.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        ms = (time.perf_counter() - t) * 1e3
+        losses.append(float(out.loss))
+        if i >= a.warmup:
+            times.append(ms)
+        if not a.json:
+            print(f"  step {i + 1:>3}: {ms:>9.1f} ms  loss {losses[-1]:.4f}", flush=True)
+    train_rss = peak_rss_mb()
+
+    model.eval()
+    m = model.merge_and_unload() if a.peft == "lora" else model
+    px1 = torch.randn(1, 3, side, side, generator=g)
+    q1 = torch.tensor([[101] + [1000 + (i * 7919) % (tc.vocab_size - 1010)
+                                for i in range(1, a.question_len)]])
+    answer_times = []
+    with torch.no_grad():
+        for i in range(a.answers + 1):
+            t = time.perf_counter()
+            out = m.generate(input_ids=q1, pixel_values=px1, max_new_tokens=a.answer_tokens,
+                             min_new_tokens=a.answer_tokens, num_beams=1, do_sample=False)
+            ms = (time.perf_counter() - t) * 1e3
+            assert out.shape[1] == a.answer_tokens + 1, out.shape
+            if i > 0:
+                answer_times.append(ms)
+
+    v = {
+        "model": name, "weights": weights, "peft": a.peft, "device": "cpu (torch %s, %d threads)"
+        % (torch.__version__, torch.get_num_threads()), "batch": b, "image_size": side,
+        "question_len": a.question_len, "answer_len": a.answer_len, "warmup": a.warmup,
+        "steps": a.steps, "denormals_flushed": flushed,
+        "step_ms_median": statistics.median(times), "step_ms_min": min(times),
+        "step_ms_max": max(times), "step_ms": times,
+        "samples_per_s": b / (statistics.median(times) / 1e3),
+        "answer_tokens": a.answer_tokens, "answer_ms_median": statistics.median(answer_times),
+        "peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": train_rss,
+        "trainable_params": trainable, "total_params": total,
+        "first_loss": losses[0], "last_loss": losses[-1],
+    }
+    print(json.dumps(v) if a.json else
+          f"step {v['step_ms_median']:.1f} ms median | {v['samples_per_s']:.2f} samples/s | "
+          f"answer {v['answer_ms_median']:.1f} ms | peak RSS {v['peak_rss_mb']:.0f} MB | "
+          f"trainable {trainable:,} / {total:,}")
+
+
+if __name__ == "__main__":
+    main()

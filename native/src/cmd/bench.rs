@@ -1,0 +1,270 @@
+//! `normtune bench`: training-step time (forward + backward + AdamW), samples/s, greedy answer
+//! latency and peak memory of one PEFT method on one model shape, on synthetic inputs.
+//!
+//! The model is a HF BLIP VQA folder (`--model`; with only `config.json` it is initialised
+//! randomly) or a preset shape (`--preset`, the same `config.json` files the PyTorch reference in
+//! `native/bench/reference/` reads). One configuration per process, so the peak resident memory
+//! belongs to it alone. Denormal floats are flushed to zero by default (randomly initialised
+//! transformers produce many, and x86 cores slow down several-fold on them; the reference does
+//! the same with `torch.set_flush_denormal(True)`).
+
+use crate::cli::BenchArgs;
+use crate::cmd::train::peak_rss_mb;
+use crate::fs::DirSource;
+use normtune_core::burn::module::Module;
+use normtune_core::burn::tensor::{Distribution, Int, Tensor};
+use normtune_core::device::choose;
+use normtune_core::models::blip::GenConfig;
+use normtune_core::models::blip::generate::SpecialTokens;
+use normtune_core::models::{Model, ModelConfig, Pipeline};
+use normtune_core::peft::{self, PeftConfig};
+use normtune_core::source::{FileSource, MemorySource};
+use normtune_core::train::{Batch, TrainConfig, Trainer};
+use serde_json::json;
+use std::time::Instant;
+
+/// The preset shapes (HF `config.json` files, shared with the PyTorch reference).
+pub const PRESETS: [(&str, &str); 4] = [
+    ("tiny", include_str!("../../bench/presets/tiny.json")),
+    ("small", include_str!("../../bench/presets/small.json")),
+    (
+        "blip-base-224",
+        include_str!("../../bench/presets/blip-base-224.json"),
+    ),
+    (
+        "blip-base-480",
+        include_str!("../../bench/presets/blip-base-480.json"),
+    ),
+];
+
+/// Sets the x86 flush-to-zero and denormals-are-zero bits for this thread and the threads it
+/// starts afterwards (Linux copies the FP control state to new threads).
+fn flush_denormals() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[allow(deprecated)]
+        // SAFETY: only changes how this thread's SSE unit rounds subnormal results.
+        unsafe {
+            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+            _mm_setcsr(_mm_getcsr() | 0x8040);
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    (median, s[0], s[n - 1])
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
+    let flushed = !a.keep_denormals && flush_denormals();
+    let chosen = choose(a.device.device);
+    let train_device = chosen.device.clone().autodiff();
+    let (pipeline, name, weights) = match (&a.model, &a.preset) {
+        (Some(dir), None) => {
+            let src = DirSource::open(dir)?;
+            let weights = pollster::block_on(src.exists("model.safetensors"));
+            let p = pollster::block_on(Pipeline::load_with(&src, &train_device, weights))?;
+            (p, dir.display().to_string(), weights)
+        }
+        (None, Some(preset)) => {
+            let Some((_, json)) = PRESETS.iter().find(|(n, _)| n == preset) else {
+                anyhow::bail!(
+                    "--preset {preset}: unknown (one of {})",
+                    PRESETS.map(|p| p.0).join(", ")
+                );
+            };
+            let mut src = MemorySource::new();
+            src.insert("config.json", json.as_bytes().to_vec());
+            let p = pollster::block_on(Pipeline::load_with(&src, &train_device, false))?;
+            (p, format!("preset {preset}"), false)
+        }
+        _ => anyhow::bail!("give exactly one of --model DIR and --preset NAME"),
+    };
+    let ModelConfig::Blip(_, cfg) = &pipeline.config else {
+        anyhow::bail!("{name}: bench measures BLIP VQA models (BlipForQuestionAnswering)");
+    };
+    let cfg = cfg.clone();
+    if !matches!(pipeline.model, Model::Vqa(_)) {
+        anyhow::bail!("{name}: bench measures BLIP VQA models (BlipForQuestionAnswering)");
+    }
+    let device = pipeline.device.clone();
+    let peft_cfg = PeftConfig::parse(&a.peft)?;
+    device.seed(a.seed);
+    let model = peft::apply(pipeline.model, &peft_cfg)?;
+    let report = peft::report(&model);
+
+    // Synthetic inputs: pixels ~ N(0, 1) (what normalisation produces), question and answer ids
+    // drawn from the vocabulary's ordinary range, no padding.
+    let vocab = cfg.text_config.vocab_size as i64;
+    let bos = cfg
+        .text_config
+        .bos_token_id
+        .ok_or_else(|| anyhow::anyhow!("{name}: text_config.bos_token_id missing"))?;
+    let side = cfg.vision_config.image_size;
+    let b = a.batch;
+    let ids = |len: usize, first: Option<i64>| {
+        let mut v = Vec::with_capacity(b * len);
+        let mut x = a
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        for i in 0..b * len {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let tok = 1000 + ((x >> 33) as i64) % (vocab - 1010).max(1);
+            v.push(if i % len == 0 {
+                first.unwrap_or(tok)
+            } else {
+                tok
+            });
+        }
+        Tensor::<1, Int>::from_ints(v.as_slice(), &device).reshape([b, len])
+    };
+    let batch = Batch::Vqa {
+        pixels: Tensor::<4>::random([b, 3, side, side], Distribution::Normal(0.0, 1.0), &device),
+        question_ids: ids(a.question_len, Some(101)),
+        question_mask: Tensor::<2>::ones([b, a.question_len], &device),
+        answer_ids: ids(a.answer_len, Some(bos)),
+        answer_mask: Tensor::<2>::ones([b, a.answer_len], &device),
+    };
+
+    let tcfg = TrainConfig {
+        lr: a.lr,
+        warmup_steps: 0,
+        total_steps: a.warmup + a.steps,
+        max_grad_norm: None,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(model, tcfg)?;
+    let mut times = Vec::with_capacity(a.steps);
+    let mut losses = Vec::with_capacity(a.warmup + a.steps);
+    if !a.json {
+        eprintln!(
+            "{name}: {} | batch {b} | {} warm-up + {} timed steps | {} | denormals {}",
+            report.peft_line(),
+            a.warmup,
+            a.steps,
+            chosen.reason,
+            if flushed { "flushed" } else { "kept" }
+        );
+    }
+    for i in 0..a.warmup + a.steps {
+        let t = Instant::now();
+        let ev = pollster::block_on(trainer.step(&batch))?;
+        // The loss readback waits for the forward pass; the optimizer update may still be queued
+        // on an asynchronous device: wait for it too, so each step is timed whole.
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device: {e:?}"))?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        losses.push(ev.loss);
+        if i >= a.warmup {
+            times.push(ms);
+        }
+        if !a.json {
+            eprintln!("  step {:>3}: {ms:>9.1} ms  loss {:.4}", i + 1, ev.loss);
+        }
+    }
+    let train_rss = peak_rss_mb();
+    let (step_med, step_min, step_max) = stats(&times);
+
+    // Greedy answer latency for one image and question, a fixed number of new tokens (the stop
+    // token is never emitted, so every run decodes `answer_tokens` tokens).
+    let infer = trainer.into_model().valid();
+    let Model::Vqa(m) = &infer else {
+        unreachable!("checked above")
+    };
+    let inner = device.clone().inner();
+    let pixels = Tensor::<4>::random([1, 3, side, side], Distribution::Normal(0.0, 1.0), &inner);
+    let q = Tensor::<1, Int>::from_ints(
+        (0..a.question_len as i64)
+            .map(|i| {
+                if i == 0 {
+                    101
+                } else {
+                    1000 + (i * 7919) % (vocab - 1010)
+                }
+            })
+            .collect::<Vec<_>>()
+            .as_slice(),
+        &inner,
+    )
+    .reshape([1, a.question_len]);
+    let tokens = SpecialTokens {
+        bos,
+        eos: -1,
+        pad: cfg.text_config.pad_token_id.unwrap_or(0),
+    };
+    let gen_cfg = GenConfig {
+        num_beams: 1,
+        max_new_tokens: a.answer_tokens,
+        ..GenConfig::default()
+    };
+    let mut answer_times = Vec::new();
+    for i in 0..a.answers + 1 {
+        let t = Instant::now();
+        let out =
+            pollster::block_on(m.generate(pixels.clone(), q.clone(), None, &tokens, &gen_cfg))?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(
+            out[0].len() == a.answer_tokens + 1,
+            "generation stopped early ({} tokens)",
+            out[0].len()
+        );
+        if i > 0 {
+            answer_times.push(ms);
+        }
+    }
+    let (answer_med, _, _) = stats(&answer_times);
+    let v = json!({
+        "model": name,
+        "weights": weights,
+        "peft": a.peft,
+        "device": chosen.reason,
+        "batch": b,
+        "image_size": side,
+        "question_len": a.question_len,
+        "answer_len": a.answer_len,
+        "warmup": a.warmup,
+        "steps": a.steps,
+        "denormals_flushed": flushed,
+        "step_ms_median": step_med,
+        "step_ms_min": step_min,
+        "step_ms_max": step_max,
+        "step_ms": times,
+        "samples_per_s": b as f64 / (step_med / 1e3),
+        "answer_tokens": a.answer_tokens,
+        "answer_ms_median": answer_med,
+        "peak_rss_mb": peak_rss_mb(),
+        "train_peak_rss_mb": train_rss,
+        "trainable_params": report.trainable_params,
+        "total_params": report.total_params,
+        "first_loss": losses.first(),
+        "last_loss": losses.last(),
+    });
+    if a.json {
+        println!("{v}");
+    } else {
+        println!(
+            "step {step_med:.1} ms median (min {step_min:.1}, max {step_max:.1}) | {:.2} samples/s | answer {answer_med:.1} ms ({} tokens) | peak RSS {} MB",
+            b as f64 / (step_med / 1e3),
+            a.answer_tokens,
+            peak_rss_mb().map_or("?".into(), |m| format!("{m:.0}"))
+        );
+    }
+    Ok(())
+}
