@@ -79,7 +79,9 @@ async fn tune_export_reload(device: Device, method: &str) -> Vec<f32> {
         "test.vqa.jsonl",
         "test",
     );
-    let p = Pipeline::load(&model, &device.clone().autodiff()).await.unwrap();
+    let p = Pipeline::load(&model, &device.clone().autodiff())
+        .await
+        .unwrap();
     let cfg = SessionConfig {
         peft: PeftConfig::parse(method).unwrap(),
         batch_size: 8,

@@ -39,6 +39,29 @@ def cpu_name():
     return platform.processor()
 
 
+def forward_flops(cfg, b, lq, la):
+    """Multiply-add FLOPs (2 per MAC) of one BLIP VQA forward pass: ViT, question encoder with
+    cross-attention to the image, answer decoder with cross-attention to the question, LM head."""
+    v, t = cfg["vision_config"], cfg["text_config"]
+    dv, iv, p = v["hidden_size"], v["intermediate_size"], v["patch_size"]
+    n = (v["image_size"] // p) ** 2 + 1
+    vit = 2 * (n - 1) * 3 * p * p * dv + v["num_hidden_layers"] * (
+        2 * n * 4 * dv * dv + 4 * n * n * dv + 2 * n * 2 * dv * iv)
+    d, i, layers = t["hidden_size"], t["intermediate_size"], t["num_hidden_layers"]
+
+    def bert(l, ctx, dctx):
+        return layers * (2 * l * 4 * d * d + 4 * l * l * d          # self-attention
+                         + 2 * l * 2 * d * d + 2 * ctx * 2 * dctx * d  # cross q, o; k, v
+                         + 4 * l * ctx * d + 2 * l * 2 * d * i)      # cross scores; MLP
+    head = 2 * la * (d * d + d * t["vocab_size"])
+    return b * (vit + bert(lq, n, dv) + bert(la, lq, d) + head)
+
+
+def preset_config(name):
+    with open(os.path.join(HERE, "presets", name + ".json")) as f:
+        return json.load(f)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--normtune", required=True, help="the normtune binary (a release build)")
@@ -52,6 +75,10 @@ def main():
     a = p.parse_args()
     common = ["--batch", str(a.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
               "--answers", str(a.answers), "--json"]
+    peak = {}
+    for side, cmd in (("normtune", [a.normtune, "bench", "--device", "cpu"]),
+                      ("PyTorch", [sys.executable, os.path.join(HERE, "reference", "bench_torch.py")])):
+        peak[side] = run(cmd + ["--matmul", "1024", "--steps", "10", "--json"])["gflops"]
     rows = []
     for preset in a.presets.split(","):
         for method in a.methods.split(","):
@@ -87,6 +114,18 @@ def main():
               f"{o['answer_ms_median'] / r['answer_ms_median']:.2f} | "
               f"{o['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
               f"{o['peak_rss_mb'] / r['peak_rss_mb']:.2f} |")
+    print(f"\nPeak f32 matmul rate (1024x1024, median of 10): normtune {peak['normtune']:.1f} "
+          f"GFLOP/s, PyTorch {peak['PyTorch']:.1f} GFLOP/s. Rate reached by a full fine-tuning "
+          "step (3 x the analytic forward FLOPs / step time):\n")
+    print("| shape | side | step GFLOP | GFLOP/s | share of that side's matmul peak |")
+    print("|---|---|---:|---:|---:|")
+    for preset, method, o, r in rows:
+        if method != "full":
+            continue
+        fl = 3 * forward_flops(preset_config(preset), a.batch, o["question_len"], o["answer_len"]) / 1e9
+        for side, x in (("normtune", o), ("PyTorch", r)):
+            rate = fl / (x["step_ms_median"] / 1e3)
+            print(f"| {preset} | {side} | {fl:.1f} | {rate:.1f} | {rate / peak[side]:.0%} |")
     print("\nLayerNorm tuning against full fine-tuning (same side, same shape):\n")
     print("| shape | side | LN step / full step | LN peak RSS / full peak RSS |")
     print("|---|---|---:|---:|")

@@ -86,6 +86,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of a model: time an N×N by N×N f32 matmul (the device's practical peak FLOP rate).
+    #[arg(long, value_name = "N")]
+    pub matmul: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

@@ -72,7 +72,11 @@ fn pretrain_is_deterministic_and_writes_an_f16_model_the_other_verbs_load() {
     }
     let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
     assert_eq!(weights(&a), weights(&b), "same seed, same weights");
-    assert!(dtypes(&a.join("model.safetensors")).iter().all(|d| d == "F16"));
+    assert!(
+        dtypes(&a.join("model.safetensors"))
+            .iter()
+            .all(|d| d == "F16")
+    );
     let prov = json(&a.join("pretrain.json"));
     assert!(
         prov["command"].as_str().unwrap().contains("--seed 5"),
@@ -89,7 +93,12 @@ fn pretrain_is_deterministic_and_writes_an_f16_model_the_other_verbs_load() {
     }
     // `infer` loads it and answers.
     let img = a.with_extension("work").join("data/images");
-    let first = std::fs::read_dir(&img).unwrap().next().unwrap().unwrap().path();
+    let first = std::fs::read_dir(&img)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let (code, out, err) = run(&[
         "infer",
         "--model",
@@ -127,7 +136,10 @@ fn the_demo_tunes_layernorm_only_and_reports_zero_shot_and_tuned_accuracy() {
         "cpu",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(stdout.contains("zero-shot") && stdout.contains("layernorm-tuned"), "{stdout}");
+    assert!(
+        stdout.contains("zero-shot") && stdout.contains("layernorm-tuned"),
+        "{stdout}"
+    );
     let m = json(&out.join("run/metrics.json"));
     let (trainable, total) = (
         m["trainable_params"].as_f64().unwrap(),
@@ -143,7 +155,10 @@ fn the_demo_tunes_layernorm_only_and_reports_zero_shot_and_tuned_accuracy() {
     );
     let (code, _, err) = run(&["demo", "--domain", "scanner-x", "--out", "x"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("scanner-x") && err.contains("new-finding"), "{err}");
+    assert!(
+        err.contains("scanner-x") && err.contains("new-finding"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -193,21 +208,49 @@ lr = 1e-3
         ),
     )
     .unwrap();
-    let args = ["sweep", "--config", &sweep.display().to_string(), "--device", "cpu"];
+    let args = [
+        "sweep",
+        "--config",
+        &sweep.display().to_string(),
+        "--device",
+        "cpu",
+    ];
     let (code, _, err) = run(&args);
     assert_eq!(code, Some(0), "{err}");
     // IA3 has no place in the vision encoder: the point fails with that reason, the rest run.
-    assert!(err.contains("ia3-everywhere") && err.contains("vision"), "{err}");
+    assert!(
+        err.contains("ia3-everywhere") && err.contains("vision"),
+        "{err}"
+    );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
     let header: Vec<String> = rows.headers().unwrap().iter().map(String::from).collect();
-    for col in ["method", "trainable_params", "trainable_pct", "step_ms_median", "peak_rss_mb", "closed_acc", "open_acc", "overall_acc", "top_answer_share"] {
+    for col in [
+        "method",
+        "trainable_params",
+        "trainable_pct",
+        "step_ms_median",
+        "peak_rss_mb",
+        "closed_acc",
+        "open_acc",
+        "overall_acc",
+        "top_answer_share",
+    ] {
         assert!(header.iter().any(|h| h == col), "{col} in {header:?}");
     }
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let recs: Vec<csv::StringRecord> = rows.records().map(|r| r.unwrap()).collect();
     let names: Vec<&str> = recs.iter().map(|r| &r[0]).collect();
-    assert_eq!(names, ["zero-shot", "full", "layernorm", "F-F-LoRA", "ia3-everywhere"]);
+    assert_eq!(
+        names,
+        [
+            "zero-shot",
+            "full",
+            "layernorm",
+            "F-F-LoRA",
+            "ia3-everywhere"
+        ]
+    );
     let trainable = |i: usize| recs[i][col("trainable_params")].parse::<u64>().unwrap();
     let total = recs[1][col("total_params")].parse::<u64>().unwrap();
     assert_eq!(trainable(1), total, "full trains everything");
@@ -216,7 +259,10 @@ lr = 1e-3
     assert!(recs[4][col("error")].contains("vision"));
     // Every point's run config and log are kept.
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
-    assert!(md.contains("| F-F-LoRA | vision=frozen, text_encoder=frozen, decoder=lora"), "{md}");
+    assert!(
+        md.contains("| F-F-LoRA | vision=frozen, text_encoder=frozen, decoder=lora"),
+        "{md}"
+    );
     let svg = std::fs::read_to_string(out.join("results.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("F-F-LoRA") && svg.contains("log scale"));
     let png = image::open(out.join("results.png")).unwrap();
@@ -225,16 +271,29 @@ lr = 1e-3
     assert!(png.to_luma8().pixels().filter(|p| p[0] < 100).count() > 1000);
 
     // Run again: finished points are not retrained.
-    let stamp = std::fs::metadata(out.join("layernorm/metrics.json")).unwrap().modified().unwrap();
+    let stamp = std::fs::metadata(out.join("layernorm/metrics.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let (code, _, err) = run(&args);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
-        std::fs::metadata(out.join("layernorm/metrics.json")).unwrap().modified().unwrap(),
+        std::fs::metadata(out.join("layernorm/metrics.json"))
+            .unwrap()
+            .modified()
+            .unwrap(),
         stamp
     );
 
     // A bad spec is refused up front, naming the point.
-    std::fs::write(&sweep, format!("out = \"{}\"\n[[point]]\nname = \"x\"\npeft = \"loraa\"\n", dir.join("bad").display())).unwrap();
+    std::fs::write(
+        &sweep,
+        format!(
+            "out = \"{}\"\n[[point]]\nname = \"x\"\npeft = \"loraa\"\n",
+            dir.join("bad").display()
+        ),
+    )
+    .unwrap();
     let (code, _, err) = run(&args);
     assert_eq!(code, Some(1));
     assert!(err.contains("point `x`") && err.contains("loraa"), "{err}");

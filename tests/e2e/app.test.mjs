@@ -65,6 +65,7 @@ function native(args) {
 
 /** A test image and its first question, drawn by the native binary (same generator as the app). */
 function testImage(dir) {
+  fs.rmSync(dir, { recursive: true, force: true }); // the artefacts dir outlives runs
   native(['demo-data', '--domain', RUN.domain, '--studies', '1', '--seed', '424242', '--out', dir]);
   const first = JSON.parse(fs.readFileSync(path.join(dir, 'vqa.jsonl'), 'utf8').split('\n')[0]);
   return { image: path.join(dir, first.image), question: first.question };
@@ -86,7 +87,7 @@ async function setNumber(page, sel, value) {
 // during the first evaluation ("Invalid ComputePipeline matmul_entry_lhs_f32_lhs_size_4..."), the
 // device is poisoned and the worker stops (the page says so and offers the CPU). Reported as TODO
 // until fixed, so it runs and shows its output without failing the suite.
-const TODO = { webgpu: 'cubecl matmul pipeline rejected by SwiftShader WebGPU (issue 6)' };
+const TODO = {};
 
 for (const backend of ['webgpu', 'cpu']) {
   test(`tune, ask and export on ${backend}`, { timeout: 40 * 60_000, todo: TODO[backend] }, async () => {
@@ -108,6 +109,8 @@ for (const backend of ['webgpu', 'cpu']) {
     const logs = [];
     page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+    // The Web Worker runs all model code: its console (and WebGPU's validation messages) too.
+    page.on('worker', (w) => w.on('console', (m) => logs.push(`worker ${m.type()}: ${m.text()}`)));
     const shot = (name) => page.screenshot({ path: path.join(ART, `${backend}-${name}.png`), fullPage: true });
     const t0 = Date.now();
     const mark = (what) => console.log(`[${backend}] ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s`);
@@ -210,7 +213,7 @@ for (const backend of ['webgpu', 'cpu']) {
       console.log(`[${backend}] ${requests.length} requests, all to ${origin}: ${[...new Set(requests.map((u) => new URL(u).pathname))].join(' ')}`);
     } catch (e) {
       await shot('failure').catch(() => {});
-      console.log(`[${backend}] page console:\n${logs.slice(-40).join('\n')}`);
+      console.log(`[${backend}] page console:\n${logs.slice(0, 60).join('\n')}`);
       throw e;
     } finally {
       await browser.close();

@@ -1,7 +1,7 @@
 //! Asking: a test example, or an image the user drops or picks with a typed question; the base
 //! and the tuned model answer side by side.
 
-use super::input_files;
+use super::{input_files, read_then};
 use crate::bridge;
 use crate::protocol::ToWorker;
 use crate::state::AppState;
@@ -15,15 +15,10 @@ pub fn AskPanel() -> impl IntoView {
     let image: RwSignal<Option<(String, String)>> = RwSignal::new(None); // (name, blob url)
     let bytes = StoredValue::new_local(None::<Vec<u8>>);
     let take = move |list: web_sys::FileList| {
-        leptos::task::spawn_local(async move {
-            match bridge::read_files(list, state).await {
-                Ok(mut files) if !files.is_empty() => {
-                    let (name, b) = files.remove(0);
-                    image.set(Some((name, bridge::blob_url(&b, "image/*"))));
-                    bytes.set_value(Some(b));
-                }
-                Ok(_) => {}
-                Err(e) => state.error.set(Some(e)),
+        read_then(list, state, move |files| {
+            if let Some((name, b)) = files.into_iter().next() {
+                image.set(Some((name, bridge::blob_url(&b, "image/*"))));
+                bytes.set_value(Some(b));
             }
         })
     };

@@ -1,7 +1,7 @@
 //! The data: the built-in benchmark's shifted domain, or the user's folder / zip of images with
 //! a VQA-RAD, SLAKE, PathVQA or JSONL file.
 
-use super::{Busy, input_files};
+use super::{Busy, NumberInput, on_files};
 use crate::bridge;
 use crate::protocol::{DataChoice, ToWorker};
 use crate::state::AppState;
@@ -27,19 +27,11 @@ pub fn DataPanel() -> impl IntoView {
             Vec::new(),
         )
     };
-    let on_files = move |ev: leptos::ev::Event| {
-        let Some(list) = input_files(&ev) else { return };
-        leptos::task::spawn_local(async move {
-            match bridge::read_files(list, state).await {
-                Ok(files) => bridge::send(
-                    ToWorker::LoadData(DataChoice::Files {
-                        format: format.get_untracked(),
-                    }),
-                    files,
-                ),
-                Err(e) => state.error.set(Some(e)),
-            }
-        });
+    let on_data_files = move |ev: leptos::ev::Event| {
+        on_files(&ev, state, move |files| {
+            let format = format.get_untracked();
+            bridge::send(ToWorker::LoadData(DataChoice::Files { format }), files)
+        })
     };
     let data_folder = super::folder_input();
     view! {
@@ -54,14 +46,8 @@ pub fn DataPanel() -> impl IntoView {
                         <option value="new-finding">"new-finding (a finding never seen)"</option>
                     </select>
                 </label>
-                <label>"studies "
-                    <input type="number" id="studies" min="1" max="2000" prop:value=move || studies.get().to_string()
-                        on:change=move |ev| studies.set(event_target_value(&ev).parse().unwrap_or(48)) />
-                </label>
-                <label>"test studies "
-                    <input type="number" id="test-studies" min="1" max="500" prop:value=move || test_studies.get().to_string()
-                        on:change=move |ev| test_studies.set(event_target_value(&ev).parse().unwrap_or(8)) />
-                </label>
+                <NumberInput id="studies" label="studies" value=studies min=1usize max=2000 />
+                <NumberInput id="test-studies" label="test studies" value=test_studies min=1usize max=500 />
                 <button id="draw-data" disabled=move || !ready() on:click=draw>"Draw the benchmark"</button>
             </div>
             <div class="row">
@@ -74,10 +60,10 @@ pub fn DataPanel() -> impl IntoView {
                     </select>
                 </label>
                 <label class="file">"folder "
-                    <input type="file" id="data-folder" node_ref=data_folder multiple=true disabled=move || !ready() on:change=on_files />
+                    <input type="file" id="data-folder" node_ref=data_folder multiple=true disabled=move || !ready() on:change=on_data_files />
                 </label>
                 <label class="file">"or zip "
-                    <input type="file" id="data-zip" accept=".zip" disabled=move || !ready() on:change=on_files />
+                    <input type="file" id="data-zip" accept=".zip" disabled=move || !ready() on:change=on_data_files />
                 </label>
             </div>
             <p class="note">"Images: PNG, JPEG or DICOM. One annotation file is split 4:1 into train and test; files named …train… and …test… are used as they are."</p>

@@ -1,6 +1,6 @@
 //! The adapter: export (the CLI's peft-compatible folder, as a zip and as files) and import.
 
-use super::input_files;
+use super::on_files;
 use crate::bridge;
 use crate::protocol::ToWorker;
 use crate::state::AppState;
@@ -18,13 +18,9 @@ pub fn ExportPanel() -> impl IntoView {
             )
     };
     let on_import = move |ev: leptos::ev::Event| {
-        let Some(list) = input_files(&ev) else { return };
-        leptos::task::spawn_local(async move {
-            match bridge::read_files(list, state).await {
-                Ok(files) => bridge::send(ToWorker::ImportAdapter, files),
-                Err(e) => state.error.set(Some(e)),
-            }
-        });
+        on_files(&ev, state, |files| {
+            bridge::send(ToWorker::ImportAdapter, files)
+        })
     };
     view! {
         <section id="export">

@@ -1,6 +1,6 @@
 //! The model: the bundled demo base model, or a HF folder from disk.
 
-use super::{Busy, input_files};
+use super::{Busy, on_files};
 use crate::bridge;
 use crate::protocol::ToWorker;
 use crate::state::AppState;
@@ -12,31 +12,25 @@ pub fn ModelPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
     let ready = move || state.device.get().is_some();
     let on_folder = move |ev: leptos::ev::Event| {
-        let Some(list) = input_files(&ev) else { return };
-        leptos::task::spawn_local(async move {
-            match bridge::read_files(list, state).await {
-                Ok(files) => {
-                    let name = files
-                        .first()
-                        .and_then(|(k, _)| k.split_once('/').map(|(top, _)| top.to_string()))
-                        .unwrap_or_else(|| "model".into());
-                    // Only what a model folder needs crosses to the worker.
-                    let keep = [
-                        "config.json",
-                        "model.safetensors",
-                        "tokenizer.json",
-                        "vocab.txt",
-                        "preprocessor_config.json",
-                    ];
-                    let files = files
-                        .into_iter()
-                        .filter(|(k, _)| keep.iter().any(|n| k.rsplit('/').next() == Some(*n)))
-                        .collect();
-                    bridge::send(ToWorker::LoadModel { name }, files);
-                }
-                Err(e) => state.error.set(Some(e)),
-            }
-        });
+        on_files(&ev, state, |files| {
+            let name = files
+                .first()
+                .and_then(|(k, _)| k.split_once('/').map(|(top, _)| top.to_string()))
+                .unwrap_or_else(|| "model".into());
+            // Only what a model folder needs crosses to the worker.
+            let keep = [
+                "config.json",
+                "model.safetensors",
+                "tokenizer.json",
+                "vocab.txt",
+                "preprocessor_config.json",
+            ];
+            let files = files
+                .into_iter()
+                .filter(|(k, _)| keep.iter().any(|n| k.rsplit('/').next() == Some(*n)))
+                .collect();
+            bridge::send(ToWorker::LoadModel { name }, files);
+        })
     };
     let model_folder = super::folder_input();
     view! {

@@ -1,8 +1,8 @@
 //! Fine-tuning: method, epochs, learning rate, batch size; start, pause, stop; the trainable line,
 //! progress, speed, and the live chart.
 
-use super::Busy;
 use super::chart::Chart;
+use super::{Busy, NumberInput};
 use crate::bridge;
 use crate::protocol::{ToWorker, TuneSettings};
 use crate::state::AppState;
@@ -75,22 +75,10 @@ pub fn TunePanel() -> impl IntoView {
                         {METHODS.iter().map(|(v, l)| view! { <option value=*v selected=*v == "layernorm">{*l}</option> }).collect_view()}
                     </select>
                 </label>
-                <label>"epochs "
-                    <input type="number" id="epochs" min="1" max="100" prop:value=move || epochs.get().to_string()
-                        on:change=move |ev| epochs.set(event_target_value(&ev).parse().unwrap_or(2)) />
-                </label>
-                <label>"learning rate "
-                    <input type="number" id="lr" step="any" min="0" prop:value=move || lr.get().to_string()
-                        on:change=move |ev| lr.set(event_target_value(&ev).parse().unwrap_or(3e-3)) />
-                </label>
-                <label>"batch "
-                    <input type="number" id="batch" min="1" max="256" prop:value=move || batch.get().to_string()
-                        on:change=move |ev| batch.set(event_target_value(&ev).parse().unwrap_or(16)) />
-                </label>
-                <label>"test questions scored "
-                    <input type="number" id="eval-n" min="0" prop:value=move || eval_n.get().to_string()
-                        on:change=move |ev| eval_n.set(event_target_value(&ev).parse().unwrap_or(48)) />
-                </label>
+                <NumberInput id="epochs" label="epochs" value=epochs min=1usize max=100 />
+                <NumberInput id="lr" label="learning rate" value=lr min=1e-8f64 max=1.0 />
+                <NumberInput id="batch" label="batch" value=batch min=1usize max=256 />
+                <NumberInput id="eval-n" label="test questions scored" value=eval_n min=0usize />
             </div>
             <div class="row">
                 <button id="start" disabled=move || !ready() on:click=start>"Start"</button>

@@ -154,7 +154,8 @@ impl Domain {
     }
 
     /// Every domain name.
-    pub const NAMES: [&'static str; 5] = ["source", "scanner-b", "inverted", "lowres", "new-finding"];
+    pub const NAMES: [&'static str; 5] =
+        ["source", "scanner-b", "inverted", "lowres", "new-finding"];
 }
 
 /// SplitMix64.
@@ -431,10 +432,7 @@ pub fn questions(scene: &Scene, domain: &Domain) -> Vec<Question> {
     let mut out = vec![
         q(
             "modality",
-            [
-                "what is the imaging modality?",
-                "which modality was used?",
-            ],
+            ["what is the imaging modality?", "which modality was used?"],
             scene.modality.word().into(),
             false,
         ),
@@ -482,7 +480,12 @@ pub fn questions(scene: &Scene, domain: &Domain) -> Vec<Question> {
                 "how big are the nodules?",
                 "what size are the lung nodules?",
             ],
-            if scene.large_nodules { "large" } else { "small" }.into(),
+            if scene.large_nodules {
+                "large"
+            } else {
+                "small"
+            }
+            .into(),
             false,
         ));
     }
@@ -552,11 +555,19 @@ pub fn report(scene: &Scene) -> String {
         0 => s.push("no nodules.".into()),
         1 => s.push(format!(
             "there is one {} nodule.",
-            if scene.large_nodules { "large" } else { "small" }
+            if scene.large_nodules {
+                "large"
+            } else {
+                "small"
+            }
         )),
         n => s.push(format!(
             "there are {n} {} nodules.",
-            if scene.large_nodules { "large" } else { "small" }
+            if scene.large_nodules {
+                "large"
+            } else {
+                "small"
+            }
         )),
     }
     if let Some(side) = scene.cavity {
@@ -708,10 +719,18 @@ mod tests {
                 };
                 let none_e = with(&|c| c.effusion = None);
                 let some_e = with(&|c| c.effusion = Some(side));
-                assert!(on_side(diff(&none_e, &some_e)), "{}: effusion {side:?}", s.id);
+                assert!(
+                    on_side(diff(&none_e, &some_e)),
+                    "{}: effusion {side:?}",
+                    s.id
+                );
                 let none_p = with(&|c| c.pneumothorax = None);
                 let some_p = with(&|c| c.pneumothorax = Some(side));
-                assert!(on_side(diff(&none_p, &some_p)), "{}: pneumothorax {side:?}", s.id);
+                assert!(
+                    on_side(diff(&none_p, &some_p)),
+                    "{}: pneumothorax {side:?}",
+                    s.id
+                );
                 let none_c = with(&|c| c.cavity = None);
                 let some_c = with(&|c| c.cavity = Some(side));
                 assert!(on_side(diff(&none_c, &some_c)), "{}: cavity {side:?}", s.id);

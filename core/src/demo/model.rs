@@ -42,7 +42,8 @@ pub const REPORT_QUESTION: &str = "what are the findings?";
 /// continuations, so any other word still tokenises (letter by letter) instead of becoming
 /// `[UNK]`.
 pub fn vocabulary() -> Vec<String> {
-    let mut words_seen: std::collections::BTreeSet<String> = words(REPORT_QUESTION).into_iter().collect();
+    let mut words_seen: std::collections::BTreeSet<String> =
+        words(REPORT_QUESTION).into_iter().collect();
     for name in Domain::NAMES {
         let domain = Domain::target(name).expect("a known domain");
         for s in generate(&domain, 400, 0) {
@@ -117,7 +118,10 @@ pub fn recipe_files() -> Vec<(String, Vec<u8>)> {
     vec![
         ("config.json".into(), pretty(config_json(vocab.len()))),
         ("vocab.txt".into(), (vocab.join("\n") + "\n").into_bytes()),
-        ("preprocessor_config.json".into(), pretty(preprocessor_json())),
+        (
+            "preprocessor_config.json".into(),
+            pretty(preprocessor_json()),
+        ),
     ]
 }
 
@@ -125,8 +129,14 @@ pub fn recipe_files() -> Vec<(String, Vec<u8>)> {
 /// `(file name, bytes)`.
 pub fn base_model_files() -> Vec<(&'static str, &'static [u8])> {
     vec![
-        ("config.json", include_bytes!("../../assets/demo-base/config.json")),
-        ("vocab.txt", include_bytes!("../../assets/demo-base/vocab.txt")),
+        (
+            "config.json",
+            include_bytes!("../../assets/demo-base/config.json"),
+        ),
+        (
+            "vocab.txt",
+            include_bytes!("../../assets/demo-base/vocab.txt"),
+        ),
         (
             "preprocessor_config.json",
             include_bytes!("../../assets/demo-base/preprocessor_config.json"),
@@ -135,7 +145,10 @@ pub fn base_model_files() -> Vec<(&'static str, &'static [u8])> {
             "model.safetensors",
             include_bytes!("../../assets/demo-base/model.safetensors"),
         ),
-        ("pretrain.json", include_bytes!("../../assets/demo-base/pretrain.json")),
+        (
+            "pretrain.json",
+            include_bytes!("../../assets/demo-base/pretrain.json"),
+        ),
     ]
 }
 

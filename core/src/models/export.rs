@@ -90,8 +90,7 @@ pub fn safetensors_bytes_as(
     let views: Vec<(String, safetensors::tensor::TensorView)> = raw
         .iter()
         .map(|(k, s, b)| {
-            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
-                .map(|v| (k.clone(), v))
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b).map(|v| (k.clone(), v))
         })
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Input(format!("{file}: {e}")))?;

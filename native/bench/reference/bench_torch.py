@@ -32,6 +32,7 @@ PRESETS = os.path.join(HERE, "..", "presets")
 def parse():
     p = argparse.ArgumentParser()
     g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--matmul", type=int, help="time an N x N f32 matmul instead (peak FLOP rate)")
     g.add_argument("--model", help="HF BLIP VQA folder (config.json; weights if present)")
     g.add_argument("--preset", help="tiny, small, blip-base-224, blip-base-480")
     p.add_argument("--peft", default="layernorm", choices=["layernorm", "lora", "full"])
@@ -58,6 +59,20 @@ def main():
     a = parse()
     flushed = False if a.keep_denormals else bool(torch.set_flush_denormal(True))
     torch.manual_seed(a.seed)
+    if a.matmul:
+        n = a.matmul
+        x, y = torch.randn(n, n), torch.randn(n, n)
+        times = []
+        for i in range(a.warmup + a.steps):
+            t = time.perf_counter()
+            x @ y
+            if i >= a.warmup:
+                times.append((time.perf_counter() - t) * 1e3)
+        med = statistics.median(times)
+        v = {"matmul": n, "ms_median": med, "ms_min": min(times), "ms_max": max(times),
+             "gflops": 2 * n ** 3 / (med / 1e3) / 1e9, "denormals_flushed": flushed}
+        print(json.dumps(v) if a.json else f"matmul {n}: {med:.1f} ms = {v['gflops']:.1f} GFLOP/s")
+        return
     if a.model:
         cfg = BlipConfig.from_pretrained(a.model)
         weights = os.path.exists(os.path.join(a.model, "model.safetensors"))

@@ -71,6 +71,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
     let flushed = !a.keep_denormals && flush_denormals();
     let chosen = choose(a.device.device);
+    if let Some(n) = a.matmul {
+        return matmul_peak(n, a.steps, a.warmup, &chosen.device, flushed, a.json);
+    }
     let train_device = chosen.device.clone().autodiff();
     let (pipeline, name, weights) = match (&a.model, &a.preset) {
         (Some(dir), None) => {
@@ -264,6 +267,45 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             b as f64 / (step_med / 1e3),
             a.answer_tokens,
             peak_rss_mb().map_or("?".into(), |m| format!("{m:.0}"))
+        );
+    }
+    Ok(())
+}
+
+/// Times `steps` N×N matmuls after `warmup` untimed ones: the practical peak of the device.
+fn matmul_peak(
+    n: usize,
+    steps: usize,
+    warmup: usize,
+    device: &normtune_core::burn::tensor::Device,
+    flushed: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(n >= 1, "--matmul must be at least 1");
+    let x = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let y = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        let z = x.clone().matmul(y.clone());
+        // Read one value back: the product is complete on every backend.
+        let _ = z.slice([0..1, 0..1]).into_data();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if i >= warmup {
+            times.push(ms);
+        }
+    }
+    let (med, min, max) = stats(&times);
+    let gflops = 2.0 * (n as f64).powi(3) / (med / 1e3) / 1e9;
+    if json {
+        println!(
+            "{}",
+            json!({ "matmul": n, "ms_median": med, "ms_min": min, "ms_max": max,
+                    "gflops": gflops, "denormals_flushed": flushed })
+        );
+    } else {
+        println!(
+            "matmul {n}x{n}: {med:.1} ms median (min {min:.1}, max {max:.1}) = {gflops:.1} GFLOP/s"
         );
     }
     Ok(())

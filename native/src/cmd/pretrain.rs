@@ -47,7 +47,10 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
             src.insert(k.clone(), v.clone());
         }
         let p = pollster::block_on(Pipeline::load_with(&src, &dev.device, false))?;
-        init.push(("model.safetensors".into(), export::to_safetensors(&p.model)?));
+        init.push((
+            "model.safetensors".into(),
+            export::to_safetensors(&p.model)?,
+        ));
     }
     write_folder_atomic(&work.join("init"), &init)?;
 
@@ -118,14 +121,20 @@ max_new_tokens = 4
 
     // Fold the fully trained tensors into the initial weights and store them as f16.
     let device = normtune_core::burn::tensor::Device::flex();
-    let mut p = pollster::block_on(Pipeline::load(&DirSource::open(work.join("init"))?, &device))?;
+    let mut p = pollster::block_on(Pipeline::load(
+        &DirSource::open(work.join("init"))?,
+        &device,
+    ))?;
     p.model = pollster::block_on(load_adapter(
         p.model,
         &DirSource::open(work.join("run").join("adapter"))?,
     ))?;
     let tensors = export::hf_tensors(&p.model.materialize());
     let weights = export::safetensors_bytes_as(&tensors, "model.safetensors", true)?;
-    let params: usize = tensors.iter().map(|(_, s, _)| s.iter().product::<usize>()).sum();
+    let params: usize = tensors
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>())
+        .sum();
     let provenance = serde_json::json!({
         "made_by": format!("normtune {}", env!("CARGO_PKG_VERSION")),
         "command": format!(

@@ -117,7 +117,11 @@ pub fn default_grid() -> Vec<Point> {
             "vision=frozen,text_encoder=full,decoder=lora",
             1e-4,
         ),
-        p("T-T-LoRA", "vision=full,text_encoder=full,decoder=lora", 1e-4),
+        p(
+            "T-T-LoRA",
+            "vision=full,text_encoder=full,decoder=lora",
+            1e-4,
+        ),
         p(
             "F-F-LN",
             "vision=frozen,text_encoder=frozen,decoder=layernorm",
@@ -173,7 +177,10 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                 grid.iter().find(|p| &p.name == n).cloned().ok_or_else(|| {
                     anyhow::anyhow!(
                         "methods: unknown `{n}` (the default grid has: {})",
-                        grid.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                        grid.iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
                 })
             })
@@ -416,7 +423,10 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
         md.push_str("| zero-shot | none | | 0 | 0 | | | ");
         for k in keys {
             csv.push_str(&format!(",{}", fmt_opt(z[k].as_f64(), 4)));
-            md.push_str(&format!("{} | ", fmt_opt(z[k].as_f64().map(|v| 100.0 * v), 1)));
+            md.push_str(&format!(
+                "{} | ",
+                fmt_opt(z[k].as_f64().map(|v| 100.0 * v), 1)
+            ));
         }
         csv.push_str(",,\n");
         md.push_str(" |\n");
@@ -465,7 +475,10 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
         ));
         for k in keys {
             csv.push_str(&format!(",{}", fmt_opt(m[k].as_f64(), 4)));
-            md.push_str(&format!("{} | ", fmt_opt(m[k].as_f64().map(|v| 100.0 * v), 1)));
+            md.push_str(&format!(
+                "{} | ",
+                fmt_opt(m[k].as_f64().map(|v| 100.0 * v), 1)
+            ));
         }
         csv.push_str(&format!(",{},\n", fmt_opt(r.top_share, 3)));
         md.push_str(&format!("{} |\n", fmt_opt(r.top_share, 2)));
@@ -478,9 +491,7 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
     );
     write_file_atomic(&out.join("results.csv"), csv.as_bytes())?;
     write_file_atomic(&out.join("results.md"), md.as_bytes())?;
-    let zero = zero_shot
-        .as_ref()
-        .and_then(|z| z[primary(&task)].as_f64());
+    let zero = zero_shot.as_ref().and_then(|z| z[primary(&task)].as_f64());
     crate::plot::score_vs_trainable(out, &points, zero, primary(&task))?;
     Ok(())
 }
