@@ -576,3 +576,63 @@ fn train_writes_reports_and_scores_them() {
     );
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// `normtune bench` on the `tiny` preset trains exactly the parameters HF + peft train for the
+/// same config and method (counts from `tests/fixtures/bench/make_bench_fixture.py`), and
+/// reports what the issue asks for; bad arguments get one-line errors.
+#[test]
+fn bench_counts_what_peft_counts_and_reports_its_fields() {
+    let counts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("bench/tiny_counts.json")).unwrap())
+            .unwrap();
+    for method in ["layernorm", "lora", "full"] {
+        let (ok, out, err) = normtune(&[
+            "bench",
+            "--preset",
+            "tiny",
+            "--peft",
+            method,
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--answers",
+            "1",
+            "--answer-tokens",
+            "3",
+            "--json",
+            "--device",
+            "cpu",
+        ]);
+        assert!(ok, "{method}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(
+            v["trainable_params"], counts[method]["trainable_params"],
+            "{method}"
+        );
+        assert_eq!(
+            v["total_params"], counts[method]["total_params"],
+            "{method}"
+        );
+        assert_eq!(v["step_ms"].as_array().unwrap().len(), 2);
+        let (min, med, max) = (
+            v["step_ms_min"].as_f64().unwrap(),
+            v["step_ms_median"].as_f64().unwrap(),
+            v["step_ms_max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < min && min <= med && med <= max, "{v}");
+        assert!(v["samples_per_s"].as_f64().unwrap() > 0.0);
+        assert!(v["answer_ms_median"].as_f64().unwrap() > 0.0);
+        assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
+        assert!(v["last_loss"].as_f64().unwrap().is_finite());
+    }
+    let (ok, _, err) = normtune(&["bench", "--preset", "huge"]);
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("--preset huge"),
+        "{err}"
+    );
+    let (ok, _, err) = normtune(&["bench", "--model", "/nonexistent/model"]);
+    assert!(!ok && err.contains("/nonexistent/model"), "{err}");
+}
