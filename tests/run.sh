@@ -59,7 +59,7 @@ bounded() {
   if [ "$allowed" -lt 120 ]; then deferred="$name (no time left)"; return 0; fi
   local rc=0
   timeout --signal=INT --kill-after=60 "$allowed" "$@" || rc=$?
-  if [ "$rc" -eq 124 ] || [ "$rc" -eq 130 ]; then deferred="$name (cut at ${allowed}s)"; return 0; fi
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 130 ] || [ "$rc" -eq 137 ]; then deferred="$name (cut at ${allowed}s)"; return 0; fi
   return "$rc"
 }
 if [ "${CI:-}" = true ]; then
