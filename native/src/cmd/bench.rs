@@ -9,7 +9,7 @@
 //! the same with `torch.set_flush_denormal(True)`).
 
 use crate::cli::BenchArgs;
-use crate::cmd::train::peak_rss_mb;
+use crate::cmd::train::{median, peak_rss_mb};
 use crate::fs::DirSource;
 use normtune_core::burn::module::Module;
 use normtune_core::burn::tensor::{Distribution, Int, Tensor};
@@ -54,16 +54,11 @@ fn flush_denormals() -> bool {
     false
 }
 
+/// Median, min and max of `v` (non-empty).
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    let median = if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    };
-    (median, s[0], s[n - 1])
+    let median = median(&mut s).unwrap_or(f64::NAN);
+    (median, s[0], s[s.len() - 1])
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -96,13 +91,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("give exactly one of --model DIR and --preset NAME"),
     };
-    let ModelConfig::Blip(_, cfg) = &pipeline.config else {
-        anyhow::bail!("{name}: bench measures BLIP VQA models (BlipForQuestionAnswering)");
+    let cfg = match (&pipeline.config, &pipeline.model) {
+        (ModelConfig::Blip(_, cfg), Model::Vqa(_)) => cfg.clone(),
+        _ => anyhow::bail!("{name}: bench measures BLIP VQA models (BlipForQuestionAnswering)"),
     };
-    let cfg = cfg.clone();
-    if !matches!(pipeline.model, Model::Vqa(_)) {
-        anyhow::bail!("{name}: bench measures BLIP VQA models (BlipForQuestionAnswering)");
-    }
     let device = pipeline.device.clone();
     let peft_cfg = PeftConfig::parse(&a.peft)?;
     device.seed(a.seed);
@@ -118,7 +110,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("{name}: text_config.bos_token_id missing"))?;
     let side = cfg.vision_config.image_size;
     let b = a.batch;
-    let ids = |len: usize, first: Option<i64>| {
+    let ids = |len: usize, first: i64| {
         let mut v = Vec::with_capacity(b * len);
         let mut x = a
             .seed
@@ -129,19 +121,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let tok = 1000 + ((x >> 33) as i64) % (vocab - 1010).max(1);
-            v.push(if i % len == 0 {
-                first.unwrap_or(tok)
-            } else {
-                tok
-            });
+            v.push(if i % len == 0 { first } else { tok });
         }
         Tensor::<1, Int>::from_ints(v.as_slice(), &device).reshape([b, len])
     };
     let batch = Batch::Vqa {
         pixels: Tensor::<4>::random([b, 3, side, side], Distribution::Normal(0.0, 1.0), &device),
-        question_ids: ids(a.question_len, Some(101)),
+        question_ids: ids(a.question_len, 101),
         question_mask: Tensor::<2>::ones([b, a.question_len], &device),
-        answer_ids: ids(a.answer_len, Some(bos)),
+        answer_ids: ids(a.answer_len, bos),
         answer_mask: Tensor::<2>::ones([b, a.answer_len], &device),
     };
 

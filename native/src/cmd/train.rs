@@ -717,9 +717,8 @@ pub fn run_config(
     Ok(metrics)
 }
 
-/// The median of the measured micro-batch step times (forward, backward and, when due, the
-/// optimizer step); `None` when no step ran in this process.
-fn median(v: &mut [f64]) -> Option<f64> {
+/// The median of measured times (sorts `v`); `None` when `v` is empty.
+pub fn median(v: &mut [f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
