@@ -6,6 +6,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
+pub mod fuzz;
 pub mod metrics;
 pub mod models;
 pub mod peft;

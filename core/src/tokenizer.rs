@@ -26,6 +26,10 @@ impl std::fmt::Debug for TextTokenizer {
 impl TextTokenizer {
     /// From a `tokenizer.json`.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
+        // tokenizers 0.22 panics (an `expect` in its untagged decoder / normalizer
+        // deserialisers) on a JSON syntax error inside those sections (found by fuzzing); a full
+        // syntax check first turns that into an error naming the line and column.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| Error::json(file, e))?;
         let inner = Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
             file: file.into(),
             reason: e.to_string(),

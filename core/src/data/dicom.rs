@@ -57,13 +57,15 @@ pub fn decode_dicom(
     } else {
         ReadPreamble::Never
     };
+    check_lengths(bytes).map_err(|e| err(name, e))?;
     let obj = dicom_object::OpenFileOptions::new()
         .read_preamble(preamble)
         .from_reader(bytes)
         .map_err(|e| err(name, e))?;
-    if obj.element(tags::PIXEL_DATA).is_err() {
+    let Ok(pixel_data) = obj.element(tags::PIXEL_DATA) else {
         return Err(err(name, "no pixel data (7FE0,0010): not an image object"));
-    }
+    };
+    check_frame(&obj, pixel_data.value()).map_err(|e| err(name, e))?;
     let first = |tag| -> Option<f64> {
         obj.element(tag)
             .ok()?
@@ -76,7 +78,7 @@ pub fn decode_dicom(
         (Some(center), Some(width)) if width > 0.0 => Some(Window { center, width }),
         _ => None,
     };
-    let decoded = obj.decode_pixel_data().map_err(|e| err(name, e))?;
+    let decoded = obj.decode_pixel_data_frame(0).map_err(|e| err(name, e))?;
     let w = match window.or(file_window) {
         Some(w) => Some(w),
         // Min-max over the rescaled values (dicom-rs's own `Normalize` misreads signed data).
@@ -105,4 +107,337 @@ pub fn decode_dicom(
     decoded
         .to_dynamic_image_with_options(0, &options)
         .map_err(|e| err(name, e))
+}
+
+/// Checks, before dicom-rs reads the file, that no element claims more bytes than the file has
+/// left: dicom-rs allocates a value's declared length (up to 4 GiB) before reading it, so a
+/// few-byte file could otherwise make it allocate gigabytes (found by fuzzing). Walks the meta
+/// group and the data set (explicit or implicit VR, little or big endian, deflated), stepping
+/// into sequences and items, skipping encapsulated pixel data fragments, reading headers as
+/// dicom-rs does (an unknown VR is UN).
+fn check_lengths(b: &[u8]) -> std::result::Result<(), String> {
+    /// The largest deflated data set inflated (a larger one is refused, as a zip bomb would be).
+    const MAX_INFLATED: u64 = 256 << 20;
+    let start = if is_dicom(b) {
+        132
+    } else if b.starts_with(b"DICM") {
+        4
+    } else {
+        return Ok(()); // dicom-rs refuses it
+    };
+    // The meta group: explicit VR little endian; it names the data set's transfer syntax.
+    let mut pos = start;
+    let mut syntax = String::new();
+    while pos + 8 <= b.len() && u16_at(b, pos, false) == 0x0002 {
+        let tag = (0x0002, u16_at(b, pos + 2, false));
+        let Some((len, hdr, _)) = explicit_header(b, pos, false) else {
+            return Ok(());
+        };
+        pos += hdr;
+        if len == UNDEFINED {
+            return Ok(()); // not valid in the meta group; dicom-rs says why
+        }
+        if len as usize > b.len() - pos {
+            return Err(too_long(tag, len, b.len() - pos));
+        }
+        if tag.1 == 0x0010 {
+            syntax = String::from_utf8_lossy(&b[pos..pos + len as usize])
+                .trim_end_matches(['\0', ' '])
+                .to_string();
+        }
+        pos += len as usize;
+    }
+    match syntax.as_str() {
+        "1.2.840.10008.1.2" => walk_data_set(&b[pos..], false, false),
+        "1.2.840.10008.1.2.2" => walk_data_set(&b[pos..], true, true),
+        "1.2.840.10008.1.2.1.99" => {
+            use std::io::Read;
+            let mut inflated = Vec::new();
+            flate2::read::DeflateDecoder::new(&b[pos..])
+                .take(MAX_INFLATED + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|e| format!("deflated data set: {e}"))?;
+            if inflated.len() as u64 > MAX_INFLATED {
+                return Err(format!(
+                    "deflated data set inflates to more than {} MiB",
+                    MAX_INFLATED >> 20
+                ));
+            }
+            walk_data_set(&inflated, true, false)
+        }
+        _ => walk_data_set(&b[pos..], true, false),
+    }
+}
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+fn u16_at(b: &[u8], p: usize, big: bool) -> u16 {
+    let x = [b[p], b[p + 1]];
+    if big { u16::from_be_bytes(x) } else { u16::from_le_bytes(x) }
+}
+
+fn u32_at(b: &[u8], p: usize, big: bool) -> u32 {
+    let x = [b[p], b[p + 1], b[p + 2], b[p + 3]];
+    if big { u32::from_be_bytes(x) } else { u32::from_le_bytes(x) }
+}
+
+fn too_long(tag: (u16, u16), len: u32, left: usize) -> String {
+    format!(
+        "element ({:04X},{:04X}) claims {len} bytes but only {left} remain in the file",
+        tag.0, tag.1
+    )
+}
+
+/// An explicit-VR header at `pos` (which has 8 bytes): (length, header size, is a sequence), as
+/// dicom-rs reads it (a VR it does not know is UN, with a 4-byte length); `None` if cut short.
+fn explicit_header(b: &[u8], pos: usize, big: bool) -> Option<(u32, usize, bool)> {
+    let vr = dicom_core::VR::from_binary([b[pos + 4], b[pos + 5]]).unwrap_or(dicom_core::VR::UN);
+    if !long_length(vr) {
+        Some((u16_at(b, pos + 6, big) as u32, 8, false))
+    } else if pos + 12 <= b.len() {
+        Some((u32_at(b, pos + 8, big), 12, vr == dicom_core::VR::SQ))
+    } else {
+        None
+    }
+}
+
+/// Walks a data set's element headers (see [`check_lengths`]).
+fn walk_data_set(b: &[u8], explicit: bool, big: bool) -> std::result::Result<(), String> {
+    // Containers open at `pos`: a sequence (items hold data sets), encapsulated pixel data
+    // (items hold fragments), an item; each with its end when its length is defined.
+    #[derive(PartialEq)]
+    enum Kind {
+        Sequence,
+        Pixels,
+        Item,
+    }
+    let mut open: Vec<(Kind, Option<usize>)> = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= b.len() {
+        while open.last().is_some_and(|(_, end)| end.is_some_and(|e| pos >= e)) {
+            open.pop();
+        }
+        let tag = (u16_at(b, pos, big), u16_at(b, pos + 2, big));
+        if tag.0 == 0xFFFE {
+            // Item (E000) and delimiters (E00D, E0DD): no VR, a 4-byte length.
+            let len = u32_at(b, pos + 4, big);
+            pos += 8;
+            match tag.1 {
+                0xE000 if open.last().is_some_and(|(k, _)| *k == Kind::Pixels) => {
+                    if len == UNDEFINED || len as usize > b.len() - pos {
+                        return Err(too_long(tag, len, b.len() - pos));
+                    }
+                    pos += len as usize;
+                }
+                0xE000 => {
+                    if len != UNDEFINED && len as usize > b.len() - pos {
+                        return Err(too_long(tag, len, b.len() - pos));
+                    }
+                    let end = (len != UNDEFINED).then(|| pos + len as usize);
+                    open.push((Kind::Item, end));
+                }
+                0xE00D | 0xE0DD => {
+                    open.pop();
+                }
+                _ => {
+                    // Not a valid item tag; dicom-rs may still read it as an item.
+                    if len != UNDEFINED && len as usize > b.len() - pos {
+                        return Err(too_long(tag, len, b.len() - pos));
+                    }
+                    let end = (len != UNDEFINED).then(|| pos + len as usize);
+                    open.push((Kind::Item, end));
+                }
+            }
+            continue;
+        }
+        let (len, hdr, is_sequence) = if explicit {
+            match explicit_header(b, pos, big) {
+                Some(h) => h,
+                None => return Ok(()),
+            }
+        } else {
+            use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+            let is_sq = dicom_dictionary_std::StandardDataDictionary
+                .by_tag(dicom_core::Tag(tag.0, tag.1))
+                .is_some_and(|e| e.vr() == VirtualVr::Exact(dicom_core::VR::SQ));
+            (u32_at(b, pos + 4, big), 8, is_sq)
+        };
+        pos += hdr;
+        if len == UNDEFINED {
+            // An undefined-length sequence (or UN holding one), or encapsulated pixel data.
+            let kind = if tag == (0x7FE0, 0x0010) {
+                Kind::Pixels
+            } else {
+                Kind::Sequence
+            };
+            open.push((kind, None));
+            continue;
+        }
+        if len as usize > b.len() - pos {
+            return Err(too_long(tag, len, b.len() - pos));
+        }
+        if is_sequence {
+            open.push((Kind::Sequence, Some(pos + len as usize)));
+        } else {
+            pos += len as usize;
+        }
+    }
+    Ok(())
+}
+
+/// The largest first frame decoded (bytes, all samples): 16k × 16k × 3 samples × 8 bits.
+const MAX_FRAME_BYTES: usize = 768 << 20;
+
+/// Checks the first frame's geometry against the pixel data before a decoder sizes its output
+/// from Rows × Columns (a few-byte file could claim 65535 × 65535 × 3 × 16 bits), and an RLE
+/// frame's segments (dicom-rs 0.8's RLE decoder indexes them unchecked and panics on a short or
+/// mis-pointed segment; found by fuzzing).
+fn check_frame(
+    obj: &dicom_object::DefaultDicomObject,
+    pixels: &dicom_core::value::Value<dicom_object::InMemDicomObject>,
+) -> std::result::Result<(), String> {
+    let int = |tag, what: &str| -> std::result::Result<usize, String> {
+        obj.element(tag)
+            .map_err(|_| format!("no {what}"))?
+            .to_int::<u32>()
+            .map(|v| v as usize)
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let rows = int(tags::ROWS, "Rows (0028,0010)")?;
+    let cols = int(tags::COLUMNS, "Columns (0028,0011)")?;
+    let bits = int(tags::BITS_ALLOCATED, "Bits Allocated (0028,0100)")?;
+    let spp = int(tags::SAMPLES_PER_PIXEL, "Samples per Pixel (0028,0002)").unwrap_or(1);
+    if rows == 0 || cols == 0 || !(bits == 1 || (bits % 8 == 0 && bits <= 64)) || !matches!(spp, 1 | 3) {
+        return Err(format!(
+            "unsupported geometry: {rows} x {cols}, {bits} bits allocated, {spp} samples per pixel"
+        ));
+    }
+    // dicom-rs builds a lookup table of 2^BitsStored entries and asserts 1..=32 bits (a panic
+    // on 0 or 33, 32 GiB at 32; found by fuzzing): samples of up to 16 stored bits are read.
+    let stored = int(tags::BITS_STORED, "Bits Stored (0028,0101)").unwrap_or(bits);
+    if stored == 0 || stored > bits.min(16) {
+        return Err(format!(
+            "{stored} bits stored in {bits} bits allocated (1 to 16 bits are read)"
+        ));
+    }
+    let frame = rows * cols * spp * bits.div_ceil(8);
+    if frame > MAX_FRAME_BYTES {
+        return Err(format!(
+            "a {rows} x {cols} x {spp} frame of {bits} bits is over the {} MiB limit",
+            MAX_FRAME_BYTES >> 20
+        ));
+    }
+    match pixels.fragments() {
+        None => {
+            let len = pixels.to_bytes().map(|b| b.len()).unwrap_or(0);
+            let needed = (rows * cols * spp * bits).div_ceil(8);
+            if len < needed {
+                return Err(format!(
+                    "pixel data holds {len} bytes, a {rows} x {cols} x {spp} frame of {bits} bits needs {needed}"
+                ));
+            }
+        }
+        Some(fragments) if obj.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS => {
+            let fragment = fragments.first().ok_or("RLE: no fragments")?;
+            check_rle(fragment, rows * cols, spp * bits.div_ceil(8))?;
+        }
+        Some(fragments) if JPEG.contains(&obj.meta().transfer_syntax().trim_end_matches('\0')) => {
+            // dicom-rs 0.8 copies the decoded JPEG into the frame unchecked: a JPEG larger than
+            // Rows x Columns panics there (found by fuzzing).
+            let mut d = jpeg_decoder::Decoder::new(fragments.first().map(Vec::as_slice).unwrap_or(&[]));
+            if d.read_info().is_ok()
+                && let Some(info) = d.info()
+            {
+                let bytes = info.width as usize
+                    * info.height as usize
+                    * info.pixel_format.pixel_bytes();
+                if bytes > frame {
+                    return Err(format!(
+                        "the JPEG is {} x {}, larger than the {rows} x {cols} image it is for",
+                        info.width, info.height
+                    ));
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// The JPEG transfer syntaxes dicom-rs decodes with `jpeg-decoder`.
+const JPEG: &[&str] = &[
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+];
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// An RLE Lossless frame (DICOM PS3.5 annex G): a 64-byte header of `segments` and offsets, then
+/// PackBits segments each decoding to at least `pixels` bytes.
+fn check_rle(f: &[u8], pixels: usize, segments: usize) -> std::result::Result<(), String> {
+    if f.len() < 64 {
+        return Err("RLE: frame shorter than its 64-byte header".into());
+    }
+    let word = |i: usize| u32::from_le_bytes([f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]]) as usize;
+    if word(0) != segments {
+        return Err(format!("RLE: {} segments, the image needs {segments}", word(0)));
+    }
+    let mut offsets: Vec<usize> = (1..=segments).map(word).collect();
+    offsets.push(f.len());
+    if offsets[0] != 64 || offsets.windows(2).any(|w| w[0] > w[1]) {
+        return Err(format!("RLE: bad segment offsets {:?}", &offsets[..segments]));
+    }
+    for (i, w) in offsets.windows(2).enumerate() {
+        // The length a PackBits segment decodes to: n >= 0 copies n + 1 bytes, n < 0 (not
+        // -128) repeats the next byte 1 - n times.
+        let (seg, mut at, mut out) = (&f[w[0]..w[1]], 0, 0usize);
+        while at < seg.len() && out < pixels {
+            let n = seg[at] as i8;
+            at += 1;
+            if n >= 0 {
+                out += n as usize + 1;
+                at += n as usize + 1;
+            } else if n != -128 {
+                out += (1 - n as isize) as usize;
+                at += 1;
+            }
+        }
+        if out < pixels || at > seg.len() {
+            return Err(format!("RLE: segment {i} is short of its {pixels} bytes"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an explicit-VR element of `vr` has the long header (2 reserved bytes, 4-byte length).
+fn long_length(vr: dicom_core::VR) -> bool {
+    use dicom_core::VR::*;
+    matches!(vr, OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_beyond_the_end_is_refused_before_reading() {
+        // Meta group (transfer syntax: explicit VR little endian), then an OB element that
+        // claims 3.5 GB in a file of a few hundred bytes.
+        let mut f = vec![0u8; 128];
+        f.extend_from_slice(b"DICM");
+        let ts = b"1.2.840.10008.1.2.1\0";
+        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        f.extend_from_slice(ts);
+        f.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+        f.extend_from_slice(&3_500_000_000u32.to_le_bytes());
+        f.extend_from_slice(&[0; 16]);
+        let e = decode_dicom(&f, "x.dcm", None).unwrap_err().to_string();
+        assert!(
+            e.contains("x.dcm") && e.contains("(0009,0010) claims 3500000000 bytes"),
+            "{e}"
+        );
+    }
 }
