@@ -602,7 +602,7 @@ pub fn run_config(
         done_here += 1;
         let rate = seen as f64 / started.elapsed().as_secs_f64();
         let position = trainer.cursor().epoch * plan.batches_per_epoch() + trainer.cursor().batch;
-        run.log(serde_json::json!({"kind": "train", "epoch": next.epoch, "batch": position, "step": ev.step, "loss": ev.loss, "lr": ev.lr, "samples_per_s": rate}))?;
+        run.log(serde_json::json!({"kind": "train", "epoch": next.epoch, "batch": position, "step": ev.step, "loss": ev.loss, "lr": ev.lr, "samples_per_s": rate, "rss_mb": rss_mb()}))?;
         let msg = format!(
             "step {} loss {:.4} lr {:.2e} {rate:.1} samples/s",
             ev.step, ev.loss, ev.lr
@@ -734,10 +734,20 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
 /// The process's peak resident memory in MiB (Linux `VmHWM`); `None` where the OS does not
 /// tell.
 pub fn peak_rss_mb() -> Option<f64> {
+    status_mb("VmHWM:")
+}
+
+/// The process's resident memory now, in MiB (Linux `VmRSS`), logged with every step so a
+/// leak shows as a rising line in `metrics.jsonl`.
+pub fn rss_mb() -> Option<f64> {
+    status_mb("VmRSS:")
+}
+
+fn status_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
