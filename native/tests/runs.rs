@@ -781,13 +781,15 @@ fn a_long_run_keeps_its_memory_flat() {
 /// what is left on that filesystem (`<path> <size>` lines after a `--- files` marker on stdout).
 /// `None` where the namespace cannot be made.
 fn run_on_small_disk(mnt: &Path, kib: usize, args: &[&str]) -> Option<(Option<i32>, String, String)> {
+    std::fs::create_dir_all(mnt).unwrap();
+    // Can this machine make the namespace and mount a tmpfs in it at all?
     let probe = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "true"])
+        .args(["--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(mnt)
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         return None;
     }
-    std::fs::create_dir_all(mnt).unwrap();
     let script = r#"mount -t tmpfs -o size="$1"k tmpfs "$2" || exit 99
 mnt="$2"; shift 2
 "$@"; rc=$?
