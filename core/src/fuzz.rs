@@ -39,7 +39,11 @@ pub struct Base {
 impl Base {
     /// A BLIP model (`config.json` + `model.safetensors`, the adapters' base) and the config of
     /// the model `safetensors` inputs are loaded against.
-    pub fn from_files(blip_config: &[u8], blip_weights: &[u8], weights_config: &[u8]) -> Result<Self> {
+    pub fn from_files(
+        blip_config: &[u8],
+        blip_weights: &[u8],
+        weights_config: &[u8],
+    ) -> Result<Self> {
         let blip = ModelConfig::from_json(blip_config, "base/config.json")?;
         let model = load_model(
             &blip,

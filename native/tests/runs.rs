@@ -69,12 +69,19 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn train_losses(out: &Path) -> Vec<(u64, f64)> {
+/// The `metrics.jsonl` lines of training steps, in order.
+fn train_lines(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|l| l["kind"] == "train")
+        .collect()
+}
+
+fn train_losses(out: &Path) -> Vec<(u64, f64)> {
+    train_lines(out)
+        .iter()
         .map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64().unwrap()))
         .collect()
 }
@@ -725,11 +732,8 @@ fn the_benchmark_exports_as_a_dataset_that_train_reads() {
 
 /// Resident memory (MiB) logged with each training step, in step order.
 fn rss_by_step(out: &Path) -> Vec<f64> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["kind"] == "train")
+    train_lines(out)
+        .iter()
         .map(|l| l["rss_mb"].as_f64().expect("rss_mb on every train line"))
         .collect()
 }
@@ -780,11 +784,25 @@ fn a_long_run_keeps_its_memory_flat() {
 /// private user + mount namespace (`unshare`, no root needed, invisible outside), then lists
 /// what is left on that filesystem (`<path> <size>` lines after a `--- files` marker on stdout).
 /// `None` where the namespace cannot be made.
-fn run_on_small_disk(mnt: &Path, kib: usize, args: &[&str]) -> Option<(Option<i32>, String, String)> {
+fn run_on_small_disk(
+    mnt: &Path,
+    kib: usize,
+    args: &[&str],
+) -> Option<(Option<i32>, String, String)> {
     std::fs::create_dir_all(mnt).unwrap();
     // Can this machine make the namespace and mount a tmpfs in it at all?
     let probe = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=16k",
+            "tmpfs",
+        ])
         .arg(mnt)
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
@@ -796,7 +814,15 @@ mnt="$2"; shift 2
 echo '--- files'; cd "$mnt" && find . -mindepth 1 -printf '%p %s\n'
 exit $rc"#;
     let out = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"])
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
         .arg(kib.to_string())
         .arg(mnt)
         .arg(env!("CARGO_BIN_EXE_normtune"))
@@ -824,7 +850,9 @@ fn a_full_disk_fails_naming_the_file_and_leaves_nothing_half_written() {
     assert_eq!(code, Some(1), "{err}");
     let last = err.trim_end().lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("error: ") && last.contains(&mnt.display().to_string()) && last.contains("No space left on device"),
+        last.starts_with("error: ")
+            && last.contains(&mnt.display().to_string())
+            && last.contains("No space left on device"),
         "one line naming the file and the reason: {err}"
     );
     let files = stdout.split("--- files").nth(1).unwrap_or_default();

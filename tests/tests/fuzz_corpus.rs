@@ -24,7 +24,10 @@ fn base() -> Base {
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect(),
         Err(_) => Vec::new(),
     };
     v.sort();
@@ -44,7 +47,11 @@ fn every_seed_is_accepted() {
             }
         }
     }
-    assert!(failures.is_empty(), "seeds refused:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "seeds refused:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -61,5 +68,10 @@ fn no_corpus_input_panics() {
             }
         }
     }
-    assert!(panics.is_empty(), "{} of {n} inputs panicked:\n{}", panics.len(), panics.join("\n"));
+    assert!(
+        panics.is_empty(),
+        "{} of {n} inputs panicked:\n{}",
+        panics.len(),
+        panics.join("\n")
+    );
 }

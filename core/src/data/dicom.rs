@@ -173,12 +173,20 @@ const UNDEFINED: u32 = 0xFFFF_FFFF;
 
 fn u16_at(b: &[u8], p: usize, big: bool) -> u16 {
     let x = [b[p], b[p + 1]];
-    if big { u16::from_be_bytes(x) } else { u16::from_le_bytes(x) }
+    if big {
+        u16::from_be_bytes(x)
+    } else {
+        u16::from_le_bytes(x)
+    }
 }
 
 fn u32_at(b: &[u8], p: usize, big: bool) -> u32 {
     let x = [b[p], b[p + 1], b[p + 2], b[p + 3]];
-    if big { u32::from_be_bytes(x) } else { u32::from_le_bytes(x) }
+    if big {
+        u32::from_be_bytes(x)
+    } else {
+        u32::from_le_bytes(x)
+    }
 }
 
 fn too_long(tag: (u16, u16), len: u32, left: usize) -> String {
@@ -214,7 +222,10 @@ fn walk_data_set(b: &[u8], explicit: bool, big: bool) -> std::result::Result<(),
     let mut open: Vec<(Kind, Option<usize>)> = Vec::new();
     let mut pos = 0;
     while pos + 8 <= b.len() {
-        while open.last().is_some_and(|(_, end)| end.is_some_and(|e| pos >= e)) {
+        while open
+            .last()
+            .is_some_and(|(_, end)| end.is_some_and(|e| pos >= e))
+        {
             open.pop();
         }
         let tag = (u16_at(b, pos, big), u16_at(b, pos + 2, big));
@@ -229,18 +240,12 @@ fn walk_data_set(b: &[u8], explicit: bool, big: bool) -> std::result::Result<(),
                     }
                     pos += len as usize;
                 }
-                0xE000 => {
-                    if len != UNDEFINED && len as usize > b.len() - pos {
-                        return Err(too_long(tag, len, b.len() - pos));
-                    }
-                    let end = (len != UNDEFINED).then(|| pos + len as usize);
-                    open.push((Kind::Item, end));
-                }
                 0xE00D | 0xE0DD => {
                     open.pop();
                 }
                 _ => {
-                    // Not a valid item tag; dicom-rs may still read it as an item.
+                    // An item (E000), or a tag that is not valid here, which dicom-rs may still
+                    // read as one.
                     if len != UNDEFINED && len as usize > b.len() - pos {
                         return Err(too_long(tag, len, b.len() - pos));
                     }
@@ -307,7 +312,11 @@ fn check_frame(
     let cols = int(tags::COLUMNS, "Columns (0028,0011)")?;
     let bits = int(tags::BITS_ALLOCATED, "Bits Allocated (0028,0100)")?;
     let spp = int(tags::SAMPLES_PER_PIXEL, "Samples per Pixel (0028,0002)").unwrap_or(1);
-    if rows == 0 || cols == 0 || !(bits == 1 || (bits % 8 == 0 && bits <= 64)) || !matches!(spp, 1 | 3) {
+    if rows == 0
+        || cols == 0
+        || !(bits == 1 || (bits % 8 == 0 && bits <= 64))
+        || !matches!(spp, 1 | 3)
+    {
         return Err(format!(
             "unsupported geometry: {rows} x {cols}, {bits} bits allocated, {spp} samples per pixel"
         ));
@@ -327,9 +336,10 @@ fn check_frame(
             MAX_FRAME_BYTES >> 20
         ));
     }
+    let syntax = obj.meta().transfer_syntax().trim_end_matches('\0');
     match pixels.fragments() {
         None => {
-            let len = pixels.to_bytes().map(|b| b.len()).unwrap_or(0);
+            let len = pixels.primitive().map_or(0, |p| p.calculate_byte_len());
             let needed = (rows * cols * spp * bits).div_ceil(8);
             if len < needed {
                 return Err(format!(
@@ -337,20 +347,20 @@ fn check_frame(
                 ));
             }
         }
-        Some(fragments) if obj.meta().transfer_syntax().trim_end_matches('\0') == RLE_LOSSLESS => {
+        Some(fragments) if syntax == RLE_LOSSLESS => {
             let fragment = fragments.first().ok_or("RLE: no fragments")?;
             check_rle(fragment, rows * cols, spp * bits.div_ceil(8))?;
         }
-        Some(fragments) if JPEG.contains(&obj.meta().transfer_syntax().trim_end_matches('\0')) => {
+        Some(fragments) if JPEG.contains(&syntax) => {
             // dicom-rs 0.8 copies the decoded JPEG into the frame unchecked: a JPEG larger than
             // Rows x Columns panics there (found by fuzzing).
-            let mut d = jpeg_decoder::Decoder::new(fragments.first().map(Vec::as_slice).unwrap_or(&[]));
+            let mut d =
+                jpeg_decoder::Decoder::new(fragments.first().map(Vec::as_slice).unwrap_or(&[]));
             if d.read_info().is_ok()
                 && let Some(info) = d.info()
             {
-                let bytes = info.width as usize
-                    * info.height as usize
-                    * info.pixel_format.pixel_bytes();
+                let bytes =
+                    info.width as usize * info.height as usize * info.pixel_format.pixel_bytes();
                 if bytes > frame {
                     return Err(format!(
                         "the JPEG is {} x {}, larger than the {rows} x {cols} image it is for",
@@ -380,14 +390,22 @@ fn check_rle(f: &[u8], pixels: usize, segments: usize) -> std::result::Result<()
     if f.len() < 64 {
         return Err("RLE: frame shorter than its 64-byte header".into());
     }
-    let word = |i: usize| u32::from_le_bytes([f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]]) as usize;
+    let word = |i: usize| {
+        u32::from_le_bytes([f[4 * i], f[4 * i + 1], f[4 * i + 2], f[4 * i + 3]]) as usize
+    };
     if word(0) != segments {
-        return Err(format!("RLE: {} segments, the image needs {segments}", word(0)));
+        return Err(format!(
+            "RLE: {} segments, the image needs {segments}",
+            word(0)
+        ));
     }
     let mut offsets: Vec<usize> = (1..=segments).map(word).collect();
     offsets.push(f.len());
     if offsets[0] != 64 || offsets.windows(2).any(|w| w[0] > w[1]) {
-        return Err(format!("RLE: bad segment offsets {:?}", &offsets[..segments]));
+        return Err(format!(
+            "RLE: bad segment offsets {:?}",
+            &offsets[..segments]
+        ));
     }
     for (i, w) in offsets.windows(2).enumerate() {
         // The length a PackBits segment decodes to: n >= 0 copies n + 1 bytes, n < 0 (not
@@ -414,7 +432,10 @@ fn check_rle(f: &[u8], pixels: usize, segments: usize) -> std::result::Result<()
 /// Whether an explicit-VR element of `vr` has the long header (2 reserved bytes, 4-byte length).
 fn long_length(vr: dicom_core::VR) -> bool {
     use dicom_core::VR::*;
-    matches!(vr, OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV)
+    matches!(
+        vr,
+        OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV
+    )
 }
 
 #[cfg(test)]
