@@ -130,7 +130,7 @@ fn check_lengths(b: &[u8]) -> std::result::Result<(), String> {
     let mut syntax = String::new();
     while pos + 8 <= b.len() && u16_at(b, pos, false) == 0x0002 {
         let tag = (0x0002, u16_at(b, pos + 2, false));
-        let Some((len, hdr, _)) = explicit_header(b, pos, false) else {
+        let Some((_, len, hdr)) = explicit_header(b, pos, false) else {
             return Ok(());
         };
         pos += hdr;
@@ -196,17 +196,44 @@ fn too_long(tag: (u16, u16), len: u32, left: usize) -> String {
     )
 }
 
-/// An explicit-VR header at `pos` (which has 8 bytes): (length, header size, is a sequence), as
-/// dicom-rs reads it (a VR it does not know is UN, with a 4-byte length); `None` if cut short.
-fn explicit_header(b: &[u8], pos: usize, big: bool) -> Option<(u32, usize, bool)> {
+/// An explicit-VR header at `pos` (which has 8 bytes): (VR, length, header size), as dicom-rs
+/// reads it (a VR it does not know is UN, with a 4-byte length); `None` if cut short.
+fn explicit_header(b: &[u8], pos: usize, big: bool) -> Option<(dicom_core::VR, u32, usize)> {
     let vr = dicom_core::VR::from_binary([b[pos + 4], b[pos + 5]]).unwrap_or(dicom_core::VR::UN);
     if !long_length(vr) {
-        Some((u16_at(b, pos + 6, big) as u32, 8, false))
+        Some((vr, u16_at(b, pos + 6, big) as u32, 8))
     } else if pos + 12 <= b.len() {
-        Some((u32_at(b, pos + 8, big), 12, vr == dicom_core::VR::SQ))
+        Some((vr, u32_at(b, pos + 8, big), 12))
     } else {
         None
     }
+}
+
+/// An implicit-VR element's VR, as dicom-rs's implicit VR decoder resolves it: OW for pixel and
+/// overlay data, else the dictionary's (relaxed), else UN.
+fn implicit_vr(tag: (u16, u16)) -> dicom_core::VR {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    if tag == (0x7FE0, 0x0010) || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) {
+        return dicom_core::VR::OW;
+    }
+    dicom_dictionary_std::StandardDataDictionary
+        .by_tag(dicom_core::Tag(tag.0, tag.1))
+        .map(|e| e.vr().relaxed())
+        .unwrap_or(dicom_core::VR::UN)
+}
+
+/// The bytes dicom-rs reads for a value of `len` bytes: binary numbers are read whole, so a
+/// length that is not a multiple of the number's size leaves its last bytes to be read as the
+/// next element's header (found by fuzzing: a UL of 513 bytes consumes 512).
+fn consumed(vr: dicom_core::VR, len: u32) -> usize {
+    use dicom_core::VR::*;
+    let size = match vr {
+        US | OW | SS => 2,
+        AT | FL | OF | SL | OL | UL => 4,
+        FD | OD | SV | OV | UV => 8,
+        _ => 1,
+    };
+    (len - len % size) as usize
 }
 
 /// Walks a data set's element headers (see [`check_lengths`]).
@@ -255,18 +282,15 @@ fn walk_data_set(b: &[u8], explicit: bool, big: bool) -> std::result::Result<(),
             }
             continue;
         }
-        let (len, hdr, is_sequence) = if explicit {
+        let (vr, len, hdr) = if explicit {
             match explicit_header(b, pos, big) {
                 Some(h) => h,
                 None => return Ok(()),
             }
         } else {
-            use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
-            let is_sq = dicom_dictionary_std::StandardDataDictionary
-                .by_tag(dicom_core::Tag(tag.0, tag.1))
-                .is_some_and(|e| e.vr() == VirtualVr::Exact(dicom_core::VR::SQ));
-            (u32_at(b, pos + 4, big), 8, is_sq)
+            (implicit_vr(tag), u32_at(b, pos + 4, big), 8)
         };
+        let is_sequence = vr == dicom_core::VR::SQ;
         pos += hdr;
         if len == UNDEFINED {
             // An undefined-length sequence (or UN holding one), or encapsulated pixel data.
@@ -284,7 +308,7 @@ fn walk_data_set(b: &[u8], explicit: bool, big: bool) -> std::result::Result<(),
         if is_sequence {
             open.push((Kind::Sequence, Some(pos + len as usize)));
         } else {
-            pos += len as usize;
+            pos += consumed(vr, len);
         }
     }
     Ok(())
@@ -460,5 +484,22 @@ mod tests {
             e.contains("x.dcm") && e.contains("(0009,0010) claims 3500000000 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_number_value_of_odd_length_leaves_its_tail_to_the_next_header() {
+        // Implicit VR: a group length (UL) of 5 bytes, of which dicom-rs reads 4; the fifth byte
+        // starts the next header, an element claiming 3 GB (found by fuzzing).
+        let mut f = vec![0u8; 128];
+        f.extend_from_slice(b"DICM");
+        let ts = b"1.2.840.10008.1.2\0";
+        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        f.extend_from_slice(ts);
+        f.extend_from_slice(&[0x20, 0x28, 0x00, 0x00, 5, 0, 0, 0, 1, 2, 3, 4]);
+        f.extend_from_slice(&[0x09, 0x00, 0x10, 0x00]);
+        f.extend_from_slice(&3_000_000_000u32.to_le_bytes());
+        let e = decode_dicom(&f, "x.dcm", None).unwrap_err().to_string();
+        assert!(e.contains("claims") && e.contains("bytes but only"), "{e}");
     }
 }
