@@ -6,14 +6,55 @@ mod fs;
 mod plot;
 
 use clap::Parser;
+use std::sync::OnceLock;
+
+/// The first panic on a thread other than main: burn's device threads catch their panics (a
+/// wgpu validation error such as a buffer over the device's limit) and fail the operations that
+/// follow, so the error main reports is often a consequence; this is the cause.
+static THREAD_PANIC: OnceLock<String> = OnceLock::new();
 
 fn main() -> std::process::ExitCode {
+    quiet_panics();
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let mut line = normtune_core::error::one_line(&format!("{e:#}"));
+            if let Some(cause) = THREAD_PANIC.get().filter(|c| !line.contains(c.as_str())) {
+                line.push_str(&format!(" (first failure, on a device thread: {cause})"));
+            }
+            eprintln!("error: {line}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Panics print one line, not a page of backtrace: on main as `error: internal error ...` (a bug
+/// in normtune; the exit code is 101), on other threads not at all, kept for the error main
+/// reports. `NORMTUNE_DEBUG=1` or `RUST_BACKTRACE` restores Rust's own report as well.
+fn quiet_panics() {
+    let on = |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0");
+    let verbose = on("RUST_BACKTRACE") || on("NORMTUNE_DEBUG");
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let message = normtune_core::error::one_line(&payload);
+        if std::thread::current().name() == Some("main") {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            eprintln!("error: internal error{at}: {message} (a bug in normtune: please report it)");
+        } else {
+            let _ = THREAD_PANIC.set(message);
+        }
+        if verbose {
+            default(info);
+        }
+    }));
 }

@@ -386,6 +386,44 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// A GPU out of memory, made real on whatever wgpu adapter there is (lavapipe on CI): a LoRA
+/// rank of 50M makes every LoRA matrix several GB, past any adapter's buffer limit (2 GiB on
+/// lavapipe), so wgpu refuses the allocation on burn's device thread and the step fails.
+#[test]
+fn a_device_out_of_memory_fails_in_one_line_and_writes_no_adapter() {
+    let out = tmp("gpu-oom");
+    let mut args = train_args(
+        &out,
+        &[
+            "peft.default_method=\"lora\"",
+            "peft.lora.r=50000000",
+            "epochs=1",
+            "eval.every=1000",
+        ],
+    );
+    let device = args.iter().position(|a| a == "--device").unwrap();
+    args[device + 1] = "gpu".into();
+    let (code, _, err) = run(&strs(&args), &[("RUST_BACKTRACE", "0")]);
+    assert_eq!(code, Some(1), "{err}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("error: XDG_RUNTIME_DIR")) // the Vulkan loader's, not ours
+        .collect();
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(
+        last.starts_with("error: device: out of device memory or past a device limit")
+            && last.contains("batch_size")
+            && last.contains("no checkpoint was written yet"),
+        "one line saying what happened and what to change: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("stack backtrace"),
+        "no panic report: {err}"
+    );
+    assert!(!out.join("adapter").exists(), "no adapter from a failed run");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[test]
 fn labels_must_match_the_classifier() {
     let r = root();

@@ -143,7 +143,7 @@ pub async fn trainable_to_host<M: Module>(
         let data = t
             .into_data_async()
             .await
-            .map_err(|e| crate::Error::Device(format!("{e:?}")))?;
+            .map_err(crate::Error::device)?;
         let v: Vec<f32> = data.iter::<f32>().collect();
         values.insert(id, (shape, v));
     }

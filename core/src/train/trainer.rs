@@ -475,7 +475,7 @@ impl Trainer {
             .clone()
             .into_data_async()
             .await
-            .map_err(|e| Error::Device(format!("{e:?}")))?
+            .map_err(Error::device)?
             .iter::<f32>()
             .next()
             .unwrap_or(f32::NAN);

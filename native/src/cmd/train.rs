@@ -590,9 +590,13 @@ pub fn run_config(
             Ok(ev) => ev,
             Err(e) => {
                 bar.abandon();
+                let checkpoint = run.out.join("checkpoint");
+                if !checkpoint.join("trainer.json").exists() {
+                    anyhow::bail!("{e}; no checkpoint was written yet (step {last_checkpoint})");
+                }
                 anyhow::bail!(
                     "{e}; the last good checkpoint (step {last_checkpoint}) is in {} (resume with --resume {})",
-                    run.out.join("checkpoint").display(),
+                    checkpoint.display(),
                     run.out.display()
                 );
             }

@@ -47,7 +47,7 @@ pub(crate) async fn read_f32(t: Tensor<1>) -> Result<Vec<f32>> {
     let data: TensorData = t
         .into_data_async()
         .await
-        .map_err(|e| Error::Device(format!("{e:?}")))?;
+        .map_err(Error::device)?;
     Ok(data.iter::<f32>().collect())
 }
 
@@ -55,7 +55,7 @@ async fn read_i64(t: Tensor<1, Int>) -> Result<Vec<i64>> {
     let data: TensorData = t
         .into_data_async()
         .await
-        .map_err(|e| Error::Device(format!("{e:?}")))?;
+        .map_err(Error::device)?;
     Ok(data.iter::<i64>().collect())
 }
 
