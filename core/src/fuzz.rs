@@ -25,6 +25,7 @@ pub const TARGETS: &[&str] = &[
     "dataset",
     "dicom",
     "image",
+    "zip",
 ];
 
 /// The context some targets load onto: a model config (for `safetensors`) and a loaded model
@@ -66,8 +67,16 @@ pub fn run(target: &str, bytes: &[u8], base: &Base) -> Result<()> {
         "dataset" => dataset(bytes),
         "dicom" => dicom(bytes),
         "image" => image(bytes),
+        "zip" => zip(bytes),
         other => Err(Error::Input(format!("unknown fuzz target `{other}`"))),
     }
+}
+
+/// A zip of files (the browser app's dataset or adapter zip), unpacked under a 256 MiB limit
+/// (the app's is [`MAX_UNZIPPED`](crate::source::MAX_UNZIPPED); a smaller one keeps the fuzzer
+/// under its memory limit).
+pub fn zip(bytes: &[u8]) -> Result<()> {
+    crate::source::unzip("input.zip", bytes.to_vec(), 256 << 20).map(|_| ())
 }
 
 /// The first byte picks the reader, the rest is its file.

@@ -25,7 +25,8 @@ def put(target, name, data):
 
 
 def main():
-    shutil.rmtree(SEEDS, ignore_errors=True)
+    for d in SEEDS.glob("*/"):  # NOTICE stays
+        shutil.rmtree(d)
     rd = lambda p: (REPO / p).read_bytes()
 
     # config: first byte 0 = model config.json, 1 = PEFT config, 2 = preprocessor_config.json
@@ -92,6 +93,18 @@ def main():
         img.convert(mode).save(buf, "JPEG", quality=80)
         put("image", f"chest_50x40-{mode}.jpg", buf.getvalue())
     put("image", "MR_small.dcm", (src / "MR_small.dcm").read_bytes())
+
+    # zip: a dataset folder as the browser app takes it (deflated), and one stored uncompressed
+    import zipfile
+    folder = [("vqa/tiny_vqa.jsonl", (FIX / "data" / "tiny_vqa.jsonl").read_bytes()),
+              ("vqa/images/chest_32.png", (FIX / "images" / "chest_32.png").read_bytes())]
+    for name, method in [("dataset-deflated.zip", zipfile.ZIP_DEFLATED), ("dataset-stored.zip", zipfile.ZIP_STORED)]:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as z:
+            z.writestr(zipfile.ZipInfo("vqa/", (2026, 1, 1, 0, 0, 0)), b"")
+            for path, data in folder:
+                z.writestr(zipfile.ZipInfo(path, (2026, 1, 1, 0, 0, 0)), data, compress_type=method)
+        put("zip", name, buf.getvalue())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ RUNS="${FUZZ_RUNS:-1000000}"
 SECONDS_EACH="${FUZZ_SECONDS:-1800}"
 JOBS="${JOBS:-2}"
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config safetensors adapter tokenizer dataset dicom image)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config safetensors adapter tokenizer dataset dicom image zip)
 [ -d seeds ] || python3 make_seeds.py
 cargo +nightly fuzz build -O --debug-assertions
 mkdir -p logs
