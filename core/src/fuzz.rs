@@ -26,6 +26,7 @@ pub const TARGETS: &[&str] = &[
     "dicom",
     "image",
     "zip",
+    "gguf",
 ];
 
 /// The context some targets load onto: a model config (for `safetensors`) and a loaded model
@@ -68,6 +69,7 @@ pub fn run(target: &str, bytes: &[u8], base: &Base) -> Result<()> {
         "dicom" => dicom(bytes),
         "image" => image(bytes),
         "zip" => zip(bytes),
+        "gguf" => gguf(bytes),
         other => Err(Error::Input(format!("unknown fuzz target `{other}`"))),
     }
 }
@@ -77,6 +79,18 @@ pub fn run(target: &str, bytes: &[u8], base: &Base) -> Result<()> {
 /// under its memory limit).
 pub fn zip(bytes: &[u8]) -> Result<()> {
     crate::source::unzip("input.zip", bytes.to_vec(), 256 << 20).map(|_| ())
+}
+
+/// A GGUF file: header, metadata, tensor directory, and every tensor of a known type dequantised.
+pub fn gguf(bytes: &[u8]) -> Result<()> {
+    let g = crate::gguf::Gguf::parse(bytes.to_vec(), "model.gguf")?;
+    for t in &g.tensors {
+        if t.kind.name().starts_with("ggml type") {
+            continue;
+        }
+        g.dequantize(&t.name)?;
+    }
+    Ok(())
 }
 
 /// The first byte picks the reader, the rest is its file.

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod fuzz;
+pub mod gguf;
 pub mod metrics;
 pub mod models;
 pub mod peft;

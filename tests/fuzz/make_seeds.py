@@ -94,6 +94,9 @@ def main():
         put("image", f"chest_50x40-{mode}.jpg", buf.getvalue())
     put("image", "MR_small.dcm", (src / "MR_small.dcm").read_bytes())
 
+    # gguf: the small GGUF fixture (every metadata type; F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors)
+    put("gguf", "tiny.gguf", (FIX / "gguf" / "tiny.gguf").read_bytes())
+
     # zip: a dataset folder as the browser app takes it (deflated), and one stored uncompressed
     import zipfile
     folder = [("vqa/tiny_vqa.jsonl", (FIX / "data" / "tiny_vqa.jsonl").read_bytes()),
