@@ -6,6 +6,7 @@ pub mod blip;
 pub mod classifier;
 pub mod common;
 pub mod export;
+pub mod llama;
 pub mod load;
 pub mod vit;
 pub mod walk;

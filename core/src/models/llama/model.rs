@@ -1,0 +1,339 @@
+//! HF `LlamaForCausalLM`: token embedding, decoder layers (RMSNorm, grouped-query attention with
+//! rotary embeddings in HF's rotate-half layout, SwiGLU feed-forward), final RMSNorm, LM head
+//! (tied to the embedding when the config says so). Module names are HF's, so a HF folder's
+//! `model.safetensors` loads without remapping (RMSNorm `weight` is burn's `gamma`).
+
+use super::config::LlamaConfig;
+use crate::models::common::{MASK_VALUE, lora_linear, merge_heads, split_heads};
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor};
+
+/// Cached keys and values of one layer, `[batch, kv_heads, len, head_dim]`, after the rotation.
+pub type Kv = (Tensor<4>, Tensor<4>);
+
+/// Grouped-query self-attention (HF `LlamaAttention`).
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    /// `[hidden, heads·head_dim]`.
+    pub q_proj: Linear,
+    /// `[hidden, kv_heads·head_dim]`.
+    pub k_proj: Linear,
+    /// `[hidden, kv_heads·head_dim]`.
+    pub v_proj: Linear,
+    /// `[heads·head_dim, hidden]`.
+    pub o_proj: Linear,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// LoRA dropout (training only).
+    pub lora_dropout: f64,
+}
+
+/// Repeats each key/value head `n` times: `[b, kv, l, d]` → `[b, kv·n, l, d]` (HF `repeat_kv`).
+fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kv, l, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kv, n, l, d])
+        .reshape([b, kv * n, l, d])
+}
+
+/// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the halves of the last axis.
+fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let [b, h, l, d] = x.dims();
+    let x1 = x.clone().slice([0..b, 0..h, 0..l, 0..d / 2]);
+    let x2 = x.clone().slice([0..b, 0..h, 0..l, d / 2..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+impl LlamaAttention {
+    /// # Shapes
+    /// - x: `[batch, len, hidden]`; cos/sin: `[1, 1, len, head_dim]`; mask: additive,
+    ///   `[1 or batch, 1, len, past + len]` → `[batch, len, hidden]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: Option<&Tensor<4>>,
+        cache: Option<&mut Kv>,
+    ) -> Tensor<3> {
+        let q = split_heads(
+            lora_linear(&self.q_proj, x.clone(), self.lora_dropout),
+            self.heads,
+        );
+        let k = split_heads(
+            lora_linear(&self.k_proj, x.clone(), self.lora_dropout),
+            self.kv_heads,
+        );
+        let v = split_heads(
+            lora_linear(&self.v_proj, x, self.lora_dropout),
+            self.kv_heads,
+        );
+        let (q, k) = (rotate(q, cos, sin), rotate(k, cos, sin));
+        let (k, v) = match cache {
+            Some(c) => {
+                let k = Tensor::cat(vec![c.0.clone(), k], 2);
+                let v = Tensor::cat(vec![c.1.clone(), v], 2);
+                *c = (k.clone(), v.clone());
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let n = self.heads / self.kv_heads;
+        let (k, v) = (repeat_kv(k, n), repeat_kv(v, n));
+        let d = q.dims()[3];
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
+        let scores = match mask {
+            Some(m) => scores + m.clone(),
+            None => scores,
+        };
+        let out = merge_heads(softmax(scores, 3).matmul(v));
+        lora_linear(&self.o_proj, out, self.lora_dropout)
+    }
+}
+
+/// SwiGLU feed-forward (HF `LlamaMLP`): `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    /// `[hidden, intermediate]`.
+    pub gate_proj: Linear,
+    /// `[hidden, intermediate]`.
+    pub up_proj: Linear,
+    /// `[intermediate, hidden]`.
+    pub down_proj: Linear,
+    /// LoRA dropout (training only).
+    pub lora_dropout: f64,
+}
+
+impl LlamaMlp {
+    /// `[.., hidden]` → `[.., hidden]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let p = self.lora_dropout;
+        let h = silu(lora_linear(&self.gate_proj, x.clone(), p)) * lora_linear(&self.up_proj, x, p);
+        lora_linear(&self.down_proj, h, p)
+    }
+}
+
+/// One pre-norm decoder layer (HF `LlamaDecoderLayer`).
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer {
+    /// Attention.
+    pub self_attn: LlamaAttention,
+    /// Feed-forward.
+    pub mlp: LlamaMlp,
+    /// RMSNorm before attention.
+    pub input_layernorm: RmsNorm,
+    /// RMSNorm before the feed-forward.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl LlamaDecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: Option<&Tensor<4>>,
+        cache: Option<&mut Kv>,
+    ) -> Tensor<3> {
+        let h = x.clone()
+            + self
+                .self_attn
+                .forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// The decoder stack (HF `LlamaModel`).
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    /// `[vocab, hidden]`.
+    pub embed_tokens: Embedding,
+    /// Decoder layers.
+    pub layers: Vec<LlamaDecoderLayer>,
+    /// Final RMSNorm.
+    pub norm: RmsNorm,
+    /// Rotary base.
+    pub theta: f64,
+}
+
+/// HF `LlamaForCausalLM`.
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLM {
+    /// The decoder.
+    pub model: LlamaModel,
+    /// `[hidden, vocab]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Linear>,
+}
+
+/// The rotary tables for positions `past..past + len`: `cos`, `sin`, each `[1, 1, len, head_dim]`,
+/// computed as HF's `LlamaRotaryEmbedding` does, in f32.
+pub fn rotary(
+    theta: f64,
+    head_dim: usize,
+    past: usize,
+    len: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let half = head_dim / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+        .collect();
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for p in past..past + len {
+        for j in 0..head_dim {
+            let a = p as f32 * inv[j % half];
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    let t =
+        |v: Vec<f32>| Tensor::<1>::from_floats(v.as_slice(), device).reshape([1, 1, len, head_dim]);
+    (t(cos), t(sin))
+}
+
+impl LlamaForCausalLM {
+    /// Hidden states after the final norm.
+    ///
+    /// # Shapes
+    /// - ids: `[batch, len]` (positions start at `past`, the length of `cache`'s entries);
+    ///   mask01: optional `[batch, past + len]` 0/1 attention mask (left padding) →
+    ///   `[batch, len, hidden]`
+    pub fn hidden(
+        &self,
+        ids: Tensor<2, Int>,
+        mask01: Option<Tensor<2>>,
+        mut cache: Option<&mut Vec<Kv>>,
+    ) -> Tensor<3> {
+        let [b, len] = ids.dims();
+        let device = ids.device();
+        let past = cache
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|kv| kv.0.dims()[2])
+            .unwrap_or(0);
+        let attn = &self.model.layers[0].self_attn;
+        let head_dim = attn.q_proj.weight.dims()[1] / attn.heads;
+        let (cos, sin) = rotary(self.model.theta, head_dim, past, len, &device);
+        let mut mask = crate::models::common::causal_mask(len, past, &device);
+        if let Some(m) = mask01 {
+            mask = mask + ((m.neg() + 1.0) * MASK_VALUE).reshape([b, 1, 1, past + len]);
+        }
+        let mask = (len > 1 || b > 1).then_some(mask);
+        let mut x = self.model.embed_tokens.forward(ids);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| {
+                if c.len() <= i {
+                    let kvh = layer.self_attn.kv_heads;
+                    c.push((
+                        Tensor::zeros([b, kvh, 0, head_dim], &device),
+                        Tensor::zeros([b, kvh, 0, head_dim], &device),
+                    ));
+                }
+                &mut c[i]
+            });
+            x = layer.forward(x, &cos, &sin, mask.as_ref(), c);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Logits `[batch, len, vocab]` (see [`Self::hidden`]).
+    pub fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        mask01: Option<Tensor<2>>,
+        cache: Option<&mut Vec<Kv>>,
+    ) -> Tensor<3> {
+        let h = self.hidden(ids, mask01, cache);
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        }
+    }
+
+    /// Greedy decoding of `prompt` (one sequence) with the KV cache: up to `max_new` tokens,
+    /// stopping after `eos`. Returns the new tokens.
+    pub async fn generate_greedy(
+        &self,
+        prompt: &[i64],
+        max_new: usize,
+        eos: Option<i64>,
+    ) -> crate::Result<Vec<i64>> {
+        let device = self.model.embed_tokens.weight.device();
+        let mut cache = Vec::new();
+        let mut out = Vec::new();
+        let mut next = Tensor::<1, Int>::from_ints(prompt, &device).reshape([1, prompt.len()]);
+        for _ in 0..max_new {
+            let logits = self.forward(next, None, Some(&mut cache));
+            let [_, l, v] = logits.dims();
+            let last = logits.slice([0..1, l - 1..l, 0..v]).reshape([v]);
+            let id = last
+                .argmax(0)
+                .into_data_async()
+                .await
+                .map_err(crate::Error::device)?
+                .iter::<i64>()
+                .next()
+                .unwrap_or(0);
+            out.push(id);
+            if Some(id) == eos {
+                break;
+            }
+            next = Tensor::<1, Int>::from_ints([id], &device).reshape([1, 1]);
+        }
+        Ok(out)
+    }
+}
+
+impl LlamaConfig {
+    /// A randomly initialised model of this shape (load weights over it).
+    pub fn init(&self, device: &Device) -> LlamaForCausalLM {
+        let (h, hd) = (self.hidden_size, self.head_dim());
+        let (heads, kvh) = (self.num_attention_heads, self.kv_heads());
+        let lin =
+            |i: usize, o: usize, bias: bool| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let norm = || {
+            RmsNormConfig::new(h)
+                .with_epsilon(self.rms_norm_eps)
+                .init(device)
+        };
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: lin(h, heads * hd, self.attention_bias),
+                    k_proj: lin(h, kvh * hd, self.attention_bias),
+                    v_proj: lin(h, kvh * hd, self.attention_bias),
+                    o_proj: lin(heads * hd, h, self.attention_bias),
+                    heads,
+                    kv_heads: kvh,
+                    lora_dropout: 0.0,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: lin(h, self.intermediate_size, self.mlp_bias),
+                    up_proj: lin(h, self.intermediate_size, self.mlp_bias),
+                    down_proj: lin(self.intermediate_size, h, self.mlp_bias),
+                    lora_dropout: 0.0,
+                },
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+            })
+            .collect();
+        LlamaForCausalLM {
+            model: LlamaModel {
+                embed_tokens: EmbeddingConfig::new(self.vocab_size, h).init(device),
+                layers,
+                norm: norm(),
+                theta: self.theta(),
+            },
+            lm_head: (!self.tie_word_embeddings).then(|| lin(h, self.vocab_size, false)),
+        }
+    }
+}
