@@ -101,7 +101,11 @@ pub fn one_line(text: &str) -> String {
     let mut out = String::new();
     for p in parts {
         if !out.is_empty() {
-            out.push_str(if out.ends_with([':', '.', ';']) { " " } else { ": " });
+            out.push_str(if out.ends_with([':', '.', ';']) {
+                " "
+            } else {
+                ": "
+            });
         }
         out.push_str(p);
     }

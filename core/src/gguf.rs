@@ -295,9 +295,7 @@ impl Gguf {
             None => DEFAULT_ALIGNMENT,
             Some(Value::U64(a)) if a.is_power_of_two() => *a,
             Some(v) => {
-                return Err(c.bad(&format!(
-                    "general.alignment is {v:?}, not a power of two"
-                )));
+                return Err(c.bad(&format!("general.alignment is {v:?}, not a power of two")));
             }
         };
         let mut entries = Vec::with_capacity(n_tensors as usize);
@@ -306,7 +304,9 @@ impl Gguf {
             let name = c.string("a tensor name")?;
             let n_dims = c.u32(&name)?;
             if n_dims > MAX_DIMS {
-                return Err(c.bad(&format!("tensor `{name}` has {n_dims} dimensions (at most 4)")));
+                return Err(c.bad(&format!(
+                    "tensor `{name}` has {n_dims} dimensions (at most 4)"
+                )));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -339,7 +339,9 @@ impl Gguf {
                 .filter(|&n| fits(n) && dims.iter().all(|&d| fits(d)))
                 .ok_or_else(|| bad(format!("has shape {dims:?}, larger than the file")))?;
             if offset % alignment != 0 {
-                return Err(bad(format!("starts at {offset}, not a multiple of {alignment}")));
+                return Err(bad(format!(
+                    "starts at {offset}, not a multiple of {alignment}"
+                )));
             }
             let range = match kind.block() {
                 None => None,
@@ -385,9 +387,9 @@ impl Gguf {
 
     /// A required unsigned integer metadata value.
     pub fn get_u64(&self, key: &str) -> Result<u64> {
-        self.get(key).and_then(Value::as_u64).ok_or_else(|| {
-            Error::config(&self.file, key, "missing, or not a non-negative integer")
-        })
+        self.get(key)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::config(&self.file, key, "missing, or not a non-negative integer"))
     }
 
     /// A required number.
@@ -479,9 +481,16 @@ mod tests {
 
     #[test]
     fn counts_and_shapes_are_checked_against_the_file_before_allocating() {
-        let e = Gguf::parse(header(0, 1 << 60), "m.gguf").unwrap_err().to_string();
-        assert!(e.starts_with("m.gguf: not a valid GGUF file: the metadata count is"), "{e}");
-        let e = Gguf::parse(header(1 << 40, 0), "m.gguf").unwrap_err().to_string();
+        let e = Gguf::parse(header(0, 1 << 60), "m.gguf")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("m.gguf: not a valid GGUF file: the metadata count is"),
+            "{e}"
+        );
+        let e = Gguf::parse(header(1 << 40, 0), "m.gguf")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("the tensor count is 1099511627776"), "{e}");
         // One tensor claiming 2^40 elements in a file of a few bytes.
         let mut b = header(1, 0);
@@ -493,8 +502,13 @@ mod tests {
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&0u64.to_le_bytes());
         let e = Gguf::parse(b, "m.gguf").unwrap_err().to_string();
-        assert!(e.contains("tensor `w` has shape [1048576, 1048576], larger than the file"), "{e}");
-        let e = Gguf::parse(b"GGUF\x01\0\0\0".to_vec(), "m.gguf").unwrap_err().to_string();
+        assert!(
+            e.contains("tensor `w` has shape [1048576, 1048576], larger than the file"),
+            "{e}"
+        );
+        let e = Gguf::parse(b"GGUF\x01\0\0\0".to_vec(), "m.gguf")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("version 1 (2 and 3 are read)"), "{e}");
     }
 }

@@ -420,7 +420,10 @@ fn a_device_out_of_memory_fails_in_one_line_and_writes_no_adapter() {
         !err.contains("panicked") && !err.contains("stack backtrace"),
         "no panic report: {err}"
     );
-    assert!(!out.join("adapter").exists(), "no adapter from a failed run");
+    assert!(
+        !out.join("adapter").exists(),
+        "no adapter from a failed run"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

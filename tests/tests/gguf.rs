@@ -8,7 +8,9 @@ use serde_json::Value as Json;
 use std::path::PathBuf;
 
 fn fixture(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(p)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(p)
 }
 
 fn json(p: &str) -> Json {
@@ -80,8 +82,7 @@ fn a_small_file_reads_as_gguf_py_reads_it() {
 #[test]
 fn the_real_smollm2_file_dequantises_as_gguf_py_does() {
     let r = json("gguf/smollm2.json");
-    let path = fixture("../../.assets/smollm2")
-        .join(r["file"].as_str().unwrap());
+    let path = fixture("../../.assets/smollm2").join(r["file"].as_str().unwrap());
     let g = open(path);
     for (k, want) in r["metadata"].as_object().unwrap() {
         if let Some(base) = k.strip_suffix(".len") {
@@ -94,7 +95,10 @@ fn the_real_smollm2_file_dequantises_as_gguf_py_does() {
                 panic!("`{base}` is not an array")
             };
             let want = want.as_array().unwrap();
-            assert!(same(&Value::Array(a[..want.len()].to_vec()), &Json::Array(want.clone())));
+            assert!(same(
+                &Value::Array(a[..want.len()].to_vec()),
+                &Json::Array(want.clone())
+            ));
         } else {
             let got = g.get(k).unwrap_or_else(|| panic!("no metadata `{k}`"));
             assert!(same(got, want), "`{k}`: {got:?} vs gguf-py {want}");
@@ -104,7 +108,9 @@ fn the_real_smollm2_file_dequantises_as_gguf_py_does() {
     assert_eq!(g.tensors.len(), tensors.len());
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for (name, want) in tensors {
-        let t = g.tensor(name).unwrap_or_else(|| panic!("no tensor `{name}`"));
+        let t = g
+            .tensor(name)
+            .unwrap_or_else(|| panic!("no tensor `{name}`"));
         assert_eq!(t.kind.name(), want["type"].as_str().unwrap(), "{name}");
         *kinds.entry(t.kind.name()).or_default() += 1;
         let (s, v) = g.dequantize(name).unwrap();
@@ -119,9 +125,21 @@ fn the_real_smollm2_file_dequantises_as_gguf_py_does() {
         // Sums over up to 28M values, in another order than numpy's: equal to ~1e-9 relative.
         let sum: f64 = v.iter().map(|&x| x as f64).sum();
         let sum_sq: f64 = v.iter().map(|&x| (x as f64) * (x as f64)).sum();
-        let (ws, wq) = (want["sum"].as_f64().unwrap(), want["sum_sq"].as_f64().unwrap());
-        assert!((sum - ws).abs() <= 1e-9 * wq.max(1.0), "{name}: sum {sum} vs {ws}");
-        assert!((sum_sq - wq).abs() <= 1e-9 * wq, "{name}: sum of squares {sum_sq} vs {wq}");
+        let (ws, wq) = (
+            want["sum"].as_f64().unwrap(),
+            want["sum_sq"].as_f64().unwrap(),
+        );
+        assert!(
+            (sum - ws).abs() <= 1e-9 * wq.max(1.0),
+            "{name}: sum {sum} vs {ws}"
+        );
+        assert!(
+            (sum_sq - wq).abs() <= 1e-9 * wq,
+            "{name}: sum of squares {sum_sq} vs {wq}"
+        );
     }
-    eprintln!("SmolLM2: {} tensors ({kinds:?}) match gguf-py", g.tensors.len());
+    eprintln!(
+        "SmolLM2: {} tensors ({kinds:?}) match gguf-py",
+        g.tensors.len()
+    );
 }

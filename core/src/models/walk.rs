@@ -140,10 +140,7 @@ pub async fn trainable_to_host<M: Module>(
     module.visit(&mut c);
     let mut values = std::collections::HashMap::new();
     for (id, shape, t) in c.0 {
-        let data = t
-            .into_data_async()
-            .await
-            .map_err(crate::Error::device)?;
+        let data = t.into_data_async().await.map_err(crate::Error::device)?;
         let v: Vec<f32> = data.iter::<f32>().collect();
         values.insert(id, (shape, v));
     }

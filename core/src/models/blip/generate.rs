@@ -44,18 +44,12 @@ pub struct SpecialTokens {
 }
 
 pub(crate) async fn read_f32(t: Tensor<1>) -> Result<Vec<f32>> {
-    let data: TensorData = t
-        .into_data_async()
-        .await
-        .map_err(Error::device)?;
+    let data: TensorData = t.into_data_async().await.map_err(Error::device)?;
     Ok(data.iter::<f32>().collect())
 }
 
 async fn read_i64(t: Tensor<1, Int>) -> Result<Vec<i64>> {
-    let data: TensorData = t
-        .into_data_async()
-        .await
-        .map_err(Error::device)?;
+    let data: TensorData = t.into_data_async().await.map_err(Error::device)?;
     Ok(data.iter::<i64>().collect())
 }
 
