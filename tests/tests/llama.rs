@@ -1,6 +1,9 @@
 //! The LLaMA decoder against transformers' `LlamaForCausalLM` on the same weights
 //! (`tests/fixtures/make_llama_fixtures.py`): logits of a left-padded batch, and greedy decoding
-//! with the KV cache, for a grouped-query tied model and a multi-head untied one with biases.
+//! with the KV cache, for a grouped-query tied model and a multi-head untied one with biases; and
+//! the real SmolLM2-135M-Instruct Q4_1 GGUF (`.assets/smollm2/`) against transformers' own GGUF
+//! loading (`tests/fixtures/make_smollm2_reference.py`): per-token log-likelihood of a text,
+//! logits after a prompt and the greedy continuation.
 
 use normtune_core::burn::tensor::{Device, Int, Tensor};
 use normtune_core::models::llama;
@@ -64,4 +67,109 @@ fn llama_with_grouped_query_attention_and_a_tied_head_matches_hf() {
 #[test]
 fn llama_with_biases_and_a_wide_head_matches_hf() {
     check("mha");
+}
+
+#[test]
+fn the_real_smollm2_gguf_matches_transformers() {
+    use normtune_core::burn::tensor::activation::log_softmax;
+    use normtune_core::gguf::Gguf;
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("gguf/smollm2_reference.json")).unwrap())
+            .unwrap();
+    let path = fixture("../../.assets/smollm2").join(r["file"].as_str().unwrap());
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run tests/fixtures/fetch_assets.sh",
+            path.display()
+        )
+    });
+    let file = path.display().to_string();
+    let g = Gguf::parse(bytes, &file).unwrap();
+    let device = Device::flex();
+    let t0 = std::time::Instant::now();
+    let (cfg, model) = llama::from_gguf(&g, &file, &device).unwrap();
+    drop(g);
+    let loaded = t0.elapsed().as_secs_f64();
+    assert_eq!(
+        (
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.kv_heads()
+        ),
+        (30, 576, 9, 3)
+    );
+    let ints = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+
+    // Per-token negative log-likelihood of the text.
+    let ids = ints(&r["text_ids"]);
+    let n = ids.len();
+    let x = Tensor::<1, Int>::from_ints(ids.as_slice(), &device).reshape([1, n]);
+    let logp = log_softmax(model.forward(x, None, None), 2);
+    let logp: Vec<f32> = logp.into_data().iter::<f32>().collect();
+    let v = cfg.vocab_size;
+    let nll: Vec<f64> = (0..n - 1)
+        .map(|i| -(logp[i * v + ids[i + 1] as usize] as f64))
+        .collect();
+    let want = floats(&r["nll"]);
+    let worst = nll
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f64, f64::max);
+    let ppl = (nll.iter().sum::<f64>() / nll.len() as f64).exp();
+    let want_ppl = r["perplexity"].as_f64().unwrap();
+    println!(
+        "SmolLM2 GGUF: loaded in {loaded:.1} s; perplexity {ppl:.4} (transformers {want_ppl:.4}); \
+         worst per-token NLL difference {worst:.2e}"
+    );
+    assert!(worst < 2e-3, "per-token NLL differs by {worst}");
+    assert!(
+        (ppl / want_ppl - 1.0).abs() < 1e-4,
+        "perplexity {ppl} vs {want_ppl}"
+    );
+
+    // The logits after the prompt, at 40 ids (its top 20 and 20 fixed ones).
+    let prompt = ints(&r["prompt_ids"]);
+    let p = Tensor::<1, Int>::from_ints(prompt.as_slice(), &device).reshape([1, prompt.len()]);
+    let last: Vec<f32> = model
+        .forward(p, None, None)
+        .slice([0..1, prompt.len() - 1..prompt.len(), 0..v])
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let picked: Vec<f32> = ints(&r["last_logits_ids"])
+        .iter()
+        .map(|&i| last[i as usize])
+        .collect();
+    let want: Vec<f32> = floats(&r["last_logits"])
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    let err = max_rel_err(&picked, &want);
+    println!("SmolLM2 GGUF: logits after the prompt, max relative error {err:.2e}");
+    assert!(
+        err < 1e-4,
+        "logits after the prompt: max relative error {err:.2e}"
+    );
+
+    let greedy = pollster::block_on(model.generate_greedy(&prompt, 16, None)).unwrap();
+    assert_eq!(
+        greedy,
+        ints(&r["greedy_ids"]),
+        "greedy continuation of the prompt"
+    );
 }

@@ -2,9 +2,11 @@
 //! model of the LLaVA-style path. Parity with transformers: `tests/tests/llama.rs`.
 
 pub mod config;
+pub mod gguf;
 pub mod model;
 
 pub use config::LlamaConfig;
+pub use gguf::{config_from_gguf, from_gguf};
 pub use model::{Kv, LlamaForCausalLM};
 
 use crate::error::{Error, Result};
