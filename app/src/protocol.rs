@@ -208,6 +208,9 @@ pub enum FromWorker {
         samples_per_s: f64,
         /// Milliseconds this step took.
         step_ms: f64,
+        /// The worker's WebAssembly memory after the step, MiB. It only ever grows, so a leak
+        /// in the training loop shows as growth over steps.
+        wasm_mb: f64,
     },
     /// An evaluation finished.
     Eval(EvalPoint),

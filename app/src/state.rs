@@ -89,6 +89,8 @@ pub struct AppState {
     pub trainable: RwSignal<Option<String>>,
     /// (micro-batch position, loss).
     pub losses: RwSignal<Vec<(usize, f32)>>,
+    /// (micro-batch position, the worker's WebAssembly memory in MiB).
+    pub memory: RwSignal<Vec<(usize, f64)>>,
     /// Evaluations, the zero-shot one first.
     pub evals: RwSignal<Vec<EvalPoint>>,
     /// Speed.
@@ -119,6 +121,7 @@ impl AppState {
             run_state: RwSignal::new("idle".into()),
             trainable: RwSignal::new(None),
             losses: RwSignal::new(Vec::new()),
+            memory: RwSignal::new(Vec::new()),
             evals: RwSignal::new(Vec::new()),
             speed: RwSignal::new(None),
             position: RwSignal::new((0, 0)),
@@ -138,6 +141,7 @@ impl AppState {
         self.run_state.set("idle".into());
         self.trainable.set(None);
         self.losses.set(Vec::new());
+        self.memory.set(Vec::new());
         self.evals.set(Vec::new());
         self.speed.set(None);
         self.position.set((0, 0));
@@ -215,6 +219,8 @@ impl AppState {
                 self.error.set(None);
                 self.trainable.set(Some(trainable));
                 self.losses.set(Vec::new());
+                self.memory.set(Vec::new());
+                self.memory.set(Vec::new());
                 self.evals.set(Vec::new());
                 self.speed.set(None);
                 self.exported.set(Vec::new());
@@ -228,10 +234,12 @@ impl AppState {
                 steps_per_s,
                 samples_per_s,
                 step_ms,
+                wasm_mb,
                 ..
             } => {
                 self.busy.set(None);
                 self.losses.update(|l| l.push((position, loss)));
+                self.memory.update(|m| m.push((position, wasm_mb)));
                 self.position.set((position, total));
                 self.speed.set(Some(Speed {
                     steps_per_s,

@@ -56,6 +56,16 @@ fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// The size of this worker's WebAssembly memory, MiB.
+fn wasm_mb() -> f64 {
+    wasm_bindgen::memory()
+        .unchecked_into::<js_sys::WebAssembly::Memory>()
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length() as f64
+        / (1 << 20) as f64
+}
+
 /// Entry point of the worker binary.
 pub fn start() {
     std::panic::set_hook(Box::new(|info| {
@@ -509,6 +519,7 @@ impl State {
                 steps_per_s: r.steps as f64 / secs,
                 samples_per_s: r.samples as f64 / secs,
                 step_ms: t1 - t0,
+                wasm_mb: wasm_mb(),
             },
             Vec::new(),
         );
@@ -706,30 +717,7 @@ fn unzip_if_zip(files: Files) -> Result<Files, String> {
         return Ok(files);
     }
     let (name, bytes) = files.into_iter().next().expect("one file");
-    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("{name}: not a zip file: {e}"))?;
-    let mut out = Vec::new();
-    for i in 0..z.len() {
-        let mut f = z
-            .by_index(i)
-            .map_err(|e| format!("{name}: entry {i}: {e}"))?;
-        if f.is_dir() {
-            continue;
-        }
-        let Some(path) = f
-            .enclosed_name()
-            .map(|p| p.to_string_lossy().replace('\\', "/"))
-        else {
-            return Err(format!(
-                "{name}: entry `{}` is not a plain relative path",
-                f.name()
-            ));
-        };
-        let mut v = Vec::with_capacity(f.size().min(1 << 30) as usize);
-        std::io::Read::read_to_end(&mut f, &mut v).map_err(|e| format!("{name}: {path}: {e}"))?;
-        out.push((path, v));
-    }
-    Ok(out)
+    normtune_core::source::unzip(&name, bytes, normtune_core::source::MAX_UNZIPPED).map_err(err)
 }
 
 fn zip_files(files: &Files) -> Result<Vec<u8>, String> {

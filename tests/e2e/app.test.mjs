@@ -89,75 +89,87 @@ async function setNumber(page, sel, value) {
   await page.locator(sel).dispatchEvent('change');
 }
 
+/** A headless Chromium on the app, every request and console line recorded. */
+async function openApp(backend) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
+  });
+  const context = await browser.newContext({ acceptDownloads: true });
+  const requests = [];
+  const offOrigin = [];
+  context.on('request', (r) => {
+    requests.push(r.url());
+    const u = r.url();
+    if (!u.startsWith(origin) && !u.startsWith('blob:') && !u.startsWith('data:')) offOrigin.push(u);
+  });
+  const page = await context.newPage();
+  const logs = [];
+  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  // The Web Worker runs all model code: its console (and WebGPU's validation messages) too.
+  page.on('worker', (w) => w.on('console', (m) => logs.push(`worker ${m.type()}: ${m.text()}`)));
+  const shot = (name) => page.screenshot({ path: path.join(ART, `${backend}-${name}.png`), fullPage: true });
+  const t0 = Date.now();
+  const mark = (what) => console.log(`[${backend}] ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  return { browser, page, requests, offOrigin, logs, shot, mark };
+}
+
+/** Picks the backend, loads the demo model, draws the data and runs training to its end. */
+async function tune(app, backend, RUN) {
+  const { page, shot, mark } = app;
+  await page.goto(origin + '/');
+  const status = page.locator('#device-status');
+  if (backend === 'cpu') {
+    await status.filter({ hasText: /: (?!starting)/ }).waitFor({ timeout: 120_000 });
+    await page.click('#use-cpu');
+    await status.filter({ hasText: /^CPU.*: burn flex/ }).waitFor({ timeout: 120_000 });
+  } else {
+    await status.filter({ hasText: /^WebGPU: (?!starting)/ }).waitFor({ timeout: 120_000 });
+  }
+  mark(`device: ${await status.textContent()}`);
+  await shot('1-device');
+
+  await page.click('#load-demo');
+  await page.locator('#model-info').waitFor({ timeout: 120_000 });
+  assert.match(await page.locator('#model-info').textContent(), /2,485,395 parameters/);
+  mark('model loaded');
+
+  await setNumber(page, '#studies', RUN.studies);
+  await setNumber(page, '#test-studies', RUN.testStudies);
+  await page.click('#draw-data');
+  await page.locator('#data-info').waitFor({ timeout: 120_000 });
+  await page.locator('#data .samples img').first().waitFor();
+  mark(await page.locator('#data-info').textContent());
+  await shot('2-data');
+
+  await setNumber(page, '#epochs', RUN.epochs);
+  await setNumber(page, '#lr', RUN.lr);
+  await setNumber(page, '#batch', RUN.batch);
+  await setNumber(page, '#eval-n', RUN.evalN);
+  await page.click('#start');
+  await page.locator('#trainable').waitFor({ timeout: 300_000 });
+  const trainable = await page.locator('#trainable').textContent();
+  assert.equal(trainable, 'trainable params: 7,680 || all params: 2,485,395 || trainable%: 0.3090');
+  await page.locator('#run-state', { hasText: 'running' }).waitFor({ timeout: 600_000 });
+  mark('zero-shot scored, training');
+  await page.locator('#loss-first').waitFor({ timeout: 600_000 });
+  await shot('3-training');
+  await page.locator('#run-state', { hasText: /finished|stopped/ }).waitFor({ timeout: 30 * 60_000 });
+  assert.equal(await page.locator('#run-state').textContent(), 'finished',
+    `the run stopped: ${await page.locator('#error').textContent().catch(() => '')}`);
+  mark(`finished: ${await page.locator('#progress').textContent()}`);
+}
+
 for (const backend of ['webgpu', 'cpu']) {
   test(`tune, ask and export on ${backend}`, { timeout: 40 * 60_000 }, async () => {
     const RUN = runFor(backend);
-    const browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
-    });
-    const context = await browser.newContext({ acceptDownloads: true });
-    const requests = [];
-    const offOrigin = [];
-    context.on('request', (r) => {
-      requests.push(r.url());
-      const u = r.url();
-      if (!u.startsWith(origin) && !u.startsWith('blob:') && !u.startsWith('data:')) offOrigin.push(u);
-    });
-    const page = await context.newPage();
-    const logs = [];
-    page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
-    page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
-    // The Web Worker runs all model code: its console (and WebGPU's validation messages) too.
-    page.on('worker', (w) => w.on('console', (m) => logs.push(`worker ${m.type()}: ${m.text()}`)));
-    const shot = (name) => page.screenshot({ path: path.join(ART, `${backend}-${name}.png`), fullPage: true });
-    const t0 = Date.now();
-    const mark = (what) => console.log(`[${backend}] ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const app = await openApp(backend);
+    const { browser, page, requests, offOrigin, logs, shot, mark } = app;
     try {
-      await page.goto(origin + '/');
-      const status = page.locator('#device-status');
-      if (backend === 'cpu') {
-        await status.filter({ hasText: /: (?!starting)/ }).waitFor({ timeout: 120_000 });
-        await page.click('#use-cpu');
-        await status.filter({ hasText: /^CPU.*: burn flex/ }).waitFor({ timeout: 120_000 });
-      } else {
-        await status.filter({ hasText: /^WebGPU: (?!starting)/ }).waitFor({ timeout: 120_000 });
-      }
-      mark(`device: ${await status.textContent()}`);
-      await shot('1-device');
-
-      await page.click('#load-demo');
-      await page.locator('#model-info').waitFor({ timeout: 120_000 });
-      assert.match(await page.locator('#model-info').textContent(), /2,485,395 parameters/);
-      mark('model loaded');
-
-      await setNumber(page, '#studies', RUN.studies);
-      await setNumber(page, '#test-studies', RUN.testStudies);
-      await page.click('#draw-data');
-      await page.locator('#data-info').waitFor({ timeout: 120_000 });
-      await page.locator('#data .samples img').first().waitFor();
-      mark(await page.locator('#data-info').textContent());
-      await shot('2-data');
-
-      await setNumber(page, '#epochs', RUN.epochs);
-      await setNumber(page, '#lr', RUN.lr);
-      await setNumber(page, '#batch', RUN.batch);
-      await setNumber(page, '#eval-n', RUN.evalN);
-      await page.click('#start');
-      await page.locator('#trainable').waitFor({ timeout: 300_000 });
-      const trainable = await page.locator('#trainable').textContent();
-      assert.equal(trainable, 'trainable params: 7,680 || all params: 2,485,395 || trainable%: 0.3090');
-      await page.locator('#run-state', { hasText: 'running' }).waitFor({ timeout: 600_000 });
-      mark('zero-shot scored, training');
-      await page.locator('#loss-first').waitFor({ timeout: 600_000 });
-      await shot('3-training');
-      await page.locator('#run-state', { hasText: /finished|stopped/ }).waitFor({ timeout: 30 * 60_000 });
-      assert.equal(await page.locator('#run-state').textContent(), 'finished',
-        `the run stopped: ${await page.locator('#error').textContent().catch(() => '')}`);
-      const progress = await page.locator('#progress').textContent();
-      mark(`finished: ${progress}`);
+      await tune(app, backend, RUN);
       const [lossFirst, lossLast] = [await number(page, '#loss-first'), await number(page, '#loss-last')];
       const [accStart, accLast] = [await number(page, '#acc-start'), await number(page, '#acc-last')];
       console.log(`[${backend}] loss ${lossFirst} -> ${lossLast}; overall accuracy ${accStart} -> ${accLast} %`);
@@ -211,6 +223,21 @@ for (const backend of ['webgpu', 'cpu']) {
 
       assert.equal(await page.locator('#crashed').count(), 0, 'the worker crashed');
       assert.deepEqual(offOrigin, [], 'requests left the origin');
+      // Nothing persistent was stored (no storage is used unless the user asks), ...
+      const stored = await page.evaluate(async () => {
+        const opfs = [];
+        for await (const name of (await navigator.storage.getDirectory()).keys()) opfs.push(name);
+        return { local: localStorage.length, session: sessionStorage.length, cookies: document.cookie,
+          indexedDB: (await indexedDB.databases()).map((d) => d.name), caches: await caches.keys(), opfs };
+      });
+      assert.deepEqual(stored, { local: 0, session: 0, cookies: '', indexedDB: [], caches: [], opfs: [] });
+      // ... and the page's Content-Security-Policy refuses a connection off the origin.
+      const refused = await page.evaluate(() => new Promise((resolve) => {
+        document.addEventListener('securitypolicyviolation', (e) => resolve(e.effectiveDirective), { once: true });
+        fetch('http://127.0.0.2:9/').catch(() => {});
+        setTimeout(() => resolve('not refused by the CSP'), 10_000);
+      }));
+      assert.equal(refused, 'connect-src');
       console.log(`[${backend}] ${requests.length} requests, all to ${origin}: ${[...new Set(requests.map((u) => new URL(u).pathname))].join(' ')}`);
     } catch (e) {
       await shot('failure').catch(() => {});
@@ -221,3 +248,31 @@ for (const backend of ['webgpu', 'cpu']) {
     }
   });
 }
+
+// Training leaks are a plague of browser training: 200+ micro-batches on the CPU backend (all
+// tensors live in the worker's WebAssembly memory, which never shrinks), and the memory after
+// warm-up must not grow. 2 studies (17 questions) in batches of 2: 9 micro-batches an epoch.
+test('the worker\'s memory stays flat over 200 training steps', { timeout: 30 * 60_000 }, async () => {
+  const RUN = { ...runFor('cpu'), studies: 2, epochs: +env('MEMORY_EPOCHS', 23), batch: 2, evalN: 1 };
+  const app = await openApp('cpu-memory');
+  try {
+    await tune(app, 'cpu', RUN);
+    const trace = (await app.page.locator('#memory').getAttribute('data-trace')).trim().split(/\s+/)
+      .map((t) => t.split(':').map(Number));
+    const last = trace[trace.length - 1];
+    assert.ok(last[0] >= 200 || env('MEMORY_EPOCHS', null) !== null, `only ${last[0]} steps`);
+    // Warm-up: the first five epochs (evaluation and the allocator's pools reach their size).
+    const warm = trace.find(([pos]) => pos >= 45);
+    const growth = last[1] - warm[1];
+    console.log(`[cpu-memory] wasm memory: ${trace[0][1]} MiB after step 1, ${warm[1]} MiB after step ${warm[0]}, ` +
+      `${last[1]} MiB after step ${last[0]} (growth after warm-up ${growth.toFixed(3)} MiB)`);
+    assert.ok(growth <= 1.0, `the worker's memory grew ${growth.toFixed(3)} MiB between steps ${warm[0]} and ${last[0]}`);
+    assert.deepEqual(app.offOrigin, [], 'requests left the origin');
+  } catch (e) {
+    await app.shot('failure').catch(() => {});
+    console.log(`[cpu-memory] page console:\n${app.logs.slice(0, 60).join('\n')}`);
+    throw e;
+  } finally {
+    await app.browser.close();
+  }
+});

@@ -100,6 +100,16 @@ pub fn TunePanel() -> impl IntoView {
                     if t == 0 { String::new() } else { format!("micro-batch {d} of {t}{speed}") }
                 }}
             </p>
+            <p id="memory" data-trace=move || {
+                state.memory.get().iter().map(|(p, mb)| format!("{p}:{mb:.3}")).collect::<Vec<_>>().join(" ")
+            }>
+                {move || {
+                    let m = state.memory.get();
+                    m.first().zip(m.last()).map(|((_, a), (_, b))| format!(
+                        "worker memory {b:.1} MiB (after the first step: {a:.1} MiB)"
+                    ))
+                }}
+            </p>
             <p id="loss-summary">
                 {move || first_last().map(|(a, b)| view! {
                     "loss " <span id="loss-first">{format!("{a:.4}")}</span> " → " <span id="loss-last">{format!("{b:.4}")}</span>
