@@ -94,6 +94,102 @@ impl TextTokenizer {
         })
     }
 
+    /// From a GGUF file's `tokenizer.ggml.*` metadata, as transformers builds it: a byte-level
+    /// BPE (`tokenizer.ggml.model` `gpt2`: GPT-2's pre-tokenizer and decoder, the file's tokens
+    /// and merges), with the tokens the file marks as control added as special tokens and the
+    /// user-defined ones as added tokens. SentencePiece (`llama`) vocabularies are not read yet.
+    pub fn from_gguf(g: &crate::gguf::Gguf, file: &str) -> Result<Self> {
+        use crate::gguf::Value;
+        let bad = |reason: String| Error::Tokenizer {
+            file: file.into(),
+            reason,
+        };
+        let model = g
+            .get("tokenizer.ggml.model")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if model != "gpt2" {
+            return Err(bad(format!(
+                "tokenizer.ggml.model `{model}`: only byte-level BPE (`gpt2`) is read"
+            )));
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            match g.get(key) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_str().map(String::from))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad(format!("{key} holds a value that is not a string"))),
+                _ => Err(bad(format!("no {key} array"))),
+            }
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?;
+        let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
+            _ => Vec::new(),
+        };
+        // GPT-2's byte alphabet: every byte as a printable character.
+        let mut alphabet = [' '; 256];
+        let mut n = 0u32;
+        for b in 0..=255u8 {
+            let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+            alphabet[b as usize] = if printable {
+                b as char
+            } else {
+                n += 1;
+                char::from_u32(255 + n).unwrap_or('?')
+            };
+        }
+        let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
+        let mut vocab = serde_json::Map::new();
+        for (i, t) in tokens.iter().enumerate() {
+            let spelled = if in_alphabet(t) {
+                t.clone()
+            } else {
+                t.bytes().map(|b| alphabet[b as usize]).collect()
+            };
+            vocab.insert(spelled, serde_json::json!(i));
+        }
+        let added: Vec<serde_json::Value> = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let special = match types.get(i) {
+                    Some(3) if in_alphabet(t) => true,
+                    Some(4) if vocab.contains_key(t) => false,
+                    _ => return None,
+                };
+                Some(
+                    serde_json::json!({"id": i, "content": t, "single_word": false,
+                    "lstrip": false, "rstrip": false, "normalized": false, "special": special}),
+                )
+            })
+            .collect();
+        let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+            "trim_offsets": true, "use_regex": true});
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": added,
+            "normalizer": null,
+            "pre_tokenizer": byte_level,
+            "post_processor": {"type": "ByteLevel", "add_prefix_space": true,
+                "trim_offsets": false, "use_regex": true},
+            "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
+                "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
+        });
+        let inner =
+            Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            inner,
+            file: file.into(),
+        })
+    }
+
     /// Token ids with `[CLS]` … `[SEP]`, truncated to `max_len` tokens (the last one kept `[SEP]`).
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Vec<i64>> {
         let enc = self

@@ -85,6 +85,12 @@ fn the_real_smollm2_gguf_matches_transformers() {
     });
     let file = path.display().to_string();
     let g = Gguf::parse(bytes, &file).unwrap();
+    // The tokenizer the file describes, as transformers builds it.
+    let tok = normtune_core::tokenizer::TextTokenizer::from_gguf(&g, &file).unwrap();
+    let text_ids = tok.encode(r["text"].as_str().unwrap(), usize::MAX).unwrap();
+    let prompt_ids = tok
+        .encode(r["prompt"].as_str().unwrap(), usize::MAX)
+        .unwrap();
     let device = Device::flex();
     let t0 = std::time::Instant::now();
     let (cfg, model) = llama::from_gguf(&g, &file, &device).unwrap();
@@ -113,6 +119,20 @@ fn the_real_smollm2_gguf_matches_transformers() {
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
+
+    assert_eq!(text_ids, ints(&r["text_ids"]), "tokens of the text");
+    assert_eq!(prompt_ids, ints(&r["prompt_ids"]), "tokens of the prompt");
+    for case in r["tokenizer_cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids = tok.encode(text, usize::MAX).unwrap();
+        assert_eq!(ids, ints(&case["ids"]), "tokens of {text:?}");
+        let skip_special = tok.decode(&ids).unwrap();
+        let want = case["decoded"].as_str().unwrap();
+        // HF decoded without skipping special tokens; ours skips them, so compare on text
+        // without the chat markers.
+        let plain = want.replace("<|im_start|>", "").replace("<|im_end|>", "");
+        assert_eq!(skip_special, plain, "decoding of {text:?}");
+    }
 
     // Per-token negative log-likelihood of the text.
     let ids = ints(&r["text_ids"]);
@@ -171,5 +191,9 @@ fn the_real_smollm2_gguf_matches_transformers() {
         greedy,
         ints(&r["greedy_ids"]),
         "greedy continuation of the prompt"
+    );
+    assert_eq!(
+        tok.decode(&greedy).unwrap(),
+        r["greedy_text"].as_str().unwrap()
     );
 }
