@@ -7,6 +7,7 @@ pub mod classifier;
 pub mod common;
 pub mod export;
 pub mod llama;
+pub mod llava;
 pub mod load;
 pub mod vit;
 pub mod walk;

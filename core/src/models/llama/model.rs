@@ -211,10 +211,21 @@ impl LlamaForCausalLM {
         &self,
         ids: Tensor<2, Int>,
         mask01: Option<Tensor<2>>,
+        cache: Option<&mut Vec<Kv>>,
+    ) -> Tensor<3> {
+        self.hidden_from_embeds(self.model.embed_tokens.forward(ids), mask01, cache)
+    }
+
+    /// As [`Self::hidden`], from input embeddings `[batch, len, hidden]` (a multimodal model
+    /// splices image features into them).
+    pub fn hidden_from_embeds(
+        &self,
+        mut x: Tensor<3>,
+        mask01: Option<Tensor<2>>,
         mut cache: Option<&mut Vec<Kv>>,
     ) -> Tensor<3> {
-        let [b, len] = ids.dims();
-        let device = ids.device();
+        let [b, len, _] = x.dims();
+        let device = x.device();
         let past = cache
             .as_ref()
             .and_then(|c| c.first())
@@ -228,7 +239,6 @@ impl LlamaForCausalLM {
             mask = mask + ((m.neg() + 1.0) * MASK_VALUE).reshape([b, 1, 1, past + len]);
         }
         let mask = (len > 1 || b > 1).then_some(mask);
-        let mut x = self.model.embed_tokens.forward(ids);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| {
                 if c.len() <= i {
@@ -245,6 +255,13 @@ impl LlamaForCausalLM {
         self.model.norm.forward(x)
     }
 
+    fn head(&self, h: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => h.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        }
+    }
+
     /// Logits `[batch, len, vocab]` (see [`Self::hidden`]).
     pub fn forward(
         &self,
@@ -252,11 +269,17 @@ impl LlamaForCausalLM {
         mask01: Option<Tensor<2>>,
         cache: Option<&mut Vec<Kv>>,
     ) -> Tensor<3> {
-        let h = self.hidden(ids, mask01, cache);
-        match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => h.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
-        }
+        self.head(self.hidden(ids, mask01, cache))
+    }
+
+    /// Logits from input embeddings (see [`Self::hidden_from_embeds`]).
+    pub fn logits_from_embeds(
+        &self,
+        x: Tensor<3>,
+        mask01: Option<Tensor<2>>,
+        cache: Option<&mut Vec<Kv>>,
+    ) -> Tensor<3> {
+        self.head(self.hidden_from_embeds(x, mask01, cache))
     }
 
     /// Greedy decoding of `prompt` (one sequence) with the KV cache: up to `max_new` tokens,
@@ -268,11 +291,24 @@ impl LlamaForCausalLM {
         eos: Option<i64>,
     ) -> crate::Result<Vec<i64>> {
         let device = self.model.embed_tokens.weight.device();
+        let ids = Tensor::<1, Int>::from_ints(prompt, &device).reshape([1, prompt.len()]);
+        self.greedy_from_embeds(self.model.embed_tokens.forward(ids), max_new, eos)
+            .await
+    }
+
+    /// Greedy decoding after a prompt given as embeddings `[1, len, hidden]`.
+    pub async fn greedy_from_embeds(
+        &self,
+        prompt: Tensor<3>,
+        max_new: usize,
+        eos: Option<i64>,
+    ) -> crate::Result<Vec<i64>> {
+        let device = prompt.device();
         let mut cache = Vec::new();
         let mut out = Vec::new();
-        let mut next = Tensor::<1, Int>::from_ints(prompt, &device).reshape([1, prompt.len()]);
+        let mut next = prompt;
         for _ in 0..max_new {
-            let logits = self.forward(next, None, Some(&mut cache));
+            let logits = self.logits_from_embeds(next, None, Some(&mut cache));
             let [_, l, v] = logits.dims();
             let last = logits.slice([0..1, l - 1..l, 0..v]).reshape([v]);
             let id = last
@@ -287,7 +323,8 @@ impl LlamaForCausalLM {
             if Some(id) == eos {
                 break;
             }
-            next = Tensor::<1, Int>::from_ints([id], &device).reshape([1, 1]);
+            let ids = Tensor::<1, Int>::from_ints([id], &device).reshape([1, 1]);
+            next = self.model.embed_tokens.forward(ids);
         }
         Ok(out)
     }

@@ -1,0 +1,429 @@
+//! HF `LlavaForConditionalGeneration`: a CLIP vision tower (HF `CLIPVisionModel`), whose
+//! penultimate (or configured) layer's patch features a 2-layer projector maps into a LLaMA
+//! decoder's embedding space, spliced in where the prompt holds the image token. Parity with
+//! transformers: `tests/tests/llava.rs`.
+//!
+//! Checkpoint names: transformers writes `vision_tower.…`, `multi_modal_projector.…`,
+//! `language_model.model.…` and `language_model.lm_head.…`; llava-hf's older files have
+//! `vision_tower.vision_model.…`, newer ones `model.language_model.…`; all load.
+
+use crate::error::{Error, Result};
+use crate::models::common::{Activation, attention, merge_heads, split_heads};
+use crate::models::llama::{LlamaConfig, LlamaForCausalLM};
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// HF `CLIPVisionConfig`, the fields the tower uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClipVisionConfig {
+    /// Width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Heads.
+    pub num_attention_heads: usize,
+    /// Input channels.
+    pub num_channels: usize,
+    /// Input side, pixels.
+    pub image_size: usize,
+    /// Patch side, pixels.
+    pub patch_size: usize,
+    /// MLP activation.
+    pub hidden_act: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+}
+
+impl Default for ClipVisionConfig {
+    fn default() -> Self {
+        // HF CLIPVisionConfig's defaults (ViT-B/32).
+        Self {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            num_channels: 3,
+            image_size: 224,
+            patch_size: 32,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+/// HF `LlavaConfig`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlavaConfig {
+    /// The vision tower.
+    pub vision_config: ClipVisionConfig,
+    /// The language model.
+    pub text_config: LlamaConfig,
+    /// The token the prompt holds once per image feature.
+    #[serde(default = "default_image_token")]
+    pub image_token_index: i64,
+    /// Projector activation.
+    #[serde(default)]
+    pub projector_hidden_act: Activation,
+    /// Which hidden state of the tower feeds the projector (HF: -2, the penultimate).
+    #[serde(default = "default_feature_layer")]
+    pub vision_feature_layer: i64,
+    /// `default` drops the class token, `full` keeps it.
+    #[serde(default = "default_strategy")]
+    pub vision_feature_select_strategy: String,
+    /// Biases on the projector.
+    #[serde(default = "default_true")]
+    pub multimodal_projector_bias: bool,
+}
+
+fn default_image_token() -> i64 {
+    32000
+}
+fn default_feature_layer() -> i64 {
+    -2
+}
+fn default_strategy() -> String {
+    "default".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl LlavaConfig {
+    /// Parses `config.json` and checks what the model implements, naming the field.
+    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
+        let cfg: Self = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+        cfg.text_config.check(file)?;
+        if !matches!(
+            cfg.vision_feature_select_strategy.as_str(),
+            "default" | "full"
+        ) {
+            return Err(Error::config(
+                file,
+                "vision_feature_select_strategy",
+                format!("`{}` (default or full)", cfg.vision_feature_select_strategy),
+            ));
+        }
+        let v = &cfg.vision_config;
+        let layers = v.num_hidden_layers as i64;
+        let l = cfg.vision_feature_layer;
+        if l < -(layers + 1) || l > layers || v.patch_size == 0 || v.num_attention_heads == 0 {
+            return Err(Error::config(
+                file,
+                "vision_feature_layer",
+                format!("{l} is not a hidden state of a {layers}-layer tower"),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Image features per image (patches, plus the class token with `full`).
+    pub fn image_tokens(&self) -> usize {
+        let v = &self.vision_config;
+        let patches = (v.image_size / v.patch_size).pow(2);
+        patches + usize::from(self.vision_feature_select_strategy == "full")
+    }
+}
+
+/// Patch, class and position embeddings (HF `CLIPVisionEmbeddings`).
+#[derive(Module, Debug)]
+pub struct ClipVisionEmbeddings {
+    /// `[hidden]`.
+    pub class_embedding: Param<Tensor<1>>,
+    /// Conv `[hidden, channels, patch, patch]`, no bias.
+    pub patch_embedding: Conv2d,
+    /// `[patches + 1, hidden]`.
+    pub position_embedding: Embedding,
+}
+
+/// One pre-norm encoder layer (HF `CLIPEncoderLayer`).
+#[derive(Module, Debug)]
+pub struct ClipEncoderLayer {
+    /// Attention.
+    pub self_attn: ClipAttention,
+    /// LayerNorm before attention.
+    pub layer_norm1: LayerNorm,
+    /// MLP.
+    pub mlp: ClipMlp,
+    /// LayerNorm before the MLP.
+    pub layer_norm2: LayerNorm,
+}
+
+/// HF `CLIPAttention`.
+#[derive(Module, Debug)]
+pub struct ClipAttention {
+    /// Query.
+    pub q_proj: Linear,
+    /// Key.
+    pub k_proj: Linear,
+    /// Value.
+    pub v_proj: Linear,
+    /// Output.
+    pub out_proj: Linear,
+    /// Heads.
+    pub heads: usize,
+}
+
+/// HF `CLIPMLP`.
+#[derive(Module, Debug)]
+pub struct ClipMlp {
+    /// Up.
+    pub fc1: Linear,
+    /// Down.
+    pub fc2: Linear,
+    /// Activation.
+    #[module(skip)]
+    pub act: Activation,
+}
+
+/// HF `CLIPEncoder`.
+#[derive(Module, Debug)]
+pub struct ClipEncoder {
+    /// Layers.
+    pub layers: Vec<ClipEncoderLayer>,
+}
+
+/// HF `CLIPVisionTransformer` (the `vision_model` of `CLIPVisionModel`).
+#[derive(Module, Debug)]
+pub struct ClipVisionTransformer {
+    /// Embeddings.
+    pub embeddings: ClipVisionEmbeddings,
+    /// LayerNorm before the encoder (HF's spelling).
+    pub pre_layrnorm: LayerNorm,
+    /// Encoder.
+    pub encoder: ClipEncoder,
+    /// LayerNorm on the pooled class token (not used by LLaVA, loaded for completeness).
+    pub post_layernorm: LayerNorm,
+}
+
+impl ClipVisionTransformer {
+    /// Every hidden state: the embeddings (after `pre_layrnorm`), then each layer's output.
+    ///
+    /// # Shapes
+    /// - pixels: `[batch, channels, size, size]` → each `[batch, patches + 1, hidden]`
+    pub fn hidden_states(&self, pixels: Tensor<4>) -> Vec<Tensor<3>> {
+        let e = &self.embeddings;
+        let patches = e.patch_embedding.forward(pixels); // [b, h, g, g]
+        let [b, h, g1, g2] = patches.dims();
+        let patches = patches.reshape([b, h, g1 * g2]).swap_dims(1, 2);
+        let cls = e.class_embedding.val().reshape([1, 1, h]).expand([b, 1, h]);
+        let x = Tensor::cat(vec![cls, patches], 1);
+        let n = g1 * g2 + 1;
+        let pos = Tensor::<1, Int>::arange(0..n as i64, &x.device()).reshape([1, n]);
+        let x = x + e.position_embedding.forward(pos);
+        let mut x = self.pre_layrnorm.forward(x);
+        let mut states = vec![x.clone()];
+        for layer in &self.encoder.layers {
+            let a = &layer.self_attn;
+            let y = layer.layer_norm1.forward(x.clone());
+            let q = split_heads(a.q_proj.forward(y.clone()), a.heads);
+            let k = split_heads(a.k_proj.forward(y.clone()), a.heads);
+            let v = split_heads(a.v_proj.forward(y), a.heads);
+            x = x + a.out_proj.forward(merge_heads(attention(q, k, v, None)));
+            let y = layer.layer_norm2.forward(x.clone());
+            x = x.clone()
+                + layer
+                    .mlp
+                    .fc2
+                    .forward(layer.mlp.act.forward(layer.mlp.fc1.forward(y)));
+            states.push(x.clone());
+        }
+        states
+    }
+}
+
+/// HF `LlavaMultiModalProjector`: `linear_2(act(linear_1(x)))`.
+#[derive(Module, Debug)]
+pub struct LlavaProjector {
+    /// Vision width → text width.
+    pub linear_1: Linear,
+    /// Text width → text width.
+    pub linear_2: Linear,
+    /// Activation.
+    #[module(skip)]
+    pub act: Activation,
+}
+
+/// HF `LlavaForConditionalGeneration`.
+#[derive(Module, Debug)]
+pub struct LlavaForConditionalGeneration {
+    /// The CLIP vision tower.
+    pub vision_tower: ClipVisionTransformer,
+    /// The projector.
+    pub multi_modal_projector: LlavaProjector,
+    /// The language model.
+    pub language_model: LlamaForCausalLM,
+    /// The image token.
+    pub image_token: i64,
+    /// The hidden state the projector reads (negative counts from the last).
+    pub feature_layer: i64,
+    /// Whether the class token is kept.
+    pub keep_class: bool,
+}
+
+impl LlavaForConditionalGeneration {
+    /// Projected image features, `[batch, image_tokens, text_hidden]`.
+    pub fn image_features(&self, pixels: Tensor<4>) -> Tensor<3> {
+        let states = self.vision_tower.hidden_states(pixels);
+        let n = states.len() as i64;
+        let i = if self.feature_layer < 0 {
+            n + self.feature_layer
+        } else {
+            self.feature_layer
+        };
+        let f = states[i.clamp(0, n - 1) as usize].clone();
+        let [b, l, h] = f.dims();
+        let f = if self.keep_class {
+            f
+        } else {
+            f.slice([0..b, 1..l, 0..h])
+        };
+        let p = &self.multi_modal_projector;
+        p.linear_2.forward(p.act.forward(p.linear_1.forward(f)))
+    }
+
+    /// The prompt's embeddings with the image features in place of its image tokens, in order.
+    /// `ids` is one prompt; it must hold exactly as many image tokens as `features` has rows.
+    pub fn embed(&self, ids: &[i64], features: Tensor<3>) -> Result<Tensor<3>> {
+        let device = features.device();
+        let [fb, fl, h] = features.dims();
+        let positions: Vec<usize> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == self.image_token)
+            .map(|(i, _)| i)
+            .collect();
+        if positions.len() != fb * fl {
+            return Err(Error::Input(format!(
+                "the prompt holds {} image token(s) ({}) but the image gives {} feature(s)",
+                positions.len(),
+                self.image_token,
+                fb * fl
+            )));
+        }
+        let text = Tensor::<1, Int>::from_ints(ids, &device).reshape([1, ids.len()]);
+        let mut x = self.language_model.model.embed_tokens.forward(text);
+        let features = features.reshape([fb * fl, h]);
+        for (k, &p) in positions.iter().enumerate() {
+            let row = features.clone().slice([k..k + 1, 0..h]).reshape([1, 1, h]);
+            x = x.slice_assign([0..1, p..p + 1, 0..h], row);
+        }
+        Ok(x)
+    }
+
+    /// Logits `[1, len, vocab]` for one prompt and its image.
+    pub fn forward(&self, ids: &[i64], pixels: Tensor<4>) -> Result<Tensor<3>> {
+        let x = self.embed(ids, self.image_features(pixels))?;
+        Ok(self.language_model.logits_from_embeds(x, None, None))
+    }
+
+    /// Greedy decoding after a prompt with its image (KV cache), up to `max_new` tokens,
+    /// stopping after `eos`. Returns the new tokens.
+    pub async fn generate_greedy(
+        &self,
+        ids: &[i64],
+        pixels: Tensor<4>,
+        max_new: usize,
+        eos: Option<i64>,
+    ) -> Result<Vec<i64>> {
+        let x = self.embed(ids, self.image_features(pixels))?;
+        self.language_model
+            .greedy_from_embeds(x, max_new, eos)
+            .await
+    }
+}
+
+impl LlavaConfig {
+    /// A randomly initialised model of this shape (load weights over it).
+    pub fn init(&self, device: &Device) -> LlavaForConditionalGeneration {
+        let v = &self.vision_config;
+        let h = v.hidden_size;
+        let ln = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(v.layer_norm_eps)
+                .init(device)
+        };
+        let lin = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
+        let patches = (v.image_size / v.patch_size).pow(2);
+        let layers = (0..v.num_hidden_layers)
+            .map(|_| ClipEncoderLayer {
+                self_attn: ClipAttention {
+                    q_proj: lin(h, h),
+                    k_proj: lin(h, h),
+                    v_proj: lin(h, h),
+                    out_proj: lin(h, h),
+                    heads: v.num_attention_heads,
+                },
+                layer_norm1: ln(),
+                mlp: ClipMlp {
+                    fc1: lin(h, v.intermediate_size),
+                    fc2: lin(v.intermediate_size, h),
+                    act: v.hidden_act,
+                },
+                layer_norm2: ln(),
+            })
+            .collect();
+        let th = self.text_config.hidden_size;
+        let plin = |i: usize, o: usize| {
+            LinearConfig::new(i, o)
+                .with_bias(self.multimodal_projector_bias)
+                .init(device)
+        };
+        LlavaForConditionalGeneration {
+            vision_tower: ClipVisionTransformer {
+                embeddings: ClipVisionEmbeddings {
+                    class_embedding: Param::from_tensor(Tensor::zeros([h], device)),
+                    patch_embedding: Conv2dConfig::new(
+                        [v.num_channels, h],
+                        [v.patch_size, v.patch_size],
+                    )
+                    .with_stride([v.patch_size, v.patch_size])
+                    .with_bias(false)
+                    .init(device),
+                    position_embedding: EmbeddingConfig::new(patches + 1, h).init(device),
+                },
+                pre_layrnorm: ln(),
+                encoder: ClipEncoder { layers },
+                post_layernorm: ln(),
+            },
+            multi_modal_projector: LlavaProjector {
+                linear_1: plin(h, th),
+                linear_2: plin(th, th),
+                act: self.projector_hidden_act,
+            },
+            language_model: self.text_config.init(device),
+            image_token: self.image_token_index,
+            feature_layer: self.vision_feature_layer,
+            keep_class: self.vision_feature_select_strategy == "full",
+        }
+    }
+}
+
+/// HF checkpoint names → module paths, more specific first.
+const REMAPS: &[(&str, &str)] = &[
+    (r"^vision_tower\.vision_model\.", "vision_tower."),
+    (r"^model\.vision_tower\.vision_model\.", "vision_tower."),
+    (r"^model\.vision_tower\.", "vision_tower."),
+    (r"^model\.multi_modal_projector\.", "multi_modal_projector."),
+    (r"^model\.language_model\.", "language_model.model."),
+    (r"^lm_head\.", "language_model.lm_head."),
+];
+
+/// Loads a HF LLaVA model (`config.json` parsed, `model.safetensors`), every tensor checked.
+pub fn load(
+    cfg: &LlavaConfig,
+    weights: Vec<u8>,
+    file: &str,
+    device: &Device,
+) -> Result<LlavaForConditionalGeneration> {
+    let mut ignored = vec![r"rotary_emb\.inv_freq$", r"position_ids$"];
+    if cfg.text_config.tie_word_embeddings {
+        ignored.push(r"lm_head\.weight$");
+    }
+    crate::models::load::load_safetensors(cfg.init(device), weights, file, REMAPS, &ignored)
+}
