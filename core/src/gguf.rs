@@ -354,10 +354,16 @@ impl Gguf {
                         )));
                     }
                     let n = numel / elems * size;
-                    if offset.checked_add(n).is_none_or(|end| end > data_len) {
+                    // Checked against the file's end, not only the data's length: the padding
+                    // before the data can itself run past a truncated file (found by fuzzing:
+                    // an empty tensor "starting" beyond the end).
+                    let end = data_start.checked_add(offset).and_then(|s| s.checked_add(n));
+                    if end.is_none_or(|e| e > bytes.len() as u64) {
                         return Err(bad(format!(
-                            "needs bytes {offset}..{} of the data but it has {data_len}",
-                            offset.saturating_add(n)
+                            "needs bytes {}..{} of the file but it has {}",
+                            data_start.saturating_add(offset),
+                            data_start.saturating_add(offset).saturating_add(n),
+                            bytes.len()
                         )));
                     }
                     let start = (data_start + offset) as usize;
@@ -477,6 +483,20 @@ mod tests {
         b.extend_from_slice(&n_tensors.to_le_bytes());
         b.extend_from_slice(&n_kv.to_le_bytes());
         b
+    }
+
+    #[test]
+    fn a_tensor_past_the_end_of_a_truncated_file_is_refused() {
+        // One empty F32 tensor; the data would start after padding the file does not have.
+        let mut b = header(1, 0);
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.push(b'e');
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        let e = Gguf::parse(b, "m.gguf").unwrap_err().to_string();
+        assert!(e.contains("tensor `e` needs bytes 64..64 of the file but it has 57"), "{e}");
     }
 
     #[test]
