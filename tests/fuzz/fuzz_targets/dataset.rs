@@ -1,5 +1,5 @@
 #![no_main]
-//! `cargo fuzz run dataset`: see normtune_core::fuzz::dataset.
+//! `cargo fuzz run dataset`: see normtune_core::fuzz::dataset (no base model: nothing to load first).
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
-    let _ = normtune_core::fuzz::run("dataset", bytes, normtune_fuzz::base());
+    let _ = normtune_core::fuzz::dataset(bytes);
 });

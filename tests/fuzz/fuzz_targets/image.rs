@@ -1,5 +1,5 @@
 #![no_main]
-//! `cargo fuzz run image`: see normtune_core::fuzz::image.
+//! `cargo fuzz run image`: see normtune_core::fuzz::image (no base model: nothing to load first).
 libfuzzer_sys::fuzz_target!(|bytes: &[u8]| {
-    let _ = normtune_core::fuzz::run("image", bytes, normtune_fuzz::base());
+    let _ = normtune_core::fuzz::image(bytes);
 });
