@@ -9,6 +9,22 @@ use normtune_core::burn::tensor::{Device, Int, Tensor};
 use normtune_core::models::llama;
 use normtune_tests::*;
 
+fn ints(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 fn check(name: &str) {
     let device = Device::flex();
     let dir = fixture(&format!("llama/{name}"));
@@ -19,13 +35,6 @@ fn check(name: &str) {
     let model = llama::load(&cfg, weights, "model.safetensors", &device)
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let r = reference_json(&format!("llama/{name}"));
-    let ints = |v: &serde_json::Value| -> Vec<i64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_i64().unwrap())
-            .collect()
-    };
     let rows: Vec<Vec<i64>> = r["ids"].as_array().unwrap().iter().map(ints).collect();
     let masks: Vec<Vec<i64>> = r["mask"].as_array().unwrap().iter().map(ints).collect();
     let (b, l) = (rows.len(), rows[0].len());
@@ -105,20 +114,6 @@ fn the_real_smollm2_gguf_matches_transformers() {
         ),
         (30, 576, 9, 3)
     );
-    let ints = |v: &serde_json::Value| -> Vec<i64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_i64().unwrap())
-            .collect()
-    };
-    let floats = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
 
     assert_eq!(text_ids, ints(&r["text_ids"]), "tokens of the text");
     assert_eq!(prompt_ids, ints(&r["prompt_ids"]), "tokens of the prompt");

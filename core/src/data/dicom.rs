@@ -466,16 +466,21 @@ fn long_length(vr: dicom_core::VR) -> bool {
 mod tests {
     use super::*;
 
+    /// Preamble, `DICM` and a meta group naming only the transfer syntax `ts`.
+    fn meta(ts: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 128];
+        f.extend_from_slice(b"DICM");
+        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        f.extend_from_slice(ts);
+        f
+    }
+
     #[test]
     fn a_length_beyond_the_end_is_refused_before_reading() {
         // Meta group (transfer syntax: explicit VR little endian), then an OB element that
         // claims 3.5 GB in a file of a few hundred bytes.
-        let mut f = vec![0u8; 128];
-        f.extend_from_slice(b"DICM");
-        let ts = b"1.2.840.10008.1.2.1\0";
-        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
-        f.extend_from_slice(ts);
+        let mut f = meta(b"1.2.840.10008.1.2.1\0");
         f.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
         f.extend_from_slice(&3_500_000_000u32.to_le_bytes());
         f.extend_from_slice(&[0; 16]);
@@ -490,12 +495,7 @@ mod tests {
     fn a_number_value_of_odd_length_leaves_its_tail_to_the_next_header() {
         // Implicit VR: a group length (UL) of 5 bytes, of which dicom-rs reads 4; the fifth byte
         // starts the next header, an element claiming 3 GB (found by fuzzing).
-        let mut f = vec![0u8; 128];
-        f.extend_from_slice(b"DICM");
-        let ts = b"1.2.840.10008.1.2\0";
-        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
-        f.extend_from_slice(ts);
+        let mut f = meta(b"1.2.840.10008.1.2\0");
         f.extend_from_slice(&[0x20, 0x28, 0x00, 0x00, 5, 0, 0, 0, 1, 2, 3, 4]);
         f.extend_from_slice(&[0x09, 0x00, 0x10, 0x00]);
         f.extend_from_slice(&3_000_000_000u32.to_le_bytes());
