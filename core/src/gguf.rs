@@ -357,7 +357,9 @@ impl Gguf {
                     // Checked against the file's end, not only the data's length: the padding
                     // before the data can itself run past a truncated file (found by fuzzing:
                     // an empty tensor "starting" beyond the end).
-                    let end = data_start.checked_add(offset).and_then(|s| s.checked_add(n));
+                    let end = data_start
+                        .checked_add(offset)
+                        .and_then(|s| s.checked_add(n));
                     if end.is_none_or(|e| e > bytes.len() as u64) {
                         return Err(bad(format!(
                             "needs bytes {}..{} of the file but it has {}",
@@ -496,7 +498,10 @@ mod tests {
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&0u64.to_le_bytes());
         let e = Gguf::parse(b, "m.gguf").unwrap_err().to_string();
-        assert!(e.contains("tensor `e` needs bytes 64..64 of the file but it has 57"), "{e}");
+        assert!(
+            e.contains("tensor `e` needs bytes 64..64 of the file but it has 57"),
+            "{e}"
+        );
     }
 
     #[test]
