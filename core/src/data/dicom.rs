@@ -393,7 +393,64 @@ fn check_frame(
                 }
             }
         }
+        Some(fragments) if JPEG_2000.contains(&syntax) => {
+            let data: Vec<u8> = fragments.iter().flatten().copied().collect();
+            check_j2k(&data, rows, cols, spp)?;
+        }
         Some(_) => {}
+    }
+    Ok(())
+}
+
+/// The JPEG 2000 transfer syntaxes dicom-rs decodes with openjp2.
+const JPEG_2000: &[&str] = &["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"];
+
+/// A JPEG 2000 codestream's size (its SIZ marker segment, big-endian, right after the SOC
+/// marker) against the frame: dicom-rs 0.8 writes every decoded sample of every component into
+/// the `rows x cols x samples` frame unchecked, so a codestream larger than the frame, or with
+/// more components, panicked there (found by fuzzing). A stream without SIZ is left to the
+/// decoder, which refuses it.
+fn check_j2k(data: &[u8], rows: usize, cols: usize, spp: usize) -> std::result::Result<(), String> {
+    let Some(at) = data.windows(4).position(|w| w == [0xFF, 0x4F, 0xFF, 0x51]) else {
+        return Ok(());
+    };
+    let siz = &data[at + 4..];
+    let u32_at = |p: usize| -> Option<u64> {
+        siz.get(p..p + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
+    };
+    // Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz at 4, 8, 12, 16; Csiz at 36; per component
+    // Ssiz, XRsiz, YRsiz from 38.
+    let (Some(x), Some(y), Some(x0), Some(y0)) = (u32_at(4), u32_at(8), u32_at(12), u32_at(16))
+    else {
+        return Ok(());
+    };
+    let Some(csiz) = siz
+        .get(36..38)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    else {
+        return Ok(());
+    };
+    if csiz > spp {
+        return Err(format!(
+            "the JPEG 2000 image has {csiz} components, the frame {spp} samples per pixel"
+        ));
+    }
+    for c in 0..csiz {
+        let Some(&[_, dx, dy]) = siz
+            .get(38 + 3 * c..41 + 3 * c)
+            .map(|b| <&[u8; 3]>::try_from(b).unwrap())
+        else {
+            return Ok(());
+        };
+        let (dx, dy) = (dx.max(1) as u64, dy.max(1) as u64);
+        let w = x.div_ceil(dx).saturating_sub(x0.div_ceil(dx));
+        let h = y.div_ceil(dy).saturating_sub(y0.div_ceil(dy));
+        if w.saturating_mul(h) > (rows * cols) as u64 {
+            return Err(format!(
+                "the JPEG 2000 image is {w} x {h}, larger than the {rows} x {cols} image it is for"
+            ));
+        }
     }
     Ok(())
 }
