@@ -1208,7 +1208,8 @@ fn opj_t2_read_packet_header(
                 i += 1;
               }
               (*l_cblk).Mb = (*l_band).numbps as OPJ_UINT32;
-              if (*l_band).numbps as u32 + 1 < i {
+              // normtune patch: C's unsigned arithmetic wraps; Rust's debug build checks it.
+              if ((*l_band).numbps as u32).wrapping_add(1) < i {
                 /* Not totally sure what we should do in that situation,
                  * but that avoids the integer overflow of
                  * https://github.com/uclouvain/openjpeg/pull/1488
@@ -1216,7 +1217,7 @@ fn opj_t2_read_packet_header(
                  */
                 (*l_cblk).numbps = ((*l_band).numbps + 1 - i as i32) as u32;
               } else {
-                (*l_cblk).numbps = (*l_band).numbps as u32 + 1 - i;
+                (*l_cblk).numbps = ((*l_band).numbps as u32).wrapping_add(1).wrapping_sub(i);
               }
               (*l_cblk).numlenbits = 3 as OPJ_UINT32
             }
