@@ -171,3 +171,22 @@ fn a_truncated_checkpoint_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn an_image_declaring_far_more_pixels_than_its_bytes_is_refused_at_once() {
+    // Found by fuzzing: 1,169 bytes of JPEG declaring 2304 x 12584 x 3 pixels, which the decoder
+    // produced in full (20 s under ASan).
+    let bytes = std::fs::read(fixture("../fuzz/corpus/image/found-jpeg-bomb.jpg")).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = normtune_core::data::decode_image(&bytes, "bomb.jpg")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "bomb.jpg: not a readable image: declares 12584 x 2304 pixels in 1169 bytes: refused as a decompression bomb"
+    );
+    assert!(t0.elapsed().as_secs_f64() < 1.0, "{:?}", t0.elapsed());
+    // A real image still decodes.
+    let png = std::fs::read(fixture("images/chest_50x40.png")).unwrap();
+    normtune_core::data::decode_image(&png, "chest_50x40.png").unwrap();
+}
