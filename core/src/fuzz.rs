@@ -85,10 +85,9 @@ pub fn zip(bytes: &[u8]) -> Result<()> {
 pub fn gguf(bytes: &[u8]) -> Result<()> {
     let g = crate::gguf::Gguf::parse(bytes.to_vec(), "model.gguf")?;
     for t in &g.tensors {
-        if t.kind.name().starts_with("ggml type") {
-            continue;
+        if !matches!(t.kind, crate::gguf::GgmlType::Other(_)) {
+            g.values(t)?;
         }
-        g.dequantize(&t.name)?;
     }
     Ok(())
 }

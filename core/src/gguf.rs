@@ -418,6 +418,12 @@ impl Gguf {
             file: self.file.clone(),
             reason: format!("no tensor `{name}`"),
         })?;
+        Ok((t.shape.clone(), self.values(t)?))
+    }
+
+    /// The values of a tensor of this file's directory, as [`Self::dequantize`].
+    pub fn values(&self, t: &TensorInfo) -> Result<Vec<f32>> {
+        let name = &t.name;
         let Some(range) = t.range.clone() else {
             return Err(Error::Weights {
                 file: self.file.clone(),
@@ -427,7 +433,7 @@ impl Gguf {
                 ),
             });
         };
-        Ok((t.shape.clone(), dequantize(t.kind, &self.bytes[range])))
+        Ok(dequantize(t.kind, &self.bytes[range]))
     }
 }
 

@@ -46,6 +46,9 @@ impl Activation {
     }
 }
 
+/// Cached keys and values of one attention layer, `[batch, heads, len, head_dim]` each.
+pub type Kv = (Tensor<4>, Tensor<4>);
+
 /// `[batch, seq, heads * head_dim]` → `[batch, heads, seq, head_dim]`.
 pub fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [b, l, d] = x.dims();

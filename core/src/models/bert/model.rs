@@ -56,8 +56,7 @@ pub struct BlipTextSelfAttention {
     pub lora_dropout: f64,
 }
 
-/// Cached keys and values of one attention, `[batch, heads, len, head_dim]` each.
-pub type Kv = (Tensor<4>, Tensor<4>);
+pub use crate::models::common::Kv;
 
 impl BlipTextSelfAttention {
     fn kv(&self, states: Tensor<3>) -> Kv {

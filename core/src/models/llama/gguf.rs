@@ -125,7 +125,7 @@ pub fn from_gguf(g: &Gguf, file: &str, device: &Device) -> Result<(LlamaConfig, 
             file: file.to_string(),
             reason: format!("tensor `{}` is not part of a llama model", t.name),
         })?;
-        let (shape, mut v) = g.dequantize(&t.name)?;
+        let (shape, mut v) = (t.shape.clone(), g.values(t)?);
         let cols: usize = shape.iter().skip(1).product();
         if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
             v = unpermute(&v, cfg.num_attention_heads, cols.max(1));

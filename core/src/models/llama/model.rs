@@ -4,14 +4,14 @@
 //! `model.safetensors` loads without remapping (RMSNorm `weight` is burn's `gamma`).
 
 use super::config::LlamaConfig;
-use crate::models::common::{MASK_VALUE, lora_linear, merge_heads, split_heads};
+use crate::models::common::{MASK_VALUE, attention, lora_linear, merge_heads, split_heads};
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor};
 
-/// Cached keys and values of one layer, `[batch, kv_heads, len, head_dim]`, after the rotation.
-pub type Kv = (Tensor<4>, Tensor<4>);
+/// Cached keys and values of one layer (`[batch, kv_heads, len, head_dim]`, after the rotation).
+pub use crate::models::common::Kv;
 
 /// Grouped-query self-attention (HF `LlamaAttention`).
 #[derive(Module, Debug)]
@@ -88,13 +88,7 @@ impl LlamaAttention {
         };
         let n = self.heads / self.kv_heads;
         let (k, v) = (repeat_kv(k, n), repeat_kv(v, n));
-        let d = q.dims()[3];
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (d as f64).sqrt());
-        let scores = match mask {
-            Some(m) => scores + m.clone(),
-            None => scores,
-        };
-        let out = merge_heads(softmax(scores, 3).matmul(v));
+        let out = merge_heads(attention(q, k, v, mask));
         lora_linear(&self.o_proj, out, self.lora_dropout)
     }
 }
