@@ -236,82 +236,186 @@ fn consumed(vr: dicom_core::VR, len: u32) -> usize {
     (len - len % size) as usize
 }
 
-/// Walks a data set's element headers (see [`check_lengths`]).
+/// Walks a data set's element headers (see [`check_lengths`]) with the state machine of
+/// dicom-rs 0.8's `DataSetReader`, so both read every header at the same byte: a sequence
+/// expects items or its delimiter; an item (or the top level) expects elements, where an item
+/// delimiter closes the item and any other (FFFE,xxxx) tag is an element of UN; a defined-length
+/// sequence or item ends exactly at its end; encapsulated pixel data holds an offset table then
+/// fragments. Stops (`Ok`) where dicom-rs stops with an error of its own; refuses a value,
+/// offset table or fragment longer than what is left, which dicom-rs would allocate first.
 fn walk_data_set(b: &[u8], explicit: bool, big: bool) -> std::result::Result<(), String> {
-    // Containers open at `pos`: a sequence (items hold data sets), encapsulated pixel data
-    // (items hold fragments), an item; each with its end when its length is defined.
-    #[derive(PartialEq)]
-    enum Kind {
-        Sequence,
-        Pixels,
-        Item,
+    struct Open {
+        item: bool,
+        len: u32,
+        end: Option<usize>,
+        pixels: bool,
     }
-    let mut open: Vec<(Kind, Option<usize>)> = Vec::new();
-    let mut pos = 0;
-    while pos + 8 <= b.len() {
-        while open
-            .last()
-            .is_some_and(|(_, end)| end.is_some_and(|e| pos >= e))
-        {
-            open.pop();
+    let mut open: Vec<Open> = Vec::new();
+    let mut pos = 0usize;
+    let mut in_sequence = false;
+    let mut check_end = false;
+    let mut pixel_start = false;
+    let mut offset_table_next = false;
+    let mut value: Option<((u16, u16), dicom_core::VR, u32)> = None;
+    let defined = |len: u32, pos: usize| (len != UNDEFINED).then(|| pos + len as usize);
+    loop {
+        if check_end {
+            match open.last() {
+                Some(o) if o.end == Some(pos) => {
+                    in_sequence = o.item;
+                    open.pop();
+                    continue;
+                }
+                Some(o) if o.end.is_some_and(|e| e < pos) => return Ok(()), // dicom-rs: inconsistent end
+                _ => check_end = false,
+            }
         }
-        let tag = (u16_at(b, pos, big), u16_at(b, pos + 2, big));
-        if tag.0 == 0xFFFE {
-            // Item (E000) and delimiters (E00D, E0DD): no VR, a 4-byte length.
+        let left = b.len() - pos;
+        if in_sequence {
+            if left < 8 {
+                return Ok(());
+            }
+            let tag = (u16_at(b, pos, big), u16_at(b, pos + 2, big));
             let len = u32_at(b, pos + 4, big);
             pos += 8;
-            match tag.1 {
-                0xE000 if open.last().is_some_and(|(k, _)| *k == Kind::Pixels) => {
-                    if len == UNDEFINED || len as usize > b.len() - pos {
-                        return Err(too_long(tag, len, b.len() - pos));
-                    }
-                    pos += len as usize;
+            match tag {
+                (0xFFFE, 0xE000) => {
+                    let Some(top) = open.last() else {
+                        return Ok(());
+                    };
+                    let pixels = top.pixels;
+                    open.push(Open {
+                        item: true,
+                        len,
+                        end: defined(len, pos),
+                        pixels,
+                    });
+                    in_sequence = false;
+                    check_end = len == 0;
                 }
-                0xE00D | 0xE0DD => {
+                (0xFFFE, 0xE00D) if len == 0 => {
                     open.pop();
+                    in_sequence = true;
+                    check_end = true;
                 }
-                _ => {
-                    // An item (E000), or a tag that is not valid here, which dicom-rs may still
-                    // read as one.
-                    if len != UNDEFINED && len as usize > b.len() - pos {
-                        return Err(too_long(tag, len, b.len() - pos));
-                    }
-                    let end = (len != UNDEFINED).then(|| pos + len as usize);
-                    open.push((Kind::Item, end));
+                (0xFFFE, 0xE0DD) => {
+                    open.pop();
+                    in_sequence = false;
+                    check_end = true;
                 }
+                _ => return Ok(()), // dicom-rs: not an item header
             }
-            continue;
-        }
-        let (vr, len, hdr) = if explicit {
-            match explicit_header(b, pos, big) {
-                Some(h) => h,
-                None => return Ok(()),
+        } else if let Some(top) = open.last().filter(|o| o.item && o.pixels) {
+            // An offset table or a fragment of encapsulated pixel data: the item's length.
+            let len = top.len;
+            if len == UNDEFINED {
+                return Ok(()); // dicom-rs: undefined item length
             }
-        } else {
-            (implicit_vr(tag), u32_at(b, pos + 4, big), 8)
-        };
-        let is_sequence = vr == dicom_core::VR::SQ;
-        pos += hdr;
-        if len == UNDEFINED {
-            // An undefined-length sequence (or UN holding one), or encapsulated pixel data.
-            let kind = if tag == (0x7FE0, 0x0010) {
-                Kind::Pixels
+            if len as usize > left {
+                return Err(too_long((0xFFFE, 0xE000), len, left));
+            }
+            // The offset table is read as whole 32-bit numbers.
+            pos += if std::mem::take(&mut offset_table_next) {
+                (len - len % 4) as usize
             } else {
-                Kind::Sequence
+                len as usize
             };
-            open.push((kind, None));
-            continue;
-        }
-        if len as usize > b.len() - pos {
-            return Err(too_long(tag, len, b.len() - pos));
-        }
-        if is_sequence {
-            open.push((Kind::Sequence, Some(pos + len as usize)));
-        } else {
+            check_end = true;
+        } else if pixel_start {
+            pixel_start = false;
+            open.push(Open {
+                item: false,
+                len: UNDEFINED,
+                end: None,
+                pixels: true,
+            });
+            if left < 8 {
+                return Ok(());
+            }
+            let tag = (u16_at(b, pos, big), u16_at(b, pos + 2, big));
+            let len = u32_at(b, pos + 4, big);
+            pos += 8;
+            match tag {
+                (0xFFFE, 0xE000) => {
+                    open.push(Open {
+                        item: true,
+                        len,
+                        end: defined(len, pos),
+                        pixels: true,
+                    });
+                    in_sequence = false;
+                    check_end = len == 0;
+                    offset_table_next = len != 0;
+                    if len == UNDEFINED {
+                        return Ok(()); // dicom-rs: undefined item length
+                    }
+                }
+                (0xFFFE, 0xE0DD) => {
+                    open.pop();
+                    in_sequence = false;
+                }
+                _ => return Ok(()),
+            }
+        } else if let Some((tag, vr, len)) = value.take() {
+            if len as usize > left {
+                return Err(too_long(tag, len, left));
+            }
             pos += consumed(vr, len);
+            check_end = true;
+        } else {
+            if left < 4 {
+                return Ok(()); // the end of the data set
+            }
+            let tag = (u16_at(b, pos, big), u16_at(b, pos + 2, big));
+            let (vr, len, hdr) = if tag.0 == 0xFFFE || !explicit {
+                if left < 8 {
+                    return Ok(());
+                }
+                let vr = if explicit {
+                    dicom_core::VR::UN
+                } else {
+                    implicit_vr(tag)
+                };
+                (vr, u32_at(b, pos + 4, big), 8)
+            } else {
+                if left < 8 {
+                    return Ok(());
+                }
+                match explicit_header(b, pos, big) {
+                    Some(h) => h,
+                    None => return Ok(()),
+                }
+            };
+            pos += hdr;
+            if vr == dicom_core::VR::SQ {
+                open.push(Open {
+                    item: false,
+                    len,
+                    end: defined(len, pos),
+                    pixels: false,
+                });
+                in_sequence = true;
+                check_end = len == 0;
+            } else if tag == (0xFFFE, 0xE00D) {
+                if open.pop().is_some() {
+                    in_sequence = true;
+                    check_end = true;
+                }
+            } else if tag == (0x7FE0, 0x0010) && len == UNDEFINED {
+                pixel_start = true;
+            } else if len == UNDEFINED {
+                open.push(Open {
+                    item: false,
+                    len: UNDEFINED,
+                    end: None,
+                    pixels: false,
+                });
+                in_sequence = true;
+            } else {
+                value = Some((tag, vr, len));
+            }
         }
     }
-    Ok(())
 }
 
 /// The largest first frame decoded (bytes, all samples): 16k × 16k × 3 samples × 8 bits.
@@ -437,13 +541,10 @@ fn check_j2k(data: &[u8], rows: usize, cols: usize, spp: usize) -> std::result::
         ));
     }
     for c in 0..csiz {
-        let Some(&[_, dx, dy]) = siz
-            .get(38 + 3 * c..41 + 3 * c)
-            .map(|b| <&[u8; 3]>::try_from(b).unwrap())
-        else {
+        let Some(sampling) = siz.get(38 + 3 * c..41 + 3 * c) else {
             return Ok(());
         };
-        let (dx, dy) = (dx.max(1) as u64, dy.max(1) as u64);
+        let (dx, dy) = (sampling[1].max(1) as u64, sampling[2].max(1) as u64);
         let w = x.div_ceil(dx).saturating_sub(x0.div_ceil(dx));
         let h = y.div_ceil(dy).saturating_sub(y0.div_ceil(dy));
         if w.saturating_mul(h) > (rows * cols) as u64 {
@@ -546,6 +647,26 @@ mod tests {
             e.contains("x.dcm") && e.contains("(0009,0010) claims 3500000000 bytes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_sequence_delimiter_inside_an_item_is_read_as_an_element_as_dicom_rs_does() {
+        // Inside an item dicom-rs expects elements: a (FFFE,E0DD) there is an element of UN whose
+        // length (1) is a value, not a delimiter whose length is ignored; the header after it
+        // claims 3 GB (found by fuzzing: the two walks parted by one byte and dicom-rs
+        // allocated 4.28 GB).
+        let mut f = meta(b"1.2.840.10008.1.2.1\0");
+        f.extend_from_slice(&[
+            0x08, 0x00, 0x12, 0x21, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        f.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        f.extend_from_slice(&[0x08, 0x00, 0x00, 0x01, b'S', b'H', 2, 0, b'A', b'B']);
+        f.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 1, 0, 0, 0, 8]);
+        f.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+        f.extend_from_slice(&3_000_000_000u32.to_le_bytes());
+        f.extend_from_slice(&[0; 16]);
+        let e = decode_dicom(&f, "x.dcm", None).unwrap_err().to_string();
+        assert!(e.contains("(0009,0010) claims 3000000000 bytes"), "{e}");
     }
 
     #[test]
