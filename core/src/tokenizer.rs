@@ -208,6 +208,18 @@ impl TextTokenizer {
         Ok(ids)
     }
 
+    /// Token ids without the tokenizer's special tokens (text that continues a sequence).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                file: self.file.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
+    }
+
     /// Text for ids, special tokens skipped (HF `decode(..., skip_special_tokens=True)`).
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
         let ids: Vec<u32> = ids.iter().filter(|&&i| i >= 0).map(|&i| i as u32).collect();

@@ -636,3 +636,93 @@ fn bench_counts_what_peft_counts_and_reports_its_fields() {
     let (ok, _, err) = normtune(&["bench", "--model", "/nonexistent/model"]);
     assert!(!ok && err.contains("/nonexistent/model"), "{err}");
 }
+
+/// LN tuning of the LLaVA-style model from the command line: the tower's LayerNorms and the
+/// decoder's RMSNorms, plus the projector, train (counted from the checkpoint's own tensor
+/// names); the loss falls; the saved adapter, applied by `infer`, gives the run's own answers.
+#[test]
+fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
+    let root = fixtures().join("../..");
+    let model = root.join("tests/fixtures/llava/tiny");
+    let out = std::env::temp_dir().join(format!("normtune-llava-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let config = fixtures().join("data/tiny_llava.toml");
+    let (ok, stdout, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        &format!("out=\"{}\"", out.display()),
+        &format!("model=\"{}\"", model.display()),
+        &format!(
+            "data.train=\"{}\"",
+            root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
+        ),
+        &format!(
+            "data.images=\"{}\"",
+            root.join("tests/fixtures/images").display()
+        ),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    // Every norm weight and bias of the checkpoint, and the projector.
+    let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let want: usize = st
+        .tensors()
+        .iter()
+        .filter(|(k, _)| k.contains("norm") || k.starts_with("multi_modal_projector."))
+        .map(|(_, t)| t.shape().iter().product::<usize>())
+        .sum();
+    let metrics: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(metrics["trainable_params"], want, "{metrics}");
+    let losses: Vec<f64> = metrics_lines(&out)
+        .iter()
+        .filter(|l| l["kind"] == "train")
+        .map(|l| l["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 30);
+    assert!(
+        losses[29] < 0.6 * losses[0],
+        "the loss falls: {} → {}",
+        losses[0],
+        losses[29]
+    );
+    let preds: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let questions = [
+        ("q0", "chest_32.png", "is there a left pleural effusion?"),
+        (
+            "q1",
+            "chest_50x40.png",
+            "what organ is shown in this chest x ray image?",
+        ),
+    ];
+    for (id, image, q) in questions {
+        let (ok, stdout, err) = normtune(&[
+            "infer",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            root.join("tests/fixtures/images")
+                .join(image)
+                .to_str()
+                .unwrap(),
+            "--question",
+            q,
+            "--adapter",
+            out.join("adapter").to_str().unwrap(),
+            "--max-new-tokens",
+            "5",
+            "--device",
+            "cpu",
+        ]);
+        assert!(ok, "{err}");
+        let p = preds.iter().find(|p| p["id"] == id).unwrap();
+        assert_eq!(stdout.trim(), p["answer"].as_str().unwrap(), "{id}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -75,3 +75,97 @@ fn tiny_llava_matches_hf() {
         "{e}"
     );
 }
+
+/// LN tuning of the LLaVA-style model with a trainable projector, on a batch of two chats of
+/// different lengths (right-padded; only answers learned), against transformers' loss
+/// (`labels=`) and its gradients (`tests/fixtures/make_llava_train_fixtures.py`).
+#[test]
+fn chat_loss_and_ln_tuning_gradients_match_hf() {
+    use normtune_core::burn::optim::GradientsParams;
+    use normtune_core::models::{Model, Pipeline, export::hf_name, walk};
+    use normtune_core::peft::{self, PeftConfig};
+
+    let device = Device::flex().autodiff();
+    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+    let cfg = PeftConfig::parse("vision=layernorm,projector=full,decoder=layernorm").unwrap();
+    let model = peft::apply(p.model, &cfg).unwrap();
+    let Model::Llava(m) = &model else {
+        panic!("not a LLaVA model")
+    };
+    let bytes = std::fs::read(fixture("llava/tiny/train_reference.json")).unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let ints = |v: &serde_json::Value| -> Vec<Vec<i64>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let (prompts, answers) = (ints(&r["prompts"]), ints(&r["answers"]));
+    let ids: Vec<Vec<i64>> = prompts
+        .iter()
+        .zip(&answers)
+        .map(|(p, a)| [p.as_slice(), a.as_slice()].concat())
+        .collect();
+    let starts: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let pixels = floats(&r["pixel_values"]);
+    let pixels = Tensor::<1>::from_floats(pixels.as_slice(), &device).reshape([2, 3, 28, 28]);
+
+    let loss = normtune_core::train::trainer::chat_loss(m, pixels, &ids, &starts, 0.0).unwrap();
+    let value = loss.clone().into_data().iter::<f32>().next().unwrap();
+    let want = r["loss"].as_f64().unwrap() as f32;
+    println!("loss {value} (HF {want})");
+    assert!(
+        (value - want).abs() <= 1e-4 * want.abs(),
+        "loss {value} vs {want}"
+    );
+
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let rows = walk::params(&model, |_, _, _| false);
+    let (mut compared, mut worst) = (0, 0f32);
+    for row in rows.iter().filter(|r| r.trainable) {
+        let name = hf_name(&row.dotted());
+        let got: Vec<f32> = match row.shape.len() {
+            1 => grads
+                .get::<1>(row.id)
+                .map(|g| g.into_data().iter().collect()),
+            2 => grads.get::<2>(row.id).map(|g| {
+                let v: Vec<f32> = g.into_data().iter().collect();
+                // burn keeps Linear weights [in, out]; PyTorch [out, in].
+                walk::transposed(&row.shape, &v).1
+            }),
+            d => panic!("{name}: a trainable {d}-D parameter"),
+        }
+        .unwrap_or_else(|| vec![0.0; row.shape.iter().product()]);
+        match r["grads"].get(&name) {
+            Some(g) => {
+                let err = max_rel_err(&got, &floats(&g["values"]));
+                assert!(err <= 1e-3, "{name}: gradient off by {err:.2e}");
+                compared += 1;
+                worst = worst.max(err);
+            }
+            // Unused by the forward (the tower's last layer and post_layernorm, past the
+            // penultimate hidden state LLaVA reads): HF has no gradient; neither may we.
+            None => assert!(got.iter().all(|x| *x == 0.0), "{name}: unexpected gradient"),
+        }
+    }
+    assert_eq!(
+        compared,
+        r["grads"].as_object().unwrap().len(),
+        "every HF gradient compared"
+    );
+    println!("{compared} gradients match, max relative error {worst:.2e}");
+}

@@ -16,6 +16,13 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+/// The conversation a question becomes (LLaVA-1.5's `USER: <image>\n… ASSISTANT:`); the answer
+/// follows after a space, then the end-of-sequence token.
+pub const PROMPT: &str = "USER: <image>\n{question} ASSISTANT:";
+
+/// The question a report is the answer to (report generation as a chat).
+pub const REPORT_INSTRUCTION: &str = "Describe the findings.";
+
 /// HF `CLIPVisionConfig`, the fields the tower uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -307,13 +314,28 @@ impl LlavaForConditionalGeneration {
             )));
         }
         let text = Tensor::<1, Int>::from_ints(ids, &device).reshape([1, ids.len()]);
-        let mut x = self.language_model.model.embed_tokens.forward(text);
+        let text = self.language_model.model.embed_tokens.forward(text);
         let features = features.reshape([fb * fl, h]);
-        for (k, &p) in positions.iter().enumerate() {
-            let row = features.clone().slice([k..k + 1, 0..h]).reshape([1, 1, h]);
-            x = x.slice_assign([0..1, p..p + 1, 0..h], row);
+        // Runs of text tokens and of image tokens, in order, joined once.
+        let mut parts = Vec::new();
+        let (mut i, mut used) = (0, 0);
+        while i < ids.len() {
+            let image = ids[i] == self.image_token;
+            let j = (i..ids.len())
+                .find(|&j| (ids[j] == self.image_token) != image)
+                .unwrap_or(ids.len());
+            parts.push(if image {
+                used += j - i;
+                features
+                    .clone()
+                    .slice([used - (j - i)..used, 0..h])
+                    .reshape([1, j - i, h])
+            } else {
+                text.clone().slice([0..1, i..j, 0..h])
+            });
+            i = j;
         }
-        Ok(x)
+        Ok(Tensor::cat(parts, 1))
     }
 
     /// Logits `[1, len, vocab]` for one prompt and its image.
@@ -405,7 +427,7 @@ impl LlavaConfig {
 }
 
 /// HF checkpoint names → module paths, more specific first.
-const REMAPS: &[(&str, &str)] = &[
+pub(crate) const REMAPS: &[(&str, &str)] = &[
     (r"^vision_tower\.vision_model\.", "vision_tower."),
     (r"^model\.vision_tower\.vision_model\.", "vision_tower."),
     (r"^model\.vision_tower\.", "vision_tower."),
@@ -421,9 +443,14 @@ pub fn load(
     file: &str,
     device: &Device,
 ) -> Result<LlavaForConditionalGeneration> {
+    crate::models::load::load_safetensors(cfg.init(device), weights, file, REMAPS, &ignored(cfg))
+}
+
+/// Checkpoint tensors the model does not hold: rotary buffers, position ids, a tied LM head.
+pub(crate) fn ignored(cfg: &LlavaConfig) -> Vec<&'static str> {
     let mut ignored = vec![r"rotary_emb\.inv_freq$", r"position_ids$"];
     if cfg.text_config.tie_word_embeddings {
         ignored.push(r"lm_head\.weight$");
     }
-    crate::models::load::load_safetensors(cfg.init(device), weights, file, REMAPS, &ignored)
+    ignored
 }

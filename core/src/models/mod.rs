@@ -33,6 +33,8 @@ pub enum Architecture {
     BlipForConditionalGeneration,
     /// `ViTForImageClassification`.
     ViTForImageClassification,
+    /// `LlavaForConditionalGeneration`.
+    LlavaForConditionalGeneration,
 }
 
 /// A parsed `config.json`.
@@ -42,6 +44,8 @@ pub enum ModelConfig {
     Blip(Architecture, BlipConfig),
     /// A ViT classifier.
     Vit(ViTConfig),
+    /// A LLaVA-style model (CLIP tower, projector, LLaMA decoder).
+    Llava(llava::LlavaConfig),
 }
 
 impl ModelConfig {
@@ -84,10 +88,13 @@ impl ModelConfig {
                 c.validate(file)?;
                 Ok(ModelConfig::Vit(c))
             }
+            "llava" => Ok(ModelConfig::Llava(llava::LlavaConfig::from_json(
+                bytes, file,
+            )?)),
             other => Err(Error::config(
                 file,
                 "model_type",
-                format!("`{other}` is not supported (blip, vit)"),
+                format!("`{other}` is not supported (blip, vit, llava)"),
             )),
         }
     }
@@ -97,6 +104,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Blip(a, _) => *a,
             ModelConfig::Vit(_) => Architecture::ViTForImageClassification,
+            ModelConfig::Llava(_) => Architecture::LlavaForConditionalGeneration,
         }
     }
 }
@@ -110,6 +118,8 @@ pub enum Model {
     Captioner(BlipForConditionalGeneration),
     /// Multi-label image classification.
     Classifier(ViTForImageClassification),
+    /// A LLaVA-style model: answers and reports as a chat.
+    Llava(llava::LlavaForConditionalGeneration),
 }
 
 /// A named group of parameters (PEFT placement and reports are built on these).
@@ -140,6 +150,15 @@ impl Model {
             Model::Classifier(m) => vec![
                 c("vision", "vit", m.vit.num_params()),
                 c("head", "classifier", m.classifier.num_params()),
+            ],
+            Model::Llava(m) => vec![
+                c("vision", "vision_tower", m.vision_tower.num_params()),
+                c(
+                    "projector",
+                    "multi_modal_projector",
+                    m.multi_modal_projector.num_params(),
+                ),
+                c("decoder", "language_model", m.language_model.num_params()),
             ],
         }
     }
@@ -180,6 +199,7 @@ pub fn init_model(config: &ModelConfig, device: &Device) -> Model {
         }
         ModelConfig::Blip(_, c) => Model::Captioner(c.init_captioner(bert::LmHead::Tied, device)),
         ModelConfig::Vit(c) => Model::Classifier(c.init(device)),
+        ModelConfig::Llava(c) => Model::Llava(c.init(device)),
     }
 }
 
@@ -219,6 +239,13 @@ pub fn load_model(
             file,
             VIT_REMAPS,
             VIT_IGNORED,
+        ),
+        ModelConfig::Llava(c) => load::load_safetensors(
+            Model::Llava(c.init(device)),
+            bytes,
+            file,
+            llava::REMAPS,
+            &llava::ignored(c),
         ),
     }
 }
@@ -280,6 +307,11 @@ impl Pipeline {
         };
         let tokenizer = match &config {
             ModelConfig::Vit(_) => None,
+            ModelConfig::Llava(_) if !weights && !src.exists("tokenizer.json").await => None,
+            ModelConfig::Llava(_) => Some(TextTokenizer::from_json(
+                &src.read("tokenizer.json").await?,
+                &src.describe("tokenizer.json"),
+            )?),
             // Counting an architecture needs no tokenizer.
             ModelConfig::Blip(..)
                 if !weights
@@ -309,6 +341,7 @@ impl Pipeline {
             let side = match &config {
                 ModelConfig::Blip(_, c) => c.vision_config.image_size,
                 ModelConfig::Vit(c) => c.image_size,
+                ModelConfig::Llava(c) => c.vision_config.image_size,
             } as u32;
             Preprocessor {
                 size: data_size(side),
@@ -336,6 +369,69 @@ impl Pipeline {
         }
     }
 
+    fn llava(&self) -> Result<(&llava::LlavaConfig, &TextTokenizer)> {
+        match (&self.config, &self.tokenizer) {
+            (ModelConfig::Llava(c), Some(t)) => Ok((c, t)),
+            (ModelConfig::Llava(_), None) => Err(Error::Input(
+                "this LLaVA model folder has no tokenizer.json".into(),
+            )),
+            _ => Err(Error::Input("this model is not a LLaVA-style model".into())),
+        }
+    }
+
+    /// A LLaVA prompt's ids ([`llava::PROMPT`] around `question`): the tokenizer's own start
+    /// token(s) and the text before `<image>`, the image token once per image feature (as HF's
+    /// `LlavaProcessor` expands it), the text after.
+    pub fn llava_prompt(&self, question: &str) -> Result<Vec<i64>> {
+        let (c, tok) = self.llava()?;
+        if question.trim().is_empty() {
+            return Err(Error::Input("the question is empty".into()));
+        }
+        let text = llava::PROMPT.replace("{question}", question.trim());
+        let (before, after) = text.split_once("<image>").unwrap_or((&text, ""));
+        let mut ids = tok.encode(before, usize::MAX)?;
+        ids.extend(std::iter::repeat_n(c.image_token_index, c.image_tokens()));
+        ids.extend(tok.encode_plain(after)?);
+        Ok(ids)
+    }
+
+    /// A chat training batch: each prompt ([`Self::llava_prompt`]) followed by its answer and the
+    /// end-of-sequence token; only the answer and that token are learned (LLaVA's recipe).
+    pub fn chat_batch(
+        &self,
+        items: &[(image::DynamicImage, &str, &str)],
+    ) -> Result<crate::train::Batch> {
+        let (c, tok) = self.llava()?;
+        let eos = self.special_tokens()?.eos;
+        let max = c.text_config.max_position_embeddings;
+        let mut ids = Vec::with_capacity(items.len());
+        let mut answer_start = Vec::with_capacity(items.len());
+        for (_, q, a) in items {
+            if a.trim().is_empty() {
+                return Err(Error::Input(
+                    "a training example has an empty answer or report".into(),
+                ));
+            }
+            let mut row = self.llava_prompt(q)?;
+            answer_start.push(row.len());
+            row.extend(tok.encode_plain(&format!(" {}", a.trim()))?);
+            row.push(eos);
+            if row.len() > max {
+                return Err(Error::Input(format!(
+                    "a training example is {} tokens with its image, over the model's {max}",
+                    row.len()
+                )));
+            }
+            ids.push(row);
+        }
+        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
+        Ok(crate::train::Batch::Chat {
+            pixels: self.preprocessor.batch(&images, &self.device),
+            ids,
+            answer_start,
+        })
+    }
+
     fn blip(&self) -> Result<(&BlipConfig, &TextTokenizer)> {
         match (&self.config, &self.tokenizer) {
             (ModelConfig::Blip(_, c), Some(t)) => Ok((c, t)),
@@ -347,6 +443,21 @@ impl Pipeline {
 
     /// The special ids generation uses, from the text config.
     pub fn special_tokens(&self) -> Result<SpecialTokens> {
+        if let ModelConfig::Llava(c) = &self.config {
+            let t = &c.text_config;
+            let eos = t
+                .eos_token_id
+                .as_ref()
+                .and_then(|v| v.as_i64().or_else(|| v.get(0).and_then(|x| x.as_i64())))
+                .ok_or_else(|| {
+                    Error::config("config.json", "text_config.eos_token_id", "missing")
+                })?;
+            return Ok(SpecialTokens {
+                bos: t.bos_token_id.unwrap_or(eos),
+                eos,
+                pad: t.pad_token_id.unwrap_or(0),
+            });
+        }
         let (c, _) = self.blip()?;
         let t = &c.text_config;
         let need = |v: Option<i64>, f: &str| {
@@ -445,6 +556,26 @@ impl Pipeline {
         let Some(first) = examples.first() else {
             return Err(Error::Input("an empty batch".into()));
         };
+        if matches!(self.config, ModelConfig::Llava(_)) {
+            if !first.labels.is_empty() {
+                return Err(Error::Input(
+                    "labelled images train an image classifier; this model is a LLaVA-style chat model"
+                        .into(),
+                ));
+            }
+            let items: Vec<(image::DynamicImage, &str, &str)> = examples
+                .iter()
+                .zip(images)
+                .map(|(e, i)| {
+                    (
+                        i.clone(),
+                        e.question.as_deref().unwrap_or(llava::REPORT_INSTRUCTION),
+                        e.target.as_str(),
+                    )
+                })
+                .collect();
+            return self.chat_batch(&items);
+        }
         if first.question.is_some() {
             let items: Vec<(image::DynamicImage, &str, &str)> = examples
                 .iter()
@@ -532,6 +663,9 @@ impl Pipeline {
         question: &str,
         gen_cfg: &GenConfig,
     ) -> Result<Generated> {
+        if let Model::Llava(m) = &self.model {
+            return self.chat(m, pixels, question, gen_cfg).await;
+        }
         let Model::Vqa(m) = &self.model else {
             return Err(Error::Input(
                 "this model generates reports, not answers: leave out the question".into(),
@@ -545,6 +679,11 @@ impl Pipeline {
 
     /// Generates a report (caption) for an image.
     pub async fn report(&self, pixels: Tensor<4>, gen_cfg: &GenConfig) -> Result<Generated> {
+        if let Model::Llava(m) = &self.model {
+            return self
+                .chat(m, pixels, llava::REPORT_INSTRUCTION, gen_cfg)
+                .await;
+        }
         let Model::Captioner(m) = &self.model else {
             return Err(Error::Input(
                 "this model answers questions: pass a question".into(),
@@ -555,8 +694,28 @@ impl Pipeline {
         self.generated(out)
     }
 
+    /// A LLaVA model's reply to `question` about the image: greedy decoding with the KV cache
+    /// up to `max_new_tokens` (beam search is not implemented for it; `num_beams` is ignored).
+    async fn chat(
+        &self,
+        m: &llava::LlavaForConditionalGeneration,
+        pixels: Tensor<4>,
+        question: &str,
+        gen_cfg: &GenConfig,
+    ) -> Result<Generated> {
+        let ids = self.llava_prompt(question)?;
+        let eos = self.special_tokens()?.eos;
+        let out = m
+            .generate_greedy(&ids, pixels, gen_cfg.max_new_tokens, Some(eos))
+            .await?;
+        self.generated(vec![out])
+    }
+
     fn generated(&self, out: Vec<Vec<i64>>) -> Result<Generated> {
-        let (_, tok) = self.blip()?;
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Input("this model has no tokenizer".into()))?;
         let token_ids = out.into_iter().next().unwrap_or_default();
         Ok(Generated {
             text: tok.decode(&token_ids)?,

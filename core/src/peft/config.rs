@@ -95,7 +95,7 @@ impl std::str::FromStr for Method {
 }
 
 /// The components a placement can name.
-pub const COMPONENTS: &[&str] = &["vision", "text_encoder", "decoder", "head"];
+pub const COMPONENTS: &[&str] = &["vision", "text_encoder", "projector", "decoder", "head"];
 
 /// What to train: a method per component, plus modules trained fully whatever their component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -49,6 +49,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
                 l.mlp_adapter = None;
             }
         }
+        Model::Llava(_) => {}
     }
     for (_, text) in super::ia3::text_models(&mut m) {
         text.prefix = None;

@@ -20,7 +20,7 @@ pub(crate) fn text_models(model: &mut Model) -> Vec<(&'static str, &mut BlipText
             ("decoder", &mut m.text_decoder.bert),
         ],
         Model::Captioner(m) => vec![("decoder", &mut m.text_decoder.bert)],
-        Model::Classifier(_) => vec![],
+        Model::Classifier(_) | Model::Llava(_) => vec![],
     }
 }
 

@@ -669,7 +669,7 @@ fn decoder_text(model: &mut Model) -> Option<&mut crate::models::bert::BlipTextM
     match model {
         Model::Vqa(m) => Some(&mut m.text_decoder.bert),
         Model::Captioner(m) => Some(&mut m.text_decoder.bert),
-        Model::Classifier(_) => None,
+        Model::Classifier(_) | Model::Llava(_) => None,
     }
 }
 

@@ -59,6 +59,9 @@ impl LoraSettings {
         }
         let v: &[&str] = match (component, model) {
             ("vision", Model::Classifier(_)) => &["q_proj", "v_proj"],
+            // peft's defaults for CLIP and LLaMA.
+            ("vision" | "decoder", Model::Llava(_)) => &["q_proj", "v_proj"],
+            ("projector", _) => &["linear_1", "linear_2"],
             ("vision", _) => &["qkv"],
             _ => &["query", "value"],
         };
@@ -303,6 +306,8 @@ fn set_dropout(model: &mut Model, p: f64) {
                 l.attention.lora_dropout = p;
             }
         }
+        // No LoRA dropout on the LLaVA-style model (its attentions have none).
+        Model::Llava(_) => {}
     }
     for (_, text) in super::ia3::text_models(model) {
         for layer in &mut text.encoder.layer {

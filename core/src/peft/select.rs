@@ -11,9 +11,10 @@ use burn::tensor::Tensor;
 /// The component a parameter path belongs to, from its first segment.
 pub fn component_of(path: &[String]) -> &'static str {
     match path.first().map(String::as_str) {
-        Some("vision_model") | Some("vit") => "vision",
+        Some("vision_model") | Some("vit") | Some("vision_tower") => "vision",
         Some("text_encoder") => "text_encoder",
-        Some("text_decoder") => "decoder",
+        Some("text_decoder") | Some("language_model") => "decoder",
+        Some("multi_modal_projector") => "projector",
         _ => "head",
     }
 }
@@ -25,7 +26,7 @@ pub fn selects(method: Method, path: &[String]) -> bool {
     match method {
         Method::Full => true,
         Method::Frozen => false,
-        // LayerNorm is the only module here with gamma/beta.
+        // LayerNorm (gamma, beta) and RMSNorm (gamma) are the only modules here with these.
         Method::Layernorm => leaf == "gamma" || leaf == "beta",
         Method::Bitfit => leaf == "bias" || leaf == "beta",
         // ViT/BLIP `mlp.fc1/fc2`; BERT `intermediate.dense` and the layer's own `output.dense`
@@ -107,6 +108,20 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
                 components.join(", ")
             )));
         }
+    }
+    if matches!(model, Model::Llava(_))
+        && let Some(c) = components.iter().find(|c| {
+            matches!(
+                cfg.method_for(c),
+                Method::Ia3 | Method::Prefix | Method::PtuningV2 | Method::Adapter
+            )
+        })
+    {
+        return Err(Error::Input(format!(
+            "`{}` on the LLaVA-style model's `{c}` is not implemented (layernorm, lora, bitfit, \
+             ffn, attention, full and frozen are)",
+            cfg.method_for(c).name()
+        )));
     }
     let mut cfg = cfg.clone();
     if components.contains(&"head")

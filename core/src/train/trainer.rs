@@ -88,6 +88,16 @@ pub enum Batch {
         /// `[batch, labels]`, 0/1.
         targets: Tensor<2>,
     },
+    /// A LLaVA-style chat: each row a prompt (with its image tokens) then the answer and the
+    /// end-of-sequence token; rows may differ in length.
+    Chat {
+        /// `[batch, 3, h, w]`.
+        pixels: Tensor<4>,
+        /// Token ids per row.
+        ids: Vec<Vec<i64>>,
+        /// Where each row's answer starts (the tokens learned are from there to the end).
+        answer_start: Vec<usize>,
+    },
 }
 
 /// What one `step` did.
@@ -446,6 +456,14 @@ impl Trainer {
             (Model::Classifier(m), Batch::Classify { pixels, targets }) => {
                 Ok(bce_with_logits(m.forward(pixels.clone()), targets.clone()))
             }
+            (
+                Model::Llava(m),
+                Batch::Chat {
+                    pixels,
+                    ids,
+                    answer_start,
+                },
+            ) => chat_loss(m, pixels.clone(), ids, answer_start, s),
             _ => Err(Error::Input(
                 "this batch is for a different kind of model (VQA / report / classification)"
                     .into(),
@@ -463,7 +481,8 @@ impl Trainer {
             let device = match batch {
                 Batch::Vqa { pixels, .. }
                 | Batch::Report { pixels, .. }
-                | Batch::Classify { pixels, .. } => pixels.device(),
+                | Batch::Classify { pixels, .. }
+                | Batch::Chat { pixels, .. } => pixels.device(),
             };
             device.seed(
                 plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -506,4 +525,50 @@ impl Trainer {
             applied,
         })
     }
+}
+
+/// The loss of a chat batch: rows right-padded (causal attention keeps padding out of the real
+/// tokens, so no mask is needed), the image features spliced in per row, cross-entropy on each
+/// row's answer and end-of-sequence token only (HF: labels -100 elsewhere).
+pub fn chat_loss(
+    m: &crate::models::llava::LlavaForConditionalGeneration,
+    pixels: Tensor<4>,
+    ids: &[Vec<i64>],
+    answer_start: &[usize],
+    smoothing: f64,
+) -> Result<Tensor<1>> {
+    let device = pixels.device();
+    let features = m.image_features(pixels);
+    let [b, f, h] = features.dims();
+    if ids.len() != b || answer_start.len() != b {
+        return Err(Error::Input(format!(
+            "a chat batch of {b} images has {} prompts",
+            ids.len()
+        )));
+    }
+    let len = ids.iter().map(Vec::len).max().unwrap_or(0);
+    let mut rows = Vec::with_capacity(b);
+    let mut targets = Vec::with_capacity(b * len);
+    let mut mask = Vec::with_capacity(b * len);
+    for (i, (row, &start)) in ids.iter().zip(answer_start).enumerate() {
+        let x = m.embed(row, features.clone().slice([i..i + 1, 0..f, 0..h]))?;
+        rows.push(if row.len() < len {
+            Tensor::cat(vec![x, Tensor::zeros([1, len - row.len(), h], &device)], 1)
+        } else {
+            x
+        });
+        for t in 0..len {
+            let learned = t >= start && t < row.len();
+            // Only learned positions are gathered from; the others (image tokens, padding) point
+            // at id 0, which exists in every vocabulary.
+            targets.push(if learned { row[t] } else { 0 });
+            mask.push(if learned { 1.0f32 } else { 0.0 });
+        }
+    }
+    let logits = m
+        .language_model
+        .logits_from_embeds(Tensor::cat(rows, 0), None, None);
+    let targets = Tensor::<1, Int>::from_ints(targets.as_slice(), &device).reshape([b, len]);
+    let mask = Tensor::<1>::from_floats(mask.as_slice(), &device).reshape([b, len]);
+    Ok(lm_loss(logits, targets, mask, smoothing))
 }

@@ -40,6 +40,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let config = match &p.config {
         ModelConfig::Blip(_, c) => serde_json::to_value(c)?,
         ModelConfig::Vit(c) => serde_json::to_value(c)?,
+        ModelConfig::Llava(c) => serde_json::to_value(c)?,
     };
     let arch = p.config.architecture();
     let trainable = match &peft_cfg {
