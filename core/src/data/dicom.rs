@@ -611,13 +611,13 @@ fn check_rle(f: &[u8], pixels: usize, segments: usize) -> std::result::Result<()
     Ok(())
 }
 
-/// Whether an explicit-VR element of `vr` has the long header (2 reserved bytes, 4-byte length).
+/// Whether an explicit-VR element of `vr` has the long header (2 reserved bytes, 4-byte length),
+/// as dicom-rs 0.8 reads it: the standard gives OV, SV and UV the long header too, but dicom-rs
+/// reads them with a 2-byte length, and the walk must part nowhere from it (found by fuzzing: an
+/// OV pixel data header read both ways, then a 4.2 GB allocation).
 fn long_length(vr: dicom_core::VR) -> bool {
     use dicom_core::VR::*;
-    matches!(
-        vr,
-        OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV
-    )
+    matches!(vr, OB | OD | OF | OL | OW | SQ | UC | UN | UR | UT)
 }
 
 #[cfg(test)]
@@ -663,6 +663,20 @@ mod tests {
         f.extend_from_slice(&[0x08, 0x00, 0x00, 0x01, b'S', b'H', 2, 0, b'A', b'B']);
         f.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 1, 0, 0, 0, 8]);
         f.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+        f.extend_from_slice(&3_000_000_000u32.to_le_bytes());
+        f.extend_from_slice(&[0; 16]);
+        let e = decode_dicom(&f, "x.dcm", None).unwrap_err().to_string();
+        assert!(e.contains("(0009,0010) claims 3000000000 bytes"), "{e}");
+    }
+
+    #[test]
+    fn an_ov_header_has_the_short_length_as_dicom_rs_reads_it() {
+        // (7FE0,0010) OV: dicom-rs 0.8 reads a 2-byte length (0), so what the standard's long
+        // header would call a length of 0xFFFFFFFF starts the next element, here one of UN
+        // claiming 3 GB.
+        let mut f = meta(b"1.2.840.10008.1.2.1\0");
+        f.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'V', 0, 0]);
+        f.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'U', b'N', 0, 0]);
         f.extend_from_slice(&3_000_000_000u32.to_le_bytes());
         f.extend_from_slice(&[0; 16]);
         let e = decode_dicom(&f, "x.dcm", None).unwrap_err().to_string();
