@@ -306,6 +306,18 @@ pub struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Estimate the memory training takes (weights, gradients, AdamW state, activations) for
+    /// batches of `--batch` examples of `--text-len` text tokens, with the PEFT given (default
+    /// `layernorm`). LLaVA-style models.
+    #[arg(long)]
+    pub estimate_memory: bool,
+    /// Examples per batch, for `--estimate-memory`.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Text tokens per example (prompt and answer; a LLaVA prompt also holds its image
+    /// tokens), for `--estimate-memory`.
+    #[arg(long, default_value_t = 64)]
+    pub text_len: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

@@ -726,3 +726,51 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `inspect --estimate-memory` prints its parts and their sum; on a model it does not cover it
+/// says so in one line. (Its accuracy against measured peaks: tests/tests/memory_estimate.rs.)
+#[test]
+fn inspect_estimates_training_memory_for_llava() {
+    let model = fixtures().join("llava/tiny");
+    let (ok, out, err) = normtune(&[
+        "inspect",
+        "--model",
+        model.to_str().unwrap(),
+        "--peft",
+        "vision=layernorm,projector=full,decoder=layernorm",
+        "--estimate-memory",
+        "--batch",
+        "4",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let e = &v["memory_estimate"]["bytes"];
+    let part = |k: &str| e[k].as_u64().unwrap();
+    assert_eq!(v["memory_estimate"]["batch"], 4);
+    assert_eq!(part("weights"), 4 * v["total_params"].as_u64().unwrap());
+    // AdamW's two moments of every trainable parameter.
+    assert_eq!(
+        part("optimizer"),
+        8 * v["trainable_params"].as_u64().unwrap()
+    );
+    assert_eq!(
+        part("total"),
+        part("weights") + part("gradients") + part("optimizer") + part("activations")
+    );
+    let (ok, _, err) = normtune(&[
+        "inspect",
+        "--model",
+        fixtures().join("blip_vqa").to_str().unwrap(),
+        "--estimate-memory",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.trim().lines().count() == 1 && err.contains("LLaVA-style models only"),
+        "{err}"
+    );
+}

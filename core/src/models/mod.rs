@@ -9,6 +9,7 @@ pub mod export;
 pub mod llama;
 pub mod llava;
 pub mod load;
+pub mod memory;
 pub mod vit;
 pub mod walk;
 

@@ -5,7 +5,7 @@ use crate::cli::InspectArgs;
 use crate::fs::{DirSource, read_file};
 use normtune_core::burn::module::Module;
 use normtune_core::device::choose;
-use normtune_core::models::{ModelConfig, Pipeline};
+use normtune_core::models::{ModelConfig, Pipeline, memory};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::FileSource;
 use serde_json::json;
@@ -17,6 +17,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             &read_file(path)?,
             &path.display().to_string(),
         )?),
+        (None, None) if a.estimate_memory => Some(PeftConfig::parse("layernorm")?),
         (None, None) => None,
     };
     let dev = choose(a.device.device);
@@ -50,6 +51,16 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let estimate = match (&trainable, a.estimate_memory) {
+        (Some(r), true) => Some(memory::estimate_training(
+            &p.model,
+            &p.config,
+            r,
+            a.batch,
+            a.text_len,
+        )?),
+        _ => None,
+    };
     if a.json {
         let mut v = json!({ "architecture": arch, "total_params": total, "components": components, "config": config });
         if let (Some(r), Some(cfg)) = (&trainable, &peft_cfg) {
@@ -57,6 +68,11 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             v["trainable_params"] = json!(r.trainable_params);
             v["trainable_percent"] = json!(r.percent());
             v["trainable_components"] = json!(r.components);
+        }
+        if let Some(e) = &estimate {
+            v["memory_estimate"] = json!({
+                "batch": a.batch, "text_len": a.text_len, "bytes": e,
+            });
         }
         println!("{v}");
         return Ok(());
@@ -84,6 +100,24 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 c.name, c.trainable_params, c.total_params
             );
         }
+    }
+    if let Some(e) = &estimate {
+        let size = |b: u64| {
+            if b >= 1 << 30 {
+                format!("{:>9.2} GiB", b as f64 / (1u64 << 30) as f64)
+            } else {
+                format!("{:>9.1} MiB", b as f64 / (1u64 << 20) as f64)
+            }
+        };
+        println!(
+            "memory estimate (training, batch {}, {} text tokens, f32):",
+            a.batch, a.text_len
+        );
+        println!("  weights      {}", size(e.weights));
+        println!("  gradients    {}", size(e.gradients));
+        println!("  optimizer    {}", size(e.optimizer));
+        println!("  activations  {}", size(e.activations));
+        println!("  total        {}", size(e.total));
     }
     println!("config:\n{}", serde_json::to_string_pretty(&config)?);
     Ok(())

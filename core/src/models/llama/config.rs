@@ -129,6 +129,12 @@ impl LlamaConfig {
         if self.rope_scaling.as_ref().is_some_and(|s| !s.is_null()) {
             return bad("rope_scaling", "rotary scaling is not implemented".into());
         }
+        if self.num_hidden_layers == 0 {
+            return bad(
+                "num_hidden_layers",
+                "0: at least one layer is needed".into(),
+            );
+        }
         let heads = self.num_attention_heads;
         if heads == 0 || self.kv_heads() == 0 || heads % self.kv_heads() != 0 {
             return bad(
