@@ -688,6 +688,37 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
         losses[0],
         losses[29]
     );
+    // burn's gradient checkpointing recomputes instead of keeping: the same run, the same losses.
+    let ck = out.with_extension("ckpt");
+    let _ = std::fs::remove_dir_all(&ck);
+    let (ok, _, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        &format!("out=\"{}\"", ck.display()),
+        &format!("model=\"{}\"", model.display()),
+        &format!(
+            "data.train=\"{}\"",
+            root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
+        ),
+        &format!(
+            "data.images=\"{}\"",
+            root.join("tests/fixtures/images").display()
+        ),
+        "train.gradient_checkpointing=true",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let ck_losses: Vec<f64> = metrics_lines(&ck)
+        .iter()
+        .filter(|l| l["kind"] == "train")
+        .map(|l| l["loss"].as_f64().unwrap())
+        .collect();
+    for (a, b) in losses.iter().zip(&ck_losses) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "{losses:?} vs {ck_losses:?}");
+    }
+    let _ = std::fs::remove_dir_all(&ck);
     let preds: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
         .unwrap()
         .lines()

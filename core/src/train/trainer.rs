@@ -39,6 +39,10 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f64>,
     /// Label smoothing of the LM loss.
     pub label_smoothing: f64,
+    /// burn's gradient checkpointing (its `Balanced` strategy: memory-bound operations are
+    /// recomputed in the backward pass instead of kept): less activation memory for a little
+    /// compute. Applied by the shell that makes the training device.
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -52,6 +56,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             max_grad_norm: Some(1.0),
             label_smoothing: 0.1,
+            gradient_checkpointing: false,
         }
     }
 }

@@ -53,11 +53,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     };
     let estimate = match (&trainable, a.estimate_memory) {
         (Some(r), true) => Some(memory::estimate_training(
-            &p.model,
-            &p.config,
-            r,
-            a.batch,
-            a.text_len,
+            &p.model, &p.config, r, a.batch, a.text_len,
         )?),
         _ => None,
     };

@@ -456,7 +456,11 @@ pub fn run_config(
 
     let dev = choose(device);
     eprintln!("device: {}", dev.reason);
-    let device = dev.device.clone().autodiff();
+    let device = if cfg.train.gradient_checkpointing {
+        dev.device.clone().autodiff().gradient_checkpointing()
+    } else {
+        dev.device.clone().autodiff()
+    };
     let src = DirSource::open(&cfg.model)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
     check_label_names(&cfg.data, &p)?;
