@@ -716,7 +716,10 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
         .map(|l| l["loss"].as_f64().unwrap())
         .collect();
     for (a, b) in losses.iter().zip(&ck_losses) {
-        assert!((a - b).abs() <= 1e-5 * a.abs(), "{losses:?} vs {ck_losses:?}");
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "{losses:?} vs {ck_losses:?}"
+        );
     }
     let _ = std::fs::remove_dir_all(&ck);
     let preds: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))

@@ -169,3 +169,86 @@ fn chat_loss_and_ln_tuning_gradients_match_hf() {
     );
     println!("{compared} gradients match, max relative error {worst:.2e}");
 }
+
+/// A checkpoint in shards (transformers' `save_pretrained(max_shard_size=...)`: three
+/// `model-0000k-of-00003.safetensors` and `model.safetensors.index.json`) loads to the same model
+/// as the single file; an index naming a missing shard, or a shard missing a tensor the index
+/// places there, is one error naming the file.
+#[test]
+fn a_sharded_checkpoint_loads_as_the_single_file() {
+    use normtune_core::models::{Model, Pipeline};
+    use normtune_core::source::MemorySource;
+
+    let device = Device::flex();
+    let one = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+    let src = folder("llava/tiny_sharded");
+    let sharded = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
+    let r = reference_json("llava/tiny");
+    let ids: Vec<i64> = r["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    let pixels: Vec<f32> = r["pixel_values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let pixels = Tensor::<1>::from_floats(pixels.as_slice(), &device).reshape([1, 3, 28, 28]);
+    let logits = |p: &Pipeline| -> Vec<f32> {
+        let Model::Llava(m) = &p.model else { panic!() };
+        m.forward(&ids, pixels.clone())
+            .unwrap()
+            .into_data()
+            .iter::<f32>()
+            .collect()
+    };
+    assert_eq!(logits(&one), logits(&sharded));
+
+    let index = "model.safetensors.index.json";
+    let without = |drop: &str| {
+        let mut m = MemorySource::new();
+        for entry in std::fs::read_dir(fixture("llava/tiny_sharded")).unwrap() {
+            let e = entry.unwrap();
+            let name = e.file_name().to_string_lossy().to_string();
+            if name != drop {
+                m.insert(&name, std::fs::read(e.path()).unwrap());
+            }
+        }
+        m
+    };
+    let e = pollster::block_on(Pipeline::load(
+        &without("model-00002-of-00003.safetensors"),
+        &device,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model-00002-of-00003.safetensors") && e.lines().count() == 1,
+        "{e}"
+    );
+    // The index places a tensor in a shard that does not hold it.
+    let mut m = without("");
+    let bytes = std::fs::read(fixture("llava/tiny_sharded").join(index)).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let key = "language_model.model.norm.weight";
+    let held = v["weight_map"][key].as_str().unwrap().to_string();
+    let other = [
+        "model-00001-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+    ]
+    .into_iter()
+    .find(|s| *s != held)
+    .unwrap();
+    v["weight_map"][key] = other.into();
+    m.insert(index, serde_json::to_vec(&v).unwrap());
+    let e = pollster::block_on(Pipeline::load(&m, &device))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{other}: has no tensor `{key}`")) && e.contains(index),
+        "{e}"
+    );
+}

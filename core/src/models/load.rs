@@ -94,6 +94,111 @@ pub fn load_checked<M: Module + ModuleSnapshot>(
     ignored: &[&str],
     partial: bool,
 ) -> Result<M> {
+    let (model, missing) = load_part(model, bytes, file, remaps, ignored, partial)?;
+    if !partial && !missing.is_empty() {
+        return Err(missing_error(file, &missing));
+    }
+    Ok(model)
+}
+
+fn missing_error(file: &str, missing: &[String]) -> Error {
+    let names: Vec<&str> = missing.iter().map(String::as_str).collect();
+    Error::Weights {
+        file: file.to_string(),
+        reason: format!(
+            "does not match config.json: {} missing tensor(s): {}",
+            names.len(),
+            abbreviate(&names)
+        ),
+    }
+}
+
+/// HF's `model.safetensors.index.json`: which shard holds each tensor.
+#[derive(Debug, Clone)]
+pub struct ShardIndex {
+    /// Tensor name → shard file name.
+    pub weight_map: std::collections::BTreeMap<String, String>,
+    /// Where the index came from (for errors).
+    pub file: String,
+}
+
+/// Parses `model.safetensors.index.json`.
+pub fn read_index(bytes: &[u8], file: &str) -> Result<ShardIndex> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let idx: Index = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+    Ok(ShardIndex {
+        weight_map: idx.weight_map,
+        file: file.to_string(),
+    })
+}
+
+/// Loads a checkpoint saved in shards (`model.safetensors.index.json` naming, for each tensor,
+/// the `model-0000k-of-0000n.safetensors` holding it), one shard in memory at a time: each
+/// shard's tensors must land on parameters, each tensor the index names must be in its shard,
+/// and every parameter must come from some shard. `index` is [`read_index`]'s.
+pub async fn load_sharded<M: Module + ModuleSnapshot>(
+    model: M,
+    src: &impl crate::source::FileSource,
+    index: &ShardIndex,
+    remaps: Remaps,
+    ignored: &[&str],
+) -> Result<M> {
+    let (idx, index_file) = (&index.weight_map, index.file.as_str());
+    let mut shards: Vec<&String> = idx.values().collect();
+    shards.sort();
+    shards.dedup();
+    if shards.is_empty() {
+        return Err(Error::config(index_file, "weight_map", "names no tensor"));
+    }
+    let mut model = model;
+    let mut missing: Option<std::collections::BTreeSet<String>> = None;
+    for shard in shards {
+        if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
+            return Err(Error::config(
+                index_file,
+                "weight_map",
+                format!("`{shard}` is not a file name in the model folder"),
+            ));
+        }
+        let (bytes, file) = (src.read(shard).await?, src.describe(shard));
+        let held: std::collections::BTreeSet<String> = tensor_names(&bytes, &file)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        if let Some((name, _)) = idx.iter().find(|(k, v)| *v == shard && !held.contains(*k)) {
+            return Err(Error::Weights {
+                file,
+                reason: format!("has no tensor `{name}`, which {index_file} places there"),
+            });
+        }
+        let (m, miss) = load_part(model, bytes, &file, remaps, ignored, false)?;
+        model = m;
+        let miss: std::collections::BTreeSet<String> = miss.into_iter().collect();
+        missing = Some(match missing {
+            None => miss,
+            Some(m) => m.intersection(&miss).cloned().collect(),
+        });
+    }
+    let missing: Vec<String> = missing.unwrap_or_default().into_iter().collect();
+    if !missing.is_empty() {
+        return Err(missing_error(index_file, &missing));
+    }
+    Ok(model)
+}
+
+/// Loads what `bytes` holds into `model`: unused and mis-shaped tensors are errors; the
+/// parameters it did not fill are returned (module paths).
+fn load_part<M: Module + ModuleSnapshot>(
+    model: M,
+    bytes: Vec<u8>,
+    file: &str,
+    remaps: &[(&str, &str)],
+    ignored: &[&str],
+    partial: bool,
+) -> Result<(M, Vec<String>)> {
     check_finite(&bytes, file)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)))
@@ -119,14 +224,6 @@ pub fn load_checked<M: Module + ModuleSnapshot>(
         .filter(|k| !ignored.iter().any(|r| r.is_match(k)))
         .collect();
     let mut problems = Vec::new();
-    if !partial && !result.missing.is_empty() {
-        let names: Vec<&str> = result.missing.iter().map(|(k, _)| k.as_str()).collect();
-        problems.push(format!(
-            "{} missing tensor(s): {}",
-            names.len(),
-            abbreviate(&names)
-        ));
-    }
     if !unused.is_empty() {
         let names: Vec<&str> = unused.iter().map(|k| k.as_str()).collect();
         problems.push(format!(
@@ -141,7 +238,8 @@ pub fn load_checked<M: Module + ModuleSnapshot>(
         problems.push(abbreviate(&msgs));
     }
     if problems.is_empty() {
-        Ok(model)
+        let missing = result.missing.iter().map(|(k, _)| k.clone()).collect();
+        Ok((model, missing))
     } else {
         let what = if partial {
             "does not fit this model"

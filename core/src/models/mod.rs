@@ -204,15 +204,13 @@ pub fn init_model(config: &ModelConfig, device: &Device) -> Model {
     }
 }
 
-/// Builds a model of `config`'s architecture and fills it from safetensors `bytes`.
-pub fn load_model(
+/// A blank model of `config`'s architecture for a checkpoint holding the tensors `has` names,
+/// with the checkpoint-name remaps and the checkpoint tensors it does not hold.
+fn blank_for(
     config: &ModelConfig,
-    bytes: Vec<u8>,
-    file: &str,
+    has: impl Fn(&str) -> bool,
     device: &Device,
-) -> Result<Model> {
-    let names = load::tensor_names(&bytes, file)?;
-    let has = |n: &str| names.iter().any(|(k, _)| k == n);
+) -> (Model, load::Remaps, Vec<&'static str>) {
     match config {
         ModelConfig::Blip(arch, c) => {
             // The file decides whether the LM head is tied: HF omits tied tensors when saving.
@@ -232,23 +230,44 @@ pub fn load_model(
             } else {
                 BLIP_IGNORED
             };
-            load::load_safetensors(model, bytes, file, BLIP_REMAPS, ignored)
+            (model, BLIP_REMAPS, ignored.to_vec())
         }
-        ModelConfig::Vit(c) => load::load_safetensors(
+        ModelConfig::Vit(c) => (
             Model::Classifier(c.init(device)),
-            bytes,
-            file,
             VIT_REMAPS,
-            VIT_IGNORED,
+            VIT_IGNORED.to_vec(),
         ),
-        ModelConfig::Llava(c) => load::load_safetensors(
+        ModelConfig::Llava(c) => (
             Model::Llava(c.init(device)),
-            bytes,
-            file,
             llava::REMAPS,
-            &llava::ignored(c),
+            llava::ignored(c),
         ),
     }
+}
+
+/// Builds a model of `config`'s architecture and fills it from safetensors `bytes`.
+pub fn load_model(
+    config: &ModelConfig,
+    bytes: Vec<u8>,
+    file: &str,
+    device: &Device,
+) -> Result<Model> {
+    let names = load::tensor_names(&bytes, file)?;
+    let (model, remaps, ignored) = blank_for(config, |n| names.iter().any(|(k, _)| k == n), device);
+    load::load_safetensors(model, bytes, file, remaps, &ignored)
+}
+
+/// As [`load_model`], from a checkpoint in shards (`model.safetensors.index.json` in `src`), read
+/// one shard at a time.
+pub async fn load_model_sharded(
+    config: &ModelConfig,
+    src: &impl FileSource,
+    device: &Device,
+) -> Result<Model> {
+    let name = "model.safetensors.index.json";
+    let index = load::read_index(&src.read(name).await?, &src.describe(name))?;
+    let (model, remaps, ignored) = blank_for(config, |n| index.weight_map.contains_key(n), device);
+    load::load_sharded(model, src, &index, remaps, &ignored).await
 }
 
 /// A loaded model folder: model, config, tokenizer and preprocessor.
@@ -300,7 +319,12 @@ impl Pipeline {
             &src.read("config.json").await?,
             &src.describe("config.json"),
         )?;
-        let model = if weights {
+        let model = if weights
+            && !src.exists("model.safetensors").await
+            && src.exists("model.safetensors.index.json").await
+        {
+            load_model_sharded(&config, src, device).await?
+        } else if weights {
             let bytes = src.read("model.safetensors").await?;
             load_model(&config, bytes, &src.describe("model.safetensors"), device)?
         } else {

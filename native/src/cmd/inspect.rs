@@ -28,7 +28,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         dev.device.clone()
     };
     let src = DirSource::open(&a.model)?;
-    let with_weights = pollster::block_on(src.exists("model.safetensors"));
+    let with_weights = pollster::block_on(src.exists("model.safetensors"))
+        || pollster::block_on(src.exists("model.safetensors.index.json"));
     if !with_weights {
         eprintln!(
             "note: no model.safetensors in {}: counting the architecture from config.json",
