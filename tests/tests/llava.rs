@@ -252,3 +252,78 @@ fn a_sharded_checkpoint_loads_as_the_single_file() {
         "{e}"
     );
 }
+
+/// A peft LoRA adapter on the LLaVA decoder (transformers 5 names, `model.language_model.…`)
+/// loads and gives peft's logits; written back, it has peft's keys and values.
+#[test]
+fn a_peft_lora_adapter_on_the_decoder_matches_peft() {
+    use normtune_core::models::{Model, Pipeline};
+    use normtune_core::peft::io;
+
+    let device = Device::flex();
+    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+    let model = pollster::block_on(io::load_adapter(p.model, &folder("llava/lora"))).unwrap();
+    let Model::Llava(m) = &model else { panic!() };
+    let r = reference_json("llava/lora");
+    let ids: Vec<i64> = r["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    let t = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(fixture("llava/tiny/train_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let pixels: Vec<f32> = t["pixel_values"].as_array().unwrap()[..3 * 28 * 28]
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let pixels = Tensor::<1>::from_floats(pixels.as_slice(), &device).reshape([1, 3, 28, 28]);
+    let got: Vec<f32> = m
+        .forward(&ids, pixels)
+        .unwrap()
+        .into_data()
+        .iter()
+        .collect();
+    let want: Vec<f32> = r["logits"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let err = max_rel_err(&got, &want);
+    println!("logits with the peft LoRA adapter: max relative error {err:.2e}");
+    assert!(err <= 1e-4, "{err:.2e}");
+
+    // Saved again: peft's keys and values.
+    let cfg = normtune_core::peft::PeftConfig::parse("vision=frozen,projector=frozen,decoder=lora")
+        .map(|mut c| {
+            c.lora.r = 4;
+            c.lora.lora_alpha = 8.0;
+            c
+        })
+        .unwrap();
+    let files = io::save_adapter(&model, &cfg, "tests/fixtures/llava/tiny").unwrap();
+    let ours = &files.iter().find(|(n, _)| n == io::WEIGHTS_FILE).unwrap().1;
+    let theirs = std::fs::read(fixture("llava/lora").join(io::WEIGHTS_FILE)).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(ours).unwrap(),
+        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
+    );
+    let mut ka: Vec<String> = a.names().into_iter().map(String::from).collect();
+    let mut kb: Vec<String> = b.names().into_iter().map(String::from).collect();
+    ka.sort();
+    kb.sort();
+    assert_eq!(ka, kb);
+    for k in &ka {
+        let (x, y) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
+        assert_eq!(x.shape(), y.shape(), "{k}");
+        let f = |d: &[u8]| -> Vec<f32> {
+            d.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        assert_eq!(f(x.data()), f(y.data()), "{k}");
+    }
+}

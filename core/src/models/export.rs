@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 
 /// normtune module path → HF name: the inverse of the loaders' remaps (`layer_norm` →
 /// `LayerNorm`, a text attention's `self_attn` → `self`, LayerNorm `gamma`/`beta` →
-/// `weight`/`bias`). ViT paths are transformers 5's own names already.
+/// `weight`/`bias`, LLaVA's transformers 5 run-time names). ViT paths are transformers 5's own
+/// names already.
 pub fn hf_name(path: &str) -> String {
     let mut segs: Vec<String> = path.split('.').map(str::to_string).collect();
     for i in 0..segs.len() {
@@ -27,7 +28,27 @@ pub fn hf_name(path: &str) -> String {
             _ => {}
         }
     }
-    segs.join(".")
+    llava_runtime_name(&segs.join("."))
+}
+
+/// A LLaVA checkpoint name as transformers ≥ 5 names the module at run time (what peft writes in
+/// adapters): `model.language_model.…`, `model.vision_tower.…`, `model.multi_modal_projector.…`,
+/// `lm_head.…`. transformers 4's names (`language_model.model.…`, `vision_tower.vision_model.…`)
+/// are rewritten the same way; other names are returned as they are.
+pub fn llava_runtime_name(name: &str) -> String {
+    const RULES: &[(&str, &str)] = &[
+        ("language_model.model.", "model.language_model."),
+        ("language_model.lm_head.", "lm_head."),
+        ("vision_tower.vision_model.", "model.vision_tower."),
+        ("vision_tower.", "model.vision_tower."),
+        ("multi_modal_projector.", "model.multi_modal_projector."),
+    ];
+    for (from, to) in RULES {
+        if let Some(rest) = name.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    name.to_string()
 }
 
 /// Every parameter as `(HF name, PyTorch shape, f32 values)`, in module order.

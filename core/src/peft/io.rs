@@ -189,6 +189,7 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
         (r"\.ln_tuning_layers\.", "."),
     ];
     remaps.extend_from_slice(crate::models::BLIP_REMAPS);
+    remaps.extend_from_slice(crate::models::llava::REMAPS);
     load::load_checked(model, bytes, &file, &remaps, &[], true)
 }
 
@@ -435,6 +436,15 @@ fn read_tensors(
     let mut tensors = Tensors::new();
     let mut modules: Vec<String> = Vec::new();
     for (name, view) in st.tensors() {
+        // LLaVA adapters from transformers 4 (`language_model.model.…`) name modules as
+        // transformers 5 does now.
+        let name = match name.strip_prefix(PREFIX) {
+            Some(rest) => format!(
+                "{PREFIX}{}",
+                crate::models::export::llava_runtime_name(rest)
+            ),
+            None => name,
+        };
         let module = module_of(&name).ok_or_else(|| Error::Weights {
             file: file.to_string(),
             reason: format!("`{name}` is not a {expected}"),
