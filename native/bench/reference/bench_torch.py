@@ -34,7 +34,7 @@ def parse():
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--matmul", type=int, help="time an N x N f32 matmul instead (peak FLOP rate)")
     g.add_argument("--model", help="HF BLIP VQA folder (config.json; weights if present)")
-    g.add_argument("--preset", help="tiny, small, blip-base-224, blip-base-480")
+    g.add_argument("--preset", help="tiny, small, blip-base-224, blip-base-480, llava-smol")
     p.add_argument("--peft", default="layernorm", choices=["layernorm", "lora", "full"])
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=10)
@@ -73,6 +73,8 @@ def main():
              "gflops": 2 * n ** 3 / (med / 1e3) / 1e9, "denormals_flushed": flushed}
         print(json.dumps(v) if a.json else f"matmul {n}: {med:.1f} ms = {v['gflops']:.1f} GFLOP/s")
         return
+    if a.preset and a.preset.startswith("llava"):
+        return llava(a, flushed)
     if a.model:
         cfg = BlipConfig.from_pretrained(a.model)
         weights = os.path.exists(os.path.join(a.model, "model.safetensors"))
@@ -159,6 +161,91 @@ def main():
         "steps": a.steps, "denormals_flushed": flushed,
         "step_ms_median": statistics.median(times), "step_ms_min": min(times),
         "step_ms_max": max(times), "step_ms": times,
+        "samples_per_s": b / (statistics.median(times) / 1e3),
+        "answer_tokens": a.answer_tokens, "answer_ms_median": statistics.median(answer_times),
+        "peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": train_rss,
+        "trainable_params": trainable, "total_params": total,
+        "first_loss": losses[0], "last_loss": losses[-1],
+    }
+    print(json.dumps(v) if a.json else
+          f"step {v['step_ms_median']:.1f} ms median | {v['samples_per_s']:.2f} samples/s | "
+          f"answer {v['answer_ms_median']:.1f} ms | peak RSS {v['peak_rss_mb']:.0f} MB | "
+          f"trainable {trainable:,} / {total:,}")
+
+
+def llava(a, flushed):
+    """The LLaVA row, as `normtune bench` runs it: each example <s>, the image tokens,
+    question_len - 1 question tokens and answer_len answer tokens, labels only on the answer;
+    `layernorm` trains every LayerNorm and RMSNorm; `lora` puts peft LoRA (r 8, alpha 32, no
+    dropout: normtune applies none on LLaVA) on q_proj/v_proj and the projector's two linears."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    with open(os.path.join(PRESETS, a.preset + ".json")) as f:
+        cfg = LlavaConfig.from_dict(json.load(f))
+    model = LlavaForConditionalGeneration(cfg).train()
+    if a.peft == "layernorm":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm) or type(m).__name__.endswith("RMSNorm"):
+                for p in m.parameters():
+                    p.requires_grad_(True)
+    elif a.peft == "lora":
+        from peft import LoraConfig, get_peft_model
+        model = get_peft_model(model, LoraConfig(
+            r=8, lora_alpha=32, lora_dropout=0.0,
+            target_modules=["q_proj", "v_proj", "linear_1", "linear_2"]))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    vc, tc = cfg.vision_config, cfg.text_config
+    n = (vc.image_size // vc.patch_size) ** 2
+    g = torch.Generator().manual_seed(a.seed)
+    b, side = a.batch, vc.image_size
+    pixels = torch.randn(b, 3, side, side, generator=g)
+    lo, hi = 1000, tc.vocab_size - 10
+    text = torch.randint(lo, hi, (b, a.question_len + a.answer_len - 1), generator=g)
+    ids = torch.cat([torch.ones(b, 1, dtype=torch.long),
+                     torch.full((b, n), cfg.image_token_index, dtype=torch.long), text], 1)
+    labels = torch.full_like(ids, -100)
+    labels[:, n + a.question_len:] = ids[:, n + a.question_len:]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.05)
+    times, losses = [], []
+    for i in range(a.warmup + a.steps):
+        t = time.perf_counter()
+        out = model(input_ids=ids, pixel_values=pixels, labels=labels)
+        out.loss.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        ms = (time.perf_counter() - t) * 1e3
+        losses.append(float(out.loss))
+        if i >= a.warmup:
+            times.append(ms)
+        if not a.json:
+            print(f"  step {i + 1:>3}: {ms:>9.1f} ms  loss {losses[-1]:.4f}", flush=True)
+    train_rss = peak_rss_mb()
+    model.eval()
+    m = model.merge_and_unload() if a.peft == "lora" else model
+    px1 = torch.randn(1, 3, side, side, generator=g)
+    prompt = torch.tensor([[1] + [cfg.image_token_index] * n
+                           + [1000 + (i * 7919) % (tc.vocab_size - 1010)
+                              for i in range(1, a.question_len)]])
+    answer_times = []
+    with torch.no_grad():
+        for i in range(a.answers + 1):
+            t = time.perf_counter()
+            out = m.generate(input_ids=prompt, pixel_values=px1, max_new_tokens=a.answer_tokens,
+                             min_new_tokens=a.answer_tokens, num_beams=1, do_sample=False)
+            ms = (time.perf_counter() - t) * 1e3
+            assert out.shape[1] == prompt.shape[1] + a.answer_tokens, out.shape
+            if i > 0:
+                answer_times.append(ms)
+    v = {
+        "model": "preset " + a.preset, "weights": False, "peft": a.peft,
+        "device": "cpu (torch %s, %d threads)" % (torch.__version__, torch.get_num_threads()),
+        "batch": b, "image_size": side, "image_tokens": n, "question_len": a.question_len,
+        "answer_len": a.answer_len, "warmup": a.warmup, "steps": a.steps,
+        "denormals_flushed": flushed, "step_ms_median": statistics.median(times),
+        "step_ms_min": min(times), "step_ms_max": max(times), "step_ms": times,
         "samples_per_s": b / (statistics.median(times) / 1e3),
         "answer_tokens": a.answer_tokens, "answer_ms_median": statistics.median(answer_times),
         "peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": train_rss,

@@ -24,7 +24,7 @@ use serde_json::json;
 use std::time::Instant;
 
 /// The preset shapes (HF `config.json` files, shared with the PyTorch reference).
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 5] = [
     ("tiny", include_str!("../../bench/presets/tiny.json")),
     ("small", include_str!("../../bench/presets/small.json")),
     (
@@ -34,6 +34,12 @@ pub const PRESETS: [(&str, &str); 4] = [
     (
         "blip-base-480",
         include_str!("../../bench/presets/blip-base-480.json"),
+    ),
+    // A small CLIP tower (6x384 at 224, patch 32: 49 image tokens) under the SmolLM2-135M
+    // decoder's shape.
+    (
+        "llava-smol",
+        include_str!("../../bench/presets/llava-smol.json"),
     ),
 ];
 
@@ -91,9 +97,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("give exactly one of --model DIR and --preset NAME"),
     };
+    if let ModelConfig::Llava(cfg) = &pipeline.config {
+        let cfg = cfg.clone();
+        return run_llava(&a, pipeline, &cfg, &name, weights, flushed, &chosen.reason);
+    }
     let cfg = match (&pipeline.config, &pipeline.model) {
         (ModelConfig::Blip(_, cfg), Model::Vqa(_)) => cfg.clone(),
-        _ => anyhow::bail!("{name}: bench measures BLIP VQA models (BlipForQuestionAnswering)"),
+        _ => anyhow::bail!(
+            "{name}: bench measures BLIP VQA and LLaVA models (BlipForQuestionAnswering, LlavaForConditionalGeneration)"
+        ),
     };
     let device = pipeline.device.clone();
     let peft_cfg = PeftConfig::parse(&a.peft)?;
@@ -141,8 +153,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, tcfg)?;
-    let mut times = Vec::with_capacity(a.steps);
-    let mut losses = Vec::with_capacity(a.warmup + a.steps);
     if !a.json {
         eprintln!(
             "{name}: {} | batch {b} | {} warm-up + {} timed steps | {} | denormals {}",
@@ -153,23 +163,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             if flushed { "flushed" } else { "kept" }
         );
     }
-    for i in 0..a.warmup + a.steps {
-        let t = Instant::now();
-        let ev = pollster::block_on(trainer.step(&batch))?;
-        // The loss readback waits for the forward pass; the optimizer update may still be queued
-        // on an asynchronous device: wait for it too, so each step is timed whole.
-        device
-            .sync()
-            .map_err(|e| anyhow::anyhow!("device: {e:?}"))?;
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        losses.push(ev.loss);
-        if i >= a.warmup {
-            times.push(ms);
-        }
-        if !a.json {
-            eprintln!("  step {:>3}: {ms:>9.1} ms  loss {:.4}", i + 1, ev.loss);
-        }
-    }
+    let (times, losses) = time_steps(&mut trainer, &batch, &a, &device)?;
     let train_rss = peak_rss_mb();
     let (step_med, step_min, step_max) = stats(&times);
 
@@ -258,6 +252,150 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The LLaVA row: each example `<s>`, the image tokens, `question_len - 1` question tokens, then
+/// `answer_len` answer tokens (the only ones learned), no label smoothing (HF's LLaVA loss has
+/// none); the answer: greedy decoding of `answer_tokens` new tokens after the prompt, batch 1.
+fn run_llava(
+    a: &BenchArgs,
+    pipeline: Pipeline,
+    cfg: &normtune_core::models::llava::LlavaConfig,
+    name: &str,
+    weights: bool,
+    flushed: bool,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let device = pipeline.device.clone();
+    let peft_cfg = PeftConfig::parse(&a.peft)?;
+    device.seed(a.seed);
+    let model = peft::apply(pipeline.model, &peft_cfg)?;
+    let report = peft::report(&model);
+    let vocab = cfg.text_config.vocab_size as i64;
+    let side = cfg.vision_config.image_size;
+    let n = cfg.image_tokens();
+    let b = a.batch;
+    let mut x = a.seed.wrapping_mul(6364136223846793005);
+    let mut tok = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        1000 + ((x >> 33) as i64) % (vocab - 1010).max(1)
+    };
+    let row = |tok: &mut dyn FnMut() -> i64, len: usize| -> Vec<i64> {
+        let mut r = vec![1];
+        r.extend(std::iter::repeat_n(cfg.image_token_index, n));
+        r.extend((1..len).map(|_| tok()));
+        r
+    };
+    let ids: Vec<Vec<i64>> = (0..b)
+        .map(|_| row(&mut tok, a.question_len + a.answer_len))
+        .collect();
+    let batch = Batch::Chat {
+        pixels: Tensor::<4>::random([b, 3, side, side], Distribution::Normal(0.0, 1.0), &device),
+        ids,
+        answer_start: vec![n + a.question_len; b],
+    };
+    let tcfg = TrainConfig {
+        lr: a.lr,
+        warmup_steps: 0,
+        total_steps: a.warmup + a.steps,
+        max_grad_norm: None,
+        label_smoothing: 0.0,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(model, tcfg)?;
+    if !a.json {
+        eprintln!(
+            "{name}: {} | batch {b} | {} warm-up + {} timed steps | {reason} | denormals {}",
+            report.peft_line(),
+            a.warmup,
+            a.steps,
+            if flushed { "flushed" } else { "kept" }
+        );
+    }
+    let (times, losses) = time_steps(&mut trainer, &batch, a, &device)?;
+    let train_rss = peak_rss_mb();
+    let (step_med, step_min, step_max) = stats(&times);
+    let infer = trainer.into_model().valid();
+    let Model::Llava(m) = &infer else {
+        unreachable!("a LLaVA config builds a LLaVA model")
+    };
+    let inner = device.clone().inner();
+    let pixels = Tensor::<4>::random([1, 3, side, side], Distribution::Normal(0.0, 1.0), &inner);
+    let mut i = 0i64;
+    let prompt = row(
+        &mut || {
+            i += 1;
+            1000 + (i * 7919) % (vocab - 1010)
+        },
+        a.question_len,
+    );
+    let mut answer_times = Vec::new();
+    for i in 0..a.answers + 1 {
+        let t = Instant::now();
+        let out =
+            pollster::block_on(m.generate_greedy(&prompt, pixels.clone(), a.answer_tokens, None))?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(out.len() == a.answer_tokens, "generation stopped early");
+        if i > 0 {
+            answer_times.push(ms);
+        }
+    }
+    let (answer_med, _, _) = stats(&answer_times);
+    let v = json!({
+        "model": name, "weights": weights, "peft": a.peft, "device": reason, "batch": b,
+        "image_size": side, "image_tokens": n, "question_len": a.question_len,
+        "answer_len": a.answer_len, "warmup": a.warmup, "steps": a.steps,
+        "denormals_flushed": flushed, "step_ms_median": step_med, "step_ms_min": step_min,
+        "step_ms_max": step_max, "step_ms": times,
+        "samples_per_s": b as f64 / (step_med / 1e3), "answer_tokens": a.answer_tokens,
+        "answer_ms_median": answer_med, "peak_rss_mb": peak_rss_mb(),
+        "train_peak_rss_mb": train_rss, "trainable_params": report.trainable_params,
+        "total_params": report.total_params, "first_loss": losses.first(),
+        "last_loss": losses.last(),
+    });
+    if a.json {
+        println!("{v}");
+    } else {
+        println!(
+            "step {step_med:.1} ms median (min {step_min:.1}, max {step_max:.1}) | {:.2} samples/s | answer {answer_med:.1} ms ({} tokens) | peak RSS {} MB",
+            b as f64 / (step_med / 1e3),
+            a.answer_tokens,
+            peak_rss_mb().map_or("?".into(), |m| format!("{m:.0}"))
+        );
+    }
+    Ok(())
+}
+
+/// Runs `warmup + steps` training steps, each timed whole (the device synchronised); returns
+/// the timed steps' milliseconds and every step's loss.
+fn time_steps(
+    trainer: &mut Trainer,
+    batch: &Batch,
+    a: &BenchArgs,
+    device: &normtune_core::burn::tensor::Device,
+) -> anyhow::Result<(Vec<f64>, Vec<f32>)> {
+    let mut times = Vec::with_capacity(a.steps);
+    let mut losses = Vec::with_capacity(a.warmup + a.steps);
+    for i in 0..a.warmup + a.steps {
+        let t = Instant::now();
+        let ev = pollster::block_on(trainer.step(batch))?;
+        // The loss readback waits for the forward pass; the optimizer update may still be queued
+        // on an asynchronous device: wait for it too, so each step is timed whole.
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device: {e:?}"))?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        losses.push(ev.loss);
+        if i >= a.warmup {
+            times.push(ms);
+        }
+        if !a.json {
+            eprintln!("  step {:>3}: {ms:>9.1} ms  loss {:.4}", i + 1, ev.loss);
+        }
+    }
+    Ok((times, losses))
 }
 
 /// Times `steps` N×N matmuls after `warmup` untimed ones: the practical peak of the device.
