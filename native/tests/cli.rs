@@ -808,3 +808,39 @@ fn inspect_estimates_training_memory_for_llava() {
         "{err}"
     );
 }
+
+/// A 7B architecture (llava-1.5-7b's config.json, no weights) is counted and its training memory
+/// estimated without building its 28 GB of weights: parameter counts as transformers counts
+/// them (`tests/fixtures/make_llava_7b_config.py`, on the meta device).
+#[test]
+fn inspect_counts_and_estimates_a_7b_llava_from_its_config_alone() {
+    let dir = fixtures().join("llava/llava-1.5-7b-config");
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let (ok, out, err) = normtune(&[
+        "inspect",
+        "--model",
+        dir.to_str().unwrap(),
+        "--peft",
+        "vision=frozen,projector=full,decoder=layernorm",
+        "--estimate-memory",
+        "--batch",
+        "1",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["total_params"], r["total_params"]);
+    for c in v["components"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        assert_eq!(c["params"], r[name], "{name}");
+    }
+    assert_eq!(
+        v["trainable_params"].as_u64().unwrap(),
+        r["projector"].as_u64().unwrap() + r["decoder_norms"].as_u64().unwrap()
+    );
+    let weights = v["memory_estimate"]["bytes"]["weights"].as_u64().unwrap();
+    assert_eq!(weights, 4 * r["total_params"].as_u64().unwrap());
+}

@@ -327,3 +327,28 @@ fn a_peft_lora_adapter_on_the_decoder_matches_peft() {
         assert_eq!(f(x.data()), f(y.data()), "{k}");
     }
 }
+
+/// The lazy count (`inspect` on a config without weights) agrees with the count read from the
+/// parameters themselves, for several placements.
+#[test]
+fn the_lazy_trainable_count_agrees_with_the_parameters() {
+    use normtune_core::models::Pipeline;
+    use normtune_core::peft::{self, PeftConfig};
+    let device = Device::flex().autodiff();
+    for spec in [
+        "layernorm",
+        "vision=layernorm,projector=full,decoder=layernorm",
+        "vision=frozen,projector=frozen,decoder=lora",
+        "bitfit",
+        "full",
+    ] {
+        let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+        let cfg = PeftConfig::parse(spec).unwrap();
+        let model = peft::apply(p.model, &cfg).unwrap();
+        assert_eq!(
+            peft::report_lazy(&model, &cfg),
+            peft::report(&model),
+            "{spec}"
+        );
+    }
+}

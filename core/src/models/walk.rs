@@ -97,12 +97,29 @@ pub fn params<M: Module>(
     v.rows
 }
 
-/// Every parameter path, without values.
+/// Every parameter path, without touching values (an uninitialised parameter stays so).
 pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
-    params(module, |_, _, _| false)
-        .iter()
-        .map(ParamRow::dotted)
-        .collect()
+    struct V {
+        path: PathStack,
+        out: Vec<String>,
+    }
+    impl ModuleVisitor for V {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+        }
+        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+            self.out.push(self.path.segments().join("."));
+        }
+    }
+    let mut v = V {
+        path: PathStack::default(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
 }
 
 /// Host transpose of a row-major `[rows, cols]` matrix.

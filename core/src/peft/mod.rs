@@ -17,7 +17,7 @@ pub mod select;
 use crate::models;
 pub use config::{Method, PeftConfig};
 pub use disable::disabled;
-pub use report::{ComponentReport, TrainableReport, report};
+pub use report::{ComponentReport, TrainableReport, report, report_lazy};
 pub use select::apply;
 
 /// Why `model` cannot be written as plain weights after folding IA3 and LoRA, if it cannot:

@@ -54,8 +54,15 @@ struct Selector<'a> {
 
 impl Selector<'_> {
     fn trainable(&self) -> bool {
-        let path = self.path.segments();
-        let method = self.cfg.method_for(component_of(path));
+        trainable_at(self.cfg, self.path.segments())
+    }
+}
+
+/// Whether the parameter at `path` trains under `cfg` (as [`apply`] adjusts it: see
+/// [`effective`]).
+pub(crate) fn trainable_at(cfg: &PeftConfig, path: &[String]) -> bool {
+    {
+        let method = cfg.method_for(component_of(path));
         // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`.
         if path.iter().any(|s| s == "lora") {
             return method == Method::Lora;
@@ -72,8 +79,7 @@ impl Selector<'_> {
         if path.last().is_some_and(|l| l.ends_with("_ia3")) {
             return method == Method::Ia3;
         }
-        if self
-            .cfg
+        if cfg
             .modules_to_save
             .iter()
             .any(|m| path.iter().any(|s| s == m))
@@ -82,6 +88,19 @@ impl Selector<'_> {
         }
         selects(method, path)
     }
+}
+
+/// `cfg` as [`apply`] applies it to a model with these components: a classifier's head trains
+/// fully unless the placement names it (as HF peft does).
+pub(crate) fn effective(cfg: &PeftConfig, components: &[&str]) -> PeftConfig {
+    let mut cfg = cfg.clone();
+    if components.contains(&"head")
+        && !cfg.placement.contains_key("head")
+        && !cfg.modules_to_save.iter().any(|m| m == "classifier")
+    {
+        cfg.modules_to_save.push("classifier".into());
+    }
+    cfg
 }
 
 impl ModuleMapper for Selector<'_> {
@@ -123,14 +142,7 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
             cfg.method_for(c).name()
         )));
     }
-    let mut cfg = cfg.clone();
-    if components.contains(&"head")
-        && !cfg.placement.contains_key("head")
-        && !cfg.modules_to_save.iter().any(|m| m == "classifier")
-    {
-        // As HF peft does for sequence/image classification: the new head always trains.
-        cfg.modules_to_save.push("classifier".into());
-    }
+    let cfg = effective(cfg, &components);
     let known = param_paths(&model);
     for m in &cfg.modules_to_save {
         if !known.iter().any(|p| p.split('.').any(|s| s == m)) {

@@ -48,7 +48,12 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let trainable = match &peft_cfg {
         Some(cfg) => {
             p.model = peft::apply(p.model, cfg)?;
-            Some(peft::report(&p.model))
+            // Without weights the model stays uninitialised: counted from shapes alone.
+            Some(if with_weights {
+                peft::report(&p.model)
+            } else {
+                peft::report_lazy(&p.model, cfg)
+            })
         }
         None => None,
     };
