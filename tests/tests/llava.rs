@@ -352,3 +352,43 @@ fn the_lazy_trainable_count_agrees_with_the_parameters() {
         );
     }
 }
+
+/// Configs and tokenizers that do not fit the model are refused in one line naming the field.
+#[test]
+fn an_image_token_or_a_tokenizer_outside_the_vocabulary_is_refused() {
+    use normtune_core::models::Pipeline;
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("llava/tiny/config.json")).unwrap()).unwrap();
+    cfg["image_token_index"] = 80.into();
+    let e = llava::LlavaConfig::from_json(&serde_json::to_vec(&cfg).unwrap(), "config.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("image_token_index") && e.contains("80 is outside"),
+        "{e}"
+    );
+    // A vocabulary 10 tokens smaller than the tokenizer's: the words past it are refused.
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("llava/tiny/config.json")).unwrap()).unwrap();
+    let mut src = folder("llava/tiny");
+    cfg["text_config"]["vocab_size"] = 70.into();
+    cfg["image_token_index"] = 69.into();
+    src.insert("config.json", serde_json::to_vec(&cfg).unwrap());
+    let device = Device::flex();
+    let e = pollster::block_on(Pipeline::load_with(&src, &device, false))
+        .unwrap()
+        .llava_prompt("is there a left pleural effusion?")
+        .map(|_| ())
+        .and_then(|_| {
+            pollster::block_on(Pipeline::load_with(&src, &device, false))
+                .unwrap()
+                .llava_prompt("w75 w76")
+                .map(|_| ())
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outside the model's vocabulary of 70") && e.lines().count() == 1,
+        "{e}"
+    );
+}

@@ -116,6 +116,17 @@ impl LlavaConfig {
                 format!("`{}` (default or full)", cfg.vision_feature_select_strategy),
             ));
         }
+        let vocab = cfg.text_config.vocab_size as i64;
+        if !(0..vocab).contains(&cfg.image_token_index) {
+            return Err(Error::config(
+                file,
+                "image_token_index",
+                format!(
+                    "{} is outside the text model's vocabulary ({vocab} tokens)",
+                    cfg.image_token_index
+                ),
+            ));
+        }
         let v = &cfg.vision_config;
         let layers = v.num_hidden_layers as i64;
         let l = cfg.vision_feature_layer;

@@ -417,7 +417,22 @@ impl Pipeline {
         let mut ids = tok.encode(before, usize::MAX)?;
         ids.extend(std::iter::repeat_n(c.image_token_index, c.image_tokens()));
         ids.extend(tok.encode_plain(after)?);
+        self.check_vocab(&ids)?;
         Ok(ids)
+    }
+
+    /// Refuses token ids the text model has no embedding for (a tokenizer.json larger than the
+    /// model's vocabulary), naming the first.
+    fn check_vocab(&self, ids: &[i64]) -> Result<()> {
+        let (c, _) = self.llava()?;
+        let vocab = c.text_config.vocab_size as i64;
+        match ids.iter().find(|&&i| !(0..vocab).contains(&i)) {
+            Some(i) => Err(Error::Input(format!(
+                "tokenizer.json gives token id {i}, outside the model's vocabulary of {vocab} \
+                 (config.json text_config.vocab_size)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// A chat training batch: each prompt ([`Self::llava_prompt`]) followed by its answer and the
@@ -441,6 +456,7 @@ impl Pipeline {
             answer_start.push(row.len());
             row.extend(tok.encode_plain(&format!(" {}", a.trim()))?);
             row.push(eos);
+            self.check_vocab(&row)?;
             if row.len() > max {
                 return Err(Error::Input(format!(
                     "a training example is {} tokens with its image, over the model's {max}",
