@@ -192,3 +192,46 @@ fn the_real_smollm2_gguf_matches_transformers() {
         r["greedy_text"].as_str().unwrap()
     );
 }
+
+/// A LLaMA built from its config alone starts where HF's does: linear and embedding weights
+/// ~ N(0, initializer_range), RMSNorm weights 1 (burn's own defaults would start a 30-layer
+/// stack with losses in the hundreds).
+#[test]
+fn a_llama_from_config_is_initialised_as_hf_does() {
+    use normtune_core::models::llama::LlamaConfig;
+    let cfg = LlamaConfig {
+        vocab_size: 2000,
+        hidden_size: 128,
+        intermediate_size: 256,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        initializer_range: 0.05,
+        ..Default::default()
+    };
+    let m = cfg.init(&normtune_core::burn::tensor::Device::flex());
+    let std = |v: Vec<f32>| {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+    };
+    let q = std(m.model.layers[0]
+        .self_attn
+        .q_proj
+        .weight
+        .val()
+        .into_data()
+        .iter()
+        .collect());
+    let e = std(m
+        .model
+        .embed_tokens
+        .weight
+        .val()
+        .into_data()
+        .iter()
+        .collect());
+    assert!((q / 0.05 - 1.0).abs() < 0.05, "q_proj std {q}");
+    assert!((e / 0.05 - 1.0).abs() < 0.05, "embedding std {e}");
+    let g: Vec<f32> = m.model.norm.gamma.val().into_data().iter().collect();
+    assert!(g.iter().all(|&x| x == 1.0));
+}

@@ -59,6 +59,9 @@ pub struct LlamaConfig {
     pub eos_token_id: Option<serde_json::Value>,
     /// Padding.
     pub pad_token_id: Option<i64>,
+    /// Standard deviation of the normal initialisation of linear and embedding weights (HF's
+    /// `_init_weights`; a model built from config.json alone starts there).
+    pub initializer_range: f64,
 }
 
 impl Default for LlamaConfig {
@@ -84,6 +87,7 @@ impl Default for LlamaConfig {
             bos_token_id: Some(1),
             eos_token_id: Some(serde_json::json!(2)),
             pad_token_id: None,
+            initializer_range: 0.02,
         }
     }
 }

@@ -329,8 +329,17 @@ impl LlamaConfig {
     pub fn init(&self, device: &Device) -> LlamaForCausalLM {
         let (h, hd) = (self.hidden_size, self.head_dim());
         let (heads, kvh) = (self.num_attention_heads, self.kv_heads());
-        let lin =
-            |i: usize, o: usize, bias: bool| LinearConfig::new(i, o).with_bias(bias).init(device);
+        // HF's initialisation: weights ~ N(0, initializer_range), biases 0, norms 1.
+        let init = burn::nn::Initializer::Normal {
+            mean: 0.0,
+            std: self.initializer_range,
+        };
+        let lin = |i: usize, o: usize, bias: bool| {
+            LinearConfig::new(i, o)
+                .with_bias(bias)
+                .with_initializer(init.clone())
+                .init(device)
+        };
         let norm = || {
             RmsNormConfig::new(h)
                 .with_epsilon(self.rms_norm_eps)
@@ -359,7 +368,9 @@ impl LlamaConfig {
             .collect();
         LlamaForCausalLM {
             model: LlamaModel {
-                embed_tokens: EmbeddingConfig::new(self.vocab_size, h).init(device),
+                embed_tokens: EmbeddingConfig::new(self.vocab_size, h)
+                    .with_initializer(init.clone())
+                    .init(device),
                 layers,
                 norm: norm(),
                 theta: self.theta(),
