@@ -134,3 +134,44 @@ fn probe_adapter() -> Option<String> {
     }
     None
 }
+
+/// One device of a `devices` list (data-parallel training): `cpu` (burn flex), `gpu` (wgpu's
+/// default adapter), `gpu:N` (the N-th discrete GPU), `igpu:N` (the N-th integrated GPU).
+#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+pub fn parse_device(s: &str) -> Result<ChosenDevice, String> {
+    let s = s.trim();
+    let (kind, index) = match s.split_once(':') {
+        Some((k, i)) => (
+            k,
+            Some(
+                i.parse::<usize>()
+                    .map_err(|_| format!("device `{s}`: `{i}` is not a device number"))?,
+            ),
+        ),
+        None => (s, None),
+    };
+    match (kind, index) {
+        ("cpu", None) => Ok(ChosenDevice {
+            reason: "cpu (flex)".into(),
+            ..cpu()
+        }),
+        #[cfg(feature = "wgpu")]
+        ("gpu", None) => Ok(ChosenDevice {
+            device: Device::wgpu(Default::default()),
+            reason: "gpu (wgpu, default adapter)".into(),
+        }),
+        #[cfg(feature = "wgpu")]
+        ("gpu", Some(i)) => Ok(ChosenDevice {
+            device: Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+            reason: format!("gpu:{i} (wgpu, discrete GPU {i})"),
+        }),
+        #[cfg(feature = "wgpu")]
+        ("igpu", Some(i)) => Ok(ChosenDevice {
+            device: Device::wgpu(burn::tensor::DeviceKind::IntegratedGpu(i)),
+            reason: format!("igpu:{i} (wgpu, integrated GPU {i})"),
+        }),
+        _ => Err(format!(
+            "unknown device `{s}` (expected cpu, gpu, gpu:N or igpu:N)"
+        )),
+    }
+}

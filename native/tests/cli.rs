@@ -844,3 +844,62 @@ fn inspect_counts_and_estimates_a_7b_llava_from_its_config_alone() {
     let weights = v["memory_estimate"]["bytes"]["weights"].as_u64().unwrap();
     assert_eq!(weights, 4 * r["total_params"].as_u64().unwrap());
 }
+
+/// `devices = ["cpu", "cpu"]` trains data-parallel (two replicas; on GPUs `gpu:0`, `gpu:1`) and
+/// gives the losses one device gives on the same batches.
+#[test]
+fn train_on_two_devices_gives_the_one_device_losses() {
+    let root = fixtures().join("../..");
+    let config = fixtures().join("data/tiny_vqa.toml");
+    let run = |devices: &str, tag: &str| -> Vec<f64> {
+        let out = std::env::temp_dir().join(format!("normtune-dp-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let (ok, _, err) = normtune(&[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            &format!("out=\"{}\"", out.display()),
+            &format!(
+                "model=\"{}\"",
+                root.join("tests/fixtures/blip_vqa").display()
+            ),
+            &format!(
+                "data.train=\"{}\"",
+                root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
+            ),
+            &format!(
+                "data.images=\"{}\"",
+                root.join("tests/fixtures/images").display()
+            ),
+            "epochs=4",
+            "eval.every=0",
+            devices,
+            "--device",
+            "cpu",
+        ]);
+        assert!(ok, "{err}");
+        if tag == "two" {
+            assert!(err.contains("data parallel"), "{err}");
+        }
+        let losses = metrics_lines(&out)
+            .iter()
+            .filter(|l| l["kind"] == "train")
+            .map(|l| l["loss"].as_f64().unwrap())
+            .collect();
+        let _ = std::fs::remove_dir_all(&out);
+        losses
+    };
+    let one = run("devices=[]", "one");
+    let two = run("devices=[\"cpu\", \"cpu\"]", "two");
+    assert_eq!(one.len(), 4);
+    for (a, b) in one.iter().zip(&two) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "{one:?} vs {two:?}");
+    }
+    let (ok, _, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "devices=[\"cpu\", \"tpu\"]",
+    ]);
+    assert!(!ok && err.contains("unknown device `tpu`"), "{err}");
+}

@@ -12,9 +12,10 @@ use super::loss::{bce_with_logits, lm_loss};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
 use crate::models::Model;
+use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Optimisation settings (defaults: MILE's AdamW, weight decay 0.05, label smoothing 0.1; a
@@ -103,6 +104,154 @@ pub enum Batch {
         /// Where each row's answer starts (the tokens learned are from there to the end).
         answer_start: Vec<usize>,
     },
+}
+
+impl Batch {
+    /// `n` shards of consecutive rows (sizes differing by at most one; fewer when the batch has
+    /// fewer rows), each with what its loss averages over: answer or report tokens past the
+    /// first (as the LM loss counts them), learned chat tokens, or label entries.
+    pub async fn shards(&self, n: usize) -> Result<Vec<(Batch, f64)>> {
+        let rows = match self {
+            Batch::Vqa { pixels, .. }
+            | Batch::Report { pixels, .. }
+            | Batch::Classify { pixels, .. }
+            | Batch::Chat { pixels, .. } => pixels.dims()[0],
+        };
+        let n = n.clamp(1, rows.max(1));
+        let mut out = Vec::with_capacity(n);
+        let mut start = 0;
+        for k in 0..n {
+            let len = rows / n + usize::from(k < rows % n);
+            let r = start..start + len;
+            start += len;
+            let rows4 = |t: &Tensor<4>| {
+                let d = t.dims();
+                t.clone().slice([r.clone(), 0..d[1], 0..d[2], 0..d[3]])
+            };
+            let rows2 = |t: &Tensor<2>| {
+                let d = t.dims();
+                t.clone().slice([r.clone(), 0..d[1]])
+            };
+            let rows2i = |t: &Tensor<2, Int>| {
+                let d = t.dims();
+                t.clone().slice([r.clone(), 0..d[1]])
+            };
+            // Tokens the LM loss averages over: the mask past the first position.
+            let counted = |m: Tensor<2>| async move {
+                let l = m.dims()[1];
+                if l < 2 {
+                    return Ok(0.0);
+                }
+                let s = m.narrow(1, 1, l - 1).sum();
+                s.into_data_async()
+                    .await
+                    .map_err(Error::device)
+                    .map(|d| d.iter::<f32>().next().unwrap_or(0.0) as f64)
+            };
+            out.push(match self {
+                Batch::Vqa {
+                    pixels,
+                    question_ids,
+                    question_mask,
+                    answer_ids,
+                    answer_mask,
+                } => {
+                    let am = rows2(answer_mask);
+                    let w = counted(am.clone()).await?;
+                    (
+                        Batch::Vqa {
+                            pixels: rows4(pixels),
+                            question_ids: rows2i(question_ids),
+                            question_mask: rows2(question_mask),
+                            answer_ids: rows2i(answer_ids),
+                            answer_mask: am,
+                        },
+                        w,
+                    )
+                }
+                Batch::Report { pixels, ids, mask } => {
+                    let m = rows2(mask);
+                    let w = counted(m.clone()).await?;
+                    (
+                        Batch::Report {
+                            pixels: rows4(pixels),
+                            ids: rows2i(ids),
+                            mask: m,
+                        },
+                        w,
+                    )
+                }
+                Batch::Classify { pixels, targets } => {
+                    let t = rows2(targets);
+                    let w = t.dims().iter().product::<usize>() as f64;
+                    (
+                        Batch::Classify {
+                            pixels: rows4(pixels),
+                            targets: t,
+                        },
+                        w,
+                    )
+                }
+                Batch::Chat {
+                    pixels,
+                    ids,
+                    answer_start,
+                } => {
+                    let w = ids[r.clone()]
+                        .iter()
+                        .zip(&answer_start[r.clone()])
+                        .map(|(row, s)| row.len().saturating_sub(*s))
+                        .sum::<usize>() as f64;
+                    (
+                        Batch::Chat {
+                            pixels: rows4(pixels),
+                            ids: ids[r.clone()].to_vec(),
+                            answer_start: answer_start[r.clone()].to_vec(),
+                        },
+                        w,
+                    )
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// The batch on `device`.
+    pub fn to_device(self, device: &Device) -> Batch {
+        match self {
+            Batch::Vqa {
+                pixels,
+                question_ids,
+                question_mask,
+                answer_ids,
+                answer_mask,
+            } => Batch::Vqa {
+                pixels: pixels.to_device(device),
+                question_ids: question_ids.to_device(device),
+                question_mask: question_mask.to_device(device),
+                answer_ids: answer_ids.to_device(device),
+                answer_mask: answer_mask.to_device(device),
+            },
+            Batch::Report { pixels, ids, mask } => Batch::Report {
+                pixels: pixels.to_device(device),
+                ids: ids.to_device(device),
+                mask: mask.to_device(device),
+            },
+            Batch::Classify { pixels, targets } => Batch::Classify {
+                pixels: pixels.to_device(device),
+                targets: targets.to_device(device),
+            },
+            Batch::Chat {
+                pixels,
+                ids,
+                answer_start,
+            } => Batch::Chat {
+                pixels: pixels.to_device(device),
+                ids,
+                answer_start,
+            },
+        }
+    }
 }
 
 /// What one `step` did.
@@ -426,8 +575,13 @@ impl Trainer {
 
     /// The loss of `batch` under the current model (differentiable).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor<1>> {
+        self.loss_of(&self.model, batch)
+    }
+
+    /// The loss of `batch` under `model` (the trainer's, or a replica of it on another device).
+    fn loss_of(&self, model: &Model, batch: &Batch) -> Result<Tensor<1>> {
         let s = self.cfg.label_smoothing;
-        match (&self.model, batch) {
+        match (model, batch) {
             (
                 Model::Vqa(m),
                 Batch::Vqa {
@@ -526,6 +680,69 @@ impl Trainer {
         Ok(Event {
             step: self.step,
             loss: value,
+            lr: self.last_lr,
+            applied,
+        })
+    }
+
+    /// As [`Self::step`], data-parallel over `devices` (autodiff devices; the first is the
+    /// model's): the micro-batch is split into one shard per device, each device runs forward and
+    /// backward on a fork of the model, the gradients are moved to the model's device and summed,
+    /// and one optimizer step updates the model there (burn-train's multi-device strategy, with
+    /// burn's `fork`, `GradientsParams::to_device` and `GradientsAccumulator`). Each shard's loss
+    /// is weighted by its share of what the loss averages over (answer or report tokens, labels),
+    /// so the summed gradient is the whole batch's: the result equals one device's step on the
+    /// same batch, up to float rounding. Shards run one after another from this thread: on
+    /// GPUs their work overlaps in the devices' queues; on the CPU there is only one device.
+    pub async fn step_parallel(&mut self, batch: &Batch, devices: &[Device]) -> Result<Event> {
+        if devices.len() <= 1 {
+            return self.step(batch).await;
+        }
+        let shards = batch.shards(devices.len()).await?;
+        let total: f64 = shards.iter().map(|(_, w)| w).sum();
+        if !(total > 0.0) {
+            return Err(Error::Input("the batch has nothing to learn from".into()));
+        }
+        let main = devices[0].clone();
+        let mut value = 0.0f64;
+        for ((shard, weight), device) in shards.into_iter().zip(devices) {
+            let shard = shard.to_device(device);
+            let replica = self.model.clone().fork(device);
+            let loss = self.loss_of(&replica, &shard)?;
+            let v = loss
+                .clone()
+                .into_data_async()
+                .await
+                .map_err(Error::device)?
+                .iter::<f32>()
+                .next()
+                .unwrap_or(f32::NAN);
+            if !v.is_finite() {
+                return Err(Error::Input(format!(
+                    "the loss is {v} at step {}: lower the learning rate",
+                    self.step
+                )));
+            }
+            value += v as f64 * weight / total;
+            let scaled = loss * (weight / total / self.cfg.grad_accum as f64);
+            let grads = GradientsParams::from_grads(scaled.backward(), &replica)
+                .to_device(&main, &self.model);
+            self.accum.accumulate(&self.model, grads);
+        }
+        self.micro += 1;
+        let mut applied = false;
+        if self.micro == self.cfg.grad_accum {
+            self.last_lr = self.schedule.lr_at(self.step);
+            self.model = self
+                .optim
+                .step(self.last_lr, self.model.clone(), self.accum.grads());
+            self.step += 1;
+            self.micro = 0;
+            applied = true;
+        }
+        Ok(Event {
+            step: self.step,
+            loss: value as f32,
             lr: self.last_lr,
             applied,
         })

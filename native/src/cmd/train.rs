@@ -160,6 +160,11 @@ pub struct RunConfig {
     /// Decoding for evaluation.
     #[serde(default)]
     generation: GenConfig,
+    /// Data-parallel training over these devices (`["cpu", "cpu"]`, `["gpu:0", "gpu:1"]`): each
+    /// micro-batch is split across them and one optimizer step applies the summed gradients on
+    /// the first. Empty (the default): one device, from `--device`.
+    #[serde(default)]
+    devices: Vec<String>,
 }
 
 fn default_batch() -> usize {
@@ -191,6 +196,7 @@ const KNOWN_KEYS: &[&str] = &[
     "hflip",
     "learning_rate",
     "generation",
+    "devices",
     "format",
     "train",
     "eval",
@@ -415,6 +421,9 @@ pub fn run_config(
     resuming: bool,
     device: normtune_core::device::DeviceChoice,
 ) -> anyhow::Result<serde_json::Value> {
+    for d in &cfg.devices {
+        normtune_core::device::parse_device(d).map_err(|e| anyhow::anyhow!("devices: {e}"))?;
+    }
     if !resuming {
         anyhow::ensure!(
             !cfg.out.exists(),
@@ -454,13 +463,34 @@ pub fn run_config(
         .clone()
         .unwrap_or_else(|| primary_metric(task).to_string());
 
-    let dev = choose(device);
-    eprintln!("device: {}", dev.reason);
-    let device = if cfg.train.gradient_checkpointing {
-        dev.device.clone().autodiff().gradient_checkpointing()
-    } else {
-        dev.device.clone().autodiff()
+    let dev = match cfg.devices.first() {
+        Some(first) => normtune_core::device::parse_device(first)
+            .map_err(|e| anyhow::anyhow!("devices: {e}"))?,
+        None => choose(device),
     };
+    let train_device = |d: &normtune_core::burn::tensor::Device| {
+        if cfg.train.gradient_checkpointing {
+            d.clone().autodiff().gradient_checkpointing()
+        } else {
+            d.clone().autodiff()
+        }
+    };
+    let mut replicas = Vec::new();
+    for d in &cfg.devices {
+        let c =
+            normtune_core::device::parse_device(d).map_err(|e| anyhow::anyhow!("devices: {e}"))?;
+        replicas.push(train_device(&c.device));
+    }
+    if replicas.len() > 1 {
+        eprintln!(
+            "devices: {} (data parallel; the model and optimizer on {})",
+            cfg.devices.join(", "),
+            dev.reason
+        );
+    } else {
+        eprintln!("device: {}", dev.reason);
+    }
+    let device = train_device(&dev.device);
     let src = DirSource::open(&cfg.model)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
     check_label_names(&cfg.data, &p)?;
@@ -590,7 +620,7 @@ pub fn run_config(
             run.cfg.seed,
         ))?;
         let t0 = std::time::Instant::now();
-        let ev = match pollster::block_on(trainer.step(&batch)) {
+        let ev = match pollster::block_on(trainer.step_parallel(&batch, &replicas)) {
             Ok(ev) => ev,
             Err(e) => {
                 bar.abandon();
