@@ -758,6 +758,37 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
         let p = preds.iter().find(|p| p["id"] == id).unwrap();
         assert_eq!(stdout.trim(), p["answer"].as_str().unwrap(), "{id}");
     }
+    // Folded into the weights (`merge`), the model answers as base + adapter did.
+    let merged = out.with_extension("merged");
+    let _ = std::fs::remove_dir_all(&merged);
+    let (ok, _, err) = normtune(&[
+        "merge",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        out.join("adapter").to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (id, image, q) = questions[1];
+    let (ok, stdout, err) = normtune(&[
+        "infer",
+        "--model",
+        merged.to_str().unwrap(),
+        "--image",
+        root.join("tests/fixtures/images").join(image).to_str().unwrap(),
+        "--question",
+        q,
+        "--max-new-tokens",
+        "5",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let p = preds.iter().find(|p| p["id"] == id).unwrap();
+    assert_eq!(stdout.trim(), p["answer"].as_str().unwrap(), "merged");
+    let _ = std::fs::remove_dir_all(&merged);
     let _ = std::fs::remove_dir_all(&out);
 }
 
