@@ -186,6 +186,11 @@ pub struct EvalArgs {
     /// HF model folder.
     #[arg(long)]
     pub model: PathBuf,
+    /// LLaVA-style models: the conversation a question becomes, with `<image>` and `{question}`
+    /// (default LLaVA-1.5's `USER: <image>\n{question} ASSISTANT:`; LLaVA-Med v1.5:
+    /// `[INST] <image>\n{question} [/INST]`).
+    #[arg(long)]
+    pub chat_prompt: Option<String>,
     /// Adapter folder to apply (peft or normtune format).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
@@ -262,6 +267,11 @@ pub struct InferArgs {
     /// HF model folder (config.json, model.safetensors, tokenizer, preprocessor_config.json).
     #[arg(long)]
     pub model: PathBuf,
+    /// LLaVA-style models: the conversation a question becomes, with `<image>` and `{question}`
+    /// (default LLaVA-1.5's `USER: <image>\n{question} ASSISTANT:`; LLaVA-Med v1.5:
+    /// `[INST] <image>\n{question} [/INST]`).
+    #[arg(long)]
+    pub chat_prompt: Option<String>,
     /// Image file (PNG or JPEG).
     #[arg(long)]
     pub image: PathBuf,

@@ -777,7 +777,10 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
         "--model",
         merged.to_str().unwrap(),
         "--image",
-        root.join("tests/fixtures/images").join(image).to_str().unwrap(),
+        root.join("tests/fixtures/images")
+            .join(image)
+            .to_str()
+            .unwrap(),
         "--question",
         q,
         "--max-new-tokens",
@@ -933,4 +936,72 @@ fn train_on_two_devices_gives_the_one_device_losses() {
         "devices=[\"cpu\", \"tpu\"]",
     ]);
     assert!(!ok && err.contains("unknown device `tpu`"), "{err}");
+}
+
+/// A LLaVA chat template of one's own (`chat_prompt`: here LLaVA-Med v1.5's Mistral format)
+/// trains and answers; `infer --chat-prompt` with it gives the run's answers; a template
+/// without `{question}` is refused in one line.
+#[test]
+fn a_llava_chat_prompt_of_ones_own_trains_and_answers() {
+    let root = fixtures().join("../..");
+    let model = root.join("tests/fixtures/llava/tiny");
+    let out = std::env::temp_dir().join(format!("normtune-llava-chat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let template = r"[INST] <image>\n{question} [/INST]";
+    let (ok, _, err) = normtune(&[
+        "train",
+        "--config",
+        fixtures().join("data/tiny_llava.toml").to_str().unwrap(),
+        &format!("out=\"{}\"", out.display()),
+        &format!("model=\"{}\"", model.display()),
+        &format!(
+            "data.train=\"{}\"",
+            root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
+        ),
+        &format!(
+            "data.images=\"{}\"",
+            root.join("tests/fixtures/images").display()
+        ),
+        &format!("chat_prompt=\"{template}\""),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let preds = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let q1: serde_json::Value = preds
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|p| p["id"] == "q1")
+        .unwrap();
+    let infer = |t: &str| {
+        normtune(&[
+            "infer",
+            "--model",
+            model.to_str().unwrap(),
+            "--image",
+            root.join("tests/fixtures/images/chest_50x40.png")
+                .to_str()
+                .unwrap(),
+            "--question",
+            "what organ is shown in this chest x ray image?",
+            "--adapter",
+            out.join("adapter").to_str().unwrap(),
+            "--chat-prompt",
+            t,
+            "--max-new-tokens",
+            "5",
+            "--device",
+            "cpu",
+        ])
+    };
+    let (ok, stdout, err) = infer(template);
+    assert!(ok, "{err}");
+    assert_eq!(stdout.trim(), q1["answer"].as_str().unwrap());
+    let (ok, _, err) = infer("USER: <image> ASSISTANT:");
+    assert!(
+        !ok && err.contains("needs `{question}`")
+            && err.lines().filter(|l| l.starts_with("error")).count() == 1,
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -283,6 +283,10 @@ pub struct Pipeline {
     pub preprocessor: Preprocessor,
     /// Where the model lives.
     pub device: Device,
+    /// The conversation a question becomes for a LLaVA-style model, with `<image>` and
+    /// `{question}` in it ([`llava::PROMPT`], LLaVA-1.5's, unless set with
+    /// [`Pipeline::set_chat_prompt`]).
+    pub chat_prompt: String,
 }
 
 /// Generated text and the ids HF `generate` would return.
@@ -379,6 +383,7 @@ impl Pipeline {
             tokenizer,
             preprocessor,
             device: device.clone(),
+            chat_prompt: llava::PROMPT.to_string(),
         })
     }
 
@@ -391,6 +396,7 @@ impl Pipeline {
             tokenizer: self.tokenizer.clone(),
             preprocessor: self.preprocessor.clone(),
             device: self.device.clone().inner(),
+            chat_prompt: self.chat_prompt.clone(),
         }
     }
 
@@ -412,7 +418,7 @@ impl Pipeline {
         if question.trim().is_empty() {
             return Err(Error::Input("the question is empty".into()));
         }
-        let text = llava::PROMPT.replace("{question}", question.trim());
+        let text = self.chat_prompt.replace("{question}", question.trim());
         let (before, after) = text.split_once("<image>").unwrap_or((&text, ""));
         let mut ids = tok.encode(before, usize::MAX)?;
         ids.extend(std::iter::repeat_n(c.image_token_index, c.image_tokens()));
@@ -433,6 +439,20 @@ impl Pipeline {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Sets the conversation template of a LLaVA-style model (e.g. LLaVA-Med's Mistral format
+    /// `[INST] <image>\n{question} [/INST]`): it must hold `<image>` and `{question}` once each.
+    pub fn set_chat_prompt(&mut self, template: &str) -> Result<()> {
+        for p in ["<image>", "{question}"] {
+            if template.matches(p).count() != 1 {
+                return Err(Error::Input(format!(
+                    "chat prompt `{template}`: needs `{p}` exactly once"
+                )));
+            }
+        }
+        self.chat_prompt = template.to_string();
+        Ok(())
     }
 
     /// A chat training batch: each prompt ([`Self::llava_prompt`]) followed by its answer and the

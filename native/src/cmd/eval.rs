@@ -25,6 +25,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let dev = choose(a.device.device);
     eprintln!("device: {}", dev.reason);
     let mut p = pollster::block_on(Pipeline::load(&DirSource::open(&a.model)?, &dev.device))?;
+    if let Some(t) = &a.chat_prompt {
+        p.set_chat_prompt(&crate::cmd::infer::unescape(t))?;
+    }
     if let Some(dir) = &a.adapter {
         p.model = pollster::block_on(normtune_core::peft::io::load_adapter(
             p.model,

@@ -13,6 +13,9 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
     let src = DirSource::open(&a.model)?;
     let image = read_file(&a.image)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
+    if let Some(t) = &a.chat_prompt {
+        p.set_chat_prompt(&unescape(t))?;
+    }
     let base = a.compare.then(|| p.model.clone());
     if let Some(dir) = &a.adapter {
         p.model = pollster::block_on(normtune_core::peft::io::load_adapter(
@@ -112,4 +115,9 @@ fn compare(
         }
     }
     Ok(())
+}
+
+/// A template typed on the command line: `\n` written as two characters becomes a newline.
+pub fn unescape(t: &str) -> String {
+    t.replace("\\n", "\n")
 }

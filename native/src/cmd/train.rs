@@ -165,6 +165,10 @@ pub struct RunConfig {
     /// the first. Empty (the default): one device, from `--device`.
     #[serde(default)]
     devices: Vec<String>,
+    /// LLaVA-style models: the conversation a question becomes (`<image>`, `{question}`);
+    /// LLaVA-1.5's when unset.
+    #[serde(default)]
+    chat_prompt: Option<String>,
 }
 
 fn default_batch() -> usize {
@@ -197,6 +201,7 @@ const KNOWN_KEYS: &[&str] = &[
     "learning_rate",
     "generation",
     "devices",
+    "chat_prompt",
     "format",
     "train",
     "eval",
@@ -493,6 +498,9 @@ pub fn run_config(
     let device = train_device(&dev.device);
     let src = DirSource::open(&cfg.model)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
+    if let Some(t) = &cfg.chat_prompt {
+        p.set_chat_prompt(t)?;
+    }
     check_label_names(&cfg.data, &p)?;
     // New PEFT modules (LoRA A, prefixes) draw their initial values from the device's RNG:
     // seeding it makes a run, and so its resumption, reproducible.
