@@ -125,13 +125,40 @@ fn check_lengths(b: &[u8]) -> std::result::Result<(), String> {
     } else {
         return Ok(()); // dicom-rs refuses it
     };
-    // The meta group: explicit VR little endian; it names the data set's transfer syntax.
+    // The meta group, as dicom-rs 0.8 reads it (explicit VR little endian): (0002,0000) first,
+    // with a 4-byte value, the group's length; then elements of any group until that many bytes
+    // are read (found by fuzzing: an off-group element inside the declared length is read as
+    // part of the meta group, so the data set starts after it). (0002,0010) names the data
+    // set's transfer syntax.
     let mut pos = start;
+    if pos + 12 > b.len()
+        || (u16_at(b, pos, false), u16_at(b, pos + 2, false)) != (0x0002, 0x0000)
+    {
+        return Ok(()); // dicom-rs refuses it
+    }
+    let Some((_, 4, hdr)) = explicit_header(b, pos, false) else {
+        return Ok(());
+    };
+    pos += hdr;
+    if pos + 4 > b.len() {
+        return Ok(());
+    }
+    let group_length = u32_at(b, pos, false) as u64;
+    pos += 4;
+    let mut read = 0u64;
     let mut syntax = String::new();
-    while pos + 8 <= b.len() && u16_at(b, pos, false) == 0x0002 {
-        let tag = (0x0002, u16_at(b, pos + 2, false));
-        let Some((_, len, hdr)) = explicit_header(b, pos, false) else {
+    while read < group_length {
+        if pos + 8 > b.len() {
             return Ok(());
+        }
+        let tag = (u16_at(b, pos, false), u16_at(b, pos + 2, false));
+        let (len, hdr) = if tag.0 == 0xFFFE {
+            (u32_at(b, pos + 4, false), 8)
+        } else {
+            match explicit_header(b, pos, false) {
+                Some((_, len, hdr)) => (len, hdr),
+                None => return Ok(()),
+            }
         };
         pos += hdr;
         if len == UNDEFINED {
@@ -140,12 +167,13 @@ fn check_lengths(b: &[u8]) -> std::result::Result<(), String> {
         if len as usize > b.len() - pos {
             return Err(too_long(tag, len, b.len() - pos));
         }
-        if tag.1 == 0x0010 {
+        if tag == (0x0002, 0x0010) {
             syntax = String::from_utf8_lossy(&b[pos..pos + len as usize])
                 .trim_end_matches(['\0', ' '])
                 .to_string();
         }
         pos += len as usize;
+        read += hdr as u64 + len as u64;
     }
     match syntax.as_str() {
         "1.2.840.10008.1.2" => walk_data_set(&b[pos..], false, false),
@@ -625,13 +653,38 @@ mod tests {
     use super::*;
 
     /// Preamble, `DICM` and a meta group naming only the transfer syntax `ts`.
+    /// Preamble, `DICM`, the meta group's length, then the transfer syntax.
     fn meta(ts: &[u8]) -> Vec<u8> {
+        meta_with(ts, &[])
+    }
+
+    /// As [`meta`], with `extra` bytes (elements) counted in the meta group's length.
+    fn meta_with(ts: &[u8], extra: &[u8]) -> Vec<u8> {
+        let mut group = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I'];
+        group.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        group.extend_from_slice(ts);
+        group.extend_from_slice(extra);
         let mut f = vec![0u8; 128];
         f.extend_from_slice(b"DICM");
-        f.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        f.extend_from_slice(&(ts.len() as u16).to_le_bytes());
-        f.extend_from_slice(ts);
+        f.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        f.extend_from_slice(&(group.len() as u32).to_le_bytes());
+        f.extend_from_slice(&group);
         f
+    }
+
+    #[test]
+    fn an_off_group_element_inside_the_meta_length_belongs_to_the_meta_group() {
+        // dicom-rs reads meta elements until the group length is used up, whatever their group:
+        // the (0009,0010) LO here is meta, and the data set (implicit VR) starts after it with
+        // an element claiming 3 GB (found by fuzzing).
+        let mut off = vec![0x09, 0x00, 0x10, 0x00, b'L', b'O', 4, 0];
+        off.extend_from_slice(b"ABCD");
+        let mut f = meta_with(b"1.2.840.10008.1.2\0", &off);
+        f.extend_from_slice(&[0x11, 0x00, 0x10, 0x00]);
+        f.extend_from_slice(&3_000_000_000u32.to_le_bytes());
+        f.extend_from_slice(&[0; 16]);
+        let e = decode_dicom(&f, "x.dcm", None).unwrap_err().to_string();
+        assert!(e.contains("(0011,0010) claims 3000000000 bytes"), "{e}");
     }
 
     #[test]
