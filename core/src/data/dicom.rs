@@ -131,8 +131,7 @@ fn check_lengths(b: &[u8]) -> std::result::Result<(), String> {
     // part of the meta group, so the data set starts after it). (0002,0010) names the data
     // set's transfer syntax.
     let mut pos = start;
-    if pos + 12 > b.len()
-        || (u16_at(b, pos, false), u16_at(b, pos + 2, false)) != (0x0002, 0x0000)
+    if pos + 12 > b.len() || (u16_at(b, pos, false), u16_at(b, pos + 2, false)) != (0x0002, 0x0000)
     {
         return Ok(()); // dicom-rs refuses it
     }

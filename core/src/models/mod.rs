@@ -474,9 +474,10 @@ impl Pipeline {
             }
             let mut row = self.llava_prompt(q)?;
             answer_start.push(row.len());
-            row.extend(tok.encode_plain(&format!(" {}", a.trim()))?);
-            row.push(eos);
-            self.check_vocab(&row)?;
+            let mut answer = tok.encode_plain(&format!(" {}", a.trim()))?;
+            answer.push(eos);
+            self.check_vocab(&answer)?;
+            row.extend(answer);
             if row.len() > max {
                 return Err(Error::Input(format!(
                     "a training example is {} tokens with its image, over the model's {max}",

@@ -649,6 +649,15 @@ impl Trainer {
             );
         }
         let loss = self.loss(batch)?;
+        let value = self.finite_loss(&loss).await?;
+        let scaled = loss / self.cfg.grad_accum as f64;
+        let grads = GradientsParams::from_grads(scaled.backward(), &self.model);
+        self.accum.accumulate(&self.model, grads);
+        Ok(self.end_micro_batch(value))
+    }
+
+    /// The loss's value, or an error if it is not finite (a diverging run).
+    async fn finite_loss(&self, loss: &Tensor<1>) -> Result<f32> {
         let value = loss
             .clone()
             .into_data_async()
@@ -663,9 +672,12 @@ impl Trainer {
                 self.step
             )));
         }
-        let scaled = loss / self.cfg.grad_accum as f64;
-        let grads = GradientsParams::from_grads(scaled.backward(), &self.model);
-        self.accum.accumulate(&self.model, grads);
+        Ok(value)
+    }
+
+    /// Counts a micro-batch whose gradients are accumulated; takes the optimizer step when
+    /// `grad_accum` of them have been seen.
+    fn end_micro_batch(&mut self, loss: f32) -> Event {
         self.micro += 1;
         let mut applied = false;
         if self.micro == self.cfg.grad_accum {
@@ -677,12 +689,12 @@ impl Trainer {
             self.micro = 0;
             applied = true;
         }
-        Ok(Event {
+        Event {
             step: self.step,
-            loss: value,
+            loss,
             lr: self.last_lr,
             applied,
-        })
+        }
     }
 
     /// As [`Self::step`], data-parallel over `devices` (autodiff devices; the first is the
@@ -709,43 +721,13 @@ impl Trainer {
             let shard = shard.to_device(device);
             let replica = self.model.clone().fork(device);
             let loss = self.loss_of(&replica, &shard)?;
-            let v = loss
-                .clone()
-                .into_data_async()
-                .await
-                .map_err(Error::device)?
-                .iter::<f32>()
-                .next()
-                .unwrap_or(f32::NAN);
-            if !v.is_finite() {
-                return Err(Error::Input(format!(
-                    "the loss is {v} at step {}: lower the learning rate",
-                    self.step
-                )));
-            }
-            value += v as f64 * weight / total;
+            value += self.finite_loss(&loss).await? as f64 * weight / total;
             let scaled = loss * (weight / total / self.cfg.grad_accum as f64);
             let grads = GradientsParams::from_grads(scaled.backward(), &replica)
                 .to_device(&main, &self.model);
             self.accum.accumulate(&self.model, grads);
         }
-        self.micro += 1;
-        let mut applied = false;
-        if self.micro == self.cfg.grad_accum {
-            self.last_lr = self.schedule.lr_at(self.step);
-            self.model = self
-                .optim
-                .step(self.last_lr, self.model.clone(), self.accum.grads());
-            self.step += 1;
-            self.micro = 0;
-            applied = true;
-        }
-        Ok(Event {
-            step: self.step,
-            loss: value as f32,
-            lr: self.last_lr,
-            applied,
-        })
+        Ok(self.end_micro_batch(value as f32))
     }
 }
 

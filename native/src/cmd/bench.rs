@@ -241,16 +241,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "first_loss": losses.first(),
         "last_loss": losses.last(),
     });
-    if a.json {
-        println!("{v}");
-    } else {
-        println!(
-            "step {step_med:.1} ms median (min {step_min:.1}, max {step_max:.1}) | {:.2} samples/s | answer {answer_med:.1} ms ({} tokens) | peak RSS {} MB",
-            b as f64 / (step_med / 1e3),
-            a.answer_tokens,
-            peak_rss_mb().map_or("?".into(), |m| format!("{m:.0}"))
-        );
-    }
+    print_row(&a, &v);
     Ok(())
 }
 
@@ -355,17 +346,27 @@ fn run_llava(
         "total_params": report.total_params, "first_loss": losses.first(),
         "last_loss": losses.last(),
     });
+    print_row(a, &v);
+    Ok(())
+}
+
+/// Prints a row: the JSON object with `--json`, else one line from its fields.
+fn print_row(a: &BenchArgs, v: &serde_json::Value) {
     if a.json {
         println!("{v}");
-    } else {
-        println!(
-            "step {step_med:.1} ms median (min {step_min:.1}, max {step_max:.1}) | {:.2} samples/s | answer {answer_med:.1} ms ({} tokens) | peak RSS {} MB",
-            b as f64 / (step_med / 1e3),
-            a.answer_tokens,
-            peak_rss_mb().map_or("?".into(), |m| format!("{m:.0}"))
-        );
+        return;
     }
-    Ok(())
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "step {:.1} ms median (min {:.1}, max {:.1}) | {:.2} samples/s | answer {:.1} ms ({} tokens) | peak RSS {} MB",
+        f("step_ms_median"),
+        f("step_ms_min"),
+        f("step_ms_max"),
+        f("samples_per_s"),
+        f("answer_ms_median"),
+        a.answer_tokens,
+        peak_rss_mb().map_or("?".into(), |m| format!("{m:.0}"))
+    );
 }
 
 /// Runs `warmup + steps` training steps, each timed whole (the device synchronised); returns
