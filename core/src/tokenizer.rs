@@ -40,6 +40,18 @@ impl TextTokenizer {
         })
     }
 
+    /// As a `tokenizer.json` (the `tokenizers` crate's own serialisation, pretty-printed): how a
+    /// tokenizer built from a GGUF file is written into a HF model folder.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        self.inner
+            .to_string(true)
+            .map(String::into_bytes)
+            .map_err(|e| Error::Tokenizer {
+                file: self.file.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     /// From a BERT `vocab.txt` (one token per line, id = line number), lower-casing as
     /// bert-base-uncased does.
     pub fn from_vocab_txt(bytes: &[u8], file: &str) -> Result<Self> {

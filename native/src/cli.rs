@@ -102,24 +102,34 @@ pub struct DemoArgs {
     /// PEFT method (any `--peft` spec: layernorm, lora, full, vision=layernorm,decoder=frozen, ...).
     #[arg(long, default_value = "layernorm")]
     pub method: String,
-    /// Training studies of the target domain (each has 6–9 questions).
-    #[arg(long, default_value_t = 300)]
-    pub studies: usize,
-    /// Test studies (drawn with another seed).
-    #[arg(long, default_value_t = 100)]
-    pub test_studies: usize,
-    /// Epochs.
-    #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 3e-3)]
-    pub lr: f64,
+    /// Training studies of the target domain (each has 6–9 questions) [default: 300; with
+    /// --llava 60].
+    #[arg(long)]
+    pub studies: Option<usize>,
+    /// Test studies (drawn with another seed) [default: 100; with --llava 30].
+    #[arg(long)]
+    pub test_studies: Option<usize>,
+    /// Epochs [default: 3; with --llava 1].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Peak learning rate [default: 3e-3; with --llava 1e-3].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Seed of the data and its order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Run folder (default runs/demo-<unix time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The LLaVA-style demo instead: this GGUF decoder (the real SmolLM2-135M-Instruct,
+    /// `tests/fixtures/fetch_assets.sh` puts it in `.assets/smollm2/`) under the committed small
+    /// tower and projector pre-trained on the source domain.
+    #[arg(long, value_name = "GGUF")]
+    pub llava: Option<PathBuf>,
+    /// With --llava: a folder holding another `vision.safetensors` (what `normtune pretrain
+    /// --llava` writes) instead of the committed one.
+    #[arg(long, value_name = "DIR", requires = "llava")]
+    pub vision: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -159,6 +169,11 @@ pub struct PretrainArgs {
     /// Seed of the initial weights, the data and its order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Pre-train the LLaVA-style demo instead: a small CLIP tower (started from the BLIP demo
+    /// base's ViT) and a projector under this GGUF decoder (SmolLM2-135M-Instruct), the decoder
+    /// frozen; writes the tower and projector only.
+    #[arg(long, value_name = "GGUF")]
+    pub llava: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -328,6 +343,10 @@ pub struct InspectArgs {
     /// tokens), for `--estimate-memory`.
     #[arg(long, default_value_t = 64)]
     pub text_len: usize,
+    /// Of those, the learned answer's tokens (the LM head runs over them only), for
+    /// `--estimate-memory`.
+    #[arg(long, default_value_t = 16)]
+    pub answer_len: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

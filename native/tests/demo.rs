@@ -299,3 +299,146 @@ lr = 1e-3
     assert!(err.contains("point `x`") && err.contains("loraa"), "{err}");
     assert!(!dir.join("bad").exists());
 }
+
+/// The LLaVA-style demo's two verbs on the real SmolLM2-135M-Instruct GGUF (`.assets/smollm2/`,
+/// from `tests/fixtures/fetch_assets.sh`), shrunk to a study or two: `pretrain --llava` writes
+/// the tower and projector only (f16, the names the demo's folder has), and `demo --llava
+/// --vision` puts them under the decoder, LayerNorm-tunes the result (every LayerNorm and RMSNorm
+/// weight and bias, nothing else) and prints the table; its adapter answers through `infer`.
+#[test]
+fn llava_pretrain_and_demo_run_on_the_real_smollm2() {
+    let gguf = root().join(".assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        gguf.exists(),
+        "{}: missing; run tests/fixtures/fetch_assets.sh",
+        gguf.display()
+    );
+    let gguf = gguf.display().to_string();
+    let tower = tmp("llava-tower");
+    let (code, _, err) = run(&[
+        "pretrain",
+        "--llava",
+        &gguf,
+        "--out",
+        &tower.display().to_string(),
+        "--studies",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let names: Vec<String> = {
+        let b = std::fs::read(tower.join("vision.safetensors")).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        let h: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+        h.as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "__metadata__")
+            .cloned()
+            .collect()
+    };
+    assert!(
+        names.iter().all(|k| k.starts_with("model.vision_tower.")
+            || k.starts_with("model.multi_modal_projector.")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|k| k.starts_with("model.multi_modal_projector."))
+    );
+    assert!(
+        dtypes(&tower.join("vision.safetensors"))
+            .iter()
+            .all(|d| d == "F16")
+    );
+    assert!(
+        json(&tower.join("pretrain.json"))["command"]
+            .as_str()
+            .unwrap()
+            .contains("--llava SmolLM2-135M-Instruct.Q4_1.gguf")
+    );
+
+    let out = tmp("llava-demo");
+    let (code, stdout, err) = run(&[
+        "demo",
+        "--llava",
+        &gguf,
+        "--vision",
+        &tower.display().to_string(),
+        "--studies",
+        "1",
+        "--test-studies",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        &out.display().to_string(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        stdout.contains("zero-shot") && stdout.contains("layernorm-tuned"),
+        "{stdout}"
+    );
+    let m = json(&out.join("run/metrics.json"));
+    // Trainable: the norms of the folder's checkpoint, counted from its names.
+    let b = std::fs::read(out.join("base/model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let h: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    let norms: u64 = h
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.contains("norm") || k.contains("layrnorm"))
+        .map(|(_, v)| {
+            v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+        })
+        .sum();
+    assert_eq!(m["trainable_params"].as_u64().unwrap(), norms, "{m}");
+    let toml: toml::Value =
+        toml::from_str(&std::fs::read_to_string(out.join("demo.toml")).unwrap()).unwrap();
+    assert_eq!(
+        toml["chat_prompt"].as_str(),
+        Some(normtune_core::demo::llava::CHAT_PROMPT)
+    );
+
+    // The tuned model answers through `infer` with the saved adapter and the demo's chat format.
+    let img = std::fs::read_dir(out.join("data/images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (code, _, err) = run(&[
+        "infer",
+        "--model",
+        &out.join("base").display().to_string(),
+        "--adapter",
+        &out.join("run/adapter").display().to_string(),
+        "--image",
+        &img.display().to_string(),
+        "--question",
+        "is there a pleural effusion?",
+        "--chat-prompt",
+        normtune_core::demo::llava::CHAT_PROMPT,
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(tower.with_extension("work"));
+}

@@ -267,3 +267,44 @@ fn abbreviate(items: &[&str]) -> String {
     }
     s
 }
+
+/// Every tensor of a safetensors file as `(name, shape, f32 values)`, in name order (F32, F16
+/// and BF16 stored; other dtypes refused, naming the tensor).
+pub fn read_f32(bytes: &[u8], file: &str) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
+        file: file.to_string(),
+        reason: format!("not a safetensors file: {e}"),
+    })?;
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let view = st.tensor(&name).map_err(|e| Error::Weights {
+            file: file.to_string(),
+            reason: format!("tensor `{name}`: {e}"),
+        })?;
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            d => {
+                return Err(Error::Weights {
+                    file: file.to_string(),
+                    reason: format!("tensor `{name}` is {d:?}; F32, F16 or BF16 expected"),
+                });
+            }
+        };
+        out.push((name, view.shape().to_vec(), values));
+    }
+    Ok(out)
+}

@@ -61,13 +61,15 @@ impl Stack {
 
 /// The training memory of `model` (with its PEFT applied, as `report` counts it) for batches of
 /// `batch` examples of `text_len` text tokens each (a LLaVA prompt also holds one token per image
-/// feature).
+/// feature), the last `answer_len` of them learned (the LM head runs from the position before
+/// the answer on).
 pub fn estimate_training(
     model: &Model,
     config: &ModelConfig,
     report: &TrainableReport,
     batch: usize,
     text_len: usize,
+    answer_len: usize,
 ) -> Result<MemoryEstimate> {
     let (Model::Llava(_), ModelConfig::Llava(c)) = (model, config) else {
         return Err(Error::Input(
@@ -128,10 +130,12 @@ pub fn estimate_training(
             mlp_keeps: 4,
         }
         .floats();
-        // The final norm; over the vocabulary, the logits, the log-softmax's exponentials and
-        // output, and at the start of backward their gradients: measured 4.3 `[len, vocab]`
-        // tensors per example (4000 to 16000 tokens), counted as 4.5.
-        floats += b * len * (2 * t.hidden_size as u64) + b * len * t.vocab_size as u64 * 9 / 2;
+        // The final norm; over the vocabulary (from the position before the answer on), the
+        // logits, the log-softmax's exponentials and output, and at the start of backward their
+        // gradients: measured 4.3 `[positions, vocab]` tensors per example (4000 to 16000
+        // positions), counted as 4.5.
+        let head = (answer_len.min(text_len) as u64 + 1).min(len);
+        floats += b * len * (2 * t.hidden_size as u64) + b * head * t.vocab_size as u64 * 9 / 2;
     }
     let activations = floats * F32;
     Ok(MemoryEstimate {

@@ -769,10 +769,26 @@ pub fn chat_loss(
             mask.push(if learned { 1.0f32 } else { 0.0 });
         }
     }
-    let logits = m
+    // The LM head (vocabulary-wide: a fifth of a small decoder's work) only from the position
+    // before the first answer on: earlier positions (the image, the prompt) predict nothing
+    // learned.
+    let from = answer_start
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or(1)
+        .clamp(1, len)
+        - 1;
+    let hidden = m
         .language_model
-        .logits_from_embeds(Tensor::cat(rows, 0), None, None);
-    let targets = Tensor::<1, Int>::from_ints(targets.as_slice(), &device).reshape([b, len]);
-    let mask = Tensor::<1>::from_floats(mask.as_slice(), &device).reshape([b, len]);
+        .hidden_from_embeds(Tensor::cat(rows, 0), None, None)
+        .narrow(1, from, len - from);
+    let logits = m.language_model.head(hidden);
+    let targets = Tensor::<1, Int>::from_ints(targets.as_slice(), &device)
+        .reshape([b, len])
+        .narrow(1, from, len - from);
+    let mask = Tensor::<1>::from_floats(mask.as_slice(), &device)
+        .reshape([b, len])
+        .narrow(1, from, len - from);
     Ok(lm_loss(logits, targets, mask, smoothing))
 }

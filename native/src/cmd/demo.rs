@@ -5,6 +5,8 @@
 use crate::cli::DemoArgs;
 use crate::cmd::train::{resolve, run_config};
 use crate::fs::{write_file_atomic, write_folder_atomic};
+use anyhow::Context;
+use normtune_core::demo::llava;
 use normtune_core::demo::model::base_model_files;
 use normtune_core::demo::{Domain, train_test_files};
 use std::path::Path;
@@ -22,7 +24,19 @@ pub fn prepare(
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_vec()))
         .collect();
-    write_folder_atomic(&out.join("base"), &base)?;
+    prepare_with(out, &base, domain, studies, test_studies, seed)
+}
+
+/// As [`prepare`] with another base model folder's files.
+pub fn prepare_with(
+    out: &Path,
+    base: &[(String, Vec<u8>)],
+    domain: &Domain,
+    studies: usize,
+    test_studies: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    write_folder_atomic(&out.join("base"), base)?;
     let data = train_test_files(domain, studies, test_studies, seed)?;
     write_folder_atomic(&out.join("data"), &data)?;
     Ok(())
@@ -94,9 +108,16 @@ pub fn peft_toml(spec: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
+    // The LLaVA demo runs ~90 tokens per question through a 135M-parameter decoder: fewer
+    // studies, one epoch.
+    let small = a.llava.is_some();
+    let studies = a.studies.unwrap_or(if small { 60 } else { 300 });
+    let test_studies = a.test_studies.unwrap_or(if small { 30 } else { 100 });
+    let epochs = a.epochs.unwrap_or(if small { 1 } else { 3 });
+    let lr = a.lr.unwrap_or(if small { 1e-3 } else { 3e-3 });
     let domain = Domain::named(&a.domain)?;
     anyhow::ensure!(
-        a.studies > 0 && a.epochs > 0 && a.test_studies > 0,
+        studies > 0 && epochs > 0 && test_studies > 0,
         "--studies, --test-studies and --epochs must be at least 1"
     );
     let out = a.out.clone().unwrap_or_else(|| {
@@ -113,27 +134,54 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     );
     let started = std::time::Instant::now();
     eprintln!(
-        "normtune demo: {} of the demo base model on the `{}` domain ({} training studies, {} test studies) → {}",
+        "normtune demo: {} of the {} on the `{}` domain ({} training studies, {} test studies) → {}",
         a.method,
+        if a.llava.is_some() {
+            "LLaVA-style demo model"
+        } else {
+            "demo base model"
+        },
         domain.name,
-        a.studies,
-        a.test_studies,
+        studies,
+        test_studies,
         out.display()
     );
-    prepare(&out, &domain, a.studies, a.test_studies, a.seed)?;
+    let mut run = run_toml(
+        &out,
+        &out.join("run"),
+        epochs,
+        a.seed,
+        Some(lr),
+        &peft_toml(&a.method)?,
+        true,
+    );
+    let what = match &a.llava {
+        None => {
+            prepare(&out, &domain, studies, test_studies, a.seed)?;
+            "demo base model"
+        }
+        Some(gguf) => {
+            let base = llava_base(gguf, a.vision.as_deref())?;
+            prepare_with(&out, &base, &domain, studies, test_studies, a.seed)?;
+            // SmolLM2's chat format; 8 chats per step (each ~90 tokens through 135M parameters).
+            run = run
+                .replacen("batch_size = 16\n", "batch_size = 8\n", 1)
+                .replacen("[train]\n", "[train]\nlabel_smoothing = 0.0\n", 1)
+                .replacen(
+                    "\n[data]",
+                    &format!(
+                        "chat_prompt = {}\n\n[data]",
+                        toml::Value::String(llava::CHAT_PROMPT.into())
+                    ),
+                    1,
+                );
+            "LLaVA-style demo (SmolLM2-135M-Instruct + small tower)"
+        }
+    };
     let config = out.join("demo.toml");
     let toml = format!(
-        "# Written by `normtune demo`; rerun with `normtune train --config {}`.\n{}",
+        "# Written by `normtune demo`; rerun with `normtune train --config {}`.\n{run}",
         config.display(),
-        run_toml(
-            &out,
-            &out.join("run"),
-            a.epochs,
-            a.seed,
-            Some(a.lr),
-            &peft_toml(&a.method)?,
-            true
-        )
     );
     write_file_atomic(&config, toml.as_bytes())?;
     let m = run_config(resolve(&config, &[])?, false, a.device.device)?;
@@ -147,7 +195,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let total = m["total_params"].as_u64().unwrap_or(1).max(1);
     println!();
     println!(
-        "demo base model on `{}` ({} test questions), accuracy %:",
+        "{what} on `{}` ({} test questions), accuracy %:",
         domain.name, m["examples"]
     );
     println!("                    closed   open  overall");
@@ -172,4 +220,28 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         out.join("run").display()
     );
     Ok(())
+}
+
+/// The LLaVA-style demo's base model folder: the GGUF decoder under the committed tower and
+/// projector (or those of `vision/vision.safetensors`).
+pub fn llava_base(gguf: &Path, vision: Option<&Path>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let file = gguf.display().to_string();
+    let bytes = std::fs::read(gguf).with_context(|| {
+        format!("{file}: cannot read (tests/fixtures/fetch_assets.sh fetches SmolLM2-135M-Instruct into .assets/smollm2/)")
+    })?;
+    let g = normtune_core::gguf::Gguf::parse(bytes, &file)?;
+    let (name, weights) = match vision {
+        Some(dir) => {
+            let f = dir.join("vision.safetensors");
+            let b = std::fs::read(&f).with_context(|| format!("{}: cannot read", f.display()))?;
+            (f.display().to_string(), b)
+        }
+        None => (
+            "demo-llava/vision.safetensors".to_string(),
+            llava::committed_vision().to_vec(),
+        ),
+    };
+    let tensors = normtune_core::models::load::read_f32(&weights, &name)?;
+    let device = normtune_core::burn::tensor::Device::flex();
+    Ok(llava::assemble(&g, &file, &tensors, &device)?)
 }

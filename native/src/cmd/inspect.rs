@@ -59,7 +59,12 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     };
     let estimate = match (&trainable, a.estimate_memory) {
         (Some(r), true) => Some(memory::estimate_training(
-            &p.model, &p.config, r, a.batch, a.text_len,
+            &p.model,
+            &p.config,
+            r,
+            a.batch,
+            a.text_len,
+            a.answer_len,
         )?),
         _ => None,
     };
@@ -73,7 +78,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         }
         if let Some(e) = &estimate {
             v["memory_estimate"] = json!({
-                "batch": a.batch, "text_len": a.text_len, "bytes": e,
+                "batch": a.batch, "text_len": a.text_len, "answer_len": a.answer_len.min(a.text_len), "bytes": e,
             });
         }
         println!("{v}");
@@ -112,8 +117,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             }
         };
         println!(
-            "memory estimate (training, batch {}, {} text tokens, f32):",
-            a.batch, a.text_len
+            "memory estimate (training, batch {}, {} text tokens, the last {} learned, f32):",
+            a.batch,
+            a.text_len,
+            a.answer_len.min(a.text_len)
         );
         println!("  weights      {}", size(e.weights));
         println!("  gradients    {}", size(e.gradients));

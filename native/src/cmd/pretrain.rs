@@ -18,6 +18,9 @@ use normtune_core::models::{Pipeline, export};
 use normtune_core::peft::io::load_adapter;
 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
+    if let Some(gguf) = a.llava.clone() {
+        return run_llava(a, &gguf);
+    }
     anyhow::ensure!(
         !a.out.exists(),
         "{}: already exists; choose a new output folder",
@@ -163,6 +166,154 @@ max_new_tokens = 4
         .with_context(|| format!("{}: cannot write the model", a.out.display()))?;
     eprintln!(
         "pretrained {} ({params} parameters, f16) in {:.0} s; held-out source-domain overall accuracy {}",
+        a.out.display(),
+        started.elapsed().as_secs_f64(),
+        metrics["overall_acc"]
+    );
+    Ok(())
+}
+
+/// The LLaVA-style demo's stage 1: the tower (from the BLIP demo base's ViT) and a fresh
+/// projector trained under the frozen GGUF decoder on source-domain questions, as SmolLM2 chats;
+/// only the tower and projector are written (`vision.safetensors`, f16) with `pretrain.json`.
+fn run_llava(a: PretrainArgs, gguf_path: &std::path::Path) -> anyhow::Result<()> {
+    use normtune_core::demo::llava;
+    use normtune_core::demo::model::base_model_files;
+    anyhow::ensure!(
+        !a.out.exists(),
+        "{}: already exists; choose a new output folder",
+        a.out.display()
+    );
+    anyhow::ensure!(
+        a.studies > 0 && a.epochs > 0 && a.batch_size > 0,
+        "--studies, --epochs and --batch-size must be at least 1"
+    );
+    let started = std::time::Instant::now();
+    let work = a.out.with_extension("work");
+    anyhow::ensure!(
+        !work.exists(),
+        "{}: already exists (a previous pretraining's working folder); remove it or choose another --out",
+        work.display()
+    );
+    let file = gguf_path.display().to_string();
+    let bytes = std::fs::read(gguf_path).with_context(|| format!("{file}: cannot read"))?;
+    let g = normtune_core::gguf::Gguf::parse(bytes, &file)?;
+    let blip = base_model_files()
+        .into_iter()
+        .find(|(k, _)| *k == "model.safetensors")
+        .map(|(_, v)| v)
+        .context("the demo base model has no model.safetensors")?;
+    let tower = llava::tower_from_blip(blip, "demo-base/model.safetensors")?;
+    let device = normtune_core::burn::tensor::Device::flex();
+    device.seed(a.seed);
+    let init = llava::assemble(&g, &file, &tower, &device)?;
+    drop(g);
+    write_folder_atomic(&work.join("init"), &init)?;
+    drop(init);
+
+    let source = Domain::source();
+    let mut data = to_files_named(&generate(&source, a.studies, a.seed), "train.")?;
+    // Held-out questions are answered one by one (greedy): a small split.
+    let held_out = (a.studies / 25).clamp(5, 20);
+    data.extend(to_files_named(
+        &generate(&source, held_out, a.seed + 1),
+        "test.",
+    )?);
+    write_folder_atomic(&work.join("data"), &data)?;
+    let toml = format!(
+        r#"# Written by `normtune pretrain --llava`: the demo tower and projector under a frozen decoder.
+model = "{init}"
+out = "{run}"
+batch_size = {batch}
+epochs = {epochs}
+seed = {seed}
+checkpoint_every = 100
+chat_prompt = {prompt}
+
+[data]
+format = "jsonl"
+train = "{data}/train.vqa.jsonl"
+eval = "{data}/test.vqa.jsonl"
+images = "{data}"
+
+[peft]
+placement = {{ vision = "full", projector = "full", decoder = "frozen" }}
+
+[train]
+lr = {lr:e}
+warmup_steps = 20
+weight_decay = 0.0
+max_grad_norm = 1.0
+# LLaVA's recipe: plain cross-entropy (smoothing over a 49k vocabulary would pull the frozen
+# decoder's answers towards the uniform distribution).
+label_smoothing = 0.0
+
+[eval]
+every = 0
+
+[generation]
+num_beams = 1
+max_new_tokens = 4
+"#,
+        init = work.join("init").display(),
+        run = work.join("run").display(),
+        data = work.join("data").display(),
+        batch = a.batch_size,
+        epochs = a.epochs,
+        seed = a.seed,
+        lr = a.lr,
+        prompt = toml::Value::String(llava::CHAT_PROMPT.into()),
+    );
+    let config = work.join("pretrain.toml");
+    write_file_atomic(&config, toml.as_bytes())?;
+    let metrics = run_config(resolve(&config, &[])?, false, a.device.device)?;
+
+    let mut p = pollster::block_on(Pipeline::load(
+        &DirSource::open(work.join("init"))?,
+        &device,
+    ))?;
+    p.model = pollster::block_on(load_adapter(
+        p.model,
+        &DirSource::open(work.join("run").join("adapter"))?,
+    ))?;
+    let tensors = llava::vision_part(export::hf_tensors(&p.model.materialize()));
+    let weights = export::safetensors_bytes_as(&tensors, "vision.safetensors", true)?;
+    let params: usize = tensors
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>())
+        .sum();
+    let provenance = serde_json::json!({
+        "made_by": format!("normtune {}", env!("CARGO_PKG_VERSION")),
+        "command": format!(
+            "normtune pretrain --llava {} --out {} --studies {} --epochs {} --batch-size {} --lr {:e} --seed {} --device {}",
+            gguf_path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+            a.out.display(), a.studies, a.epochs, a.batch_size, a.lr, a.seed,
+            format!("{:?}", a.device.device).to_lowercase()
+        ),
+        "decoder": gguf_path.file_name().map(|f| f.to_string_lossy().to_string()),
+        "seed": a.seed,
+        "domain": "source",
+        "studies": a.studies,
+        "held_out_studies": held_out,
+        "epochs": a.epochs,
+        "batch_size": a.batch_size,
+        "lr": a.lr,
+        "params": params,
+        "dtype": "float16",
+        "seconds": started.elapsed().as_secs_f64(),
+        "held_out_scores": metrics,
+    });
+    let files = vec![
+        ("vision.safetensors".to_string(), weights),
+        (
+            "pretrain.json".to_string(),
+            serde_json::to_vec_pretty(&provenance)?,
+        ),
+    ];
+    write_folder_atomic(&a.out, &files)
+        .with_context(|| format!("{}: cannot write the tower", a.out.display()))?;
+    eprintln!(
+        "pretrained the LLaVA demo's tower and projector {} ({params} parameters, f16) in {:.0} s; held-out source-domain overall accuracy {}",
         a.out.display(),
         started.elapsed().as_secs_f64(),
         metrics["overall_acc"]

@@ -249,7 +249,8 @@ impl LlamaForCausalLM {
         self.model.norm.forward(x)
     }
 
-    fn head(&self, h: Tensor<3>) -> Tensor<3> {
+    /// The LM head on hidden states `[batch, len, hidden]` → logits `[batch, len, vocab]`.
+    pub fn head(&self, h: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(h),
             None => h.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
