@@ -32,12 +32,17 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// The dtype of every tensor in a safetensors file.
-fn dtypes(path: &Path) -> Vec<String> {
+/// The JSON header of a safetensors file (tensor name → dtype, shape, offsets).
+fn header(path: &Path) -> serde_json::Value {
     let b = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    let h: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
-    h.as_object()
+    serde_json::from_slice(&b[8..8 + n]).unwrap()
+}
+
+/// The dtype of every tensor in a safetensors file.
+fn dtypes(path: &Path) -> Vec<String> {
+    header(path)
+        .as_object()
         .unwrap()
         .iter()
         .filter(|(k, _)| *k != "__metadata__")
@@ -333,17 +338,13 @@ fn llava_pretrain_and_demo_run_on_the_real_smollm2() {
         "cpu",
     ]);
     assert_eq!(code, Some(0), "{err}");
-    let names: Vec<String> = {
-        let b = std::fs::read(tower.join("vision.safetensors")).unwrap();
-        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-        let h: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
-        h.as_object()
-            .unwrap()
-            .keys()
-            .filter(|k| *k != "__metadata__")
-            .cloned()
-            .collect()
-    };
+    let names: Vec<String> = header(&tower.join("vision.safetensors"))
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
     assert!(
         names.iter().all(|k| k.starts_with("model.vision_tower.")
             || k.starts_with("model.multi_modal_projector.")),
@@ -391,10 +392,7 @@ fn llava_pretrain_and_demo_run_on_the_real_smollm2() {
     );
     let m = json(&out.join("run/metrics.json"));
     // Trainable: the norms of the folder's checkpoint, counted from its names.
-    let b = std::fs::read(out.join("base/model.safetensors")).unwrap();
-    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    let h: serde_json::Value = serde_json::from_slice(&b[8..8 + n]).unwrap();
-    let norms: u64 = h
+    let norms: u64 = header(&out.join("base/model.safetensors"))
         .as_object()
         .unwrap()
         .iter()

@@ -151,3 +151,22 @@ pub fn vqa_decoder_logits(
         Some(reference("blip_vqa", "decoder_attention_mask").float::<2>(device)),
     )
 }
+
+/// The real SmolLM2-135M-Instruct GGUF (`.assets/smollm2/`, from `fixtures/fetch_assets.sh`),
+/// parsed, with transformers' reference for it (`fixtures/gguf/smollm2_reference.json`, made by
+/// `make_smollm2_reference.py`) and the file's path as text.
+pub fn smollm2() -> (serde_json::Value, normtune_core::gguf::Gguf, String) {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("gguf/smollm2_reference.json")).unwrap())
+            .unwrap();
+    let path = fixture("../../.assets/smollm2").join(r["file"].as_str().unwrap());
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run tests/fixtures/fetch_assets.sh",
+            path.display()
+        )
+    });
+    let file = path.display().to_string();
+    let g = normtune_core::gguf::Gguf::parse(bytes, &file).unwrap();
+    (r, g, file)
+}

@@ -81,19 +81,7 @@ fn llama_with_biases_and_a_wide_head_matches_hf() {
 #[test]
 fn the_real_smollm2_gguf_matches_transformers() {
     use normtune_core::burn::tensor::activation::log_softmax;
-    use normtune_core::gguf::Gguf;
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture("gguf/smollm2_reference.json")).unwrap())
-            .unwrap();
-    let path = fixture("../../.assets/smollm2").join(r["file"].as_str().unwrap());
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run tests/fixtures/fetch_assets.sh",
-            path.display()
-        )
-    });
-    let file = path.display().to_string();
-    let g = Gguf::parse(bytes, &file).unwrap();
+    let (r, g, file) = smollm2();
     // The tokenizer the file describes, as transformers builds it.
     let tok = normtune_core::tokenizer::TextTokenizer::from_gguf(&g, &file).unwrap();
     let text_ids = tok.encode(r["text"].as_str().unwrap(), usize::MAX).unwrap();

@@ -9,7 +9,6 @@ use normtune_core::burn::nn::LayerNormConfig;
 use normtune_core::burn::tensor::{Device, Int, Tensor};
 use normtune_core::demo::llava;
 use normtune_core::demo::model::base_model;
-use normtune_core::gguf::Gguf;
 use normtune_core::models::{Model, Pipeline, export, load};
 use normtune_core::source::MemorySource;
 use normtune_tests::*;
@@ -20,22 +19,6 @@ fn ints(v: &serde_json::Value) -> Vec<i64> {
         .iter()
         .map(|x| x.as_i64().unwrap())
         .collect()
-}
-
-fn smollm2() -> (serde_json::Value, Gguf, String) {
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture("gguf/smollm2_reference.json")).unwrap())
-            .unwrap();
-    let path = fixture("../../.assets/smollm2").join(r["file"].as_str().unwrap());
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run tests/fixtures/fetch_assets.sh",
-            path.display()
-        )
-    });
-    let file = path.display().to_string();
-    let g = Gguf::parse(bytes, &file).unwrap();
-    (r, g, file)
 }
 
 #[test]

@@ -21,22 +21,8 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     if let Some(gguf) = a.llava.clone() {
         return run_llava(a, &gguf);
     }
-    anyhow::ensure!(
-        !a.out.exists(),
-        "{}: already exists; choose a new output folder",
-        a.out.display()
-    );
-    anyhow::ensure!(
-        a.studies > 0 && a.epochs > 0 && a.batch_size > 0,
-        "--studies, --epochs and --batch-size must be at least 1"
-    );
     let started = std::time::Instant::now();
-    let work = a.out.with_extension("work");
-    anyhow::ensure!(
-        !work.exists(),
-        "{}: already exists (a previous pretraining's working folder); remove it or choose another --out",
-        work.display()
-    );
+    let work = begin(&a)?;
 
     // The recipe with freshly initialised weights (seeded: the same seed, the same start).
     let recipe = recipe_files();
@@ -123,39 +109,10 @@ max_new_tokens = 4
     let metrics = run_config(resolve(&config, &[])?, false, a.device.device)?;
 
     // Fold the fully trained tensors into the initial weights and store them as f16.
-    let device = normtune_core::burn::tensor::Device::flex();
-    let mut p = pollster::block_on(Pipeline::load(
-        &DirSource::open(work.join("init"))?,
-        &device,
-    ))?;
-    p.model = pollster::block_on(load_adapter(
-        p.model,
-        &DirSource::open(work.join("run").join("adapter"))?,
-    ))?;
-    let tensors = export::hf_tensors(&p.model.materialize());
+    let tensors = trained(&work)?;
     let weights = export::safetensors_bytes_as(&tensors, "model.safetensors", true)?;
-    let params: usize = tensors
-        .iter()
-        .map(|(_, s, _)| s.iter().product::<usize>())
-        .sum();
-    let provenance = serde_json::json!({
-        "made_by": format!("normtune {}", env!("CARGO_PKG_VERSION")),
-        "command": format!(
-            "normtune pretrain --out {} --studies {} --epochs {} --batch-size {} --lr {:e} --seed {} --device {}",
-            a.out.display(), a.studies, a.epochs, a.batch_size, a.lr, a.seed, format!("{:?}", a.device.device).to_lowercase()
-        ),
-        "seed": a.seed,
-        "domain": "source",
-        "studies": a.studies,
-        "held_out_studies": held_out,
-        "epochs": a.epochs,
-        "batch_size": a.batch_size,
-        "lr": a.lr,
-        "params": params,
-        "dtype": "float16",
-        "seconds": started.elapsed().as_secs_f64(),
-        "held_out_scores": metrics,
-    });
+    let params = count(&tensors);
+    let provenance = provenance(&a, held_out, params, started, metrics.clone());
     let mut files = recipe;
     files.push(("model.safetensors".into(), weights));
     files.push((
@@ -179,22 +136,8 @@ max_new_tokens = 4
 fn run_llava(a: PretrainArgs, gguf_path: &std::path::Path) -> anyhow::Result<()> {
     use normtune_core::demo::llava;
     use normtune_core::demo::model::base_model_files;
-    anyhow::ensure!(
-        !a.out.exists(),
-        "{}: already exists; choose a new output folder",
-        a.out.display()
-    );
-    anyhow::ensure!(
-        a.studies > 0 && a.epochs > 0 && a.batch_size > 0,
-        "--studies, --epochs and --batch-size must be at least 1"
-    );
     let started = std::time::Instant::now();
-    let work = a.out.with_extension("work");
-    anyhow::ensure!(
-        !work.exists(),
-        "{}: already exists (a previous pretraining's working folder); remove it or choose another --out",
-        work.display()
-    );
+    let work = begin(&a)?;
     let file = gguf_path.display().to_string();
     let bytes = std::fs::read(gguf_path).with_context(|| format!("{file}: cannot read"))?;
     let g = normtune_core::gguf::Gguf::parse(bytes, &file)?;
@@ -268,41 +211,10 @@ max_new_tokens = 4
     write_file_atomic(&config, toml.as_bytes())?;
     let metrics = run_config(resolve(&config, &[])?, false, a.device.device)?;
 
-    let mut p = pollster::block_on(Pipeline::load(
-        &DirSource::open(work.join("init"))?,
-        &device,
-    ))?;
-    p.model = pollster::block_on(load_adapter(
-        p.model,
-        &DirSource::open(work.join("run").join("adapter"))?,
-    ))?;
-    let tensors = llava::vision_part(export::hf_tensors(&p.model.materialize()));
+    let tensors = llava::vision_part(trained(&work)?);
     let weights = export::safetensors_bytes_as(&tensors, "vision.safetensors", true)?;
-    let params: usize = tensors
-        .iter()
-        .map(|(_, s, _)| s.iter().product::<usize>())
-        .sum();
-    let provenance = serde_json::json!({
-        "made_by": format!("normtune {}", env!("CARGO_PKG_VERSION")),
-        "command": format!(
-            "normtune pretrain --llava {} --out {} --studies {} --epochs {} --batch-size {} --lr {:e} --seed {} --device {}",
-            gguf_path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
-            a.out.display(), a.studies, a.epochs, a.batch_size, a.lr, a.seed,
-            format!("{:?}", a.device.device).to_lowercase()
-        ),
-        "decoder": gguf_path.file_name().map(|f| f.to_string_lossy().to_string()),
-        "seed": a.seed,
-        "domain": "source",
-        "studies": a.studies,
-        "held_out_studies": held_out,
-        "epochs": a.epochs,
-        "batch_size": a.batch_size,
-        "lr": a.lr,
-        "params": params,
-        "dtype": "float16",
-        "seconds": started.elapsed().as_secs_f64(),
-        "held_out_scores": metrics,
-    });
+    let params = count(&tensors);
+    let provenance = provenance(&a, held_out, params, started, metrics.clone());
     let files = vec![
         ("vision.safetensors".to_string(), weights),
         (
@@ -319,4 +231,86 @@ max_new_tokens = 4
         metrics["overall_acc"]
     );
     Ok(())
+}
+
+/// Refuses an existing output or working folder and zero counts; returns the working folder
+/// (`<out>.work`).
+fn begin(a: &PretrainArgs) -> anyhow::Result<std::path::PathBuf> {
+    anyhow::ensure!(
+        !a.out.exists(),
+        "{}: already exists; choose a new output folder",
+        a.out.display()
+    );
+    anyhow::ensure!(
+        a.studies > 0 && a.epochs > 0 && a.batch_size > 0,
+        "--studies, --epochs and --batch-size must be at least 1"
+    );
+    let work = a.out.with_extension("work");
+    anyhow::ensure!(
+        !work.exists(),
+        "{}: already exists (a previous pretraining's working folder); remove it or choose another --out",
+        work.display()
+    );
+    Ok(work)
+}
+
+/// The trained model's tensors (HF names, f32): `<work>/init` with the run's adapter (the fully
+/// trained tensors) folded in.
+fn trained(work: &std::path::Path) -> anyhow::Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    let device = normtune_core::burn::tensor::Device::flex();
+    let mut p = pollster::block_on(Pipeline::load(
+        &DirSource::open(work.join("init"))?,
+        &device,
+    ))?;
+    p.model = pollster::block_on(load_adapter(
+        p.model,
+        &DirSource::open(work.join("run").join("adapter"))?,
+    ))?;
+    Ok(export::hf_tensors(&p.model.materialize()))
+}
+
+fn count(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> usize {
+    tensors
+        .iter()
+        .map(|(_, s, _)| s.iter().product::<usize>())
+        .sum()
+}
+
+/// `pretrain.json`: the exact command, the recipe's numbers and the held-out scores.
+fn provenance(
+    a: &PretrainArgs,
+    held_out: usize,
+    params: usize,
+    started: std::time::Instant,
+    metrics: serde_json::Value,
+) -> serde_json::Value {
+    let decoder = a.llava.as_ref().map(|g| {
+        g.file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default()
+    });
+    let mut v = serde_json::json!({
+        "made_by": format!("normtune {}", env!("CARGO_PKG_VERSION")),
+        "command": format!(
+            "normtune pretrain {}--out {} --studies {} --epochs {} --batch-size {} --lr {:e} --seed {} --device {}",
+            decoder.as_ref().map(|d| format!("--llava {d} ")).unwrap_or_default(),
+            a.out.display(), a.studies, a.epochs, a.batch_size, a.lr, a.seed,
+            format!("{:?}", a.device.device).to_lowercase()
+        ),
+        "seed": a.seed,
+        "domain": "source",
+        "studies": a.studies,
+        "held_out_studies": held_out,
+        "epochs": a.epochs,
+        "batch_size": a.batch_size,
+        "lr": a.lr,
+        "params": params,
+        "dtype": "float16",
+        "seconds": started.elapsed().as_secs_f64(),
+        "held_out_scores": metrics,
+    });
+    if let Some(d) = decoder {
+        v["decoder"] = d.into();
+    }
+    v
 }
