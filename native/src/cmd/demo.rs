@@ -44,7 +44,10 @@ pub fn prepare_with(
 
 /// The run config (TOML) for the inputs [`prepare`] wrote under `bench`: VQA on the target
 /// domain's train split, scored on its test split, greedy answers; `lr` omitted keeps the
-/// trainer's default.
+/// trainer's default. With `chat_prompt` (a LLaVA-style base: ~90 tokens per question through
+/// its decoder) the questions become chats in that format, 8 per step, with plain
+/// cross-entropy as LLaVA trains.
+#[allow(clippy::too_many_arguments)]
 pub fn run_toml(
     bench: &Path,
     run: &Path,
@@ -53,16 +56,25 @@ pub fn run_toml(
     lr: Option<f64>,
     peft: &str,
     at_start: bool,
+    chat_prompt: Option<&str>,
 ) -> String {
     let data = bench.join("data").display().to_string();
     let lr = lr.map(|l| format!("lr = {l:e}\n")).unwrap_or_default();
+    let (batch, chat, smoothing) = match chat_prompt {
+        Some(p) => (
+            8,
+            format!("chat_prompt = {}\n", toml::Value::String(p.into())),
+            "label_smoothing = 0.0\n",
+        ),
+        None => (16, String::new(), ""),
+    };
     format!(
         r#"model = "{base}"
 out = "{run}"
-batch_size = 16
+batch_size = {batch}
 epochs = {epochs}
 seed = {seed}
-
+{chat}
 [data]
 format = "jsonl"
 train = "{data}/train.vqa.jsonl"
@@ -73,7 +85,7 @@ images = "{data}"
 {peft}
 
 [train]
-{lr}warmup_steps = 10
+{lr}{smoothing}warmup_steps = 10
 weight_decay = 0.0
 
 [eval]
@@ -133,20 +145,19 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         out.display()
     );
     let started = std::time::Instant::now();
+    let what = match a.llava {
+        Some(_) => "LLaVA-style demo model (SmolLM2-135M-Instruct + small tower)",
+        None => "demo base model",
+    };
     eprintln!(
-        "normtune demo: {} of the {} on the `{}` domain ({} training studies, {} test studies) → {}",
+        "normtune demo: {} of the {what} on the `{}` domain ({} training studies, {} test studies) → {}",
         a.method,
-        if a.llava.is_some() {
-            "LLaVA-style demo model"
-        } else {
-            "demo base model"
-        },
         domain.name,
         studies,
         test_studies,
         out.display()
     );
-    let mut run = run_toml(
+    let run = run_toml(
         &out,
         &out.join("run"),
         epochs,
@@ -154,30 +165,15 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         Some(lr),
         &peft_toml(&a.method)?,
         true,
+        a.llava.as_ref().map(|_| llava::CHAT_PROMPT),
     );
-    let what = match &a.llava {
-        None => {
-            prepare(&out, &domain, studies, test_studies, a.seed)?;
-            "demo base model"
-        }
+    match &a.llava {
+        None => prepare(&out, &domain, studies, test_studies, a.seed)?,
         Some(gguf) => {
             let base = llava_base(gguf, a.vision.as_deref())?;
             prepare_with(&out, &base, &domain, studies, test_studies, a.seed)?;
-            // SmolLM2's chat format; 8 chats per step (each ~90 tokens through 135M parameters).
-            run = run
-                .replacen("batch_size = 16\n", "batch_size = 8\n", 1)
-                .replacen("[train]\n", "[train]\nlabel_smoothing = 0.0\n", 1)
-                .replacen(
-                    "\n[data]",
-                    &format!(
-                        "chat_prompt = {}\n\n[data]",
-                        toml::Value::String(llava::CHAT_PROMPT.into())
-                    ),
-                    1,
-                );
-            "LLaVA-style demo (SmolLM2-135M-Instruct + small tower)"
         }
-    };
+    }
     let config = out.join("demo.toml");
     let toml = format!(
         "# Written by `normtune demo`; rerun with `normtune train --config {}`.\n{run}",

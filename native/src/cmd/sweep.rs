@@ -232,6 +232,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                 None,
                 "",
                 false,
+                None,
             ))?
         }
     };
