@@ -3,6 +3,7 @@
 //! normtune-core, the same code the CLI runs. They talk through [`protocol`].
 
 pub mod bridge;
+pub mod cache;
 pub mod components;
 pub mod protocol;
 pub mod state;

@@ -107,6 +107,35 @@ pub enum ToWorker {
     Export,
     /// Load an adapter folder or zip (sent along) onto the base model.
     ImportAdapter,
+    /// Keep the loaded model's files in the browser (OPFS) for later visits.
+    KeepModel,
+    /// Load a model kept in the browser.
+    LoadKeptModel {
+        /// Its directory ([`CachedModel::key`]).
+        key: String,
+    },
+    /// Delete a model kept in the browser.
+    DeleteKeptModel {
+        /// Its directory ([`CachedModel::key`]).
+        key: String,
+    },
+}
+
+/// A model kept in the browser's private file system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedModel {
+    /// Its directory under `normtune-models/`.
+    pub key: String,
+    /// The model's name.
+    pub name: String,
+    /// Bytes of its files.
+    pub bytes: u64,
+    /// Number of files.
+    pub files: usize,
+    /// When it was kept (ms since the epoch).
+    pub saved_ms: f64,
+    /// False for a write that was cut short (no manifest): it can only be deleted.
+    pub complete: bool,
 }
 
 /// Scores of one evaluation, in percent.
@@ -239,6 +268,15 @@ pub enum FromWorker {
     Imported {
         /// Its `peft_type`.
         peft_type: String,
+    },
+    /// The models kept in the browser (after the device is set up, and after each change).
+    Kept {
+        /// The models.
+        models: Vec<CachedModel>,
+        /// Bytes this origin stores, as the browser estimates it.
+        used: Option<f64>,
+        /// Bytes this origin may store.
+        quota: Option<f64>,
     },
     /// A request failed; the worker is still usable.
     Error {

@@ -1,6 +1,6 @@
 //! The page's state: one set of signals, provided by context, changed by the worker's messages.
 
-use crate::protocol::{Backend, EvalPoint, Files, FromWorker, Sample};
+use crate::protocol::{Backend, CachedModel, EvalPoint, Files, FromWorker, Sample};
 use leptos::prelude::*;
 
 /// A model as the page shows it.
@@ -103,6 +103,19 @@ pub struct AppState {
     pub exported: RwSignal<Vec<(String, String)>>,
     /// The imported adapter's type.
     pub imported: RwSignal<Option<String>>,
+    /// Models kept in the browser, with the origin's (used, quota) bytes when the browser says.
+    pub kept: RwSignal<Option<KeptModels>>,
+}
+
+/// The models kept in the browser's private file system.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeptModels {
+    /// The models.
+    pub models: Vec<CachedModel>,
+    /// Bytes the origin stores.
+    pub used: Option<f64>,
+    /// Bytes it may store.
+    pub quota: Option<f64>,
 }
 
 impl AppState {
@@ -128,6 +141,7 @@ impl AppState {
             answers: RwSignal::new(Vec::new()),
             exported: RwSignal::new(Vec::new()),
             imported: RwSignal::new(None),
+            kept: RwSignal::new(None),
         }
     }
 
@@ -147,6 +161,7 @@ impl AppState {
         self.position.set((0, 0));
         self.exported.set(Vec::new());
         self.imported.set(None);
+        self.kept.set(None);
     }
 
     /// Applies one message from the worker.
@@ -294,6 +309,19 @@ impl AppState {
                 self.busy.set(None);
                 self.error.set(None);
                 self.imported.set(Some(peft_type));
+            }
+            FromWorker::Kept {
+                models,
+                used,
+                quota,
+            } => {
+                // After a keep or delete that failed, its error follows this message.
+                self.error.set(None);
+                self.kept.set(Some(KeptModels {
+                    models,
+                    used,
+                    quota,
+                }));
             }
             FromWorker::Error { message } => {
                 self.busy.set(None);

@@ -30,7 +30,7 @@ pub fn App() -> impl IntoView {
             <h1>"normtune"</h1>
             <p class="tagline">
                 "Fine-tune a medical vision-language model by training only its LayerNorm layers, in this tab. "
-                "Your images never leave this computer: nothing is uploaded, nothing is stored unless you download it."
+                "Your images never leave this computer: nothing is uploaded, nothing is stored unless you keep a model or download an adapter."
             </p>
         </header>
         <main>

@@ -44,6 +44,24 @@ fn progress(what: &str, done: usize, total: usize) {
     );
 }
 
+/// Tells the page which models are kept in the browser (an unreadable store shows as an error).
+async fn post_kept() {
+    match crate::cache::list().await {
+        Ok(models) => {
+            let est = crate::cache::estimate().await;
+            post(
+                &FromWorker::Kept {
+                    models,
+                    used: est.map(|e| e.0),
+                    quota: est.map(|e| e.1),
+                },
+                Vec::new(),
+            );
+        }
+        Err(message) => post(&FromWorker::Error { message }, Vec::new()),
+    }
+}
+
 /// Resolves after `ms` milliseconds, letting `onmessage` run meanwhile.
 async fn sleep(ms: i32) {
     let p = js_sys::Promise::new(&mut |resolve, _| {
@@ -244,6 +262,30 @@ impl State {
             }
             ToWorker::Export => self.export().await,
             ToWorker::ImportAdapter => self.import(files).await,
+            ToWorker::KeepModel => {
+                let m = self.model.as_ref().ok_or("load a model first")?;
+                let files: Vec<(&str, &[u8])> = m.files.0.iter().collect();
+                let total = files.iter().map(|(_, b)| b.len()).sum::<usize>();
+                progress(
+                    &format!("keeping {} ({:.1} MB) in this browser", m.name, total as f64 / 1e6),
+                    0,
+                    1,
+                );
+                let kept = crate::cache::save(&m.name, &files).await;
+                progress("kept", 1, 1);
+                post_kept().await;
+                kept
+            }
+            ToWorker::LoadKeptModel { key } => {
+                progress("reading the kept model", 0, 1);
+                let (name, files) = crate::cache::load(&key).await?;
+                self.load_model(name, files).await
+            }
+            ToWorker::DeleteKeptModel { key } => {
+                let deleted = crate::cache::delete(&key).await;
+                post_kept().await;
+                deleted
+            }
         }
     }
 
@@ -297,6 +339,7 @@ impl State {
             },
             Vec::new(),
         );
+        post_kept().await;
         Ok(())
     }
 

@@ -156,3 +156,79 @@ async fn lora_exports_a_working_adapter_on_webgpu() {
 async fn layernorm_tuning_exports_a_working_adapter_on_the_cpu_backend() {
     tune_export_reload(Device::flex(), "layernorm", 3, 4).await;
 }
+
+/// Keeping a model in the browser (OPFS): what is saved loads back byte for byte (a file larger
+/// than one write chunk, an empty file, a name with a slash); a second save replaces the first; a
+/// directory whose manifest is missing (a write cut short) is listed as incomplete and refused;
+/// deleting everything leaves the origin's private file system as it was.
+#[wasm_bindgen_test]
+async fn kept_models_round_trip_through_the_private_file_system() {
+    use normtune_app::cache;
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen_futures::JsFuture;
+    let big: Vec<u8> = (0..(16 << 20) + 1234).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let files = [
+        ("config.json", &b"{\"x\": 1}"[..]),
+        ("model.safetensors", &big[..]),
+        ("empty.txt", &[][..]),
+    ];
+    assert!(cache::list().await.unwrap().is_empty(), "the store starts empty");
+    cache::save("org/model", &files).await.unwrap();
+    let listed = cache::list().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let m = &listed[0];
+    assert_eq!((m.key.as_str(), m.name.as_str()), ("org_model", "org/model"));
+    assert_eq!(m.bytes as usize, 8 + big.len());
+    assert_eq!(m.files, 3);
+    assert!(m.complete);
+    let (name, back) = cache::load("org_model").await.unwrap();
+    assert_eq!(name, "org/model");
+    let want: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
+        .collect();
+    assert_eq!(back, want, "the kept files must load back byte for byte");
+
+    // Keeping it again replaces the first copy (one entry, the new files only).
+    cache::save("org/model", &[("config.json", &b"{}"[..])]).await.unwrap();
+    let listed = cache::list().await.unwrap();
+    assert_eq!((listed.len(), listed[0].files, listed[0].bytes), (1, 1, 2));
+
+    // A directory without a manifest: listed as incomplete, refused with a reason.
+    let top: web_sys::FileSystemDirectoryHandle = JsFuture::from(
+        web_sys::window().unwrap().navigator().storage().get_directory(),
+    )
+    .await
+    .unwrap()
+    .unchecked_into();
+    let root: web_sys::FileSystemDirectoryHandle =
+        JsFuture::from(top.get_directory_handle(cache::ROOT))
+            .await
+            .unwrap()
+            .unchecked_into();
+    let opts = web_sys::FileSystemGetDirectoryOptions::new();
+    opts.set_create(true);
+    JsFuture::from(root.get_directory_handle_with_options("cut", &opts))
+        .await
+        .unwrap();
+    let listed = cache::list().await.unwrap();
+    let cut = listed.iter().find(|m| m.key == "cut").expect("the cut directory is listed");
+    assert!(!cut.complete);
+    let e = cache::load("cut").await.unwrap_err();
+    assert!(e.contains("incomplete"), "{e}");
+    assert!(cache::load("nothing").await.unwrap_err().contains("no model `nothing`"));
+
+    cache::delete("cut").await.unwrap();
+    cache::delete("org_model").await.unwrap();
+    assert!(cache::list().await.unwrap().is_empty());
+    let left = js_sys::Array::new();
+    let it = top.keys();
+    loop {
+        let next = JsFuture::from(it.next().unwrap()).await.unwrap();
+        if js_sys::Reflect::get(&next, &"done".into()).unwrap().as_bool().unwrap() {
+            break;
+        }
+        left.push(&js_sys::Reflect::get(&next, &"value".into()).unwrap());
+    }
+    assert_eq!(left.length(), 0, "deleting every kept model must leave OPFS empty: {left:?}");
+}

@@ -32,6 +32,10 @@ impl MemorySource {
     pub fn insert(&mut self, name: impl Into<String>, bytes: Vec<u8>) {
         self.files.insert(name.into(), bytes);
     }
+    /// Every file, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
     /// Removes a file, returning its bytes.
     pub fn remove(&mut self, name: &str) -> Option<Vec<u8>> {
         self.files.remove(name)

@@ -117,9 +117,8 @@ async function openApp(backend) {
   return { browser, page, requests, offOrigin, logs, shot, mark };
 }
 
-/** Picks the backend, loads the demo model, draws the data and runs training to its end. */
-async function tune(app, backend, RUN) {
-  const { page, shot, mark } = app;
+/** Opens the page and waits until the worker is ready on `backend`. */
+async function openOn(page, backend) {
   await page.goto(origin + '/');
   const status = page.locator('#device-status');
   if (backend === 'cpu') {
@@ -129,7 +128,20 @@ async function tune(app, backend, RUN) {
   } else {
     await status.filter({ hasText: /^WebGPU: (?!starting)/ }).waitFor({ timeout: 120_000 });
   }
-  mark(`device: ${await status.textContent()}`);
+  return status.textContent();
+}
+
+/** The names at the top of the origin's private file system (OPFS). */
+const opfsNames = (page) => page.evaluate(async () => {
+  const names = [];
+  for await (const name of (await navigator.storage.getDirectory()).keys()) names.push(name);
+  return names;
+});
+
+/** Picks the backend, loads the demo model, draws the data and runs training to its end. */
+async function tune(app, backend, RUN) {
+  const { page, shot, mark } = app;
+  mark(`device: ${await openOn(page, backend)}`);
   await shot('1-device');
 
   await page.click('#load-demo');
@@ -224,12 +236,9 @@ for (const backend of ['webgpu', 'cpu']) {
       assert.equal(await page.locator('#crashed').count(), 0, 'the worker crashed');
       assert.deepEqual(offOrigin, [], 'requests left the origin');
       // Nothing persistent was stored (no storage is used unless the user asks), ...
-      const stored = await page.evaluate(async () => {
-        const opfs = [];
-        for await (const name of (await navigator.storage.getDirectory()).keys()) opfs.push(name);
-        return { local: localStorage.length, session: sessionStorage.length, cookies: document.cookie,
-          indexedDB: (await indexedDB.databases()).map((d) => d.name), caches: await caches.keys(), opfs };
-      });
+      const stored = { ...await page.evaluate(async () => ({ local: localStorage.length, session: sessionStorage.length,
+        cookies: document.cookie, indexedDB: (await indexedDB.databases()).map((d) => d.name), caches: await caches.keys() })),
+      opfs: await opfsNames(page) };
       assert.deepEqual(stored, { local: 0, session: 0, cookies: '', indexedDB: [], caches: [], opfs: [] });
       // ... and the page's Content-Security-Policy refuses a connection off the origin.
       const refused = await page.evaluate(() => new Promise((resolve) => {
@@ -271,6 +280,63 @@ test('the worker\'s memory stays flat over 200 training steps', { timeout: 30 * 
   } catch (e) {
     await app.shot('failure').catch(() => {});
     console.log(`[cpu-memory] page console:\n${app.logs.slice(0, 60).join('\n')}`);
+    throw e;
+  } finally {
+    await app.browser.close();
+  }
+});
+
+// Keeping a model in the browser, on request: a quota too small for it gives a message and keeps
+// nothing; with room, the model is kept, listed, loaded on a later visit (a new page and worker in
+// the same browser profile) without picking files, and deleted, leaving OPFS empty.
+test('a model kept in the browser loads on a later visit; a full quota is reported', { timeout: 15 * 60_000 }, async () => {
+  const app = await openApp('cache');
+  const { page, shot, mark } = app;
+  try {
+    await openOn(page, 'cpu');
+    await page.locator('#kept-empty').waitFor({ timeout: 60_000 });
+    await page.click('#load-demo');
+    await page.locator('#model-info').waitFor({ timeout: 120_000 });
+
+    // 2 MB of quota for a 5 MB model (Chromium's DevTools protocol sets the origin's quota).
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 2_000_000 });
+    await page.click('#keep-model');
+    const error = page.locator('#error', { hasText: 'browser storage is full' });
+    await error.waitFor({ timeout: 120_000 });
+    const message = await error.textContent();
+    mark(`quota: ${message}`);
+    assert.match(message, /refused to keep `normtune-demo-base` \(5\.0 MB; QuotaExceededError.*nothing was kept/);
+    await shot('1-quota');
+    await page.locator('#kept-empty').waitFor();
+    assert.deepEqual(await opfsNames(page), [], 'a failed keep left files behind');
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+
+    await page.click('#keep-model');
+    const kept = page.locator('#kept li[data-key="normtune-demo-base"]');
+    await kept.waitFor({ timeout: 120_000 });
+    assert.match(await kept.textContent(), /normtune-demo-base · 5\.0 MB in 5 files · kept /);
+    assert.match(await page.locator('#storage-usage').textContent(), /This site stores [\d.]+ MB of the [\d.]+ MB/);
+    assert.deepEqual(await opfsNames(page), ['normtune-models']);
+    await shot('2-kept');
+
+    // A later visit: fresh page, fresh worker, nothing loaded; the kept model loads from OPFS.
+    mark(`device: ${await openOn(page, 'cpu')}`);
+    assert.equal(await page.locator('#model-info').count(), 0);
+    await kept.locator('button.load').click();
+    await page.locator('#model-info').waitFor({ timeout: 120_000 });
+    assert.match(await page.locator('#model-info').textContent(), /^normtune-demo-base · .*2,485,395 parameters/);
+    mark('loaded from the browser');
+    await shot('3-loaded');
+
+    await kept.locator('button.delete').click();
+    await page.locator('#kept-empty').waitFor({ timeout: 60_000 });
+    assert.deepEqual(await opfsNames(page), [], 'deleting the kept model left files behind');
+    assert.equal(await page.locator('#crashed').count(), 0, 'the worker crashed');
+    assert.deepEqual(app.offOrigin, [], 'requests left the origin');
+  } catch (e) {
+    await shot('failure').catch(() => {});
+    console.log(`[cache] page console:\n${app.logs.slice(0, 60).join('\n')}`);
     throw e;
   } finally {
     await app.browser.close();
