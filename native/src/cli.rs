@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// Keep denormal floats (default: flush to zero, as the PyTorch reference does).
     #[arg(long)]
     pub keep_denormals: bool,
+    /// LLaVA only: the language model's frozen weights kept in this dtype (`f16` or `bf16`), as
+    /// a run's `train.frozen_dtype`.
+    #[arg(long, value_parser = ["f16", "bf16"])]
+    pub frozen_dtype: Option<String>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -347,6 +351,10 @@ pub struct InspectArgs {
     /// `--estimate-memory`.
     #[arg(long, default_value_t = 16)]
     pub answer_len: usize,
+    /// For `--estimate-memory`: the language model's frozen weights kept in this dtype, as a
+    /// run's `train.frozen_dtype` does (`f16` or `bf16`).
+    #[arg(long, value_parser = ["f16", "bf16"])]
+    pub frozen_dtype: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

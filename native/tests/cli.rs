@@ -722,6 +722,57 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
         );
     }
     let _ = std::fs::remove_dir_all(&ck);
+    // The language model's frozen weights in f16 (`train.frozen_dtype`): the run trains the same
+    // parameters, says how many values it converted (every decoder Linear weight and the
+    // embedding: all decoder values but the norms'), and its losses stay within half
+    // precision's reach of the f32 run's.
+    let half = out.with_extension("f16");
+    let _ = std::fs::remove_dir_all(&half);
+    let (ok, half_stdout, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        &format!("out=\"{}\"", half.display()),
+        &format!("model=\"{}\"", model.display()),
+        &format!(
+            "data.train=\"{}\"",
+            root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
+        ),
+        &format!(
+            "data.images=\"{}\"",
+            root.join("tests/fixtures/images").display()
+        ),
+        "train.frozen_dtype=\"f16\"",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let decoder_frozen: usize = st
+        .tensors()
+        .iter()
+        .filter(|(k, _)| k.starts_with("language_model.") && !k.contains("norm"))
+        .map(|(_, t)| t.shape().iter().product::<usize>())
+        .sum();
+    assert!(
+        err.contains(&format!("frozen weights: {decoder_frozen} values stored as f16")),
+        "{err}"
+    );
+    let half_metrics: serde_json::Value = serde_json::from_str(half_stdout.trim()).unwrap();
+    assert_eq!(half_metrics["trainable_params"], want);
+    let half_losses: Vec<f64> = metrics_lines(&half)
+        .iter()
+        .filter(|l| l["kind"] == "train")
+        .map(|l| l["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(half_losses.len(), losses.len());
+    let worst = losses
+        .iter()
+        .zip(&half_losses)
+        .map(|(a, b)| (a - b).abs() / a.abs())
+        .fold(0f64, f64::max);
+    println!("f16 frozen weights: losses within {worst:.2e} of the f32 run's");
+    assert!(worst <= 5e-3, "{losses:?} vs {half_losses:?}");
+    let _ = std::fs::remove_dir_all(&half);
     let preds: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
         .unwrap()
         .lines()
@@ -877,6 +928,29 @@ fn inspect_counts_and_estimates_a_7b_llava_from_its_config_alone() {
     );
     let weights = v["memory_estimate"]["bytes"]["weights"].as_u64().unwrap();
     assert_eq!(weights, 4 * r["total_params"].as_u64().unwrap());
+    // With the language model's frozen weights in f16: everything of the decoder but its norms
+    // (LLaMA's Linear layers have no biases) takes 2 bytes a value.
+    let (ok, out, err) = normtune(&[
+        "inspect",
+        "--model",
+        dir.to_str().unwrap(),
+        "--peft",
+        "vision=frozen,projector=full,decoder=layernorm",
+        "--estimate-memory",
+        "--frozen-dtype",
+        "f16",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let half = r["decoder"].as_u64().unwrap() - r["decoder_norms"].as_u64().unwrap();
+    assert_eq!(v["memory_estimate"]["frozen_half_values"], half);
+    assert_eq!(
+        v["memory_estimate"]["bytes"]["weights"].as_u64().unwrap(),
+        4 * r["total_params"].as_u64().unwrap() - 2 * half
+    );
 }
 
 /// `devices = ["cpu", "cpu"]` trains data-parallel (two replicas; on GPUs `gpu:0`, `gpu:1`) and

@@ -198,7 +198,23 @@ mod tests {
 /// LoRA adapter, `dropout > 0` and the input is on an autodiff (training) device,
 /// `y = x·W + s·(dropout(x)·A)·B + b`; otherwise the plain forward (`x·(W + s·A·B) + b`, the same
 /// value without dropout).
+///
+/// A weight stored in another dtype than `x` (a frozen weight kept in f16 or bf16, see
+/// [`crate::models::walk::store_frozen`]) is applied in its own dtype: `x` is cast down, the
+/// product is cast back. Under autodiff only the weight's own (half-size) storage is kept for
+/// the backward pass; casting the weight up instead would keep an f32 copy of every weight
+/// until the backward pass, more memory than f32 weights.
 pub fn lora_linear<const D: usize>(l: &Linear, x: Tensor<D>, dropout: f64) -> Tensor<D> {
+    if l.weight.adapter().is_none() && l.weight.dtype() != x.dtype() {
+        let dt = x.dtype();
+        let wt = l.weight.dtype();
+        let y = burn::tensor::module::linear(
+            x.cast(wt),
+            l.weight.val(),
+            l.bias.as_ref().map(|b| b.val().cast(wt)),
+        );
+        return y.cast(dt);
+    }
     let adapter = l.weight.adapter();
     match adapter {
         Some(a) if dropout > 0.0 && x.device().is_autodiff() => {

@@ -325,7 +325,7 @@ impl LlavaForConditionalGeneration {
             )));
         }
         let text = Tensor::<1, Int>::from_ints(ids, &device).reshape([1, ids.len()]);
-        let text = self.language_model.model.embed_tokens.forward(text);
+        let text = self.language_model.model.embed(text);
         let features = features.reshape([fb * fl, h]);
         // Runs of text tokens and of image tokens, in order, joined once.
         let mut parts = Vec::new();

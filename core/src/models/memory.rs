@@ -22,7 +22,7 @@ const F32: u64 = 4;
 /// A training run's memory, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct MemoryEstimate {
-    /// Every parameter, f32.
+    /// Every parameter: f32, or 2 bytes for frozen weights kept in half precision.
     pub weights: u64,
     /// Gradients of the trainable parameters, and the accumulator that sums them over
     /// micro-batches.
@@ -62,7 +62,8 @@ impl Stack {
 /// The training memory of `model` (with its PEFT applied, as `report` counts it) for batches of
 /// `batch` examples of `text_len` text tokens each (a LLaVA prompt also holds one token per image
 /// feature), the last `answer_len` of them learned (the LM head runs from the position before
-/// the answer on).
+/// the answer on). `frozen` is `(values, dtype)` when that many frozen values are stored in a
+/// 2-byte dtype (`train.frozen_dtype`, [`crate::peft::frozen::castable`] counts them).
 pub fn estimate_training(
     model: &Model,
     config: &ModelConfig,
@@ -70,6 +71,7 @@ pub fn estimate_training(
     batch: usize,
     text_len: usize,
     answer_len: usize,
+    frozen: Option<(usize, crate::models::walk::FrozenDtype)>,
 ) -> Result<MemoryEstimate> {
     let (Model::Llava(_), ModelConfig::Llava(c)) = (model, config) else {
         return Err(Error::Input(
@@ -77,7 +79,8 @@ pub fn estimate_training(
         ));
     };
     let trainable = report.trainable_params as u64;
-    let weights = report.total_params as u64 * F32;
+    let weights = report.total_params as u64 * F32
+        - frozen.map_or(0, |(n, dt)| n as u64 * (F32 - dt.bytes()));
     let gradients = 2 * trainable * F32;
     let optimizer = 2 * trainable * F32;
     let trains = |name: &str| {

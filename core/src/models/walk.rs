@@ -180,3 +180,127 @@ pub async fn trainable_to_host<M: Module>(
     }
     Ok(module.clone().map(&mut Place { values, host }))
 }
+
+/// A storage dtype for frozen weights (`frozen_dtype` in a run config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrozenDtype {
+    /// IEEE half precision (on the CPU: `gemm`'s f16 kernels, f32 accumulation).
+    F16,
+    /// bfloat16 (f32's range; on the CPU each product converts its operands to f32).
+    Bf16,
+}
+
+impl FrozenDtype {
+    /// burn's dtype.
+    pub fn dtype(self) -> burn::tensor::DType {
+        match self {
+            FrozenDtype::F16 => burn::tensor::DType::F16,
+            FrozenDtype::Bf16 => burn::tensor::DType::BF16,
+        }
+    }
+    /// Bytes per value.
+    pub fn bytes(self) -> u64 {
+        2
+    }
+}
+
+/// Whether a parameter at `path` in a module of type `container` is a frozen-weight candidate:
+/// the weight of a `Linear` or an `Embedding` (not a norm, bias or LoRA factor).
+fn castable(path: &[String], container: &str) -> bool {
+    path.last().is_some_and(|l| l == "weight")
+        && matches!(container, "Struct:Linear" | "Struct:Embedding")
+}
+
+/// `module` with every frozen `Linear` and `Embedding` weight stored as `dtype`, and how many
+/// values were converted. A weight that trains, or carries a LoRA adapter (its factors train
+/// in f32 beside it), is left as it is. The module's forward must apply such weights in their
+/// own dtype ([`crate::models::common::lora_linear`], `LlamaModel::embed`): only the LLaMA
+/// decoder does so far.
+pub fn store_frozen<M: Module>(module: M, dtype: burn::tensor::DType) -> (M, usize) {
+    struct Cast {
+        path: PathStack,
+        containers: Vec<String>,
+        dtype: burn::tensor::DType,
+        count: usize,
+    }
+    impl burn::module::ModuleMapper for Cast {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+            self.containers.push(container_type.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+            self.containers.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let container = self.containers.last().map(String::as_str).unwrap_or("");
+            if D != 2
+                || !castable(self.path.segments(), container)
+                || param.adapter().is_some()
+                || param.is_require_grad()
+                || param.dtype() == self.dtype
+            {
+                return param;
+            }
+            self.count += param.lazy_shape().num_elements();
+            let dtype = self.dtype;
+            param.map(|t| t.cast(dtype))
+        }
+    }
+    let mut c = Cast {
+        path: PathStack::default(),
+        containers: Vec::new(),
+        dtype,
+        count: 0,
+    };
+    let m = module.map(&mut c);
+    (m, c.count)
+}
+
+/// How many values [`store_frozen`] would convert once the parameters `trainable(path)` names
+/// train, without touching (or initialising) any: the memory estimate, for models known only
+/// from their config. `prefix` is prepended to the paths handed to `trainable`.
+pub fn frozen_castable<M: Module>(
+    module: &M,
+    prefix: &[&str],
+    trainable: impl Fn(&[String]) -> bool,
+) -> usize {
+    struct Count<F> {
+        path: PathStack,
+        containers: Vec<String>,
+        count: usize,
+        trainable: F,
+    }
+    impl<F: Fn(&[String]) -> bool> ModuleVisitor for Count<F> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+            self.containers.push(container_type.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            self.path.exit(container_type);
+            self.containers.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let container = self.containers.last().map(String::as_str).unwrap_or("");
+            if D == 2
+                && castable(self.path.segments(), container)
+                && param.adapter().is_none()
+                && !(self.trainable)(self.path.segments())
+            {
+                self.count += param.lazy_shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count {
+        path: PathStack::default(),
+        containers: Vec::new(),
+        count: 0,
+        trainable,
+    };
+    for p in prefix {
+        c.path.enter(p, "Struct");
+    }
+    module.visit(&mut c);
+    c.count
+}

@@ -7,6 +7,7 @@
 pub mod adapter;
 pub mod config;
 pub mod disable;
+pub mod frozen;
 pub mod ia3;
 pub mod io;
 pub mod lora;
@@ -17,6 +18,7 @@ pub mod select;
 use crate::models;
 pub use config::{Method, PeftConfig};
 pub use disable::disabled;
+pub use frozen::store_frozen;
 pub use report::{ComponentReport, TrainableReport, report, report_lazy};
 pub use select::apply;
 

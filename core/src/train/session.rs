@@ -124,6 +124,11 @@ impl<S: FileSource> Session<S> {
                 "batch size and epochs must be at least 1".into(),
             ));
         }
+        if cfg.train.frozen_dtype.is_some() {
+            return Err(Error::Input(
+                "frozen_dtype is applied by `normtune train` only (not in a session)".into(),
+            ));
+        }
         let task = task_of(&train, "the training data")?;
         if !eval.is_empty() && task_of(&eval, "the evaluation data")? != task {
             return Err(Error::Input(

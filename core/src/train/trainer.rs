@@ -44,6 +44,10 @@ pub struct TrainConfig {
     /// recomputed in the backward pass instead of kept): less activation memory for a little
     /// compute. Applied by the shell that makes the training device.
     pub gradient_checkpointing: bool,
+    /// Store the frozen weights of a LLaVA model's language model in half precision (`"f16"` or
+    /// `"bf16"`; see [`crate::peft::frozen`]): half their memory. Applied by the shell after
+    /// PEFT; `None` keeps everything in f32.
+    pub frozen_dtype: Option<crate::models::walk::FrozenDtype>,
 }
 
 impl Default for TrainConfig {
@@ -58,6 +62,7 @@ impl Default for TrainConfig {
             max_grad_norm: Some(1.0),
             label_smoothing: 0.1,
             gradient_checkpointing: false,
+            frozen_dtype: None,
         }
     }
 }

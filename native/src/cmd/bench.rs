@@ -17,6 +17,7 @@ use normtune_core::device::choose;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::models::blip::generate::SpecialTokens;
 use normtune_core::models::{Model, ModelConfig, Pipeline};
+use normtune_core::models::walk::FrozenDtype;
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
 use normtune_core::train::{Batch, TrainConfig, Trainer};
@@ -101,6 +102,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let cfg = cfg.clone();
         return run_llava(&a, pipeline, &cfg, &name, weights, flushed, &chosen.reason);
     }
+    anyhow::ensure!(
+        a.frozen_dtype.is_none(),
+        "--frozen-dtype: implemented for LLaVA models (their language model) only"
+    );
     let cfg = match (&pipeline.config, &pipeline.model) {
         (ModelConfig::Blip(_, cfg), Model::Vqa(_)) => cfg.clone(),
         _ => anyhow::bail!(
@@ -262,6 +267,21 @@ fn run_llava(
     device.seed(a.seed);
     let model = peft::apply(pipeline.model, &peft_cfg)?;
     let report = peft::report(&model);
+    let model = match a.frozen_dtype.as_deref() {
+        Some(d) => {
+            let dt = if d == "bf16" {
+                FrozenDtype::Bf16
+            } else {
+                FrozenDtype::F16
+            };
+            let (m, n) = peft::store_frozen(model, dt)?;
+            if !a.json {
+                eprintln!("frozen weights: {n} values stored as {d}");
+            }
+            m
+        }
+        None => model,
+    };
     let vocab = cfg.text_config.vocab_size as i64;
     let side = cfg.vision_config.image_size;
     let n = cfg.image_tokens();
@@ -335,7 +355,7 @@ fn run_llava(
     }
     let (answer_med, _, _) = stats(&answer_times);
     let v = json!({
-        "model": name, "weights": weights, "peft": a.peft, "device": reason, "batch": b,
+        "model": name, "weights": weights, "peft": a.peft, "frozen_dtype": a.frozen_dtype, "device": reason, "batch": b,
         "image_size": side, "image_tokens": n, "question_len": a.question_len,
         "answer_len": a.answer_len, "warmup": a.warmup, "steps": a.steps,
         "denormals_flushed": flushed, "step_ms_median": step_med, "step_ms_min": step_min,

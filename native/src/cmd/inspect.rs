@@ -5,6 +5,7 @@ use crate::cli::InspectArgs;
 use crate::fs::{DirSource, read_file};
 use normtune_core::burn::module::Module;
 use normtune_core::device::choose;
+use normtune_core::models::walk::FrozenDtype;
 use normtune_core::models::{ModelConfig, Pipeline, memory};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::FileSource;
@@ -57,6 +58,16 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let frozen = match (a.frozen_dtype.as_deref(), &peft_cfg) {
+        (Some(d), Some(cfg)) => {
+            let dt = match d {
+                "bf16" => FrozenDtype::Bf16,
+                _ => FrozenDtype::F16,
+            };
+            Some((peft::frozen::castable(&p.model, cfg), dt))
+        }
+        _ => None,
+    };
     let estimate = match (&trainable, a.estimate_memory) {
         (Some(r), true) => Some(memory::estimate_training(
             &p.model,
@@ -65,6 +76,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             a.batch,
             a.text_len,
             a.answer_len,
+            frozen,
         )?),
         _ => None,
     };
@@ -79,6 +91,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         if let Some(e) = &estimate {
             v["memory_estimate"] = json!({
                 "batch": a.batch, "text_len": a.text_len, "answer_len": a.answer_len.min(a.text_len), "bytes": e,
+                "frozen_dtype": a.frozen_dtype, "frozen_half_values": frozen.map(|f| f.0),
             });
         }
         println!("{v}");
@@ -117,10 +130,14 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             }
         };
         println!(
-            "memory estimate (training, batch {}, {} text tokens, the last {} learned, f32):",
+            "memory estimate (training, batch {}, {} text tokens, the last {} learned, {}):",
             a.batch,
             a.text_len,
-            a.answer_len.min(a.text_len)
+            a.answer_len.min(a.text_len),
+            match (&a.frozen_dtype, frozen) {
+                (Some(d), Some((n, _))) => format!("{n} frozen values in {d}, the rest f32"),
+                _ => "f32".to_string(),
+            }
         );
         println!("  weights      {}", size(e.weights));
         println!("  gradients    {}", size(e.gradients));

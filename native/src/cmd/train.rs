@@ -514,6 +514,18 @@ pub fn run_config(
         cfg.peft.describe(&names),
         report.peft_line()
     );
+    let model = match cfg.train.frozen_dtype {
+        Some(dt) => {
+            let (m, n) = peft::store_frozen(model, dt)?;
+            eprintln!(
+                "frozen weights: {n} values stored as {} ({:.1} MB saved)",
+                format!("{dt:?}").to_lowercase(),
+                (n as u64 * (4 - dt.bytes())) as f64 / 1e6
+            );
+            m
+        }
+        None => model,
+    };
 
     let plan = Plan {
         examples: train.len(),

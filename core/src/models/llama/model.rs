@@ -8,7 +8,7 @@ use crate::models::common::{MASK_VALUE, attention, lora_linear, merge_heads, spl
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 
 /// Cached keys and values of one layer (`[batch, kv_heads, len, head_dim]`, after the rotation).
 pub use crate::models::common::Kv;
@@ -158,6 +158,19 @@ pub struct LlamaModel {
     pub theta: f64,
 }
 
+impl LlamaModel {
+    /// Token embeddings `[batch, len, hidden]` in f32, whatever dtype the table is stored in
+    /// (f16 when frozen weights are kept in half precision).
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let e = self.embed_tokens.forward(ids);
+        if e.dtype() == DType::F32 {
+            e
+        } else {
+            e.cast(DType::F32)
+        }
+    }
+}
+
 /// HF `LlamaForCausalLM`.
 #[derive(Module, Debug)]
 pub struct LlamaForCausalLM {
@@ -207,7 +220,7 @@ impl LlamaForCausalLM {
         mask01: Option<Tensor<2>>,
         cache: Option<&mut Vec<Kv>>,
     ) -> Tensor<3> {
-        self.hidden_from_embeds(self.model.embed_tokens.forward(ids), mask01, cache)
+        self.hidden_from_embeds(self.model.embed(ids), mask01, cache)
     }
 
     /// As [`Self::hidden`], from input embeddings `[batch, len, hidden]` (a multimodal model
@@ -252,8 +265,21 @@ impl LlamaForCausalLM {
     /// The LM head on hidden states `[batch, len, hidden]` → logits `[batch, len, vocab]`.
     pub fn head(&self, h: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => h.matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+            // (`lora_linear` also applies a head kept in half precision.)
+            Some(head) => lora_linear(head, h, 0.0),
+            None => {
+                let w = self.model.embed_tokens.weight.val();
+                if w.dtype() == h.dtype() {
+                    h.matmul(w.transpose().unsqueeze())
+                } else {
+                    // Tied to a half-precision table: the product in its dtype (see
+                    // `common::lora_linear`), the logits back in f32.
+                    let dt = h.dtype();
+                    h.cast(w.dtype())
+                        .matmul(w.transpose().unsqueeze())
+                        .cast(dt)
+                }
+            }
         }
     }
 
@@ -287,7 +313,7 @@ impl LlamaForCausalLM {
     ) -> crate::Result<Vec<i64>> {
         let device = self.model.embed_tokens.weight.device();
         let ids = Tensor::<1, Int>::from_ints(prompt, &device).reshape([1, prompt.len()]);
-        self.greedy_from_embeds(self.model.embed_tokens.forward(ids), max_new, eos)
+        self.greedy_from_embeds(self.model.embed(ids), max_new, eos)
             .await
     }
 
@@ -319,7 +345,7 @@ impl LlamaForCausalLM {
                 break;
             }
             let ids = Tensor::<1, Int>::from_ints([id], &device).reshape([1, 1]);
-            next = self.model.embed_tokens.forward(ids);
+            next = self.model.embed(ids);
         }
         Ok(out)
     }
