@@ -628,6 +628,30 @@ fn bench_counts_what_peft_counts_and_reports_its_fields() {
         assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
         assert!(v["last_loss"].as_f64().unwrap().is_finite());
     }
+    // A user's own folder, here the demo model with its 147-token vocabulary: the synthetic
+    // questions and answers stay inside it.
+    let (ok, out, err) = normtune(&[
+        "bench",
+        "--model",
+        fixtures().join("../../core/assets/demo-base").to_str().unwrap(),
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--answers",
+        "1",
+        "--answer-tokens",
+        "2",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["total_params"], 2_485_395);
+    assert!(v["last_loss"].as_f64().unwrap().is_finite());
     let (ok, _, err) = normtune(&["bench", "--preset", "huge"]);
     assert!(
         !ok && err.trim().lines().count() == 1 && err.contains("--preset huge"),

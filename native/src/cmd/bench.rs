@@ -121,6 +121,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     // Synthetic inputs: pixels ~ N(0, 1) (what normalisation produces), question and answer ids
     // drawn from the vocabulary's ordinary range, no padding.
     let vocab = cfg.text_config.vocab_size as i64;
+    let (lo, span) = ordinary_ids(vocab);
+    // BERT's [CLS] opens a question (HF's reference input); a tiny vocabulary has no id 101.
+    let cls = if vocab > 101 { 101 } else { 0 };
     let bos = cfg
         .text_config
         .bos_token_id
@@ -137,14 +140,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let tok = 1000 + ((x >> 33) as i64) % (vocab - 1010).max(1);
+            let tok = lo + ((x >> 33) as i64) % span;
             v.push(if i % len == 0 { first } else { tok });
         }
         Tensor::<1, Int>::from_ints(v.as_slice(), &device).reshape([b, len])
     };
     let batch = Batch::Vqa {
         pixels: Tensor::<4>::random([b, 3, side, side], Distribution::Normal(0.0, 1.0), &device),
-        question_ids: ids(a.question_len, 101),
+        question_ids: ids(a.question_len, cls),
         question_mask: Tensor::<2>::ones([b, a.question_len], &device),
         answer_ids: ids(a.answer_len, bos),
         answer_mask: Tensor::<2>::ones([b, a.answer_len], &device),
@@ -184,9 +187,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         (0..a.question_len as i64)
             .map(|i| {
                 if i == 0 {
-                    101
+                    cls
                 } else {
-                    1000 + (i * 7919) % (vocab - 1010)
+                    lo + (i * 7919) % span
                 }
             })
             .collect::<Vec<_>>()
@@ -253,6 +256,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 /// The LLaVA row: each example `<s>`, the image tokens, `question_len - 1` question tokens, then
 /// `answer_len` answer tokens (the only ones learned), no label smoothing (HF's LLaVA loss has
 /// none); the answer: greedy decoding of `answer_tokens` new tokens after the prompt, batch 1.
+/// The ids synthetic inputs draw from, `lo..lo + span`: the vocabulary's ordinary range as the
+/// PyTorch reference takes it (`1000..vocab - 10`), or the middle half of a small vocabulary (a
+/// user's model may have a few hundred tokens: the demo model has 147).
+fn ordinary_ids(vocab: i64) -> (i64, i64) {
+    if vocab >= 2020 {
+        (1000, vocab - 1010)
+    } else {
+        (vocab / 4, (vocab / 2).max(1))
+    }
+}
+
 fn run_llava(
     a: &BenchArgs,
     pipeline: Pipeline,
@@ -283,6 +297,7 @@ fn run_llava(
         None => model,
     };
     let vocab = cfg.text_config.vocab_size as i64;
+    let (lo, span) = ordinary_ids(vocab);
     let side = cfg.vision_config.image_size;
     let n = cfg.image_tokens();
     let b = a.batch;
@@ -291,7 +306,7 @@ fn run_llava(
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        1000 + ((x >> 33) as i64) % (vocab - 1010).max(1)
+        lo + ((x >> 33) as i64) % span
     };
     let row = |tok: &mut dyn FnMut() -> i64, len: usize| -> Vec<i64> {
         let mut r = vec![1];
@@ -338,7 +353,7 @@ fn run_llava(
     let prompt = row(
         &mut || {
             i += 1;
-            1000 + (i * 7919) % (vocab - 1010)
+            lo + (i * 7919) % span
         },
         a.question_len,
     );
