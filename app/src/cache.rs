@@ -80,14 +80,22 @@ pub async fn estimate() -> Option<(f64, f64)> {
 async fn root(create: bool) -> Result<Option<FileSystemDirectoryHandle>, String> {
     let top: FileSystemDirectoryHandle = wait(storage()?.get_directory())
         .await
-        .map_err(|e| format!("the browser's private file system is unavailable: {}", js_err(e)))?
+        .map_err(|e| {
+            format!(
+                "the browser's private file system is unavailable: {}",
+                js_err(e)
+            )
+        })?
         .unchecked_into();
     let opts = FileSystemGetDirectoryOptions::new();
     opts.set_create(create);
     match wait(top.get_directory_handle_with_options(ROOT, &opts)).await {
         Ok(d) => Ok(Some(d.unchecked_into())),
         Err(_) if !create => Ok(None),
-        Err(e) => Err(format!("cannot create `{ROOT}` in the browser's storage: {}", js_err(e))),
+        Err(e) => Err(format!(
+            "cannot create `{ROOT}` in the browser's storage: {}",
+            js_err(e)
+        )),
     }
 }
 
@@ -95,7 +103,13 @@ async fn root(create: bool) -> Result<Option<FileSystemDirectoryHandle>, String>
 pub fn dir_name(model: &str) -> String {
     let s: String = model
         .chars()
-        .map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     match s.trim() {
         "" | "." | ".." => "model".into(),
@@ -125,7 +139,11 @@ async fn read_file(d: &FileSystemDirectoryHandle, name: &str) -> Result<Vec<u8>,
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-async fn write_file(d: &FileSystemDirectoryHandle, name: &str, bytes: &[u8]) -> Result<(), JsValue> {
+async fn write_file(
+    d: &FileSystemDirectoryHandle,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), JsValue> {
     let opts = FileSystemGetFileOptions::new();
     opts.set_create(true);
     let h: FileSystemFileHandle = wait(d.get_file_handle_with_options(name, &opts))
@@ -254,7 +272,10 @@ pub async fn save(name: &str, files: &[(&str, &[u8])]) -> Result<(), String> {
                     need as f64 / 1e6
                 ))
             } else {
-                Err(format!("could not keep `{name}` in the browser: {}", js_err(e)))
+                Err(format!(
+                    "could not keep `{name}` in the browser: {}",
+                    js_err(e)
+                ))
             }
         }
     }
@@ -298,9 +319,12 @@ pub async fn delete(key: &str) -> Result<(), String> {
     let Some(root) = root(false).await? else {
         return Ok(());
     };
-    remove(&root, key)
-        .await
-        .map_err(|e| format!("could not delete `{key}` from the browser's storage: {}", js_err(e)))?;
+    remove(&root, key).await.map_err(|e| {
+        format!(
+            "could not delete `{key}` from the browser's storage: {}",
+            js_err(e)
+        )
+    })?;
     drop_root_if_empty(&root).await;
     Ok(())
 }

@@ -267,7 +267,11 @@ impl State {
                 let files: Vec<(&str, &[u8])> = m.files.0.iter().collect();
                 let total = files.iter().map(|(_, b)| b.len()).sum::<usize>();
                 progress(
-                    &format!("keeping {} ({:.1} MB) in this browser", m.name, total as f64 / 1e6),
+                    &format!(
+                        "keeping {} ({:.1} MB) in this browser",
+                        m.name,
+                        total as f64 / 1e6
+                    ),
                     0,
                     1,
                 );

@@ -166,18 +166,26 @@ async fn kept_models_round_trip_through_the_private_file_system() {
     use normtune_app::cache;
     use wasm_bindgen::JsCast;
     use wasm_bindgen_futures::JsFuture;
-    let big: Vec<u8> = (0..(16 << 20) + 1234).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..(16 << 20) + 1234)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
     let files = [
         ("config.json", &b"{\"x\": 1}"[..]),
         ("model.safetensors", &big[..]),
         ("empty.txt", &[][..]),
     ];
-    assert!(cache::list().await.unwrap().is_empty(), "the store starts empty");
+    assert!(
+        cache::list().await.unwrap().is_empty(),
+        "the store starts empty"
+    );
     cache::save("org/model", &files).await.unwrap();
     let listed = cache::list().await.unwrap();
     assert_eq!(listed.len(), 1);
     let m = &listed[0];
-    assert_eq!((m.key.as_str(), m.name.as_str()), ("org_model", "org/model"));
+    assert_eq!(
+        (m.key.as_str(), m.name.as_str()),
+        ("org_model", "org/model")
+    );
     assert_eq!(m.bytes as usize, 8 + big.len());
     assert_eq!(m.files, 3);
     assert!(m.complete);
@@ -190,13 +198,19 @@ async fn kept_models_round_trip_through_the_private_file_system() {
     assert_eq!(back, want, "the kept files must load back byte for byte");
 
     // Keeping it again replaces the first copy (one entry, the new files only).
-    cache::save("org/model", &[("config.json", &b"{}"[..])]).await.unwrap();
+    cache::save("org/model", &[("config.json", &b"{}"[..])])
+        .await
+        .unwrap();
     let listed = cache::list().await.unwrap();
     assert_eq!((listed.len(), listed[0].files, listed[0].bytes), (1, 1, 2));
 
     // A directory without a manifest: listed as incomplete, refused with a reason.
     let top: web_sys::FileSystemDirectoryHandle = JsFuture::from(
-        web_sys::window().unwrap().navigator().storage().get_directory(),
+        web_sys::window()
+            .unwrap()
+            .navigator()
+            .storage()
+            .get_directory(),
     )
     .await
     .unwrap()
@@ -212,11 +226,19 @@ async fn kept_models_round_trip_through_the_private_file_system() {
         .await
         .unwrap();
     let listed = cache::list().await.unwrap();
-    let cut = listed.iter().find(|m| m.key == "cut").expect("the cut directory is listed");
+    let cut = listed
+        .iter()
+        .find(|m| m.key == "cut")
+        .expect("the cut directory is listed");
     assert!(!cut.complete);
     let e = cache::load("cut").await.unwrap_err();
     assert!(e.contains("incomplete"), "{e}");
-    assert!(cache::load("nothing").await.unwrap_err().contains("no model `nothing`"));
+    assert!(
+        cache::load("nothing")
+            .await
+            .unwrap_err()
+            .contains("no model `nothing`")
+    );
 
     cache::delete("cut").await.unwrap();
     cache::delete("org_model").await.unwrap();
@@ -225,10 +247,18 @@ async fn kept_models_round_trip_through_the_private_file_system() {
     let it = top.keys();
     loop {
         let next = JsFuture::from(it.next().unwrap()).await.unwrap();
-        if js_sys::Reflect::get(&next, &"done".into()).unwrap().as_bool().unwrap() {
+        if js_sys::Reflect::get(&next, &"done".into())
+            .unwrap()
+            .as_bool()
+            .unwrap()
+        {
             break;
         }
         left.push(&js_sys::Reflect::get(&next, &"value".into()).unwrap());
     }
-    assert_eq!(left.length(), 0, "deleting every kept model must leave OPFS empty: {left:?}");
+    assert_eq!(
+        left.length(),
+        0,
+        "deleting every kept model must leave OPFS empty: {left:?}"
+    );
 }

@@ -633,7 +633,10 @@ fn bench_counts_what_peft_counts_and_reports_its_fields() {
     let (ok, out, err) = normtune(&[
         "bench",
         "--model",
-        fixtures().join("../../core/assets/demo-base").to_str().unwrap(),
+        fixtures()
+            .join("../../core/assets/demo-base")
+            .to_str()
+            .unwrap(),
         "--batch",
         "2",
         "--steps",
@@ -671,23 +674,34 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
     let out = std::env::temp_dir().join(format!("normtune-llava-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let config = fixtures().join("data/tiny_llava.toml");
-    let (ok, stdout, err) = normtune(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        &format!("out=\"{}\"", out.display()),
-        &format!("model=\"{}\"", model.display()),
-        &format!(
+    // `normtune train` on the tiny LLaVA and the tiny VQA set into `dir`, with `extra` overrides.
+    let train = |dir: &std::path::Path, extra: &[&str]| {
+        let (out, model) = (
+            format!("out=\"{}\"", dir.display()),
+            format!("model=\"{}\"", model.display()),
+        );
+        let data = format!(
             "data.train=\"{}\"",
             root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
-        ),
-        &format!(
+        );
+        let images = format!(
             "data.images=\"{}\"",
             root.join("tests/fixtures/images").display()
-        ),
-        "--device",
-        "cpu",
-    ]);
+        );
+        let mut args = vec![
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            &out,
+            &model,
+            &data,
+            &images,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--device", "cpu"]);
+        normtune(&args)
+    };
+    let (ok, stdout, err) = train(&out, &[]);
     assert!(ok, "{err}");
     // Every norm weight and bias of the checkpoint, and the projector.
     let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
@@ -715,24 +729,7 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
     // burn's gradient checkpointing recomputes instead of keeping: the same run, the same losses.
     let ck = out.with_extension("ckpt");
     let _ = std::fs::remove_dir_all(&ck);
-    let (ok, _, err) = normtune(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        &format!("out=\"{}\"", ck.display()),
-        &format!("model=\"{}\"", model.display()),
-        &format!(
-            "data.train=\"{}\"",
-            root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
-        ),
-        &format!(
-            "data.images=\"{}\"",
-            root.join("tests/fixtures/images").display()
-        ),
-        "train.gradient_checkpointing=true",
-        "--device",
-        "cpu",
-    ]);
+    let (ok, _, err) = train(&ck, &["train.gradient_checkpointing=true"]);
     assert!(ok, "{err}");
     let ck_losses: Vec<f64> = metrics_lines(&ck)
         .iter()
@@ -752,24 +749,7 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
     // precision's reach of the f32 run's.
     let half = out.with_extension("f16");
     let _ = std::fs::remove_dir_all(&half);
-    let (ok, half_stdout, err) = normtune(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        &format!("out=\"{}\"", half.display()),
-        &format!("model=\"{}\"", model.display()),
-        &format!(
-            "data.train=\"{}\"",
-            root.join("tests/fixtures/data/tiny_vqa.jsonl").display()
-        ),
-        &format!(
-            "data.images=\"{}\"",
-            root.join("tests/fixtures/images").display()
-        ),
-        "train.frozen_dtype=\"f16\"",
-        "--device",
-        "cpu",
-    ]);
+    let (ok, half_stdout, err) = train(&half, &["train.frozen_dtype=\"f16\""]);
     assert!(ok, "{err}");
     let decoder_frozen: usize = st
         .tensors()
@@ -778,7 +758,9 @@ fn train_ln_tunes_the_llava_model_and_infer_applies_its_adapter() {
         .map(|(_, t)| t.shape().iter().product::<usize>())
         .sum();
     assert!(
-        err.contains(&format!("frozen weights: {decoder_frozen} values stored as f16")),
+        err.contains(&format!(
+            "frozen weights: {decoder_frozen} values stored as f16"
+        )),
         "{err}"
     );
     let half_metrics: serde_json::Value = serde_json::from_str(half_stdout.trim()).unwrap();

@@ -129,7 +129,13 @@ fn ln_tuning_against_hf(frozen: Option<FrozenDtype>, loss_tol: f32, grad_tol: f3
                 l.weight.dims().iter().product::<usize>()
             })
             .sum();
-            let embed = lm.model.embed_tokens.weight.dims().iter().product::<usize>();
+            let embed = lm
+                .model
+                .embed_tokens
+                .weight
+                .dims()
+                .iter()
+                .product::<usize>();
             let head = lm
                 .lm_head
                 .as_ref()

@@ -25,6 +25,32 @@ impl PathStack {
     }
 }
 
+/// A [`PathStack`] plus the type of each module on the way (`Struct:Linear`, ...), for visitors
+/// that care which kind of module owns a parameter.
+#[derive(Debug, Default)]
+pub struct Scope {
+    path: PathStack,
+    containers: Vec<String>,
+}
+
+impl Scope {
+    pub fn enter(&mut self, name: &str, container: &str) {
+        self.path.enter(name, container);
+        self.containers.push(container.to_string());
+    }
+    pub fn exit(&mut self, container: &str) {
+        self.path.exit(container);
+        self.containers.pop();
+    }
+    pub fn segments(&self) -> &[String] {
+        self.path.segments()
+    }
+    /// The type of the module that owns the parameter being visited.
+    pub fn container(&self) -> &str {
+        self.containers.last().map(String::as_str).unwrap_or("")
+    }
+}
+
 /// One float parameter of a model.
 #[derive(Debug, Clone)]
 pub struct ParamRow {
@@ -56,23 +82,20 @@ pub fn params<M: Module>(
     want_values: impl Fn(&[String], &str, bool) -> bool,
 ) -> Vec<ParamRow> {
     struct V<F> {
-        path: PathStack,
-        containers: Vec<String>,
+        scope: Scope,
         rows: Vec<ParamRow>,
         want: F,
     }
     impl<F: Fn(&[String], &str, bool) -> bool> ModuleVisitor for V<F> {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.enter(name, container_type);
-            self.containers.push(container_type.to_string());
+            self.scope.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.path.exit(container_type);
-            self.containers.pop();
+            self.scope.exit(container_type);
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let path = self.path.segments().to_vec();
-            let container = self.containers.last().cloned().unwrap_or_default();
+            let path = self.scope.segments().to_vec();
+            let container = self.scope.container().to_string();
             let t = param.val();
             let trainable = t.is_require_grad();
             let values = (self.want)(&path, &container, trainable)
@@ -88,8 +111,7 @@ pub fn params<M: Module>(
         }
     }
     let mut v = V {
-        path: PathStack::default(),
-        containers: Vec::new(),
+        scope: Scope::default(),
         rows: Vec::new(),
         want: want_values,
     };
@@ -219,24 +241,20 @@ fn castable(path: &[String], container: &str) -> bool {
 /// decoder does so far.
 pub fn store_frozen<M: Module>(module: M, dtype: burn::tensor::DType) -> (M, usize) {
     struct Cast {
-        path: PathStack,
-        containers: Vec<String>,
+        scope: Scope,
         dtype: burn::tensor::DType,
         count: usize,
     }
     impl burn::module::ModuleMapper for Cast {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.enter(name, container_type);
-            self.containers.push(container_type.to_string());
+            self.scope.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.path.exit(container_type);
-            self.containers.pop();
+            self.scope.exit(container_type);
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let container = self.containers.last().map(String::as_str).unwrap_or("");
             if D != 2
-                || !castable(self.path.segments(), container)
+                || !castable(self.scope.segments(), self.scope.container())
                 || param.adapter().is_some()
                 || param.is_require_grad()
                 || param.dtype() == self.dtype
@@ -249,8 +267,7 @@ pub fn store_frozen<M: Module>(module: M, dtype: burn::tensor::DType) -> (M, usi
         }
     }
     let mut c = Cast {
-        path: PathStack::default(),
-        containers: Vec::new(),
+        scope: Scope::default(),
         dtype,
         count: 0,
     };
@@ -267,39 +284,34 @@ pub fn frozen_castable<M: Module>(
     trainable: impl Fn(&[String]) -> bool,
 ) -> usize {
     struct Count<F> {
-        path: PathStack,
-        containers: Vec<String>,
+        scope: Scope,
         count: usize,
         trainable: F,
     }
     impl<F: Fn(&[String]) -> bool> ModuleVisitor for Count<F> {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.enter(name, container_type);
-            self.containers.push(container_type.to_string());
+            self.scope.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.path.exit(container_type);
-            self.containers.pop();
+            self.scope.exit(container_type);
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let container = self.containers.last().map(String::as_str).unwrap_or("");
             if D == 2
-                && castable(self.path.segments(), container)
+                && castable(self.scope.segments(), self.scope.container())
                 && param.adapter().is_none()
-                && !(self.trainable)(self.path.segments())
+                && !(self.trainable)(self.scope.segments())
             {
                 self.count += param.lazy_shape().num_elements();
             }
         }
     }
     let mut c = Count {
-        path: PathStack::default(),
-        containers: Vec::new(),
+        scope: Scope::default(),
         count: 0,
         trainable,
     };
     for p in prefix {
-        c.path.enter(p, "Struct");
+        c.scope.enter(p, "Struct");
     }
     module.visit(&mut c);
     c.count

@@ -16,8 +16,8 @@ use normtune_core::burn::tensor::{Distribution, Int, Tensor};
 use normtune_core::device::choose;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::models::blip::generate::SpecialTokens;
-use normtune_core::models::{Model, ModelConfig, Pipeline};
 use normtune_core::models::walk::FrozenDtype;
+use normtune_core::models::{Model, ModelConfig, Pipeline};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
 use normtune_core::train::{Batch, TrainConfig, Trainer};
@@ -185,13 +185,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let pixels = Tensor::<4>::random([1, 3, side, side], Distribution::Normal(0.0, 1.0), &inner);
     let q = Tensor::<1, Int>::from_ints(
         (0..a.question_len as i64)
-            .map(|i| {
-                if i == 0 {
-                    cls
-                } else {
-                    lo + (i * 7919) % span
-                }
-            })
+            .map(|i| if i == 0 { cls } else { lo + (i * 7919) % span })
             .collect::<Vec<_>>()
             .as_slice(),
         &inner,

@@ -275,9 +275,7 @@ impl LlamaForCausalLM {
                     // Tied to a half-precision table: the product in its dtype (see
                     // `common::lora_linear`), the logits back in f32.
                     let dt = h.dtype();
-                    h.cast(w.dtype())
-                        .matmul(w.transpose().unsqueeze())
-                        .cast(dt)
+                    h.cast(w.dtype()).matmul(w.transpose().unsqueeze()).cast(dt)
                 }
             }
         }
