@@ -77,8 +77,9 @@ pub async fn estimate() -> Option<(f64, f64)> {
     Some((e.get_usage()?, e.get_quota()?))
 }
 
-async fn root(create: bool) -> Result<Option<FileSystemDirectoryHandle>, String> {
-    let top: FileSystemDirectoryHandle = wait(storage()?.get_directory())
+/// The origin's private file system.
+async fn top() -> Result<FileSystemDirectoryHandle, String> {
+    Ok(wait(storage()?.get_directory())
         .await
         .map_err(|e| {
             format!(
@@ -86,7 +87,11 @@ async fn root(create: bool) -> Result<Option<FileSystemDirectoryHandle>, String>
                 js_err(e)
             )
         })?
-        .unchecked_into();
+        .unchecked_into())
+}
+
+async fn root(create: bool) -> Result<Option<FileSystemDirectoryHandle>, String> {
+    let top = top().await?;
     let opts = FileSystemGetDirectoryOptions::new();
     opts.set_create(create);
     match wait(top.get_directory_handle_with_options(ROOT, &opts)).await {
@@ -333,13 +338,8 @@ pub async fn delete(key: &str) -> Result<(), String> {
 /// storage as it was.
 async fn drop_root_if_empty(root: &FileSystemDirectoryHandle) {
     if names(root).await.is_ok_and(|n| n.is_empty())
-        && let Ok(top) = wait(match storage() {
-            Ok(s) => s.get_directory(),
-            Err(_) => return,
-        })
-        .await
+        && let Ok(top) = top().await
     {
-        let top: FileSystemDirectoryHandle = top.unchecked_into();
         let _ = remove(&top, ROOT).await;
     }
 }

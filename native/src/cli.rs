@@ -85,8 +85,8 @@ pub struct BenchArgs {
     pub keep_denormals: bool,
     /// LLaVA only: the language model's frozen weights kept in this dtype (`f16` or `bf16`), as
     /// a run's `train.frozen_dtype`.
-    #[arg(long, value_parser = ["f16", "bf16"])]
-    pub frozen_dtype: Option<String>,
+    #[arg(long)]
+    pub frozen_dtype: Option<normtune_core::models::walk::FrozenDtype>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -353,8 +353,8 @@ pub struct InspectArgs {
     pub answer_len: usize,
     /// For `--estimate-memory`: the language model's frozen weights kept in this dtype, as a
     /// run's `train.frozen_dtype` does (`f16` or `bf16`).
-    #[arg(long, value_parser = ["f16", "bf16"])]
-    pub frozen_dtype: Option<String>,
+    #[arg(long)]
+    pub frozen_dtype: Option<normtune_core::models::walk::FrozenDtype>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

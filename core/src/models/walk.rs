@@ -225,6 +225,24 @@ impl FrozenDtype {
     pub fn bytes(self) -> u64 {
         2
     }
+    /// As a config or command line writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrozenDtype::F16 => "f16",
+            FrozenDtype::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for FrozenDtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f16" => Ok(FrozenDtype::F16),
+            "bf16" => Ok(FrozenDtype::Bf16),
+            other => Err(format!("`{other}` is not a frozen dtype (f16, bf16)")),
+        }
+    }
 }
 
 /// Whether a parameter at `path` in a module of type `container` is a frozen-weight candidate:

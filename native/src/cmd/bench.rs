@@ -16,7 +16,6 @@ use normtune_core::burn::tensor::{Distribution, Int, Tensor};
 use normtune_core::device::choose;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::models::blip::generate::SpecialTokens;
-use normtune_core::models::walk::FrozenDtype;
 use normtune_core::models::{Model, ModelConfig, Pipeline};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
@@ -275,16 +274,11 @@ fn run_llava(
     device.seed(a.seed);
     let model = peft::apply(pipeline.model, &peft_cfg)?;
     let report = peft::report(&model);
-    let model = match a.frozen_dtype.as_deref() {
-        Some(d) => {
-            let dt = if d == "bf16" {
-                FrozenDtype::Bf16
-            } else {
-                FrozenDtype::F16
-            };
+    let model = match a.frozen_dtype {
+        Some(dt) => {
             let (m, n) = peft::store_frozen(model, dt)?;
             if !a.json {
-                eprintln!("frozen weights: {n} values stored as {d}");
+                eprintln!("frozen weights: {n} values stored as {}", dt.name());
             }
             m
         }

@@ -5,7 +5,6 @@ use crate::cli::InspectArgs;
 use crate::fs::{DirSource, read_file};
 use normtune_core::burn::module::Module;
 use normtune_core::device::choose;
-use normtune_core::models::walk::FrozenDtype;
 use normtune_core::models::{ModelConfig, Pipeline, memory};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::FileSource;
@@ -58,14 +57,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let frozen = match (a.frozen_dtype.as_deref(), &peft_cfg) {
-        (Some(d), Some(cfg)) => {
-            let dt = match d {
-                "bf16" => FrozenDtype::Bf16,
-                _ => FrozenDtype::F16,
-            };
-            Some((peft::frozen::castable(&p.model, cfg), dt))
-        }
+    let frozen = match (a.frozen_dtype, &peft_cfg) {
+        (Some(dt), Some(cfg)) => Some((peft::frozen::castable(&p.model, cfg), dt)),
         _ => None,
     };
     let estimate = match (&trainable, a.estimate_memory) {
@@ -134,9 +127,9 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             a.batch,
             a.text_len,
             a.answer_len.min(a.text_len),
-            match (&a.frozen_dtype, frozen) {
-                (Some(d), Some((n, _))) => format!("{n} frozen values in {d}, the rest f32"),
-                _ => "f32".to_string(),
+            match frozen {
+                Some((n, dt)) => format!("{n} frozen values in {}, the rest f32", dt.name()),
+                None => "f32".to_string(),
             }
         );
         println!("  weights      {}", size(e.weights));

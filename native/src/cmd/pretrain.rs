@@ -65,48 +65,19 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     )?);
     write_folder_atomic(&work.join("data"), &data)?;
 
-    let toml = format!(
-        r#"# Written by `normtune pretrain`: full training of the demo model from scratch.
-model = "{init}"
-out = "{run}"
-batch_size = {batch}
-epochs = {epochs}
-seed = {seed}
-checkpoint_every = 200
-
-[data]
-format = "jsonl"
-train = "{data}/train.vqa.jsonl"
-eval = "{data}/test.vqa.jsonl"
-images = "{data}"
-
-[peft]
-default_method = "full"
-
-[train]
-lr = {lr:e}
-warmup_steps = 100
-weight_decay = 0.05
-max_grad_norm = 1.0
-
-[eval]
-every = 0
-
-[generation]
-num_beams = 1
-max_new_tokens = 4
-"#,
-        init = work.join("init").display(),
-        run = work.join("run").display(),
-        data = work.join("data").display(),
-        batch = a.batch_size,
-        epochs = a.epochs,
-        seed = a.seed,
-        lr = a.lr,
-    );
-    let config = work.join("pretrain.toml");
-    write_file_atomic(&config, toml.as_bytes())?;
-    let metrics = run_config(resolve(&config, &[])?, false, a.device.device)?;
+    let metrics = train_recipe(
+        &work,
+        &a,
+        &Recipe {
+            about: "full training of the demo model from scratch",
+            checkpoint_every: 200,
+            chat_prompt: None,
+            peft: "default_method = \"full\"",
+            warmup_steps: 100,
+            weight_decay: 0.05,
+            label_smoothing: None,
+        },
+    )?;
 
     // Fold the fully trained tensors into the initial weights and store them as f16.
     let tensors = trained(&work)?;
@@ -163,53 +134,21 @@ fn run_llava(a: PretrainArgs, gguf_path: &std::path::Path) -> anyhow::Result<()>
         "test.",
     )?);
     write_folder_atomic(&work.join("data"), &data)?;
-    let toml = format!(
-        r#"# Written by `normtune pretrain --llava`: the demo tower and projector under a frozen decoder.
-model = "{init}"
-out = "{run}"
-batch_size = {batch}
-epochs = {epochs}
-seed = {seed}
-checkpoint_every = 100
-chat_prompt = {prompt}
-
-[data]
-format = "jsonl"
-train = "{data}/train.vqa.jsonl"
-eval = "{data}/test.vqa.jsonl"
-images = "{data}"
-
-[peft]
-placement = {{ vision = "full", projector = "full", decoder = "frozen" }}
-
-[train]
-lr = {lr:e}
-warmup_steps = 20
-weight_decay = 0.0
-max_grad_norm = 1.0
-# LLaVA's recipe: plain cross-entropy (smoothing over a 49k vocabulary would pull the frozen
-# decoder's answers towards the uniform distribution).
-label_smoothing = 0.0
-
-[eval]
-every = 0
-
-[generation]
-num_beams = 1
-max_new_tokens = 4
-"#,
-        init = work.join("init").display(),
-        run = work.join("run").display(),
-        data = work.join("data").display(),
-        batch = a.batch_size,
-        epochs = a.epochs,
-        seed = a.seed,
-        lr = a.lr,
-        prompt = toml::Value::String(llava::CHAT_PROMPT.into()),
-    );
-    let config = work.join("pretrain.toml");
-    write_file_atomic(&config, toml.as_bytes())?;
-    let metrics = run_config(resolve(&config, &[])?, false, a.device.device)?;
+    let metrics = train_recipe(
+        &work,
+        &a,
+        &Recipe {
+            about: "the demo tower and projector under a frozen decoder",
+            checkpoint_every: 100,
+            chat_prompt: Some(llava::CHAT_PROMPT),
+            peft: "placement = { vision = \"full\", projector = \"full\", decoder = \"frozen\" }",
+            warmup_steps: 20,
+            weight_decay: 0.0,
+            // LLaVA's recipe: plain cross-entropy (smoothing over a 49k vocabulary would pull the
+            // frozen decoder's answers towards the uniform distribution).
+            label_smoothing: Some(0.0),
+        },
+    )?;
 
     let tensors = llava::vision_part(trained(&work)?);
     let weights = export::safetensors_bytes_as(&tensors, "vision.safetensors", true)?;
@@ -235,6 +174,90 @@ max_new_tokens = 4
 
 /// Refuses an existing output or working folder and zero counts; returns the working folder
 /// (`<out>.work`).
+/// What differs between the two pretraining runs' configs.
+struct Recipe {
+    /// The config's first comment: what the run trains.
+    about: &'static str,
+    checkpoint_every: usize,
+    /// A LLaVA chat template (`chat_prompt`), if any.
+    chat_prompt: Option<&'static str>,
+    /// The `[peft]` table's body.
+    peft: &'static str,
+    warmup_steps: usize,
+    weight_decay: f64,
+    /// `train.label_smoothing` when not the default.
+    label_smoothing: Option<f64>,
+}
+
+/// Writes `work/pretrain.toml` (model `work/init`, data `work/data`, out `work/run`) for `r` and
+/// runs it as `normtune train` does; returns the run's final metrics.
+fn train_recipe(
+    work: &std::path::Path,
+    a: &PretrainArgs,
+    r: &Recipe,
+) -> anyhow::Result<serde_json::Value> {
+    let prompt = r
+        .chat_prompt
+        .map(|p| format!("chat_prompt = {}\n", toml::Value::String(p.into())))
+        .unwrap_or_default();
+    let smoothing = r
+        .label_smoothing
+        .map(|l| format!("label_smoothing = {l:?}\n"))
+        .unwrap_or_default();
+    let toml = format!(
+        r#"# Written by `normtune {verb}`: {about}.
+model = "{init}"
+out = "{run}"
+batch_size = {batch}
+epochs = {epochs}
+seed = {seed}
+checkpoint_every = {checkpoint_every}
+{prompt}
+[data]
+format = "jsonl"
+train = "{data}/train.vqa.jsonl"
+eval = "{data}/test.vqa.jsonl"
+images = "{data}"
+
+[peft]
+{peft}
+
+[train]
+lr = {lr:e}
+warmup_steps = {warmup}
+weight_decay = {decay:?}
+max_grad_norm = 1.0
+{smoothing}
+[eval]
+every = 0
+
+[generation]
+num_beams = 1
+max_new_tokens = 4
+"#,
+        verb = if r.chat_prompt.is_some() {
+            "pretrain --llava"
+        } else {
+            "pretrain"
+        },
+        about = r.about,
+        init = work.join("init").display(),
+        run = work.join("run").display(),
+        data = work.join("data").display(),
+        batch = a.batch_size,
+        epochs = a.epochs,
+        seed = a.seed,
+        checkpoint_every = r.checkpoint_every,
+        peft = r.peft,
+        lr = a.lr,
+        warmup = r.warmup_steps,
+        decay = r.weight_decay,
+    );
+    let config = work.join("pretrain.toml");
+    write_file_atomic(&config, toml.as_bytes())?;
+    run_config(resolve(&config, &[])?, false, a.device.device)
+}
+
 fn begin(a: &PretrainArgs) -> anyhow::Result<std::path::PathBuf> {
     anyhow::ensure!(
         !a.out.exists(),

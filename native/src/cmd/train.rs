@@ -519,7 +519,7 @@ pub fn run_config(
             let (m, n) = peft::store_frozen(model, dt)?;
             eprintln!(
                 "frozen weights: {n} values stored as {} ({:.1} MB saved)",
-                format!("{dt:?}").to_lowercase(),
+                dt.name(),
                 (n as u64 * (4 - dt.bytes())) as f64 / 1e6
             );
             m
