@@ -181,8 +181,12 @@ fn the_memory_estimate_is_within_20_percent_of_the_measured_peak() {
                 "checkpointing: {with:.1} MiB vs {measured:.1} MiB without"
             );
             // Frozen weights in f16 (`train.frozen_dtype`): the estimate still holds, and the
-            // peak falls by at least 80% of the bytes the conversion frees (the decoder's
-            // ~134M frozen values: ~256 MiB), which it could not if a forward kept f32 copies.
+            // peak falls by at least half the bytes the conversion frees (the decoder's ~134M
+            // frozen values: ~256 MiB), which it could not if a forward kept f32 copies (the
+            // peak would then not fall at all). Only half: the f16 products' own
+            // transients (the activation cast down, gemm's f16 packing buffers, sized by the
+            // CPU's caches) take back part of it: measured on a 2-core Xeon, 243 MiB of the
+            // ~310 MiB estimate (214 MiB while flex's buffers were 64-byte aligned).
             let (est16, measured16) = measure_with(name, false, true);
             let ratio16 = est16 / measured16;
             println!(
@@ -194,7 +198,7 @@ fn the_memory_estimate_is_within_20_percent_of_the_measured_peak() {
             );
             let freed = est - est16;
             assert!(
-                measured - measured16 > 0.8 * freed,
+                measured - measured16 > 0.5 * freed,
                 "f16 frozen weights: measured {measured16:.1} MiB vs {measured:.1} MiB in f32; expected about {freed:.1} MiB less"
             );
         }
