@@ -183,10 +183,10 @@ fn the_memory_estimate_is_within_20_percent_of_the_measured_peak() {
             // Frozen weights in f16 (`train.frozen_dtype`): the estimate still holds, and the
             // peak falls by at least half the bytes the conversion frees (the decoder's ~134M
             // frozen values: ~256 MiB), which it could not if a forward kept f32 copies (the
-            // peak would then not fall at all). Only half: the f16 products' own
-            // transients (the activation cast down, gemm's f16 packing buffers, sized by the
-            // CPU's caches) take back part of it: measured on a 2-core Xeon, 243 MiB of the
-            // ~310 MiB estimate (214 MiB while flex's buffers were 64-byte aligned).
+            // peak would then not fall at all). Only half: the measured fall varies by host
+            // and build more than the estimate models (299 MiB of ~310 on the 2-core host where
+            // this was written; 243 MiB on a 2-core Xeon with the patched flex, 214 MiB
+            // there while its buffers were 64-byte aligned; where the rest goes is not found).
             let (est16, measured16) = measure_with(name, false, true);
             let ratio16 = est16 / measured16;
             println!(
