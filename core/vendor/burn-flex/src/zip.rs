@@ -303,6 +303,142 @@ where
 }
 
 // ============================================================================
+// normtune: the same two loops split across rayon's threads
+// ============================================================================
+//
+// Upstream runs every strided / broadcast binary op (a bias add, `x - mean`, `grad * rstd`, a
+// transposed operand) on the calling thread. These split the collapsed nest's outermost
+// dimension (or, for a single run, the run itself) into chunks of at least
+// `ops::ELEMENTWISE_GRAIN` output elements; each chunk is a sub-nest over its own part of the
+// dense output, walked by the sequential loops above.
+
+/// The sub-nest covering output elements of outer index `first .. first + count` (dimension 0
+/// of the collapsed nest; for a one-dimensional nest, positions within the single run), with
+/// the output offset reset to 0 (the chunk is its own slice).
+#[cfg(feature = "rayon")]
+fn sub_nest(nest: &ZipNest, first: usize, count: usize) -> ZipNest {
+    let mut sub = *nest;
+    sub.shape[0] = count;
+    sub.lhs_offset = 0;
+    sub.rhs_offset = (nest.rhs_offset as isize + first as isize * nest.rhs_strides[0]) as usize;
+    sub
+}
+
+/// Elements per unit of dimension 0 of the collapsed nest, and how many units make a chunk.
+#[cfg(feature = "rayon")]
+fn outer_split(nest: &ZipNest) -> (usize, usize) {
+    let unit: usize = nest.shape[1..nest.ndim].iter().product();
+    let units = crate::ops::ELEMENTWISE_GRAIN.div_ceil(unit.max(1)).max(1);
+    (unit, units)
+}
+
+/// [`zip_apply_inplace`] in parallel when the output is large enough; the same contract (dense
+/// destination from `nest.lhs_offset`, uniquely owned).
+pub(crate) fn zip_apply_inplace_par<D, S, F>(nest: &ZipNest, dst: &mut [D], src: &[S], op: F)
+where
+    D: Copy + Send + Sync,
+    S: Copy + Sync,
+    F: Fn(D, S) -> D + Sync,
+{
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        let numel: usize = nest.shape[..nest.ndim].iter().product();
+        if nest.ndim >= 1 && numel >= 2 * crate::ops::ELEMENTWISE_GRAIN {
+            let (unit, units) = outer_split(nest);
+            let region = &mut dst[nest.lhs_offset..nest.lhs_offset + numel];
+            region
+                .par_chunks_mut(unit * units)
+                .enumerate()
+                .for_each(|(c, d)| {
+                    let sub = sub_nest(nest, c * units, d.len() / unit);
+                    zip_apply_inplace(&sub, d, src, &op);
+                });
+            return;
+        }
+    }
+    zip_apply_inplace(nest, dst, src, op)
+}
+
+/// [`zip_map`] in parallel when the output is large enough.
+pub(crate) fn zip_map_par<L, R, Out, F>(
+    lhs: &[L],
+    lhs_layout: &Layout,
+    rhs: &[R],
+    rhs_layout: &Layout,
+    op: F,
+) -> Option<Vec<Out>>
+where
+    L: Copy + Sync,
+    R: Copy + Sync,
+    Out: Copy + Send,
+    F: Fn(L, R) -> Out + Sync,
+{
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        let numel = lhs_layout.num_elements();
+        if numel >= 2 * crate::ops::ELEMENTWISE_GRAIN {
+            let nest = collapse_for_zip(lhs_layout, rhs_layout)?;
+            if nest.ndim >= 1 {
+                let (unit, units) = outer_split(&nest);
+                let mut out: Vec<Out> = Vec::with_capacity(numel);
+                out.spare_capacity_mut()[..numel]
+                    .par_chunks_mut(unit * units)
+                    .enumerate()
+                    .for_each(|(c, d)| {
+                        let first = c * units;
+                        let mut sub = sub_nest(&nest, first, d.len() / unit);
+                        sub.lhs_offset = (nest.lhs_offset as isize
+                            + first as isize * nest.lhs_strides[0])
+                            as usize;
+                        let mut k = 0;
+                        let (len, l_st, r_st) = sub.inner();
+                        sub.for_each_run(|lb, rb| {
+                            let run = &mut d[k..k + len];
+                            match (l_st, r_st) {
+                                (1, 1) => {
+                                    for ((o, &a), &b) in
+                                        run.iter_mut().zip(&lhs[lb..lb + len]).zip(&rhs[rb..rb + len])
+                                    {
+                                        o.write(op(a, b));
+                                    }
+                                }
+                                (1, 0) => {
+                                    let b = rhs[rb];
+                                    for (o, &a) in run.iter_mut().zip(&lhs[lb..lb + len]) {
+                                        o.write(op(a, b));
+                                    }
+                                }
+                                (0, 1) => {
+                                    let a = lhs[lb];
+                                    for (o, &b) in run.iter_mut().zip(&rhs[rb..rb + len]) {
+                                        o.write(op(a, b));
+                                    }
+                                }
+                                _ => {
+                                    for (i, o) in run.iter_mut().enumerate() {
+                                        let a = lhs[lb + i * l_st as usize];
+                                        let b = rhs[rb + i * r_st as usize];
+                                        o.write(op(a, b));
+                                    }
+                                }
+                            }
+                            k += len;
+                        });
+                        assert_eq!(k, d.len(), "zip_map_par: a chunk was not filled");
+                    });
+                // SAFETY: every chunk wrote each of its elements (asserted above), and the
+                // chunks cover the first `numel` elements.
+                unsafe { out.set_len(numel) };
+                return Some(out);
+            }
+        }
+    }
+    zip_map(lhs, lhs_layout, rhs, rhs_layout, op)
+}
+
+// ============================================================================
 // 3-way zip support (for mask_where and ternary operations)
 // ============================================================================
 

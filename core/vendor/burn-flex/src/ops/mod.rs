@@ -23,7 +23,8 @@ pub(crate) const PARALLEL_THRESHOLD: usize = 256 * 1024;
 /// op on the calling thread. Chunks are at least this long, so each task amortises its dispatch.
 pub(crate) const ELEMENTWISE_GRAIN: usize = 32 * 1024;
 
-/// normtune: `x = op(x)` over a contiguous slice, in parallel when it is long enough.
+/// normtune: `x = op(x)` over a contiguous slice, in parallel when it is long enough. Each chunk
+/// runs `fastmath::map` (an AVX2 copy of the loop where the CPU has it).
 pub(crate) fn par_map_inplace<E, Op>(data: &mut [E], op: &Op)
 where
     E: Copy + Send + Sync,
@@ -32,16 +33,11 @@ where
     #[cfg(feature = "rayon")]
     if data.len() >= 2 * ELEMENTWISE_GRAIN {
         use rayon::prelude::*;
-        data.par_chunks_mut(ELEMENTWISE_GRAIN).for_each(|chunk| {
-            for x in chunk.iter_mut() {
-                *x = op(*x);
-            }
-        });
+        data.par_chunks_mut(ELEMENTWISE_GRAIN)
+            .for_each(|chunk| fastmath::map(chunk, op));
         return;
     }
-    for x in data.iter_mut() {
-        *x = op(*x);
-    }
+    fastmath::map(data, op)
 }
 
 /// normtune: `op(x)` for each element of a contiguous slice into a new `Vec`, in parallel when
@@ -51,17 +47,22 @@ where
     E: Copy + Send + Sync,
     Op: Fn(E) -> E + Sync,
 {
+    let mut out = alloc::vec::Vec::with_capacity(src.len());
+    let dst = &mut out.spare_capacity_mut()[..src.len()];
     #[cfg(feature = "rayon")]
     if src.len() >= 2 * ELEMENTWISE_GRAIN {
         use rayon::prelude::*;
-        let mut out = alloc::vec::Vec::with_capacity(src.len());
-        src.par_iter()
-            .with_min_len(ELEMENTWISE_GRAIN)
-            .map(|&x| op(x))
-            .collect_into_vec(&mut out);
-        return out;
+        dst.par_chunks_mut(ELEMENTWISE_GRAIN)
+            .zip(src.par_chunks(ELEMENTWISE_GRAIN))
+            .for_each(|(d, s)| fastmath::map_into(d, s, op));
+    } else {
+        fastmath::map_into(dst, src, op);
     }
-    src.iter().map(|&x| op(x)).collect()
+    #[cfg(not(feature = "rayon"))]
+    fastmath::map_into(dst, src, op);
+    // SAFETY: `map_into` wrote every one of the first `src.len()` elements.
+    unsafe { out.set_len(src.len()) };
+    out
 }
 
 /// normtune: `l = op(l, r)` over two contiguous slices of the same length, in parallel when
@@ -77,16 +78,10 @@ where
         use rayon::prelude::*;
         dst.par_chunks_mut(ELEMENTWISE_GRAIN)
             .zip(src.par_chunks(ELEMENTWISE_GRAIN))
-            .for_each(|(d, s)| {
-                for (l, &r) in d.iter_mut().zip(s) {
-                    *l = op(*l, r);
-                }
-            });
+            .for_each(|(d, s)| fastmath::zip(d, s, op));
         return;
     }
-    for (l, &r) in dst.iter_mut().zip(src) {
-        *l = op(*l, r);
-    }
+    fastmath::zip(dst, src, op)
 }
 
 /// normtune: `op(a, b)` over two contiguous slices of the same length into a new `Vec`, in
@@ -96,19 +91,24 @@ where
     E: Copy + Send + Sync,
     Op: Fn(E, E) -> E + Sync,
 {
-    debug_assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), b.len());
+    let mut out = alloc::vec::Vec::with_capacity(a.len());
+    let dst = &mut out.spare_capacity_mut()[..a.len()];
     #[cfg(feature = "rayon")]
     if a.len() >= 2 * ELEMENTWISE_GRAIN {
         use rayon::prelude::*;
-        let mut out = alloc::vec::Vec::with_capacity(a.len());
-        a.par_iter()
-            .zip(b.par_iter())
-            .with_min_len(ELEMENTWISE_GRAIN)
-            .map(|(&x, &y)| op(x, y))
-            .collect_into_vec(&mut out);
-        return out;
+        dst.par_chunks_mut(ELEMENTWISE_GRAIN)
+            .zip(a.par_chunks(ELEMENTWISE_GRAIN))
+            .zip(b.par_chunks(ELEMENTWISE_GRAIN))
+            .for_each(|((d, x), y)| fastmath::zip_into(d, x, y, op));
+    } else {
+        fastmath::zip_into(dst, a, b, op);
     }
-    a.iter().zip(b).map(|(&x, &y)| op(x, y)).collect()
+    #[cfg(not(feature = "rayon"))]
+    fastmath::zip_into(dst, a, b, op);
+    // SAFETY: `zip_into` wrote every one of the first `a.len()` elements.
+    unsafe { out.set_len(a.len()) };
+    out
 }
 
 /// Wrapper for raw mutable pointers that can be sent across rayon threads.
@@ -194,6 +194,8 @@ pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;
 pub mod expand;
+// normtune: vectorisable exp / GELU and AVX2 copies of the elementwise loops.
+pub(crate) mod fastmath;
 #[cfg(feature = "fft")]
 pub mod fft;
 pub mod flip;
