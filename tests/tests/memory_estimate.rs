@@ -186,7 +186,9 @@ fn the_memory_estimate_is_within_20_percent_of_the_measured_peak() {
             // peak would then not fall at all). Only half: the measured fall varies by host
             // and build more than the estimate models (299 MiB of ~310 on the 2-core host where
             // this was written; 243 MiB on a 2-core Xeon with the patched flex, 214 MiB
-            // there while its buffers were 64-byte aligned; where the rest goes is not found).
+            // there while its buffers were 64-byte aligned, 276 MiB on a 2-core AMD EPYC once
+            // softmax and LayerNorm were differentiated as one op each; where the rest goes is
+            // not found).
             let (est16, measured16) = measure_with(name, false, true);
             let ratio16 = est16 / measured16;
             println!(
