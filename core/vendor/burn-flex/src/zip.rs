@@ -217,32 +217,60 @@ where
         return Some(out);
     }
 
+    // normtune: the runs are written by `zip_fill`, which `zip_map_par` shares.
+    zip_fill(&nest, &mut out.spare_capacity_mut()[..numel], lhs, rhs, &op);
+    // SAFETY: `zip_fill` wrote each of the first `numel` elements (it asserts so).
+    unsafe { out.set_len(numel) };
+    Some(out)
+}
+
+/// normtune: writes `op(lhs, rhs)` over every run of `nest` into `dst`, in row-major order; `dst`
+/// must be exactly the nest's size (asserted). The inner loop is specialized on the innermost
+/// stride pair as upstream's `zip_map` was (contiguous, broadcast on either side, strided).
+/// Must not be called when `nest.ndim == 0` or a dim is empty.
+fn zip_fill<L, R, Out, F>(
+    nest: &ZipNest,
+    dst: &mut [core::mem::MaybeUninit<Out>],
+    lhs: &[L],
+    rhs: &[R],
+    op: &F,
+) where
+    L: Copy,
+    R: Copy,
+    F: Fn(L, R) -> Out,
+{
     let (len, l_st, r_st) = nest.inner();
+    let mut k = 0;
     match (l_st, r_st) {
         (1, 1) => nest.for_each_run(|lb, rb| {
-            out.extend(
-                lhs[lb..lb + len]
-                    .iter()
-                    .zip(&rhs[rb..rb + len])
-                    .map(|(&a, &b)| op(a, b)),
-            );
+            let run = dst[k..k + len].iter_mut();
+            for ((o, &a), &b) in run.zip(&lhs[lb..lb + len]).zip(&rhs[rb..rb + len]) {
+                o.write(op(a, b));
+            }
+            k += len;
         }),
         (1, 0) => nest.for_each_run(|lb, rb| {
             let b = rhs[rb];
-            out.extend(lhs[lb..lb + len].iter().map(|&a| op(a, b)));
+            for (o, &a) in dst[k..k + len].iter_mut().zip(&lhs[lb..lb + len]) {
+                o.write(op(a, b));
+            }
+            k += len;
         }),
         (0, 1) => nest.for_each_run(|lb, rb| {
             let a = lhs[lb];
-            out.extend(rhs[rb..rb + len].iter().map(|&b| op(a, b)));
+            for (o, &b) in dst[k..k + len].iter_mut().zip(&rhs[rb..rb + len]) {
+                o.write(op(a, b));
+            }
+            k += len;
         }),
         _ => nest.for_each_run(|lb, rb| {
-            out.extend(
-                (0..len).map(|i| op(lhs[lb + i * l_st as usize], rhs[rb + i * r_st as usize])),
-            );
+            for (i, o) in dst[k..k + len].iter_mut().enumerate() {
+                o.write(op(lhs[lb + i * l_st as usize], rhs[rb + i * r_st as usize]));
+            }
+            k += len;
         }),
     }
-    debug_assert_eq!(out.len(), numel);
-    Some(out)
+    assert_eq!(k, dst.len(), "zip_fill: the nest does not cover the output");
 }
 
 /// Apply `op` over a collapsed nest *in place*, writing the result back
@@ -312,14 +340,13 @@ where
 // `ops::ELEMENTWISE_GRAIN` output elements; each chunk is a sub-nest over its own part of the
 // dense output, walked by the sequential loops above.
 
-/// The sub-nest covering output elements of outer index `first .. first + count` (dimension 0
-/// of the collapsed nest; for a one-dimensional nest, positions within the single run), with
-/// the output offset reset to 0 (the chunk is its own slice).
+/// The sub-nest covering outer indices `first .. first + count` (dimension 0 of the collapsed
+/// nest; for a one-dimensional nest, positions within the single run).
 #[cfg(feature = "rayon")]
 fn sub_nest(nest: &ZipNest, first: usize, count: usize) -> ZipNest {
     let mut sub = *nest;
     sub.shape[0] = count;
-    sub.lhs_offset = 0;
+    sub.lhs_offset = (nest.lhs_offset as isize + first as isize * nest.lhs_strides[0]) as usize;
     sub.rhs_offset = (nest.rhs_offset as isize + first as isize * nest.rhs_strides[0]) as usize;
     sub
 }
@@ -351,7 +378,8 @@ where
                 .par_chunks_mut(unit * units)
                 .enumerate()
                 .for_each(|(c, d)| {
-                    let sub = sub_nest(nest, c * units, d.len() / unit);
+                    let mut sub = sub_nest(nest, c * units, d.len() / unit);
+                    sub.lhs_offset = 0; // the chunk is its own slice of the destination
                     zip_apply_inplace(&sub, d, src, &op);
                 });
             return;
@@ -371,7 +399,7 @@ pub(crate) fn zip_map_par<L, R, Out, F>(
 where
     L: Copy + Sync,
     R: Copy + Sync,
-    Out: Copy + Send,
+    Out: Send,
     F: Fn(L, R) -> Out + Sync,
 {
     #[cfg(feature = "rayon")]
@@ -387,49 +415,11 @@ where
                     .par_chunks_mut(unit * units)
                     .enumerate()
                     .for_each(|(c, d)| {
-                        let first = c * units;
-                        let mut sub = sub_nest(&nest, first, d.len() / unit);
-                        sub.lhs_offset = (nest.lhs_offset as isize
-                            + first as isize * nest.lhs_strides[0])
-                            as usize;
-                        let mut k = 0;
-                        let (len, l_st, r_st) = sub.inner();
-                        sub.for_each_run(|lb, rb| {
-                            let run = &mut d[k..k + len];
-                            match (l_st, r_st) {
-                                (1, 1) => {
-                                    for ((o, &a), &b) in
-                                        run.iter_mut().zip(&lhs[lb..lb + len]).zip(&rhs[rb..rb + len])
-                                    {
-                                        o.write(op(a, b));
-                                    }
-                                }
-                                (1, 0) => {
-                                    let b = rhs[rb];
-                                    for (o, &a) in run.iter_mut().zip(&lhs[lb..lb + len]) {
-                                        o.write(op(a, b));
-                                    }
-                                }
-                                (0, 1) => {
-                                    let a = lhs[lb];
-                                    for (o, &b) in run.iter_mut().zip(&rhs[rb..rb + len]) {
-                                        o.write(op(a, b));
-                                    }
-                                }
-                                _ => {
-                                    for (i, o) in run.iter_mut().enumerate() {
-                                        let a = lhs[lb + i * l_st as usize];
-                                        let b = rhs[rb + i * r_st as usize];
-                                        o.write(op(a, b));
-                                    }
-                                }
-                            }
-                            k += len;
-                        });
-                        assert_eq!(k, d.len(), "zip_map_par: a chunk was not filled");
+                        let sub = sub_nest(&nest, c * units, d.len() / unit);
+                        zip_fill(&sub, d, lhs, rhs, &op);
                     });
-                // SAFETY: every chunk wrote each of its elements (asserted above), and the
-                // chunks cover the first `numel` elements.
+                // SAFETY: `zip_fill` wrote each element of every chunk (it asserts so), and
+                // the chunks cover the first `numel` elements.
                 unsafe { out.set_len(numel) };
                 return Some(out);
             }

@@ -2032,21 +2032,21 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
         beta: Option<FloatTensor<Autodiff<B, C>>>,
         epsilon: f64,
     ) -> FloatTensor<Autodiff<B, C>> {
+        /// `N` = 3 parents (input, gamma, beta) or 2 (no beta).
         #[derive(Debug)]
-        struct LayerNormWithBeta;
-        #[derive(Debug)]
-        struct LayerNormNoBeta;
+        struct LayerNorm<const N: usize>;
 
-        impl<B: Backend> Backward<B, 3> for LayerNormWithBeta {
+        impl<B: Backend, const N: usize> Backward<B, N> for LayerNorm<N> {
             type State = (NodeId, NodeId, f64);
 
             fn backward(
                 self,
-                ops: Ops<Self::State, 3>,
+                ops: Ops<Self::State, N>,
                 grads: &mut Gradients,
                 checkpointer: &mut Checkpointer,
             ) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
+                let [node_x, node_gamma, node_beta]: [Option<crate::graph::NodeRef>; 3] =
+                    core::array::from_fn(|i| ops.parents.get(i).cloned().flatten());
                 let grad = grads.consume::<B>(&ops.node);
                 let (x_state, gamma_state, epsilon) = ops.state;
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
@@ -2061,53 +2061,16 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
                     node_gamma.is_some(),
                     node_beta.is_some(),
                 );
-                if let (Some(node), Some(g)) = (node_x, dx) {
-                    grads.register::<B>(node.id, g)
-                }
-                if let (Some(node), Some(g)) = (node_gamma, dgamma) {
-                    grads.register::<B>(node.id, g)
-                }
-                if let (Some(node), Some(g)) = (node_beta, dbeta) {
-                    grads.register::<B>(node.id, g)
-                }
-            }
-        }
-
-        impl<B: Backend> Backward<B, 2> for LayerNormNoBeta {
-            type State = (NodeId, NodeId, f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let [node_x, node_gamma] = ops.parents;
-                let grad = grads.consume::<B>(&ops.node);
-                let (x_state, gamma_state, epsilon) = ops.state;
-                let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-                let gamma =
-                    checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
-                let (dx, dgamma, _) = layer_norm_backward::<B>(
-                    x,
-                    gamma,
-                    grad,
-                    epsilon,
-                    node_x.is_some(),
-                    node_gamma.is_some(),
-                    false,
-                );
-                if let (Some(node), Some(g)) = (node_x, dx) {
-                    grads.register::<B>(node.id, g)
-                }
-                if let (Some(node), Some(g)) = (node_gamma, dgamma) {
-                    grads.register::<B>(node.id, g)
+                for (node, g) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+                    if let (Some(node), Some(g)) = (node, g) {
+                        grads.register::<B>(node.id, g)
+                    }
                 }
             }
         }
 
         match beta {
-            Some(beta) => match LayerNormWithBeta
+            Some(beta) => match LayerNorm::<3>
                 .prepare::<C>([tensor.node(), gamma.node(), beta.node()])
                 .compute_bound()
                 .stateful()
@@ -2132,7 +2095,7 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
                     epsilon,
                 )),
             },
-            None => match LayerNormNoBeta
+            None => match LayerNorm::<2>
                 .prepare::<C>([tensor.node(), gamma.node()])
                 .compute_bound()
                 .stateful()
