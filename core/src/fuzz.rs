@@ -107,7 +107,12 @@ pub fn config(bytes: &[u8]) -> Result<()> {
         0 => ModelConfig::from_json(file, "config.json").map(|_| ()),
         1 => PeftConfig::from_json(file, "peft.json").map(|_| ()),
         _ => {
-            let p = Preprocessor::from_json(file, "preprocessor_config.json")?;
+            let p = Preprocessor::from_json(
+                file,
+                "preprocessor_config.json",
+                crate::data::ProcessorKind::Clip,
+                8,
+            )?;
             let img = image::DynamicImage::new_rgb8(3, 5);
             let _ = p.pixels(&img);
             Ok(())

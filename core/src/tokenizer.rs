@@ -1,5 +1,11 @@
-//! Text tokenisation through the `tokenizers` crate: a model folder's `tokenizer.json`, or its
-//! BERT `vocab.txt` (built into the same WordPiece pipeline HF's `BertTokenizerFast` uses).
+//! Text tokenisation through the `tokenizers` crate, read from a model folder as transformers 5
+//! reads it (`TokenizersBackend`): `tokenizer.json` (or a BERT `vocab.txt`, built into the
+//! WordPiece pipeline `BertTokenizer` builds), then `tokenizer_config.json` /
+//! `special_tokens_map.json`: the padding stored in `tokenizer.json` is dropped (transformers
+//! pads only when a call asks; normtune pads batches itself, with a mask), its truncation kept
+//! (transformers 5 applies it by default);
+//! explicit `add_bos_token` / `add_eos_token` rewrite the post-processor; added and special
+//! tokens the file lacks are added. Conformance: tests/fixtures/make_conformance.py.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -10,6 +16,151 @@ use tokenizers::Tokenizer;
 pub struct TextTokenizer {
     inner: Tokenizer,
     file: String,
+    /// `bos_token` / `eos_token` of `tokenizer_config.json` (chat templates render them).
+    special: SpecialNames,
+}
+
+/// The named special tokens of `tokenizer_config.json` / `special_tokens_map.json`.
+#[derive(Debug, Clone, Default)]
+pub struct SpecialNames {
+    /// `bos_token`.
+    pub bos: Option<String>,
+    /// `eos_token`.
+    pub eos: Option<String>,
+    /// `unk_token`.
+    pub unk: Option<String>,
+    /// `pad_token`.
+    pub pad: Option<String>,
+    /// `sep_token`.
+    pub sep: Option<String>,
+    /// `cls_token`.
+    pub cls: Option<String>,
+    /// `mask_token`.
+    pub mask: Option<String>,
+    /// `extra_special_tokens` / `additional_special_tokens`.
+    pub extra: Vec<String>,
+}
+
+/// A token written as a string or as transformers' `AddedToken` object.
+fn token_content(v: &serde_json::Value) -> Option<String> {
+    v.as_str()
+        .map(String::from)
+        .or_else(|| v.get("content").and_then(|c| c.as_str()).map(String::from))
+}
+
+/// The fields of `tokenizer_config.json` (merged over `special_tokens_map.json`) that change
+/// what a call returns.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizerConfig {
+    /// Named special tokens.
+    pub special: SpecialNames,
+    /// Explicit `add_bos_token`.
+    pub add_bos_token: Option<bool>,
+    /// Explicit `add_eos_token`.
+    pub add_eos_token: Option<bool>,
+    /// `do_lower_case` (a `vocab.txt`-only BERT tokenizer).
+    pub do_lower_case: Option<bool>,
+    /// `strip_accents` (idem).
+    pub strip_accents: Option<bool>,
+    /// `tokenize_chinese_chars` (idem).
+    pub tokenize_chinese_chars: Option<bool>,
+    /// `model_max_length` (transformers warns past it; truncation only when asked).
+    pub model_max_length: Option<usize>,
+    /// `added_tokens_decoder`: id → token with its flags.
+    pub added_tokens: Vec<(u32, tokenizers::AddedToken)>,
+    /// `chat_template`: the default template (a string, or the entry named `default`).
+    pub chat_template: Option<String>,
+}
+
+impl TokenizerConfig {
+    /// Parses `tokenizer_config.json`, over `special_tokens_map.json` when given (transformers
+    /// reads both; the config wins).
+    pub fn from_json(
+        config: Option<(&[u8], &str)>,
+        special_map: Option<(&[u8], &str)>,
+    ) -> Result<Self> {
+        let mut merged = serde_json::Map::new();
+        for (bytes, file) in [special_map, config].into_iter().flatten() {
+            let v: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+            let serde_json::Value::Object(o) = v else {
+                return Err(Error::config(file, "(top level)", "a JSON object expected"));
+            };
+            merged.extend(o);
+        }
+        let file = config
+            .or(special_map)
+            .map(|c| c.1)
+            .unwrap_or("tokenizer_config.json");
+        let tok = |k: &str| merged.get(k).and_then(token_content);
+        let flag = |k: &str| merged.get(k).and_then(|v| v.as_bool());
+        let mut extra = Vec::new();
+        for k in ["additional_special_tokens", "extra_special_tokens"] {
+            match merged.get(k) {
+                Some(serde_json::Value::Array(a)) => {
+                    extra.extend(a.iter().filter_map(token_content))
+                }
+                Some(serde_json::Value::Object(o)) => {
+                    extra.extend(o.values().filter_map(token_content))
+                }
+                _ => {}
+            }
+        }
+        let mut added_tokens = Vec::new();
+        if let Some(serde_json::Value::Object(o)) = merged.get("added_tokens_decoder") {
+            for (id, t) in o {
+                let (Ok(id), Some(content)) = (id.parse::<u32>(), token_content(t)) else {
+                    return Err(Error::config(
+                        file,
+                        "added_tokens_decoder",
+                        format!("entry `{id}` is not an id with a token"),
+                    ));
+                };
+                let f = |k: &str, d: bool| t.get(k).and_then(|v| v.as_bool()).unwrap_or(d);
+                let special = f("special", false);
+                let token = tokenizers::AddedToken::from(content, special)
+                    .single_word(f("single_word", false))
+                    .lstrip(f("lstrip", false))
+                    .rstrip(f("rstrip", false))
+                    .normalized(f("normalized", !special));
+                added_tokens.push((id, token));
+            }
+            added_tokens.sort_by_key(|(id, _)| *id);
+        }
+        let chat_template = match merged.get("chat_template") {
+            Some(serde_json::Value::String(t)) => Some(t.clone()),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|e| e.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|e| e.get("template").and_then(|t| t.as_str()))
+                .map(String::from),
+            _ => None,
+        };
+        Ok(Self {
+            special: SpecialNames {
+                bos: tok("bos_token"),
+                eos: tok("eos_token"),
+                unk: tok("unk_token"),
+                pad: tok("pad_token"),
+                sep: tok("sep_token"),
+                cls: tok("cls_token"),
+                mask: tok("mask_token"),
+                extra,
+            },
+            add_bos_token: flag("add_bos_token"),
+            add_eos_token: flag("add_eos_token"),
+            do_lower_case: flag("do_lower_case"),
+            strip_accents: flag("strip_accents"),
+            tokenize_chinese_chars: flag("tokenize_chinese_chars"),
+            model_max_length: merged
+                .get("model_max_length")
+                .and_then(|v| v.as_f64())
+                .filter(|v| *v < 1e12)
+                .map(|v| v as usize),
+            added_tokens,
+            chat_template,
+        })
+    }
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -30,14 +181,85 @@ impl TextTokenizer {
         // deserialisers) on a JSON syntax error inside those sections (found by fuzzing); a full
         // syntax check first turns that into an error naming the line and column.
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| Error::json(file, e))?;
-        let inner = Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
             file: file.into(),
             reason: e.to_string(),
         })?;
+        // Saved tokenizers often carry a fixed-length `padding` section: transformers ignores it
+        // unless the call asks for padding, and so does normtune (the pipeline pads batches
+        // itself, with a mask). A `truncation` section, though, transformers 5 keeps as the
+        // call's default (checked by the conformance corpus), so it stays.
+        inner.with_padding(None);
         Ok(Self {
             inner,
             file: file.into(),
+            special: SpecialNames::default(),
         })
+    }
+
+    /// Applies `tokenizer_config.json` as transformers' `TokenizersBackend` does: tokens of
+    /// `added_tokens_decoder` and named special tokens the tokenizer lacks are added, and an
+    /// explicit `add_bos_token` / `add_eos_token` rebuilds the post-processor
+    /// (`bos $A eos` as asked).
+    pub fn configure(mut self, cfg: &TokenizerConfig) -> Result<Self> {
+        let have = |t: &Tokenizer, c: &str| t.get_vocab(true).contains_key(c);
+        let missing: Vec<tokenizers::AddedToken> = cfg
+            .added_tokens
+            .iter()
+            .filter(|(_, t)| !have(&self.inner, &t.content))
+            .map(|(_, t)| t.clone())
+            .collect();
+        self.inner.add_tokens(&missing);
+        let s = &cfg.special;
+        let named = [&s.bos, &s.eos, &s.unk, &s.pad, &s.sep, &s.cls, &s.mask];
+        let specials: Vec<tokenizers::AddedToken> = named
+            .into_iter()
+            .flatten()
+            .chain(&s.extra)
+            .map(|c| tokenizers::AddedToken::from(c.clone(), true).normalized(false))
+            .collect();
+        // Present or not, they are special: never split, skipped when decoding.
+        self.inner.add_special_tokens(&specials);
+        if cfg.add_bos_token.is_some() || cfg.add_eos_token.is_some() {
+            let bos = s.bos.clone().filter(|_| cfg.add_bos_token == Some(true));
+            let eos = s.eos.clone().filter(|_| cfg.add_eos_token == Some(true));
+            let mut single = String::new();
+            let mut ids = Vec::new();
+            for (t, side) in [(&bos, 0), (&None, 1), (&eos, 2)] {
+                if side == 1 {
+                    single.push_str("$A:0 ");
+                } else if let Some(t) = t {
+                    let id = self.inner.token_to_id(t).ok_or_else(|| Error::Tokenizer {
+                        file: self.file.clone(),
+                        reason: format!("special token `{t}` is not in the vocabulary"),
+                    })?;
+                    single.push_str(&format!("{t}:0 "));
+                    ids.push((t.clone(), id));
+                }
+            }
+            let pair = format!("{single}$B:1");
+            let template = tokenizers::processors::template::TemplateProcessing::builder()
+                .try_single(single.trim())
+                .and_then(|b| b.try_pair(pair.as_str()))
+                .map_err(|e| Error::Tokenizer {
+                    file: self.file.clone(),
+                    reason: e.to_string(),
+                })?
+                .special_tokens(ids)
+                .build()
+                .map_err(|e| Error::Tokenizer {
+                    file: self.file.clone(),
+                    reason: e.to_string(),
+                })?;
+            self.inner.with_post_processor(Some(template));
+        }
+        self.special = cfg.special.clone();
+        Ok(self)
+    }
+
+    /// The named special tokens (`bos_token`, `eos_token`, ...) of the folder's config.
+    pub fn special_names(&self) -> &SpecialNames {
+        &self.special
     }
 
     /// As a `tokenizer.json` (the `tokenizers` crate's own serialisation, pretty-printed): how a
@@ -55,6 +277,13 @@ impl TextTokenizer {
     /// From a BERT `vocab.txt` (one token per line, id = line number), lower-casing as
     /// bert-base-uncased does.
     pub fn from_vocab_txt(bytes: &[u8], file: &str) -> Result<Self> {
+        Self::from_vocab_txt_with(bytes, file, &TokenizerConfig::default())
+    }
+
+    /// From a BERT `vocab.txt` with `tokenizer_config.json`'s `do_lower_case`, `strip_accents`
+    /// and `tokenize_chinese_chars` (transformers' `BertTokenizer` defaults: true, as
+    /// lowercase, true), then [`TextTokenizer::configure`].
+    pub fn from_vocab_txt_with(bytes: &[u8], file: &str, cfg: &TokenizerConfig) -> Result<Self> {
         let text = std::str::from_utf8(bytes).map_err(|e| Error::Tokenizer {
             file: file.into(),
             reason: e.to_string(),
@@ -87,8 +316,9 @@ impl TextTokenizer {
             "truncation": null,
             "padding": null,
             "added_tokens": added,
-            "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
-                "strip_accents": null, "lowercase": true},
+            "normalizer": {"type": "BertNormalizer", "clean_text": true,
+                "handle_chinese_chars": cfg.tokenize_chinese_chars.unwrap_or(true),
+                "strip_accents": cfg.strip_accents, "lowercase": cfg.do_lower_case.unwrap_or(true)},
             "pre_tokenizer": {"type": "BertPreTokenizer"},
             "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", sep], "cls": ["[CLS]", cls]},
             "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
@@ -100,10 +330,12 @@ impl TextTokenizer {
                 file: file.into(),
                 reason: e.to_string(),
             })?;
-        Ok(Self {
+        Self {
             inner,
             file: file.into(),
-        })
+            special: SpecialNames::default(),
+        }
+        .configure(cfg)
     }
 
     /// From a GGUF file's `tokenizer.ggml.*` metadata, as transformers builds it: a byte-level
@@ -199,6 +431,7 @@ impl TextTokenizer {
         Ok(Self {
             inner,
             file: file.into(),
+            special: SpecialNames::default(),
         })
     }
 
@@ -218,6 +451,19 @@ impl TextTokenizer {
             ids.push(last);
         }
         Ok(ids)
+    }
+
+    /// Token ids, with the tokenizer's special tokens (its post-processor) or without, as
+    /// transformers' `add_special_tokens`; never truncated.
+    pub fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<i64>> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::Tokenizer {
+                file: self.file.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(enc.get_ids().iter().map(|&i| i as i64).collect())
     }
 
     /// Token ids without the tokenizer's special tokens (text that continues a sequence).

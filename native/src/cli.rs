@@ -44,7 +44,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// HF BLIP VQA folder; with only config.json (no weights) the model is initialised randomly.
-    #[arg(long, conflicts_with = "preset")]
+    #[arg(long, value_parser = crate::fs::model_path, conflicts_with = "preset")]
     pub model: Option<PathBuf>,
     /// A built-in shape: tiny, small (ViT 6x384 + BERT 6x384 at 224), blip-base-224,
     /// blip-base-480 (HF BLIP-base / MISS).
@@ -203,7 +203,7 @@ pub struct DemoDataArgs {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// HF model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::fs::model_path)]
     pub model: PathBuf,
     /// LLaVA-style models: the conversation a question becomes, with `<image>` and `{question}`
     /// (default LLaVA-1.5's `USER: <image>\n{question} ASSISTANT:`; LLaVA-Med v1.5:
@@ -231,12 +231,13 @@ pub struct EvalArgs {
     /// Write the predictions here as JSONL (`normtune score` reads them).
     #[arg(long)]
     pub predictions: Option<PathBuf>,
-    /// Beams for beam search (1 = greedy).
-    #[arg(long, default_value_t = 1)]
-    pub num_beams: usize,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 20)]
-    pub max_new_tokens: usize,
+    /// Beams for beam search (1 = greedy) [default: the model folder's generation_config.json,
+    /// else 1].
+    #[arg(long)]
+    pub num_beams: Option<usize>,
+    /// Most tokens to generate [default: generation_config.json's, else 20].
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -283,8 +284,9 @@ pub struct DeviceArgs {
 /// `normtune infer`.
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// HF model folder (config.json, model.safetensors, tokenizer, preprocessor_config.json).
-    #[arg(long)]
+    /// HF model folder (config.json, model.safetensors, tokenizer, preprocessor_config.json), or
+    /// `org/name[@revision]` from the local HuggingFace cache (offline).
+    #[arg(long, value_parser = crate::fs::model_path)]
     pub model: PathBuf,
     /// LLaVA-style models: the conversation a question becomes, with `<image>` and `{question}`
     /// (default LLaVA-1.5's `USER: <image>\n{question} ASSISTANT:`; LLaVA-Med v1.5:
@@ -306,12 +308,13 @@ pub struct InferArgs {
     /// Rank these comma-separated candidate answers instead of generating (closed-set mode).
     #[arg(long, value_delimiter = ',')]
     pub candidates: Option<Vec<String>>,
-    /// Beams for beam search (1 = greedy).
-    #[arg(long, default_value_t = 3)]
-    pub num_beams: usize,
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 10)]
-    pub max_new_tokens: usize,
+    /// Beams for beam search (1 = greedy) [default: the model folder's generation_config.json,
+    /// else 3, MILE's].
+    #[arg(long)]
+    pub num_beams: Option<usize>,
+    /// Most tokens to generate [default: generation_config.json's, else 10].
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -323,7 +326,7 @@ pub struct InferArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// HF model folder (config.json alone is enough: the architecture is then counted from it).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::fs::model_path)]
     pub model: PathBuf,
     /// PEFT method or placement to report on, e.g. `layernorm` or
     /// `vision=layernorm,text_encoder=layernorm,decoder=frozen`.
@@ -363,7 +366,7 @@ pub struct InspectArgs {
 #[derive(Debug, Args)]
 pub struct MergeArgs {
     /// Base HF model folder.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::fs::model_path)]
     pub model: PathBuf,
     /// peft adapter folder.
     #[arg(long)]

@@ -171,3 +171,65 @@ fn sync_parent(path: &std::path::Path) {
         let _ = d.sync_all();
     }
 }
+
+/// `--model`: a folder, or `org/name[@revision]` found offline in the HuggingFace cache as
+/// `huggingface_hub` lays it out (`models--org--name/refs/<revision>` naming the commit,
+/// `snapshots/<commit>/` holding the files; the revision defaults to `main`, and may be a commit
+/// hash). The caches looked in, in order: `$HF_HUB_CACHE`, `$HF_HOME/hub`,
+/// `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`. Nothing is downloaded.
+pub fn model_path(arg: &str) -> std::result::Result<PathBuf, String> {
+    let path = PathBuf::from(arg);
+    if path.exists() {
+        return Ok(path);
+    }
+    let (repo, rev) = arg.split_once('@').unwrap_or((arg, "main"));
+    let id_part = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let is_repo =
+        matches!(repo.split_once('/'), Some((org, name)) if id_part(org) && id_part(name));
+    if !is_repo || rev.is_empty() || rev.contains("..") {
+        return Err(format!("{arg}: no such folder"));
+    }
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let mut caches: Vec<PathBuf> = Vec::new();
+    caches.extend(env("HF_HUB_CACHE"));
+    caches.extend(env("HF_HOME").map(|h| h.join("hub")));
+    caches.extend(env("XDG_CACHE_HOME").map(|h| h.join("huggingface/hub")));
+    caches.extend(env("HOME").map(|h| h.join(".cache/huggingface/hub")));
+    caches.dedup();
+    let folder = format!("models--{}", repo.replace('/', "--"));
+    for cache in &caches {
+        let root = cache.join(&folder);
+        if !root.is_dir() {
+            continue;
+        }
+        let commit = match std::fs::read_to_string(root.join("refs").join(rev)) {
+            Ok(sha) => sha.trim().to_string(),
+            Err(_) => rev.to_string(),
+        };
+        let snapshot = root.join("snapshots").join(&commit);
+        if !commit.contains('/') && snapshot.is_dir() {
+            return Ok(snapshot);
+        }
+        return Err(format!(
+            "{arg}: {} holds no snapshot for revision `{rev}` (no refs/{rev}, no snapshots/{rev})",
+            root.display()
+        ));
+    }
+    let looked: Vec<String> = caches
+        .iter()
+        .map(|c| c.join(&folder).display().to_string())
+        .collect();
+    Err(format!(
+        "{arg}: not a folder, and not in the HuggingFace cache (looked in {}); \
+         nothing is downloaded: copy the model folder here or fill the cache on a connected machine",
+        looked.join(", ")
+    ))
+}

@@ -49,19 +49,29 @@ fn gelu_and_its_gradient_match_pytorch() {
     let y = gelu(x.clone());
     let grads = (y.clone() * input::<1>("gelu_g")).sum().backward();
     let xs = reference("kernels", "gelu_x").values;
-    assert!(xs.iter().any(|v| v.abs() >= 10.0), "the grid reaches the tails");
+    assert!(
+        xs.iter().any(|v| v.abs() >= 10.0),
+        "the grid reaches the tails"
+    );
     // GELU = x/2 (1 + erf): Abramowitz & Stegun's erf is within 1.5e-7 and `1 + erf` rounds
     // within 2.4e-7, so |x|/2 (1.5e-7 + 2.4e-7), plus the final product's rounding.
     let tol = |i: usize, e: f32| 2e-7 * xs[i].abs() + 1.2e-7 * e.abs() + 1e-12;
     assert_each("gelu", y, "gelu_y", tol);
     // |g| <= 1: the CDF term within 7.5e-8, the density term and rounding within 2e-7.
-    assert_each("gelu'", x.grad(&grads).expect("x has a gradient"), "gelu_dx", |_, _| 3e-7);
+    assert_each(
+        "gelu'",
+        x.grad(&grads).expect("x has a gradient"),
+        "gelu_dx",
+        |_, _| 3e-7,
+    );
 }
 
 #[test]
 fn exp_matches_pytorch_over_the_whole_f32_range() {
     // 3 ulp relative where the result is normal; a few subnormal steps below ~1.2e-38.
-    assert_each("exp", input::<1>("exp_x").exp(), "exp_y", |_, e| 3.6e-7 * e.abs() + 3e-45);
+    assert_each("exp", input::<1>("exp_x").exp(), "exp_y", |_, e| {
+        3.6e-7 * e.abs() + 3e-45
+    });
 }
 
 #[test]
@@ -70,7 +80,12 @@ fn softmax_with_a_mask_and_its_gradient_match_pytorch() {
     let y = softmax(x.clone(), 3);
     let grads = (y.clone() * input::<4>("sm_g")).sum().backward();
     assert_each("softmax", y, "sm_y", |_, _| 1e-6);
-    assert_each("softmax'", x.grad(&grads).expect("x has a gradient"), "sm_dx", |_, _| 2e-6);
+    assert_each(
+        "softmax'",
+        x.grad(&grads).expect("x has a gradient"),
+        "sm_dx",
+        |_, _| 2e-6,
+    );
 }
 
 #[test]
@@ -79,7 +94,12 @@ fn log_softmax_and_its_gradient_match_pytorch() {
     let y = log_softmax(x.clone(), 2);
     let grads = (y.clone() * input::<3>("lsm_g")).sum().backward();
     assert_each("log_softmax", y, "lsm_y", |_, e| 1e-6 * e.abs().max(1.0));
-    assert_each("log_softmax'", x.grad(&grads).expect("x has a gradient"), "lsm_dx", |_, _| 1e-5);
+    assert_each(
+        "log_softmax'",
+        x.grad(&grads).expect("x has a gradient"),
+        "lsm_dx",
+        |_, _| 1e-5,
+    );
 }
 
 #[test]
@@ -93,15 +113,35 @@ fn layer_norm_and_its_gradients_match_pytorch() {
         let grads = (y.clone() * input::<3>("ln_g")).sum().backward();
         let tol = |_: usize, e: f32| 2e-6 * e.abs().max(1.0);
         assert_each(&format!("{name} y"), y, &format!("{name}_y"), tol);
-        assert_each(&format!("{name} dx"), x.grad(&grads).unwrap(), &format!("{name}_dx"), tol);
+        assert_each(
+            &format!("{name} dx"),
+            x.grad(&grads).unwrap(),
+            &format!("{name}_dx"),
+            tol,
+        );
         let dgamma = gamma.grad(&grads).unwrap();
-        assert_each(&format!("{name} dgamma"), dgamma, &format!("{name}_dgamma"), tol);
+        assert_each(
+            &format!("{name} dgamma"),
+            dgamma,
+            &format!("{name}_dgamma"),
+            tol,
+        );
         let dbeta = beta.grad(&grads).unwrap();
-        assert_each(&format!("{name} dbeta"), dbeta, &format!("{name}_dbeta"), tol);
+        assert_each(
+            &format!("{name} dbeta"),
+            dbeta,
+            &format!("{name}_dbeta"),
+            tol,
+        );
 
         // Frozen LayerNorm (gamma and beta constants): only the input's gradient.
         let x = input::<3>("ln_x").require_grad();
-        let y = layer_norm(x.clone(), input::<1>("ln_gamma"), Some(input::<1>("ln_beta")), eps);
+        let y = layer_norm(
+            x.clone(),
+            input::<1>("ln_gamma"),
+            Some(input::<1>("ln_beta")),
+            eps,
+        );
         let grads = (y * input::<3>("ln_g")).sum().backward();
         let what = format!("{name} dx (frozen)");
         assert_each(&what, x.grad(&grads).unwrap(), &format!("{name}_dx"), tol);
@@ -112,10 +152,20 @@ fn layer_norm_and_its_gradients_match_pytorch() {
         let y = layer_norm(x.clone(), gamma.clone(), None, eps);
         let grads = (y.clone() * input::<3>("ln_g")).sum().backward();
         let shifted = y + input::<1>("ln_beta").unsqueeze::<3>();
-        assert_each(&format!("{name} y (no beta) + beta"), shifted, &format!("{name}_y"), tol);
+        assert_each(
+            &format!("{name} y (no beta) + beta"),
+            shifted,
+            &format!("{name}_y"),
+            tol,
+        );
         let what = format!("{name} dx (no beta)");
         assert_each(&what, x.grad(&grads).unwrap(), &format!("{name}_dx"), tol);
         let what = format!("{name} dgamma (no beta)");
-        assert_each(&what, gamma.grad(&grads).unwrap(), &format!("{name}_dgamma"), tol);
+        assert_each(
+            &what,
+            gamma.grad(&grads).unwrap(),
+            &format!("{name}_dgamma"),
+            tol,
+        );
     }
 }

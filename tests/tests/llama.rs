@@ -64,7 +64,7 @@ fn check(name: &str) {
             "{name} logits row {row}: max relative error {err:.2e}"
         );
     }
-    let greedy = pollster::block_on(model.generate_greedy(&ints(&r["prompt"]), 8, None)).unwrap();
+    let greedy = pollster::block_on(model.generate_greedy(&ints(&r["prompt"]), 8, &[])).unwrap();
     assert_eq!(greedy, ints(&r["greedy"]), "{name}: greedy continuation");
 }
 
@@ -169,7 +169,7 @@ fn the_real_smollm2_gguf_matches_transformers() {
         "logits after the prompt: max relative error {err:.2e}"
     );
 
-    let greedy = pollster::block_on(model.generate_greedy(&prompt, 16, None)).unwrap();
+    let greedy = pollster::block_on(model.generate_greedy(&prompt, 16, &[])).unwrap();
     assert_eq!(
         greedy,
         ints(&r["greedy_ids"]),

@@ -59,7 +59,7 @@ fn tiny_llava_matches_hf() {
     println!("logits: max relative error {err:.2e}");
     assert!(err <= 1e-4, "logits: {err:.2e}");
 
-    let greedy = pollster::block_on(model.generate_greedy(&ids, pixels.clone(), 6, None)).unwrap();
+    let greedy = pollster::block_on(model.generate_greedy(&ids, pixels.clone(), 6, &[])).unwrap();
     let want: Vec<i64> = r["greedy"]
         .as_array()
         .unwrap()

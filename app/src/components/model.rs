@@ -18,16 +18,13 @@ pub fn ModelPanel() -> impl IntoView {
                 .and_then(|(k, _)| k.split_once('/').map(|(top, _)| top.to_string()))
                 .unwrap_or_else(|| "model".into());
             // Only what a model folder needs crosses to the worker.
-            let keep = [
-                "config.json",
-                "model.safetensors",
-                "tokenizer.json",
-                "vocab.txt",
-                "preprocessor_config.json",
-            ];
+            let keep = |n: &str| {
+                n == "model.safetensors"
+                    || normtune_core::models::folder::DESCRIPTION_FILES.contains(&n)
+            };
             let files = files
                 .into_iter()
-                .filter(|(k, _)| keep.iter().any(|n| k.rsplit('/').next() == Some(*n)))
+                .filter(|(k, _)| k.rsplit('/').next().is_some_and(keep))
                 .collect();
             bridge::send(ToWorker::LoadModel { name }, files);
         })

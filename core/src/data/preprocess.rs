@@ -1,36 +1,144 @@
-//! HF image preprocessing from `preprocessor_config.json` (`BlipImageProcessor`,
-//! `ViTImageProcessor`): convert to RGB, resize, rescale, normalise, channels first.
+//! HF image preprocessing as transformers' PIL backend runs it (`BlipImageProcessor`,
+//! `ViTImageProcessor`, `CLIPImageProcessor`, `SiglipImageProcessor`), read from
+//! `preprocessor_config.json` or `processor_config.json`: convert to RGB, resize, center-crop,
+//! rescale, normalise, channels first. Conformance: tests/fixtures/make_conformance.py.
 
+use super::resample::Filter;
 use crate::error::{Error, Result};
 use burn::tensor::{Device, Tensor, TensorData};
-use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-/// HF `size`: either explicit height/width or a shortest edge.
+/// HF `size` / `crop_size`: explicit height and width, or a shortest edge (with an optional
+/// longest edge). An old config's plain number is read as transformers reads it: a square for
+/// processors that default to square sizes, a shortest edge for CLIP's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Size {
     /// Target height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
     /// Target width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
-    /// Resize so the shorter side has this length (then the image is square in practice for ViT/BLIP).
+    /// Resize so the shorter side has this length, keeping the aspect ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shortest_edge: Option<u32>,
+    /// With `shortest_edge`: the longer side at most this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_edge: Option<u32>,
 }
 
-/// The fields of `preprocessor_config.json` that BLIP and ViT processors use, with HF's defaults.
+impl Size {
+    fn square(side: u32) -> Self {
+        Size {
+            height: Some(side),
+            width: Some(side),
+            ..Size::default()
+        }
+    }
+}
+
+/// The image processors transformers saves (`image_processor_type`, with or without its
+/// `Fast` / `Pil` suffix; transformers 4's `feature_extractor_type` too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProcessorKind {
+    /// `BlipImageProcessor`: resize to height x width (bicubic), OpenAI CLIP statistics.
+    Blip,
+    /// `ViTImageProcessor`: resize to height x width (bilinear), mean = std = 0.5.
+    Vit,
+    /// `CLIPImageProcessor`: resize the shortest edge (bicubic), center-crop `crop_size`.
+    Clip,
+    /// `SiglipImageProcessor`: resize to height x width (bicubic), mean = std = 0.5.
+    Siglip,
+}
+
+impl ProcessorKind {
+    /// The kind a `image_processor_type` names, if normtune implements it.
+    pub fn from_type(name: &str) -> Option<Self> {
+        let base = name
+            .strip_suffix("Fast")
+            .or_else(|| name.strip_suffix("Pil"))
+            .unwrap_or(name);
+        Some(match base {
+            "BlipImageProcessor" => ProcessorKind::Blip,
+            "ViTImageProcessor" | "ViTFeatureExtractor" => ProcessorKind::Vit,
+            "CLIPImageProcessor" | "CLIPFeatureExtractor" => ProcessorKind::Clip,
+            "SiglipImageProcessor" => ProcessorKind::Siglip,
+            _ => return None,
+        })
+    }
+
+    /// The processor's defaults (its class attributes in transformers), `side` pixels.
+    pub fn defaults(self, side: u32) -> Preprocessor {
+        const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+        const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+        let half = vec![0.5f32; 3];
+        let base = Preprocessor {
+            image_processor_type: Some(self),
+            do_resize: true,
+            size: Size::square(side),
+            resample: 3,
+            do_center_crop: false,
+            crop_size: None,
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: CLIP_MEAN.to_vec(),
+            image_std: CLIP_STD.to_vec(),
+            do_convert_rgb: true,
+        };
+        match self {
+            ProcessorKind::Blip => base,
+            ProcessorKind::Vit => Preprocessor {
+                resample: 2,
+                image_mean: half.clone(),
+                image_std: half,
+                do_convert_rgb: false,
+                ..base
+            },
+            ProcessorKind::Clip => Preprocessor {
+                size: Size {
+                    shortest_edge: Some(side),
+                    ..Size::default()
+                },
+                do_center_crop: true,
+                crop_size: Some(Size::square(side)),
+                ..base
+            },
+            ProcessorKind::Siglip => Preprocessor {
+                image_mean: half.clone(),
+                image_std: half,
+                ..base
+            },
+        }
+    }
+
+    fn square_sizes(self) -> bool {
+        self != ProcessorKind::Clip
+    }
+}
+
+/// An image processor as transformers' PIL backend runs it: convert to RGB (transparency
+/// composited onto white), resize (Pillow's filters, bit for bit), center-crop, rescale,
+/// normalise, channels first. Read from `preprocessor_config.json` (transformers 4) or the
+/// `image_processor` of `processor_config.json` (transformers 5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
 pub struct Preprocessor {
+    /// Which processor this is.
+    pub image_processor_type: Option<ProcessorKind>,
     /// Whether to resize.
     pub do_resize: bool,
     /// Target size.
     pub size: Size,
-    /// PIL resampling filter id (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic).
+    /// PIL resampling filter id (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming).
     pub resample: u32,
+    /// Whether to center-crop to `crop_size` after resizing.
+    pub do_center_crop: bool,
+    /// The crop.
+    pub crop_size: Option<Size>,
     /// Whether to multiply by `rescale_factor`.
     pub do_rescale: bool,
     /// Usually 1/255.
-    pub rescale_factor: f32,
+    pub rescale_factor: f64,
     /// Whether to normalise with mean/std.
     pub do_normalize: bool,
     /// Per-channel mean.
@@ -43,22 +151,7 @@ pub struct Preprocessor {
 
 impl Default for Preprocessor {
     fn default() -> Self {
-        // BlipImageProcessor's defaults (OpenAI CLIP mean/std, bicubic, 384).
-        Self {
-            do_resize: true,
-            size: Size {
-                height: Some(384),
-                width: Some(384),
-                shortest_edge: None,
-            },
-            resample: 3,
-            do_rescale: true,
-            rescale_factor: 1.0 / 255.0,
-            do_normalize: true,
-            image_mean: vec![0.481_454_66, 0.457_827_5, 0.408_210_73],
-            image_std: vec![0.268_629_54, 0.261_302_6, 0.275_777_1],
-            do_convert_rgb: true,
-        }
+        ProcessorKind::Blip.defaults(384)
     }
 }
 
@@ -96,9 +189,111 @@ pub fn decode_image(bytes: &[u8], name: &str) -> Result<image::DynamicImage> {
 const PIXELS_PER_BYTE: u64 = 4096;
 
 impl Preprocessor {
-    /// Parses `preprocessor_config.json`.
-    pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
-        let p: Self = serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+    /// Parses a `preprocessor_config.json` (or the `image_processor` object of a
+    /// `processor_config.json`, which `file` then names). A config that names no processor type
+    /// is read as `kind` (the model family's own processor); one naming a processor normtune
+    /// does not implement is refused, never replaced by defaults. `side` is the model's input
+    /// size, the default size where the config gives none.
+    pub fn from_json(bytes: &[u8], file: &str, kind: ProcessorKind, side: u32) -> Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
+        Self::from_value(&v, file, kind, side)
+    }
+
+    /// As [`Preprocessor::from_json`], from parsed JSON.
+    pub fn from_value(
+        v: &serde_json::Value,
+        file: &str,
+        kind: ProcessorKind,
+        side: u32,
+    ) -> Result<Self> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::config(file, "image_processor", "not a JSON object"))?;
+        let named = ["image_processor_type", "feature_extractor_type"]
+            .iter()
+            .find_map(|k| obj.get(*k).and_then(|t| t.as_str()).map(|t| (*k, t)));
+        let kind = match named {
+            Some((field, t)) => ProcessorKind::from_type(t).ok_or_else(|| {
+                Error::config(
+                    file,
+                    field,
+                    format!(
+                        "`{t}` is not supported (BlipImageProcessor, ViTImageProcessor, \
+                         CLIPImageProcessor, SiglipImageProcessor)"
+                    ),
+                )
+            })?,
+            None => kind,
+        };
+        let mut p = kind.defaults(side);
+        let get = |k: &str| obj.get(k).filter(|x| !x.is_null());
+        let flag = |k: &str, d: bool| -> Result<bool> {
+            match get(k) {
+                None => Ok(d),
+                Some(x) => x
+                    .as_bool()
+                    .ok_or_else(|| Error::config(file, k, "true or false expected")),
+            }
+        };
+        let size = |k: &str, square: bool| -> Result<Option<Size>> {
+            match get(k) {
+                None => Ok(None),
+                Some(x) if x.is_u64() => {
+                    let n = x.as_u64().unwrap_or(0) as u32;
+                    Ok(Some(if square {
+                        Size::square(n)
+                    } else {
+                        Size {
+                            shortest_edge: Some(n),
+                            ..Size::default()
+                        }
+                    }))
+                }
+                Some(x) => serde_json::from_value::<Size>(x.clone())
+                    .map(Some)
+                    .map_err(|e| Error::config(file, k, e.to_string())),
+            }
+        };
+        let floats = |k: &str, d: &Vec<f32>| -> Result<Vec<f32>> {
+            match get(k) {
+                None => Ok(d.clone()),
+                Some(x) if x.is_number() => Ok(vec![x.as_f64().unwrap_or(0.0) as f32; 3]),
+                Some(x) => serde_json::from_value::<Vec<f32>>(x.clone())
+                    .map_err(|e| Error::config(file, k, e.to_string())),
+            }
+        };
+        p.do_resize = flag("do_resize", p.do_resize)?;
+        p.do_center_crop = flag("do_center_crop", p.do_center_crop)?;
+        p.do_rescale = flag("do_rescale", p.do_rescale)?;
+        p.do_normalize = flag("do_normalize", p.do_normalize)?;
+        p.do_convert_rgb = flag("do_convert_rgb", p.do_convert_rgb)?;
+        if let Some(s) = size("size", kind.square_sizes())? {
+            p.size = s;
+        }
+        if let Some(s) = size("crop_size", true)? {
+            p.crop_size = Some(s);
+        }
+        if let Some(r) = get("resample") {
+            p.resample = r
+                .as_u64()
+                .filter(|&r| Filter::from_pil(r as u32).is_some())
+                .ok_or_else(|| {
+                    Error::config(file, "resample", "a PIL filter number 0-5 expected")
+                })? as u32;
+        }
+        if let Some(r) = get("rescale_factor") {
+            p.rescale_factor = r
+                .as_f64()
+                .ok_or_else(|| Error::config(file, "rescale_factor", "a number expected"))?;
+        }
+        p.image_mean = floats("image_mean", &p.image_mean)?;
+        p.image_std = floats("image_std", &p.image_std)?;
+        for k in ["do_pad", "do_reduce_labels"] {
+            if flag(k, false)? {
+                return Err(Error::config(file, k, "is not supported: set it to false"));
+            }
+        }
         if p.image_mean.len() != 3 || p.image_std.len() != 3 {
             return Err(Error::config(
                 file,
@@ -113,80 +308,160 @@ impl Preprocessor {
                 "a standard deviation of 0 would divide by zero",
             ));
         }
+        let s = &p.size;
+        if p.do_resize && s.shortest_edge.is_none() && (s.height.is_none() || s.width.is_none()) {
+            return Err(Error::config(
+                file,
+                "size",
+                "needs height and width, or shortest_edge",
+            ));
+        }
+        if p.do_center_crop
+            && p.crop_size
+                .as_ref()
+                .is_none_or(|c| c.height.is_none() || c.width.is_none())
+        {
+            return Err(Error::config(file, "crop_size", "needs height and width"));
+        }
         Ok(p)
     }
 
     /// A processor for a square model input of `side` pixels with the given statistics.
     pub fn square(side: u32, mean: [f32; 3], std: [f32; 3]) -> Self {
         Self {
-            size: Size {
-                height: Some(side),
-                width: Some(side),
-                shortest_edge: None,
-            },
             image_mean: mean.to_vec(),
             image_std: std.to_vec(),
-            ..Self::default()
+            ..ProcessorKind::Blip.defaults(side)
         }
     }
 
-    /// The output height and width.
-    pub fn target(&self) -> (u32, u32) {
-        match (
-            &self.size.height,
-            &self.size.width,
-            &self.size.shortest_edge,
-        ) {
-            (Some(h), Some(w), _) => (*h, *w),
-            (_, _, Some(s)) => (*s, *s),
-            _ => (384, 384),
-        }
-    }
-
-    fn filter(&self) -> FilterType {
-        match self.resample {
-            0 => FilterType::Nearest,
-            1 => FilterType::Lanczos3,
-            2 => FilterType::Triangle,
-            _ => FilterType::CatmullRom,
-        }
-    }
-
-    /// Pixel values `[3, height, width]` in channel-first order, as HF's `pixel_values[i]`.
-    pub fn pixels(&self, img: &image::DynamicImage) -> Vec<f32> {
-        let rgb = img.to_rgb8();
-        let (h, w) = self.target();
-        let rgb = if self.do_resize && (rgb.width() != w || rgb.height() != h) {
-            image::imageops::resize(&rgb, w, h, self.filter())
+    /// The output height and width for an image of `w` x `h` pixels.
+    pub fn output_size(&self, w: u32, h: u32) -> (u32, u32) {
+        let (h, w) = if self.do_resize {
+            self.resized(w, h)
         } else {
-            rgb
+            (h, w)
         };
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        match (&self.crop_size, self.do_center_crop) {
+            (Some(c), true) => (c.height.unwrap_or(h), c.width.unwrap_or(w)),
+            _ => (h, w),
+        }
+    }
+
+    /// transformers' `get_resize_output_image_size` (height, width).
+    fn resized(&self, w: u32, h: u32) -> (u32, u32) {
+        let s = &self.size;
+        match (s.shortest_edge, s.height, s.width) {
+            (Some(short), ..) => {
+                let (lo, hi) = (w.min(h) as f64, w.max(h) as f64);
+                let mut new_short = short as f64;
+                let mut new_long = (short as f64 * hi / lo).floor();
+                if let Some(max) = s.longest_edge {
+                    if new_long > max as f64 {
+                        new_short = (max as f64 * new_short / new_long).floor();
+                        new_long = max as f64;
+                    }
+                }
+                let (new_short, new_long) = (new_short as u32, new_long as u32);
+                if w <= h {
+                    (new_long, new_short)
+                } else {
+                    (new_short, new_long)
+                }
+            }
+            (None, Some(hh), Some(ww)) => (hh, ww),
+            _ => (h, w),
+        }
+    }
+
+    /// Pixel values `[3, height, width]` in channel-first order, as HF's `pixel_values[i]`,
+    /// with the height and width.
+    pub fn pixels_sized(&self, img: &image::DynamicImage) -> (Vec<f32>, u32, u32) {
+        // Without `do_convert_rgb` transformers keeps a grey image's one channel and then
+        // fails on three-value statistics; normtune's models all take RGB, so the image is
+        // converted either way.
+        let mut rgb = super::resample::to_rgb(img);
+        if self.do_resize {
+            let (h, w) = self.resized(rgb.width(), rgb.height());
+            let filter = Filter::from_pil(self.resample).unwrap_or(Filter::Bicubic);
+            rgb = super::resample::resize(&rgb, w.max(1), h.max(1), filter);
+        }
+        let (h, w) = self.output_size(img.width(), img.height());
+        let (ih, iw) = (rgb.height() as i64, rgb.width() as i64);
+        // transformers' `center_crop`: top/left = (orig - crop) // 2, zero padding where the
+        // image is smaller than the crop (its pad-then-crop gives the same placement).
+        let (top, left) = ((ih - h as i64).div_euclid(2), (iw - w as i64).div_euclid(2));
+        let (h, w) = (h as usize, w as usize);
         let mut out = vec![0f32; 3 * h * w];
-        for (x, y, p) in rgb.enumerate_pixels() {
-            for c in 0..3 {
-                let mut v = p.0[c] as f32;
-                if self.do_rescale {
-                    v *= self.rescale_factor;
+        let (mean, std) = (&self.image_mean, &self.image_std);
+        for y in 0..h {
+            for x in 0..w {
+                let (sy, sx) = (y as i64 + top, x as i64 + left);
+                let p = if sy >= 0 && sy < ih && sx >= 0 && sx < iw {
+                    rgb.get_pixel(sx as u32, sy as u32).0
+                } else {
+                    [0, 0, 0]
+                };
+                for c in 0..3 {
+                    // numpy: rescale in float64 then float32; normalise in float32.
+                    let mut v = if self.do_rescale {
+                        (p[c] as f64 * self.rescale_factor) as f32
+                    } else {
+                        p[c] as f32
+                    };
+                    if self.do_normalize {
+                        v = (v - mean[c]) / std[c];
+                    }
+                    out[c * h * w + y * w + x] = v;
                 }
-                if self.do_normalize {
-                    v = (v - self.image_mean[c]) / self.image_std[c];
-                }
-                out[c * h * w + y as usize * w + x as usize] = v;
             }
         }
-        out
+        (out, h as u32, w as u32)
     }
 
-    /// A batch tensor `[n, 3, height, width]` from decoded images.
+    /// Pixel values `[3, height, width]` (see [`Preprocessor::pixels_sized`]).
+    pub fn pixels(&self, img: &image::DynamicImage) -> Vec<f32> {
+        self.pixels_sized(img).0
+    }
+
+    /// A batch tensor `[n, 3, height, width]` from decoded images. Images this processor gives
+    /// different sizes (no resize, or a shortest-edge resize without a crop) are refused.
     pub fn batch(&self, images: &[image::DynamicImage], device: &Device) -> Tensor<4> {
-        let (h, w) = self.target();
-        let (h, w) = if self.do_resize {
-            (h as usize, w as usize)
-        } else {
-            (images[0].height() as usize, images[0].width() as usize)
-        };
-        let data: Vec<f32> = images.iter().flat_map(|i| self.pixels(i)).collect();
-        Tensor::from_data(TensorData::new(data, [images.len(), 3, h, w]), device)
+        self.try_batch(images, device).unwrap_or_else(|_| {
+            // Sizes differ: each image is brought to the first one's size (a model with fixed
+            // position embeddings needs one size anyway).
+            let first = &images[0];
+            let (h, w) = self.output_size(first.width(), first.height());
+            let fixed = Preprocessor {
+                do_resize: true,
+                size: Size {
+                    height: Some(h),
+                    width: Some(w),
+                    ..Size::default()
+                },
+                do_center_crop: false,
+                ..self.clone()
+            };
+            fixed.try_batch(images, device).expect("one size")
+        })
+    }
+
+    fn try_batch(&self, images: &[image::DynamicImage], device: &Device) -> Result<Tensor<4>> {
+        let mut data = Vec::new();
+        let mut shape = None;
+        for img in images {
+            let (px, h, w) = self.pixels_sized(img);
+            if *shape.get_or_insert((h, w)) != (h, w) {
+                return Err(Error::Input(
+                    "images of different sizes in one batch".into(),
+                ));
+            }
+            data.extend(px);
+        }
+        let (h, w) = shape.unwrap_or((0, 0));
+        Ok(Tensor::from_data(
+            TensorData::new(data, [images.len(), 3, h as usize, w as usize]),
+            device,
+        ))
     }
 }

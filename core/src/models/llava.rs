@@ -356,13 +356,13 @@ impl LlavaForConditionalGeneration {
     }
 
     /// Greedy decoding after a prompt with its image (KV cache), up to `max_new` tokens,
-    /// stopping after `eos`. Returns the new tokens.
+    /// stopping after any of `eos`. Returns the new tokens.
     pub async fn generate_greedy(
         &self,
         ids: &[i64],
         pixels: Tensor<4>,
         max_new: usize,
-        eos: Option<i64>,
+        eos: &[i64],
     ) -> Result<Vec<i64>> {
         let x = self.embed(ids, self.image_features(pixels))?;
         self.language_model

@@ -3,9 +3,11 @@
 
 pub mod bert;
 pub mod blip;
+pub mod chat;
 pub mod classifier;
 pub mod common;
 pub mod export;
+pub mod folder;
 pub mod llama;
 pub mod llava;
 pub mod load;
@@ -13,7 +15,7 @@ pub mod memory;
 pub mod vit;
 pub mod walk;
 
-use crate::data::{Preprocessor, decode_image};
+use crate::data::{Preprocessor, ProcessorKind, decode_image};
 use crate::error::{Error, Result};
 use crate::source::FileSource;
 use crate::tokenizer::TextTokenizer;
@@ -283,10 +285,16 @@ pub struct Pipeline {
     pub preprocessor: Preprocessor,
     /// Where the model lives.
     pub device: Device,
-    /// The conversation a question becomes for a LLaVA-style model, with `<image>` and
-    /// `{question}` in it ([`llava::PROMPT`], LLaVA-1.5's, unless set with
-    /// [`Pipeline::set_chat_prompt`]).
-    pub chat_prompt: String,
+    /// A conversation set with [`Pipeline::set_chat_prompt`] (`<image>` and `{question}` in
+    /// it), which overrides the folder's chat template.
+    pub chat_prompt: Option<String>,
+    /// The folder's chat template, if any (without one and without `chat_prompt`, LLaVA-1.5's
+    /// [`llava::PROMPT`]).
+    pub chat_template: Option<chat::ChatTemplate>,
+    /// LLaVA's processor settings (image-token expansion).
+    pub llava_processor: folder::LlavaProcessorSettings,
+    /// `generation_config.json`, if the folder has one.
+    pub generation: Option<folder::GenerationDefaults>,
 }
 
 /// Generated text and the ids HF `generate` would return.
@@ -334,48 +342,38 @@ impl Pipeline {
         } else {
             init_model(&config, device)
         };
-        let tokenizer = match &config {
-            ModelConfig::Vit(_) => None,
-            ModelConfig::Llava(_) if !weights && !src.exists("tokenizer.json").await => None,
-            ModelConfig::Llava(_) => Some(TextTokenizer::from_json(
-                &src.read("tokenizer.json").await?,
-                &src.describe("tokenizer.json"),
-            )?),
+        let needs_tokenizer = match &config {
+            ModelConfig::Vit(_) => false,
             // Counting an architecture needs no tokenizer.
-            ModelConfig::Blip(..)
-                if !weights
-                    && !src.exists("tokenizer.json").await
-                    && !src.exists("vocab.txt").await =>
-            {
-                None
-            }
-            ModelConfig::Blip(..) => Some(if src.exists("tokenizer.json").await {
-                TextTokenizer::from_json(
-                    &src.read("tokenizer.json").await?,
-                    &src.describe("tokenizer.json"),
-                )?
-            } else {
-                TextTokenizer::from_vocab_txt(
-                    &src.read("vocab.txt").await?,
-                    &src.describe("vocab.txt"),
-                )?
-            }),
+            _ => weights,
         };
-        let preprocessor = if src.exists("preprocessor_config.json").await {
-            Preprocessor::from_json(
-                &src.read("preprocessor_config.json").await?,
-                &src.describe("preprocessor_config.json"),
-            )?
-        } else {
-            let side = match &config {
-                ModelConfig::Blip(_, c) => c.vision_config.image_size,
-                ModelConfig::Vit(c) => c.image_size,
-                ModelConfig::Llava(c) => c.vision_config.image_size,
-            } as u32;
-            Preprocessor {
-                size: data_size(side),
-                ..Preprocessor::default()
+        let (tokenizer, tok_cfg) = match folder::read_tokenizer(src).await? {
+            Some((t, c)) if !matches!(config, ModelConfig::Vit(_)) => (Some(t), Some(c)),
+            _ if needs_tokenizer => {
+                return Err(Error::Missing {
+                    file: src.describe("tokenizer.json"),
+                    reason: match config {
+                        ModelConfig::Llava(_) => {
+                            "this LLaVA model folder has no tokenizer.json".into()
+                        }
+                        _ => "no tokenizer.json or vocab.txt in the model folder".into(),
+                    },
+                });
             }
+            _ => (None, None),
+        };
+        let (kind, side) = match &config {
+            ModelConfig::Blip(_, c) => (ProcessorKind::Blip, c.vision_config.image_size),
+            ModelConfig::Vit(c) => (ProcessorKind::Vit, c.image_size),
+            ModelConfig::Llava(c) => (ProcessorKind::Clip, c.vision_config.image_size),
+        };
+        let preprocessor = folder::read_preprocessor(src, kind, side as u32).await?;
+        let (chat_template, llava_processor) = match &config {
+            ModelConfig::Llava(_) => (
+                folder::read_chat_template(src, tok_cfg.as_ref()).await?,
+                folder::read_llava_processor(src).await?,
+            ),
+            _ => (None, folder::LlavaProcessorSettings::default()),
         };
         Ok(Self {
             model,
@@ -383,7 +381,10 @@ impl Pipeline {
             tokenizer,
             preprocessor,
             device: device.clone(),
-            chat_prompt: llava::PROMPT.to_string(),
+            chat_prompt: None,
+            chat_template,
+            llava_processor,
+            generation: folder::read_generation_config(src).await?,
         })
     }
 
@@ -397,6 +398,9 @@ impl Pipeline {
             preprocessor: self.preprocessor.clone(),
             device: self.device.clone().inner(),
             chat_prompt: self.chat_prompt.clone(),
+            chat_template: self.chat_template.clone(),
+            llava_processor: self.llava_processor.clone(),
+            generation: self.generation.clone(),
         }
     }
 
@@ -410,19 +414,76 @@ impl Pipeline {
         }
     }
 
-    /// A LLaVA prompt's ids ([`llava::PROMPT`] around `question`): the tokenizer's own start
-    /// token(s) and the text before `<image>`, the image token once per image feature (as HF's
-    /// `LlavaProcessor` expands it), the text after.
-    pub fn llava_prompt(&self, question: &str) -> Result<Vec<i64>> {
-        let (c, tok) = self.llava()?;
+    /// The text a question becomes for a LLaVA-style model: the [`Pipeline::set_chat_prompt`]
+    /// override, else the folder's chat template (one user turn: the image, then the question;
+    /// the generation prompt added), else LLaVA-1.5's [`llava::PROMPT`].
+    pub fn llava_text(&self, question: &str) -> Result<String> {
+        let (_, tok) = self.llava()?;
         if question.trim().is_empty() {
             return Err(Error::Input("the question is empty".into()));
         }
-        let text = self.chat_prompt.replace("{question}", question.trim());
-        let (before, after) = text.split_once("<image>").unwrap_or((&text, ""));
-        let mut ids = tok.encode(before, usize::MAX)?;
-        ids.extend(std::iter::repeat_n(c.image_token_index, c.image_tokens()));
-        ids.extend(tok.encode_plain(after)?);
+        match (&self.chat_prompt, &self.chat_template) {
+            (Some(p), _) => Ok(p.replace("{question}", question)),
+            (None, Some(t)) => t.render_question(
+                question,
+                &self.llava_processor.image_token,
+                tok.special_names(),
+            ),
+            (None, None) => Ok(llava::PROMPT.replace("{question}", question)),
+        }
+    }
+
+    /// How many image tokens `<image>` becomes: `processor_config.json`'s count
+    /// (`LlavaProcessor`), which must equal the features the model makes, or the model's count
+    /// for folders without processor settings.
+    pub fn image_token_count(&self) -> Result<usize> {
+        let (c, _) = self.llava()?;
+        let side = c.vision_config.image_size;
+        let model = c.image_tokens();
+        match self.llava_processor.image_tokens(side, side) {
+            Some(n) if n != model => Err(Error::config(
+                &self.llava_processor.file,
+                "num_additional_image_tokens",
+                format!(
+                    "gives {n} image tokens per image (patch_size, vision_feature_select_strategy), \
+                     but the model makes {model} image features"
+                ),
+            )),
+            _ => Ok(model),
+        }
+    }
+
+    /// A LLaVA prompt's ids, as `LlavaProcessor` makes them: the text of
+    /// [`Pipeline::llava_text`] with its image token repeated once per image feature,
+    /// tokenised whole, with the tokenizer's special tokens unless the text already starts with
+    /// its `bos_token`. A tokenizer without the image token (a GGUF vocabulary) gets the text
+    /// around it tokenised apart and the image ids spliced in between.
+    pub fn llava_prompt(&self, question: &str) -> Result<Vec<i64>> {
+        let (c, tok) = self.llava()?;
+        let text = self.llava_text(question)?;
+        let image = self.llava_processor.image_token.as_str();
+        if text.matches(image).count() != 1 {
+            return Err(Error::Input(format!(
+                "the chat prompt `{}` holds `{image}` {} times; one image, once, is expected",
+                text.replace('\n', "\\n"),
+                text.matches(image).count()
+            )));
+        }
+        let n = self.image_token_count()?;
+        let add_special = !tok
+            .special_names()
+            .bos
+            .as_deref()
+            .is_some_and(|b| text.starts_with(b));
+        let ids = if tok.token_id(image) == Some(c.image_token_index) {
+            tok.encode_with(&text.replace(image, &image.repeat(n)), add_special)?
+        } else {
+            let (before, after) = text.split_once(image).unwrap_or((&text, ""));
+            let mut ids = tok.encode_with(before, add_special)?;
+            ids.extend(std::iter::repeat_n(c.image_token_index, n));
+            ids.extend(tok.encode_plain(after)?);
+            ids
+        };
         self.check_vocab(&ids)?;
         Ok(ids)
     }
@@ -451,7 +512,7 @@ impl Pipeline {
                 )));
             }
         }
-        self.chat_prompt = template.to_string();
+        self.chat_prompt = Some(template.to_string());
         Ok(())
     }
 
@@ -501,6 +562,31 @@ impl Pipeline {
                 "this model is an image classifier: it has no text decoder (use `classify`)".into(),
             )),
         }
+    }
+
+    /// The decoding settings when the caller gives none: `base` (the caller's defaults, e.g.
+    /// [`GenConfig::default`], MILE's beam search) with the folder's `generation_config.json`
+    /// over it (`num_beams`,
+    /// `max_new_tokens`, or for BLIP `max_length` less the decoder start token). transformers' BLIP
+    /// `generate` ignores that file (it calls its text decoder's own defaults); normtune reads
+    /// it for every family, as the folder author's stated settings.
+    pub fn gen_config(&self, base: GenConfig) -> GenConfig {
+        let mut g = base;
+        if let Some(d) = &self.generation {
+            if let Some(n) = d.num_beams {
+                g.num_beams = n;
+            }
+            if let Some(n) = d.max_new_tokens {
+                g.max_new_tokens = n;
+            } else if let (Some(n), false) =
+                (d.max_length, matches!(self.config, ModelConfig::Llava(_)))
+            {
+                // BLIP decoders: the start token and the new ones. (A LLaVA `max_length`
+                // counts the prompt, whose length is not known here: not read.)
+                g.max_new_tokens = n.saturating_sub(1).max(1);
+            }
+        }
+        g
     }
 
     /// The special ids generation uses, from the text config.
@@ -766,9 +852,12 @@ impl Pipeline {
         gen_cfg: &GenConfig,
     ) -> Result<Generated> {
         let ids = self.llava_prompt(question)?;
-        let eos = self.special_tokens()?.eos;
+        let eos = match self.generation.as_ref().map(|g| &g.eos_token_id) {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => vec![self.special_tokens()?.eos],
+        };
         let out = m
-            .generate_greedy(&ids, pixels, gen_cfg.max_new_tokens, Some(eos))
+            .generate_greedy(&ids, pixels, gen_cfg.max_new_tokens, &eos)
             .await?;
         self.generated(vec![out])
     }
@@ -843,13 +932,5 @@ impl Pipeline {
                 probability,
             })
             .collect())
-    }
-}
-
-fn data_size(side: u32) -> crate::data::preprocess::Size {
-    crate::data::preprocess::Size {
-        height: Some(side),
-        width: Some(side),
-        shortest_edge: None,
     }
 }

@@ -349,7 +349,7 @@ fn run_llava(
     for i in 0..a.answers + 1 {
         let t = Instant::now();
         let out =
-            pollster::block_on(m.generate_greedy(&prompt, pixels.clone(), a.answer_tokens, None))?;
+            pollster::block_on(m.generate_greedy(&prompt, pixels.clone(), a.answer_tokens, &[]))?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         anyhow::ensure!(out.len() == a.answer_tokens, "generation stopped early");
         if i > 0 {

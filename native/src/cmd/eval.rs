@@ -34,11 +34,16 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             &DirSource::open(dir)?,
         ))?;
     }
-    let generation = GenConfig {
-        num_beams: a.num_beams,
-        max_new_tokens: a.max_new_tokens,
-        ..GenConfig::default()
-    };
+    let generation = crate::cmd::infer::generation(
+        &p,
+        a.num_beams,
+        a.max_new_tokens,
+        GenConfig {
+            num_beams: 1,
+            max_new_tokens: 20,
+            ..GenConfig::default()
+        },
+    );
     let (scores, preds) = pollster::block_on(evaluate(
         &p,
         task,

@@ -24,11 +24,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
         ))?;
     }
     let pixels = p.image_tensor(&image, &a.image.display().to_string())?;
-    let gen_cfg = GenConfig {
-        num_beams: a.num_beams,
-        max_new_tokens: a.max_new_tokens,
-        ..GenConfig::default()
-    };
+    let gen_cfg = generation(&p, a.num_beams, a.max_new_tokens, GenConfig::default());
     if let Some(base) = base {
         return compare(p, base, pixels, &a, &gen_cfg);
     }
@@ -115,6 +111,24 @@ fn compare(
         }
     }
     Ok(())
+}
+
+/// Decoding settings: the command line's, else the folder's `generation_config.json`, else
+/// `base`.
+pub fn generation(
+    p: &Pipeline,
+    num_beams: Option<usize>,
+    max_new_tokens: Option<usize>,
+    base: GenConfig,
+) -> GenConfig {
+    let mut g = p.gen_config(base);
+    if let Some(n) = num_beams {
+        g.num_beams = n;
+    }
+    if let Some(n) = max_new_tokens {
+        g.max_new_tokens = n;
+    }
+    g
 }
 
 /// A template typed on the command line: `\n` written as two characters becomes a newline.

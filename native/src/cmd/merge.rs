@@ -8,17 +8,6 @@ use normtune_core::burn::tensor::Device;
 use normtune_core::models::{Pipeline, export};
 use normtune_core::peft::io::load_adapter;
 
-/// Files of the base folder that describe the model rather than its weights.
-const COPIED: &[&str] = &[
-    "config.json",
-    "generation_config.json",
-    "preprocessor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-];
-
 pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     if a.out.exists() {
         anyhow::bail!(
@@ -38,7 +27,7 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
     let weights = export::to_safetensors(&merged)?;
 
     let mut files = vec![("model.safetensors".to_string(), weights)];
-    for f in COPIED {
+    for f in normtune_core::models::folder::DESCRIPTION_FILES {
         let from = a.model.join(f);
         if from.is_file() {
             files.push((f.to_string(), read_file(&from)?));

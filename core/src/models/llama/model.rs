@@ -302,12 +302,12 @@ impl LlamaForCausalLM {
     }
 
     /// Greedy decoding of `prompt` (one sequence) with the KV cache: up to `max_new` tokens,
-    /// stopping after `eos`. Returns the new tokens.
+    /// stopping after any of `eos`. Returns the new tokens.
     pub async fn generate_greedy(
         &self,
         prompt: &[i64],
         max_new: usize,
-        eos: Option<i64>,
+        eos: &[i64],
     ) -> crate::Result<Vec<i64>> {
         let device = self.model.embed_tokens.weight.device();
         let ids = Tensor::<1, Int>::from_ints(prompt, &device).reshape([1, prompt.len()]);
@@ -320,7 +320,7 @@ impl LlamaForCausalLM {
         &self,
         prompt: Tensor<3>,
         max_new: usize,
-        eos: Option<i64>,
+        eos: &[i64],
     ) -> crate::Result<Vec<i64>> {
         let device = prompt.device();
         let mut cache = Vec::new();
@@ -339,7 +339,7 @@ impl LlamaForCausalLM {
                 .next()
                 .unwrap_or(0);
             out.push(id);
-            if Some(id) == eos {
+            if eos.contains(&id) {
                 break;
             }
             let ids = Tensor::<1, Int>::from_ints([id], &device).reshape([1, 1]);
