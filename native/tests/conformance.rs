@@ -203,6 +203,29 @@ fn every_corpus_variant_gives_transformers_ids_and_logits() {
                 "{name} [{img_name}{}]",
                 q.map(|q| format!(", {q:?}")).unwrap_or_default()
             );
+            if let Some(levels) = meta["variant"]["known_jpeg_levels"].as_f64() {
+                // A known gap (make_conformance.py says why): the decoded pixels are held to
+                // `levels` grey levels, the rest is reported, not required.
+                let (px, _, logits) = library_case(&p, &bytes, img_name, q).unwrap();
+                let std = p
+                    .preprocessor
+                    .image_std
+                    .iter()
+                    .copied()
+                    .fold(f32::INFINITY, f32::min);
+                let bound = levels as f32 / 255.0 / std + PIXEL_TOL;
+                let d = max_diff(&px, want.get(k, "pixel_values"));
+                if d > bound {
+                    failures.push(format!(
+                        "{tag}: JPEG pixels differ by {d}, over {levels} levels ({bound})"
+                    ));
+                }
+                println!(
+                    "known gap, {tag}: pixels within {d:.4} ({levels} levels = {bound:.4}), logits within {:.2e}",
+                    max_diff(&logits, want.get(k, "logits"))
+                );
+                continue;
+            }
             match library_case(&p, &bytes, img_name, q) {
                 Err(e) => failures.push(format!("{tag}: {e}")),
                 Ok((px, ids, logits)) => {
