@@ -454,3 +454,100 @@ fn an_image_token_or_a_tokenizer_outside_the_vocabulary_is_refused() {
         "{e}"
     );
 }
+
+/// The README's LLaVA recipe (LayerNorm tuning with a trainable projector) is peft's
+/// `LN_TUNING` with `modules_to_save = ["multi_modal_projector"]`: peft's adapter
+/// (tests/fixtures/make_llava_ln_adapter.py) loads and gives peft's logits, and normtune writes
+/// the same file back (keys, values, target and saved modules), so peft loads normtune's.
+#[test]
+fn the_llava_recipe_is_a_peft_ln_tuning_adapter_with_the_projector_saved() {
+    use normtune_core::models::{Model, Pipeline};
+    use normtune_core::peft::{self, PeftConfig, io};
+
+    let device = Device::flex();
+    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+    let model = pollster::block_on(io::load_adapter(p.model, &folder("llava/ln_tuning"))).unwrap();
+    let Model::Llava(m) = &model else { panic!() };
+    let r = reference_json("llava/ln_tuning");
+    let ids: Vec<i64> = r["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("llava/tiny/train_reference.json")).unwrap())
+            .unwrap();
+    let pixels: Vec<f32> = t["pixel_values"].as_array().unwrap()[..3 * 28 * 28]
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let pixels = Tensor::<1>::from_floats(pixels.as_slice(), &device).reshape([1, 3, 28, 28]);
+    let got: Vec<f32> = m
+        .forward(&ids, pixels)
+        .unwrap()
+        .into_data()
+        .iter()
+        .collect();
+    let want: Vec<f32> = r["logits"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let err = max_rel_err(&got, &want);
+    println!("logits with peft's LN_TUNING + projector adapter: max relative error {err:.2e}");
+    assert!(err <= 1e-4, "{err:.2e}");
+
+    // The same trained state, written by normtune: peft's file.
+    let cfg = PeftConfig::parse("vision=layernorm,projector=full,decoder=layernorm").unwrap();
+    let train = Device::flex().autodiff();
+    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &train)).unwrap();
+    let model = peft::apply(p.model, &cfg).unwrap();
+    let model = pollster::block_on(io::load_adapter(model, &folder("llava/ln_tuning"))).unwrap();
+    assert_eq!(
+        peft::report::report(&model).trainable_params as u64,
+        r["trainable"].as_u64().unwrap()
+    );
+    let files = io::save_adapter(&model, &cfg, "tests/fixtures/llava/tiny").unwrap();
+    let file = |name: &str| files.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let ours: serde_json::Value = serde_json::from_slice(&file(io::CONFIG_FILE)).unwrap();
+    let theirs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture("llava/ln_tuning").join(io::CONFIG_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ours["peft_type"], "LN_TUNING");
+    assert_eq!(ours["modules_to_save"], theirs["modules_to_save"]);
+    let set = |v: &serde_json::Value| {
+        let mut s: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(set(&ours["target_modules"]), set(&theirs["target_modules"]));
+    let ours = file(io::WEIGHTS_FILE);
+    let theirs = std::fs::read(fixture("llava/ln_tuning").join(io::WEIGHTS_FILE)).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&ours).unwrap(),
+        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
+    );
+    let mut ka: Vec<String> = a.names().into_iter().map(String::from).collect();
+    let mut kb: Vec<String> = b.names().into_iter().map(String::from).collect();
+    ka.sort();
+    kb.sort();
+    assert_eq!(ka, kb);
+    let f = |d: &[u8]| -> Vec<f32> {
+        d.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    for k in &ka {
+        let (x, y) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
+        assert_eq!(x.shape(), y.shape(), "{k}");
+        assert_eq!(f(x.data()), f(y.data()), "{k}");
+    }
+}

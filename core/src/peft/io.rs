@@ -67,16 +67,57 @@ pub fn save_adapter(
     if decoder_prefix && only_method {
         return save_prefix(model, cfg, base_model);
     }
-    let ln_only = components
+    // LayerNorm tuning with the projector or the head trained whole is peft's LN_TUNING with
+    // `modules_to_save` (the LayerNorm paper's LLaVA recipe; a classifier's usual setting).
+    let whole: Vec<&'static str> = model
+        .components()
         .iter()
-        .all(|c| matches!(cfg.method_for(c), Method::Layernorm | Method::Frozen));
-    if !ln_only || !only_method {
+        .filter(|c| match c.name {
+            "projector" => cfg.method_for(c.name) == Method::Full,
+            "head" => head_trains || cfg.method_for(c.name) == Method::Full,
+            _ => false,
+        })
+        .map(|c| c.path)
+        .collect();
+    let ln_only = model
+        .components()
+        .iter()
+        .filter(|c| !whole.contains(&c.path))
+        .all(|c| matches!(cfg.method_for(c.name), Method::Layernorm | Method::Frozen));
+    let saves_listed = cfg
+        .modules_to_save
+        .iter()
+        .all(|m| whole.contains(&m.as_str()));
+    if !ln_only || !saves_listed || cfg.lora.has_slices() {
         return save_native(model, cfg, base_model);
     }
     let rows = params(model, |_, _, trainable| trainable);
     let mut modules: Vec<String> = Vec::new();
     let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for row in rows.into_iter().filter(|r| r.trainable) {
+    let (kept, rows): (Vec<_>, Vec<_>) = rows.into_iter().filter(|r| r.trainable).partition(|r| {
+        whole
+            .iter()
+            .any(|w| r.path.first().map(String::as_str) == Some(*w))
+    });
+    for row in kept {
+        // peft writes a `modules_to_save` module's tensors under the module's own names
+        // (PyTorch layout: Linear weights [out, in]).
+        let values = row.values.clone().unwrap_or_default();
+        let (shape, values) = if row.shape.len() == 2
+            && row.path.last().is_some_and(|l| l == "weight")
+            && row.container == "Struct:Linear"
+        {
+            crate::models::walk::transposed(&row.shape, &values)
+        } else {
+            (row.shape.clone(), values)
+        };
+        named.push((
+            format!("{PREFIX}{}", hf_name(&row.path.join("."))),
+            shape,
+            values,
+        ));
+    }
+    for row in rows {
         let (shape, vals) = (row.shape.clone(), row.values.unwrap_or_default());
         let hf = hf_name(&row.path.join("."));
         let (module, leaf) = hf.rsplit_once('.').unwrap_or(("", &hf));
@@ -122,7 +163,7 @@ pub fn save_adapter(
         "inference_mode": true,
         "target_modules": target_modules,
         "exclude_modules": null,
-        "modules_to_save": null,
+        "modules_to_save": if whole.is_empty() { serde_json::Value::Null } else { json!(whole) },
         "peft_version": "0.21.2",
     });
     adapter_folder(&config, weights)
@@ -173,14 +214,30 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
     let bytes = src.read(WEIGHTS_FILE).await?;
     let file = src.describe(WEIGHTS_FILE);
     let names = load::tensor_names(&bytes, &file)?;
+    // `modules_to_save`: modules trained whole, saved under their own names.
+    let saved: Vec<String> = match config.get("modules_to_save") {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|m| m.as_str().map(String::from))
+            .collect::<Option<_>>()
+            .ok_or_else(|| Error::config(&cfg_file, "modules_to_save", "module names expected"))?,
+        _ => Vec::new(),
+    };
+    let in_saved = |k: &str| {
+        let k = k.strip_prefix(PREFIX).unwrap_or(k);
+        saved
+            .iter()
+            .any(|m| k.starts_with(&format!("{m}.")) || k.contains(&format!(".{m}.")))
+    };
     if let Some((bad, _)) = names
         .iter()
-        .find(|(k, _)| !k.starts_with(PREFIX) || !k.contains(".ln_tuning_layers."))
+        .find(|(k, _)| !k.starts_with(PREFIX) || !(k.contains(".ln_tuning_layers.") || in_saved(k)))
     {
         return Err(Error::Weights {
             file,
             reason: format!(
-                "`{bad}` is not a peft LN-tuning tensor (`{PREFIX}<module>.ln_tuning_layers.weight|bias`)"
+                "`{bad}` is not a peft LN-tuning tensor (`{PREFIX}<module>.ln_tuning_layers.weight|bias`) \
+                 nor in modules_to_save"
             ),
         });
     }
