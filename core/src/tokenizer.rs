@@ -262,6 +262,28 @@ impl TextTokenizer {
         &self.special
     }
 
+    /// A `tokenizer_config.json` holding the named special tokens and `chat_template`: how a
+    /// tokenizer built from a GGUF file (its `tokenizer.chat_template`) is written into a HF
+    /// model folder.
+    pub fn config_json(&self, chat_template: Option<&str>) -> serde_json::Value {
+        let s = &self.special;
+        let mut v = serde_json::json!({});
+        for (k, t) in [
+            ("bos_token", &s.bos),
+            ("eos_token", &s.eos),
+            ("unk_token", &s.unk),
+            ("pad_token", &s.pad),
+        ] {
+            if let Some(t) = t {
+                v[k] = serde_json::json!(t);
+            }
+        }
+        if let Some(t) = chat_template {
+            v["chat_template"] = serde_json::json!(t);
+        }
+        v
+    }
+
     /// As a `tokenizer.json` (the `tokenizers` crate's own serialisation, pretty-printed): how a
     /// tokenizer built from a GGUF file is written into a HF model folder.
     pub fn to_json(&self) -> Result<Vec<u8>> {
@@ -428,10 +450,21 @@ impl TextTokenizer {
         });
         let inner =
             Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let named = |key: &str| {
+            g.get(key)
+                .and_then(Value::as_u64)
+                .and_then(|id| tokens.get(id as usize).cloned())
+        };
         Ok(Self {
             inner,
             file: file.into(),
-            special: SpecialNames::default(),
+            special: SpecialNames {
+                bos: named("tokenizer.ggml.bos_token_id"),
+                eos: named("tokenizer.ggml.eos_token_id"),
+                unk: named("tokenizer.ggml.unknown_token_id"),
+                pad: named("tokenizer.ggml.padding_token_id"),
+                ..SpecialNames::default()
+            },
         })
     }
 

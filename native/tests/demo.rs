@@ -390,6 +390,15 @@ fn llava_pretrain_and_demo_run_on_the_real_smollm2() {
         stdout.contains("zero-shot") && stdout.contains("layernorm-tuned"),
         "{stdout}"
     );
+    // The GGUF's chat template travels into the folder it builds.
+    let tok_cfg = json(&out.join("base/tokenizer_config.json"));
+    assert!(
+        tok_cfg["chat_template"]
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>"),
+        "{tok_cfg}"
+    );
     let m = json(&out.join("run/metrics.json"));
     // Trainable: the norms of the folder's checkpoint, counted from its names.
     let norms: u64 = header(&out.join("base/model.safetensors"))

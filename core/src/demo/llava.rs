@@ -147,7 +147,8 @@ pub fn tower_from_blip(
 }
 
 /// A HF `LlavaForConditionalGeneration` folder: `config.json` ([`config_json`]),
-/// `tokenizer.json` (the GGUF's tokenizer), `preprocessor_config.json` (the demo's 64 px
+/// `tokenizer.json` (the GGUF's tokenizer), `tokenizer_config.json` (its special tokens and
+/// `tokenizer.chat_template`), `preprocessor_config.json` (the demo's 64 px
 /// grey-as-RGB images), `model.safetensors` (f32): the decoder dequantised from the GGUF file,
 /// the tower and projector from `vision` (HF names; a name the model does not have is refused),
 /// anything `vision` leaves out randomly initialised (seed the device first for a fixed start).
@@ -198,6 +199,15 @@ pub fn assemble(
     Ok(vec![
         ("config.json".into(), config_bytes),
         ("tokenizer.json".into(), tokenizer.to_json()?),
+        (
+            "tokenizer_config.json".into(),
+            pretty(
+                tokenizer.config_json(
+                    gguf.get("tokenizer.chat_template")
+                        .and_then(crate::gguf::Value::as_str),
+                ),
+            ),
+        ),
         (
             "preprocessor_config.json".into(),
             pretty(super::model::preprocessor_json()),

@@ -118,7 +118,29 @@ mod tests {
             ..SpecialNames::default()
         };
         let out = t.render_question(" hi ", "<image>", &special).unwrap();
-        assert_eq!(out, "USER: hi\n<s>#1");
+        // transformers' `render_jinja_template` gives the same (trim_blocks eats the newline
+        // after `{% endfor %}`).
+        assert_eq!(out, "USER: hi<s>#1");
+    }
+
+    #[test]
+    fn a_text_only_template_gets_the_image_in_the_content_string() {
+        // SmolLM2's ChatML (its GGUF's tokenizer.chat_template, system turn left out).
+        let t = ChatTemplate::new(
+            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + \
+             message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}\
+             {{ '<|im_start|>assistant\\n' }}{% endif %}",
+            "gguf",
+        );
+        assert!(!t.takes_parts());
+        // transformers' `render_jinja_template` on content "<image>\nq?" gives the same.
+        let out = t
+            .render_question("q?", "<image>", &SpecialNames::default())
+            .unwrap();
+        assert_eq!(
+            out,
+            "<|im_start|>user\n<image>\nq?<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
