@@ -1085,3 +1085,75 @@ fn a_llava_chat_prompt_of_ones_own_trains_and_answers() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--model org/name[@revision]` finds a snapshot in the HuggingFace cache as huggingface_hub
+/// lays it out (`refs/<rev>` → `snapshots/<commit>/`), offline; a miss names where it looked.
+#[test]
+fn a_model_id_resolves_in_the_huggingface_cache() {
+    let cache = std::env::temp_dir().join(format!("normtune-hf-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let repo = cache.join("models--radiology--tiny-vqa");
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = repo.join("snapshots").join(sha);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), sha).unwrap();
+    for e in std::fs::read_dir(fixtures().join("blip_vqa")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, snapshot.join(p.file_name().unwrap())).unwrap();
+    }
+    let image = fixtures().join("images/chest_32.png");
+    let run = |model: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_normtune"))
+            .env("HF_HUB_CACHE", &cache)
+            .args([
+                "infer",
+                "--device",
+                "cpu",
+                "--json",
+                "--num-beams",
+                "1",
+                "--model",
+                model,
+            ])
+            .args([
+                "--image",
+                image.to_str().unwrap(),
+                "--question",
+                "is there a mass?",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let direct = {
+        let (ok, out, err) = run(fixtures().join("blip_vqa").to_str().unwrap());
+        assert!(ok, "{err}");
+        out
+    };
+    for id in [
+        "radiology/tiny-vqa",
+        "radiology/tiny-vqa@main",
+        &format!("radiology/tiny-vqa@{sha}"),
+    ] {
+        let (ok, out, err) = run(id);
+        assert!(ok, "{id}: {err}");
+        assert_eq!(out, direct, "{id}");
+    }
+    let (ok, _, err) = run("radiology/other-model");
+    assert!(
+        !ok && err.contains("not in the HuggingFace cache")
+            && err.contains("models--radiology--other-model"),
+        "{err}"
+    );
+    let (ok, _, err) = run("radiology/tiny-vqa@v2");
+    assert!(
+        !ok && err.contains("no snapshot for revision `v2`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -319,42 +319,13 @@ fn a_sharded_checkpoint_loads_as_the_single_file() {
 /// loads and gives peft's logits; written back, it has peft's keys and values.
 #[test]
 fn a_peft_lora_adapter_on_the_decoder_matches_peft() {
-    use normtune_core::models::{Model, Pipeline};
+    use normtune_core::models::Pipeline;
     use normtune_core::peft::io;
 
     let device = Device::flex();
     let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
     let model = pollster::block_on(io::load_adapter(p.model, &folder("llava/lora"))).unwrap();
-    let Model::Llava(m) = &model else { panic!() };
-    let r = reference_json("llava/lora");
-    let ids: Vec<i64> = r["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
-    let t = serde_json::from_slice::<serde_json::Value>(
-        &std::fs::read(fixture("llava/tiny/train_reference.json")).unwrap(),
-    )
-    .unwrap();
-    let pixels: Vec<f32> = t["pixel_values"].as_array().unwrap()[..3 * 28 * 28]
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    let pixels = Tensor::<1>::from_floats(pixels.as_slice(), &device).reshape([1, 3, 28, 28]);
-    let got: Vec<f32> = m
-        .forward(&ids, pixels)
-        .unwrap()
-        .into_data()
-        .iter()
-        .collect();
-    let want: Vec<f32> = r["logits"]["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    let err = max_rel_err(&got, &want);
+    let err = adapter_logits_error(&model, "llava/lora", &device);
     println!("logits with the peft LoRA adapter: max relative error {err:.2e}");
     assert!(err <= 1e-4, "{err:.2e}");
 
@@ -369,23 +340,59 @@ fn a_peft_lora_adapter_on_the_decoder_matches_peft() {
     let files = io::save_adapter(&model, &cfg, "tests/fixtures/llava/tiny").unwrap();
     let ours = &files.iter().find(|(n, _)| n == io::WEIGHTS_FILE).unwrap().1;
     let theirs = std::fs::read(fixture("llava/lora").join(io::WEIGHTS_FILE)).unwrap();
+    assert_same_tensors(ours, &theirs);
+}
+
+/// The largest relative error of the LLaVA model's logits against `<rel>/reference.json`'s, on
+/// its `input_ids` and the first training image of `llava/tiny`.
+fn adapter_logits_error(model: &normtune_core::models::Model, rel: &str, device: &Device) -> f32 {
+    let normtune_core::models::Model::Llava(m) = model else {
+        panic!("not a LLaVA model")
+    };
+    let r = reference_json(rel);
+    let ids: Vec<i64> = r["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect();
+    let t = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(fixture("llava/tiny/train_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let pixels: Vec<f32> = t["pixel_values"].as_array().unwrap()[..3 * 28 * 28]
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let pixels = Tensor::<1>::from_floats(pixels.as_slice(), device).reshape([1, 3, 28, 28]);
+    let got: Vec<f32> = m
+        .forward(&ids, pixels)
+        .unwrap()
+        .into_data()
+        .iter()
+        .collect();
+    max_rel_err(&got, &floats(&r["logits"]["values"]))
+}
+
+/// Two safetensors files hold the same names, shapes and f32 values.
+fn assert_same_tensors(ours: &[u8], theirs: &[u8]) {
     let (a, b) = (
         safetensors::SafeTensors::deserialize(ours).unwrap(),
-        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
+        safetensors::SafeTensors::deserialize(theirs).unwrap(),
     );
     let mut ka: Vec<String> = a.names().into_iter().map(String::from).collect();
     let mut kb: Vec<String> = b.names().into_iter().map(String::from).collect();
     ka.sort();
     kb.sort();
     assert_eq!(ka, kb);
+    let f = |d: &[u8]| -> Vec<f32> {
+        d.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
     for k in &ka {
         let (x, y) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
         assert_eq!(x.shape(), y.shape(), "{k}");
-        let f = |d: &[u8]| -> Vec<f32> {
-            d.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        };
         assert_eq!(f(x.data()), f(y.data()), "{k}");
     }
 }
@@ -461,43 +468,16 @@ fn an_image_token_or_a_tokenizer_outside_the_vocabulary_is_refused() {
 /// the same file back (keys, values, target and saved modules), so peft loads normtune's.
 #[test]
 fn the_llava_recipe_is_a_peft_ln_tuning_adapter_with_the_projector_saved() {
-    use normtune_core::models::{Model, Pipeline};
+    use normtune_core::models::Pipeline;
     use normtune_core::peft::{self, PeftConfig, io};
 
     let device = Device::flex();
     let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
     let model = pollster::block_on(io::load_adapter(p.model, &folder("llava/ln_tuning"))).unwrap();
-    let Model::Llava(m) = &model else { panic!() };
-    let r = reference_json("llava/ln_tuning");
-    let ids: Vec<i64> = r["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect();
-    let t: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture("llava/tiny/train_reference.json")).unwrap())
-            .unwrap();
-    let pixels: Vec<f32> = t["pixel_values"].as_array().unwrap()[..3 * 28 * 28]
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    let pixels = Tensor::<1>::from_floats(pixels.as_slice(), &device).reshape([1, 3, 28, 28]);
-    let got: Vec<f32> = m
-        .forward(&ids, pixels)
-        .unwrap()
-        .into_data()
-        .iter()
-        .collect();
-    let want: Vec<f32> = r["logits"]["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
-    let err = max_rel_err(&got, &want);
+    let err = adapter_logits_error(&model, "llava/ln_tuning", &device);
     println!("logits with peft's LN_TUNING + projector adapter: max relative error {err:.2e}");
     assert!(err <= 1e-4, "{err:.2e}");
+    let r = reference_json("llava/ln_tuning");
 
     // The same trained state, written by normtune: peft's file.
     let cfg = PeftConfig::parse("vision=layernorm,projector=full,decoder=layernorm").unwrap();
@@ -529,25 +509,6 @@ fn the_llava_recipe_is_a_peft_ln_tuning_adapter_with_the_projector_saved() {
         s
     };
     assert_eq!(set(&ours["target_modules"]), set(&theirs["target_modules"]));
-    let ours = file(io::WEIGHTS_FILE);
     let theirs = std::fs::read(fixture("llava/ln_tuning").join(io::WEIGHTS_FILE)).unwrap();
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&ours).unwrap(),
-        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
-    );
-    let mut ka: Vec<String> = a.names().into_iter().map(String::from).collect();
-    let mut kb: Vec<String> = b.names().into_iter().map(String::from).collect();
-    ka.sort();
-    kb.sort();
-    assert_eq!(ka, kb);
-    let f = |d: &[u8]| -> Vec<f32> {
-        d.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    for k in &ka {
-        let (x, y) = (a.tensor(k).unwrap(), b.tensor(k).unwrap());
-        assert_eq!(x.shape(), y.shape(), "{k}");
-        assert_eq!(f(x.data()), f(y.data()), "{k}");
-    }
+    assert_same_tensors(&file(io::WEIGHTS_FILE), &theirs);
 }
