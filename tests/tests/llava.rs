@@ -371,7 +371,13 @@ fn adapter_logits_error(model: &normtune_core::models::Model, rel: &str, device:
         .into_data()
         .iter()
         .collect();
-    max_rel_err(&got, &floats(&r["logits"]["values"]))
+    let want: Vec<f32> = r["logits"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    max_rel_err(&got, &want)
 }
 
 /// Two safetensors files hold the same names, shapes and f32 values.
