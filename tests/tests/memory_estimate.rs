@@ -18,7 +18,8 @@ fn status_mib(key: &str) -> Option<f64> {
     Some(l.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
-/// (estimated, measured) MiB for LN tuning a random LLaVA of this shape.
+/// (estimated total, measured, estimated activations) MiB for LN tuning a random LLaVA of this
+/// shape.
 #[allow(clippy::too_many_arguments)]
 fn run(
     batch: usize,
@@ -29,7 +30,7 @@ fn run(
     vocab: usize,
     vision_hidden: usize,
     vision_layers: usize,
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let cfg = LlavaConfig {
         vision_config: ClipVisionConfig {
             hidden_size: vision_hidden,
@@ -108,15 +109,19 @@ fn run(
     }
     let peak = status_mib("VmHWM:").unwrap();
     drop(trainer);
-    (est.total as f64 / 1048576.0, peak - before)
+    (
+        est.total as f64 / 1048576.0,
+        peak - before,
+        est.activations as f64 / 1048576.0,
+    )
 }
 
 /// (estimated, measured) MiB for a shape, run in a fresh process (this test binary again).
-fn measure(name: &str, checkpointing: bool) -> (f64, f64) {
+fn measure(name: &str, checkpointing: bool) -> (f64, f64, f64) {
     measure_with(name, checkpointing, false)
 }
 
-fn measure_with(name: &str, checkpointing: bool, frozen_f16: bool) -> (f64, f64) {
+fn measure_with(name: &str, checkpointing: bool, frozen_f16: bool) -> (f64, f64, f64) {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "the_memory_estimate_is_within_20_percent_of_the_measured_peak",
@@ -139,7 +144,7 @@ fn measure_with(name: &str, checkpointing: bool, frozen_f16: bool) -> (f64, f64)
         .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r))
         .unwrap_or_else(|| panic!("{name}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
     let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
-    (v[0], v[1])
+    (v[0], v[1], v[2])
 }
 
 const SHAPES: &[(&str, [usize; 8])] = &[
@@ -160,12 +165,12 @@ fn the_memory_estimate_is_within_20_percent_of_the_measured_peak() {
     // earlier shape's freed memory is counted.
     if let Ok(name) = std::env::var("NORMTUNE_MEMORY_SHAPE") {
         let [b, t, h, i, l, v, vh, vl] = SHAPES.iter().find(|s| s.0 == name).unwrap().1;
-        let (est, measured) = run(b, t, h, i, l, v, vh, vl);
-        println!("RESULT {est} {measured}");
+        let (est, measured, activations) = run(b, t, h, i, l, v, vh, vl);
+        println!("RESULT {est} {measured} {activations}");
         return;
     }
     for (name, _) in SHAPES {
-        let (est, measured) = measure(name, false);
+        let (est, measured, activations) = measure(name, false);
         let ratio = est / measured;
         println!("{name}: estimated {est:.1} MiB, measured {measured:.1} MiB, ratio {ratio:.3}");
         assert!(
@@ -173,11 +178,19 @@ fn the_memory_estimate_is_within_20_percent_of_the_measured_peak() {
             "{name}: estimated {est:.1} MiB, measured {measured:.1} MiB"
         );
         if *name == "SmolLM2-135M-shaped" {
-            // burn's gradient checkpointing (`train.gradient_checkpointing`) keeps less.
-            let (_, with) = measure(name, true);
-            println!("{name} with gradient checkpointing: measured {with:.1} MiB");
+            // burn's gradient checkpointing (`train.gradient_checkpointing`) keeps less. Its
+            // Balanced strategy recomputes only memory-bound outputs (SiLU, products, norms,
+            // softmax), and since LayerNorm/RMSNorm and softmax are one op each it frees little:
+            // 43 MiB of the estimate's 438 MiB of activations (4.2 % of the peak) both on the
+            // CI host and the 2-core host where this was measured, run to run within 1 MiB. The
+            // bound (2 %, 20 times that noise) fails if checkpointing is off or keeps more.
+            let (_, with, _) = measure(name, true);
+            println!(
+                "{name} with gradient checkpointing: measured {with:.1} MiB, {:.1} MiB less; the estimate's activations {activations:.1} MiB",
+                measured - with
+            );
             assert!(
-                with < 0.95 * measured,
+                with < 0.98 * measured,
                 "checkpointing: {with:.1} MiB vs {measured:.1} MiB without"
             );
             // Frozen weights in f16 (`train.frozen_dtype`): the estimate still holds, and the
@@ -189,7 +202,7 @@ fn the_memory_estimate_is_within_20_percent_of_the_measured_peak() {
             // there while its buffers were 64-byte aligned, 276 MiB on a 2-core AMD EPYC once
             // softmax and LayerNorm were differentiated as one op each; where the rest goes is
             // not found).
-            let (est16, measured16) = measure_with(name, false, true);
+            let (est16, measured16, _) = measure_with(name, false, true);
             let ratio16 = est16 / measured16;
             println!(
                 "{name} with frozen weights in f16: estimated {est16:.1} MiB, measured {measured16:.1} MiB, ratio {ratio16:.3}"

@@ -347,8 +347,13 @@ impl Pipeline {
             // Counting an architecture needs no tokenizer.
             _ => weights,
         };
-        let (tokenizer, tok_cfg) = match folder::read_tokenizer(src).await? {
-            Some((t, c)) if !matches!(config, ModelConfig::Vit(_)) => (Some(t), Some(c)),
+        // A classifier has no text side: its folder's tokenizer files (if any) are not read.
+        let found = match config {
+            ModelConfig::Vit(_) => None,
+            _ => folder::read_tokenizer(src).await?,
+        };
+        let (tokenizer, tok_cfg) = match found {
+            Some((t, c)) => (Some(t), Some(c)),
             _ if needs_tokenizer => {
                 return Err(Error::Missing {
                     file: src.describe("tokenizer.json"),
