@@ -1,23 +1,9 @@
 //! End-to-end runs of the `normtune` binary on the committed HF fixtures.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
-}
-
-fn normtune(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_normtune"))
-        .args(args)
-        .output()
-        .expect("run normtune");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+mod common;
+use common::{fixtures, normtune};
 
 fn metrics_lines(run: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))

@@ -9,7 +9,9 @@ use normtune_core::burn::tensor::{Device, Int, Tensor};
 use normtune_core::models::{Model, Pipeline};
 use normtune_core::source::MemorySource;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
+use common::normtune;
 
 const LOGIT_TOL: f32 = 1e-4;
 const PIXEL_TOL: f32 = 1e-6;
@@ -85,18 +87,6 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
-}
-
-fn normtune(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_normtune"))
-        .args(args)
-        .output()
-        .expect("run normtune");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 /// What normtune's library gives for one case: pixel values, prompt ids, first-step logits.

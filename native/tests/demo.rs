@@ -3,22 +3,12 @@
 //! failed points reported, finished points not rerun).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
+use common::run;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_normtune"))
-        .args(args)
-        .output()
-        .expect("run normtune");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 fn tmp(name: &str) -> PathBuf {

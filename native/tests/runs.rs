@@ -8,18 +8,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_normtune"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run normtune");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+mod common;
+use common::run_env as run;
 
 /// Runs normtune, which must succeed, and parses the JSON object it prints.
 fn run_json(args: &[&str]) -> serde_json::Value {
