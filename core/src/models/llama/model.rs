@@ -268,15 +268,23 @@ impl LlamaForCausalLM {
             // (`lora_linear` also applies a head kept in half precision.)
             Some(head) => lora_linear(head, h, 0.0),
             None => {
+                // `[b·l, hidden] × tableᵀ` as one 2-D product on the transposed view: the
+                // table (49,152 × 576 for SmolLM2) is read in place. Written as
+                // `h.matmul(tableᵀ.unsqueeze())`, the unsqueeze reshaped a transposed
+                // tensor, which copies it: 113 MB per call, per decoded token.
                 let w = self.model.embed_tokens.weight.val();
-                if w.dtype() == h.dtype() {
-                    h.matmul(w.transpose().unsqueeze())
+                let [b, l, d] = h.dims();
+                let h2 = h.reshape([b * l, d]);
+                let logits = if w.dtype() == h2.dtype() {
+                    h2.matmul(w.transpose())
                 } else {
                     // Tied to a half-precision table: the product in its dtype (see
                     // `common::lora_linear`), the logits back in f32.
-                    let dt = h.dtype();
-                    h.cast(w.dtype()).matmul(w.transpose().unsqueeze()).cast(dt)
-                }
+                    let dt = h2.dtype();
+                    h2.cast(w.dtype()).matmul(w.transpose()).cast(dt)
+                };
+                let v = logits.dims()[1];
+                logits.reshape([b, l, v])
             }
         }
     }
@@ -327,9 +335,13 @@ impl LlamaForCausalLM {
         let mut out = Vec::new();
         let mut next = prompt;
         for _ in 0..max_new {
-            let logits = self.logits_from_embeds(next, None, Some(&mut cache));
-            let [_, l, v] = logits.dims();
-            let last = logits.slice([0..1, l - 1..l, 0..v]).reshape([v]);
+            // The head on the last position only (transformers' `logits_to_keep = 1`): the
+            // prompt's other positions predict nothing used.
+            let h = self.hidden_from_embeds(next, None, Some(&mut cache));
+            let [_, l, d] = h.dims();
+            let logits = self.head(h.slice([0..1, l - 1..l, 0..d]));
+            let v = logits.dims()[2];
+            let last = logits.reshape([v]);
             let id = last
                 .argmax(0)
                 .into_data_async()
