@@ -1,9 +1,10 @@
 //! The CPU kernels normtune patches into burn (core/vendor/burn-flex: vectorised GELU and exp;
 //! core/vendor/burn-autodiff: softmax, log-softmax and LayerNorm as single differentiable ops)
 //! against PyTorch's float64 values on the same f32 inputs (`fixtures/make_kernel_fixtures.py`):
-//! forward values and the gradients of `sum(f(x) * g)`.
+//! forward values and the gradients of `sum(f(x) * g)`. Matrix products in every operand
+//! layout (burn-flex copies some before `gemm` packs them) against an f64 product computed here.
 
-use normtune_core::burn::tensor::activation::{gelu, log_softmax, softmax};
+use normtune_core::burn::tensor::activation::{gelu, log_softmax, silu, softmax};
 use normtune_core::burn::tensor::module::layer_norm;
 use normtune_core::burn::tensor::{Device, Tensor};
 use normtune_tests::*;
@@ -63,6 +64,30 @@ fn gelu_and_its_gradient_match_pytorch() {
         x.grad(&grads).expect("x has a gradient"),
         "gelu_dx",
         |_, _| 3e-7,
+    );
+}
+
+#[test]
+fn silu_and_its_gradient_match_pytorch() {
+    // SiLU = x · sigmoid(x) (burn composes it; flex's f32 sigmoid is `fastmath::sigmoid_f32`).
+    let x = input::<1>("silu_x").require_grad();
+    let y = silu(x.clone());
+    let grads = (y.clone() * input::<1>("silu_g")).sum().backward();
+    let xs = reference("kernels", "silu_x").values;
+    assert!(xs.iter().any(|v| *v <= -30.0), "the grid reaches the tails");
+    // sigmoid within ~3 ulp (exp ~1 ulp, the add and the division), the product one more.
+    assert_each("silu", y, "silu_y", |_, e| 5e-7 * e.abs() + 1e-30);
+    // |g| <= 1: g · s (1 + x (1 - s)); the terms' roundings, relative to |x| s (1 - s) + s.
+    let tol = |i: usize, _: f32| {
+        let x = xs[i] as f64;
+        let s = 1.0 / (1.0 + (-x).exp());
+        (6e-7 * (s + x.abs() * s * (1.0 - s)) + 1e-30) as f32
+    };
+    assert_each(
+        "silu'",
+        x.grad(&grads).expect("x has a gradient"),
+        "silu_dx",
+        tol,
     );
 }
 
@@ -168,4 +193,97 @@ fn layer_norm_and_its_gradients_match_pytorch() {
             tol,
         );
     }
+}
+
+/// `n` values in [-1, 1) from a fixed linear congruential sequence.
+fn lcg(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// `a [m, k] · b [k, n]` in f64 from row-major values.
+fn product_f64(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![0f64; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let x = a[i * k + p] as f64;
+            for j in 0..n {
+                out[i * n + j] += x * b[p * n + j] as f64;
+            }
+        }
+    }
+    out
+}
+
+/// burn-flex's `relayout_for_gemm` copies a row-major left operand column-major before `gemm`
+/// packs it. Every layout of both operands (and a linear layer's input
+/// gradient, `g · Wᵀ` through a frozen weight) must give the same product, within f32
+/// rounding of the f64 one, and the same bits as the plain row-major × row-major product.
+#[test]
+fn matrix_products_are_the_same_in_every_operand_layout() {
+    let device = device();
+    let (m, k, n) = (130, 300, 200);
+    let (a, b) = (lcg(m * k, 1), lcg(k * n, 2));
+    let expected = product_f64(&a, &b, m, k, n);
+    let row = |v: &[f32], r: usize, c: usize| {
+        Tensor::<1>::from_floats(v, &device).reshape([r, c])
+    };
+    // The same matrices stored transposed, seen through `transpose()` (column-major views).
+    let t = |v: &[f32], r: usize, c: usize| {
+        let mut out = vec![0f32; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                out[j * r + i] = v[i * c + j];
+            }
+        }
+        row(&out, c, r).transpose()
+    };
+    let plain = values(row(&a, m, k).matmul(row(&b, k, n))).1;
+    for (what, y) in [
+        ("row × column-major", row(&a, m, k).matmul(t(&b, k, n))),
+        ("column × row-major", t(&a, m, k).matmul(row(&b, k, n))),
+        ("column × column-major", t(&a, m, k).matmul(t(&b, k, n))),
+        (
+            "batched row × broadcast column-major",
+            row(&a, m, k)
+                .reshape([1, m, k])
+                .matmul(t(&b, k, n).unsqueeze::<3>())
+                .reshape([m, n]),
+        ),
+    ] {
+        let (shape, got) = values(y);
+        assert_eq!(shape.iter().product::<usize>(), m * n, "{what}: shape");
+        assert_eq!(got, plain, "{what}: not the bits of the row-major product");
+    }
+    let worst = plain
+        .iter()
+        .zip(&expected)
+        .map(|(&g, &e)| (g as f64 - e).abs())
+        .fold(0f64, f64::max);
+    // |a|, |b| < 1 and k = 300 terms: f32 accumulation within k·2⁻²⁴·Σ|ab| ≤ 300 · 6e-8 · 300.
+    assert!(worst < 5.4e-3, "product off the f64 one by {worst}");
+    // A linear layer's input gradient through a frozen weight: dx = g · Wᵀ.
+    let w = row(&b, k, n);
+    let x = row(&a, m, k).require_grad();
+    let g = lcg(m * n, 3);
+    let grads = (x.clone().matmul(w) * row(&g, m, n)).sum().backward();
+    let dx = values(x.grad(&grads).expect("x has a gradient")).1;
+    let mut bt = vec![0f32; n * k];
+    for p in 0..k {
+        for j in 0..n {
+            bt[j * k + p] = b[p * n + j];
+        }
+    }
+    let expected_dx = product_f64(&g, &bt, m, n, k);
+    let worst = dx
+        .iter()
+        .zip(&expected_dx)
+        .map(|(&g, &e)| (g as f64 - e).abs())
+        .fold(0f64, f64::max);
+    assert!(worst < 4e-3, "dx off the f64 one by {worst}");
 }

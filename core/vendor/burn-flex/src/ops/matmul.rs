@@ -96,6 +96,8 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     let k_rhs = rhs_shape[rhs_rank - 2];
     assert_eq!(k_lhs, k_rhs, "matmul: inner dimensions must match");
 
+    let (lhs, rhs) = relayout_for_gemm(lhs, rhs);
+
     match lhs.dtype() {
         DType::F32 => matmul_gemm::<f32>(lhs, rhs),
         DType::F64 => matmul_gemm::<f64>(lhs, rhs),
@@ -103,6 +105,39 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
         DType::BF16 => matmul_bf16(lhs, rhs),
         _ => panic!("matmul: unsupported dtype {:?}", lhs.dtype()),
     }
+}
+
+/// A row-major left operand copied column-major before `gemm` packs it (normtune patch).
+///
+/// `gemm` 0.19 packs the left operand (up to two row blocks of it, i.e. every training-sized
+/// product) by reading `MR` rows at one depth `k`; they are contiguous only when the operand is
+/// column-major. A row-major one (the activations of every linear layer, forward and backward)
+/// is packed one scalar load per element, each from another row (`pack_generic_inner_loop`).
+/// One tiled, threaded transposing copy (`to_contiguous` of the transposed view) costs less than
+/// that gather, and the product (the microkernel's sums, in the same order) is unchanged. The
+/// right operand is left alone: on x86 `gemm` reads a column-major one in place and packs a
+/// row-major one with vector moves.
+fn relayout_for_gemm(lhs: FlexTensor, rhs: FlexTensor) -> (FlexTensor, FlexTensor) {
+    // Small products (attention scores per head, decode steps) are left as they are: `gemm`
+    // does not pack single rows, and the copy would cost more than it saves.
+    const MIN_ROWS: usize = 64;
+    const MIN_ELEMS: usize = 16 * 1024;
+    let ls = lhs.layout().shape();
+    let rs = rhs.layout().shape();
+    let (lr, rr) = (ls.num_dims(), rs.num_dims());
+    let (m, k, n) = (ls[lr - 2], ls[lr - 1], rs[rr - 1]);
+    if m < MIN_ROWS || n < MIN_ROWS || k < 2 || m * k < MIN_ELEMS {
+        return (lhs, rhs);
+    }
+    let (l_rs, l_cs) = get_2d_strides(lhs.layout());
+    if l_cs == 1 && l_rs != 1 {
+        let lhs = lhs
+            .transpose(lr - 2, lr - 1)
+            .to_contiguous()
+            .transpose(lr - 2, lr - 1);
+        return (lhs, rhs);
+    }
+    (lhs, rhs)
 }
 
 /// Extract 2D matrix strides from a tensor layout.
