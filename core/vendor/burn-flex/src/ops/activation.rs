@@ -100,7 +100,9 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn sigmoid(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
-        unary_op(tensor, sigmoid_f32, sigmoid_f64)
+        // normtune: f32 through the branch-free `fastmath::sigmoid_f32` (vectorised `exp`);
+        // upstream's branchy form called libm's `expf` per element (SiLU in every LLaMA MLP).
+        unary_op(tensor, crate::ops::fastmath::sigmoid_f32, sigmoid_f64)
     }
 
     fn sigmoid_backward(output: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {

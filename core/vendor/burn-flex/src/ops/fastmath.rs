@@ -43,6 +43,16 @@ pub fn exp_f32(x: f32) -> f32 {
     y * s1 * s2
 }
 
+/// The logistic sigmoid `1 / (1 + e^-x)` for f32, branch-free: `e = exp(-|x|) <= 1`, so
+/// neither side overflows; `1 / (1 + e)` for `x >= 0` and `e / (1 + e)` below, chosen by a
+/// select (the same two forms flex's scalar version picks with a branch). NaN in, NaN out.
+#[inline(always)]
+pub fn sigmoid_f32(x: f32) -> f32 {
+    let e = exp_f32(-x.abs());
+    let s = 1.0 / (1.0 + e);
+    if x >= 0.0 { s } else { e * s }
+}
+
 const FRAC_1_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
 // 1 / sqrt(2 pi)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
@@ -235,6 +245,27 @@ mod tests {
         assert_eq!(exp_f32(100.0), f32::INFINITY);
         assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
         assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn sigmoid_matches_the_f64_form_and_handles_the_ends() {
+        let mut x = -110.0f32;
+        let mut worst = 0.0f64;
+        while x < 110.0 {
+            let want = 1.0 / (1.0 + libm::exp(-(x as f64)));
+            let got = sigmoid_f32(x) as f64;
+            if want > f32::MIN_POSITIVE as f64 {
+                worst = worst.max(((got - want) / want).abs() / f32::EPSILON as f64);
+            } else {
+                assert!((got - want).abs() < 2.0 * 1.4e-45, "sigmoid({x}) = {got}, want {want}");
+            }
+            x += 0.0113;
+        }
+        assert!(worst < 3.0, "worst relative error {worst} ulp");
+        assert_eq!(sigmoid_f32(0.0), 0.5);
+        assert_eq!(sigmoid_f32(f32::INFINITY), 1.0);
+        assert_eq!(sigmoid_f32(f32::NEG_INFINITY), 0.0);
+        assert!(sigmoid_f32(f32::NAN).is_nan());
     }
 
     #[test]
