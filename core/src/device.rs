@@ -9,7 +9,11 @@ pub enum DeviceChoice {
     Cpu,
     /// wgpu (Vulkan / Metal / DX12 natively, WebGPU in the browser).
     Gpu,
-    /// wgpu when a real adapter exists, else the CPU.
+    /// burn's CUDA backend on the N-th NVIDIA GPU (`cuda`, `cuda:N`); needs a build with the
+    /// `cuda` feature, the NVIDIA driver and NVRTC (`libnvrtc`) at run time.
+    Cuda(usize),
+    /// CUDA when this build has it and the driver and NVRTC load and see a GPU, else wgpu when
+    /// a hardware adapter exists, else the CPU.
     #[default]
     Auto,
 }
@@ -21,9 +25,15 @@ impl std::str::FromStr for DeviceChoice {
             "cpu" => Ok(Self::Cpu),
             "gpu" => Ok(Self::Gpu),
             "auto" => Ok(Self::Auto),
-            other => Err(format!(
-                "unknown device `{other}` (expected cpu, gpu or auto)"
-            )),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => match other.strip_prefix("cuda:") {
+                Some(i) => i.parse().map(Self::Cuda).map_err(|_| {
+                    format!("device `{other}`: `{i}` is not a device number")
+                }),
+                None => Err(format!(
+                    "unknown device `{other}` (expected cpu, gpu, cuda, cuda:N or auto)"
+                )),
+            },
         }
     }
 }
@@ -47,10 +57,11 @@ pub fn cpu() -> ChosenDevice {
 }
 
 /// Picks the device natively. `Auto` uses wgpu only when the adapter is real hardware: a software
-/// rasteriser (lavapipe, SwiftShader) is far slower than flex for these models.
+/// rasteriser (lavapipe, SwiftShader) is far slower than flex for these models. An explicit
+/// `cuda` that cannot run here is an error (saying what is missing), not a quiet fall-back.
 #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
-pub fn choose(choice: DeviceChoice) -> ChosenDevice {
-    match choice {
+pub fn choose(choice: DeviceChoice) -> Result<ChosenDevice, String> {
+    Ok(match choice {
         DeviceChoice::Cpu => ChosenDevice {
             reason: "cpu (flex): --device cpu".into(),
             ..cpu()
@@ -65,16 +76,121 @@ pub fn choose(choice: DeviceChoice) -> ChosenDevice {
             reason: "cpu (flex): this build has no wgpu support".into(),
             ..cpu()
         },
-        DeviceChoice::Auto => match real_gpu_adapter() {
-            Some(name) => ChosenDevice {
-                device: gpu_device(),
-                reason: format!("gpu (wgpu, {name}): a hardware adapter was found"),
-            },
-            None => ChosenDevice {
-                reason: "cpu (flex): no hardware GPU adapter was found".into(),
-                ..cpu()
-            },
-        },
+        DeviceChoice::Cuda(i) => cuda_device(i, &format!("--device cuda:{i}"))?,
+        DeviceChoice::Auto => {
+            let cuda = cuda_probe();
+            if cuda.is_ok() {
+                return cuda_device(0, "a CUDA GPU was found");
+            }
+            let why_not_cuda = cuda.err().unwrap_or_default();
+            match real_gpu_adapter() {
+                Some(name) => ChosenDevice {
+                    device: gpu_device(),
+                    reason: format!(
+                        "gpu (wgpu, {name}): a hardware adapter was found; not cuda: {why_not_cuda}"
+                    ),
+                },
+                None => ChosenDevice {
+                    reason: format!(
+                        "cpu (flex): no hardware GPU adapter was found; not cuda: {why_not_cuda}"
+                    ),
+                    ..cpu()
+                },
+            }
+        }
+    })
+}
+
+/// The CUDA device `index`, or why it cannot run here (a build without the `cuda` feature, no
+/// driver, no NVRTC, no such GPU): checked before burn would panic on first use.
+#[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+fn cuda_device(index: usize, why: &str) -> Result<ChosenDevice, String> {
+    let name = cuda_probe().map_err(|e| format!("--device cuda:{index}: {e}"))?;
+    #[cfg(feature = "cuda")]
+    {
+        let count = cudarc::driver::CudaContext::device_count().unwrap_or(0).max(0) as usize;
+        if index >= count {
+            return Err(format!(
+                "--device cuda:{index}: the driver sees {count} GPU(s), numbered from 0"
+            ));
+        }
+        Ok(ChosenDevice {
+            device: Device::cuda(index),
+            reason: format!("cuda:{index} (burn cuda, {name}): {why}"),
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (name, why);
+        unreachable!("cuda_probe succeeds only in a build with the cuda feature")
+    }
+}
+
+/// Whether burn's CUDA backend can run here: the driver library loads, initialises and sees at
+/// least one GPU, NVRTC (which compiles burn's kernels at run time) loads and the toolkit's
+/// headers are where cubecl looks (`CUDA_PATH`, `/usr/local/cuda`, `/opt/cuda`). `Ok` holds the
+/// first GPU's name; `Err` says what is missing. `NORMTUNE_GPU=off` turns it off as for wgpu.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn cuda_probe() -> Result<String, String> {
+    if std::env::var("NORMTUNE_GPU").is_ok_and(|v| v == "off") {
+        return Err("NORMTUNE_GPU=off".into());
+    }
+    #[cfg(feature = "cuda")]
+    {
+        use cudarc::driver::CudaContext;
+        // SAFETY: `is_culib_present` only tries to dlopen the library's usual names.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err("the NVIDIA driver library (libcuda.so) was not found".into());
+        }
+        // SAFETY: as above, for NVRTC.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(
+                "NVRTC (libnvrtc.so, CUDA's run-time compiler) was not found; add the CUDA \
+                 toolkit's lib64 folder to LD_LIBRARY_PATH"
+                    .into(),
+            );
+        }
+        // burn's kernels are compiled by NVRTC with the toolkit's headers; cubecl-cuda looks
+        // for them as here (`cubecl_cuda::install::cuda_path`) and panics when they are absent.
+        let toolkit = std::env::var_os("CUDA_PATH")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                ["/usr/local/cuda", "/opt/cuda"]
+                    .into_iter()
+                    .map(std::path::PathBuf::from)
+                    .find(|p| p.exists())
+            })
+            .or_else(|| {
+                std::path::Path::new("/usr/bin/nvcc")
+                    .exists()
+                    .then(|| "/usr".into())
+            });
+        match toolkit {
+            Some(dir) if dir.join("include").join("cuda.h").exists() => {}
+            Some(dir) => {
+                return Err(format!(
+                    "the CUDA toolkit's headers are not in {}/include (set CUDA_PATH to the \
+                     toolkit's folder)",
+                    dir.display()
+                ));
+            }
+            None => {
+                return Err("the CUDA toolkit (its headers, which burn's kernels include) was \
+                            not found; set CUDA_PATH to the toolkit's folder"
+                    .into());
+            }
+        }
+        match CudaContext::device_count() {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return Err("the NVIDIA driver sees no GPU".into()),
+            Err(e) => return Err(format!("the NVIDIA driver did not start ({e})")),
+        }
+        let ctx = CudaContext::new(0).map_err(|e| format!("GPU 0 did not open ({e})"))?;
+        Ok(ctx.name().unwrap_or_else(|_| "NVIDIA GPU".into()))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err("this build has no CUDA support (build with `--features cuda`)".into())
     }
 }
 
@@ -136,7 +252,8 @@ fn probe_adapter() -> Option<String> {
 }
 
 /// One device of a `devices` list (data-parallel training): `cpu` (burn flex), `gpu` (wgpu's
-/// default adapter), `gpu:N` (the N-th discrete GPU), `igpu:N` (the N-th integrated GPU).
+/// default adapter), `gpu:N` (the N-th discrete GPU), `igpu:N` (the N-th integrated GPU),
+/// `cuda` / `cuda:N` (burn's CUDA backend; a build with the `cuda` feature).
 #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
 pub fn parse_device(s: &str) -> Result<ChosenDevice, String> {
     let s = s.trim();
@@ -170,8 +287,59 @@ pub fn parse_device(s: &str) -> Result<ChosenDevice, String> {
             device: Device::wgpu(burn::tensor::DeviceKind::IntegratedGpu(i)),
             reason: format!("igpu:{i} (wgpu, integrated GPU {i})"),
         }),
+        ("cuda", i) => {
+            let i = i.unwrap_or(0);
+            #[cfg(feature = "cuda")]
+            {
+                cuda_probe().map_err(|e| format!("device `{s}`: {e}"))?;
+                Ok(ChosenDevice {
+                    device: Device::cuda(i),
+                    reason: format!("cuda:{i} (burn cuda)"),
+                })
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Err(format!(
+                    "device `{s}`: cuda:{i}: this build has no CUDA support (build with `--features cuda`)"
+                ))
+            }
+        }
         _ => Err(format!(
-            "unknown device `{s}` (expected cpu, gpu, gpu:N or igpu:N)"
+            "unknown device `{s}` (expected cpu, gpu, gpu:N, igpu:N, cuda or cuda:N)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse_and_bad_ones_say_why() {
+        assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Cpu));
+        assert_eq!("gpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Gpu));
+        assert_eq!("auto".parse::<DeviceChoice>(), Ok(DeviceChoice::Auto));
+        assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(3)));
+        let e = "cuda:x".parse::<DeviceChoice>().unwrap_err();
+        assert!(e.contains("`x` is not a device number"), "{e}");
+        let e = "tpu".parse::<DeviceChoice>().unwrap_err();
+        assert!(e.contains("cuda:N"), "{e}");
+    }
+
+    /// Without a CUDA driver (CI, this build without the feature), an explicit `cuda` is an
+    /// error naming what is missing, and `auto` falls through to wgpu or the CPU with the reason.
+    #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
+    #[test]
+    fn cuda_where_it_cannot_run_is_an_error_and_auto_says_why_not() {
+        let Err(why) = cuda_probe() else {
+            return; // a machine with a working CUDA driver: nothing to check here
+        };
+        let e = choose(DeviceChoice::Cuda(1)).unwrap_err();
+        assert!(e.starts_with("--device cuda:1: ") && e.ends_with(&why), "{e}");
+        let e = parse_device("cuda:2").unwrap_err();
+        assert!(e.contains("cuda:2") && e.contains(&why[..why.len().min(20)]), "{e}");
+        let auto = choose(DeviceChoice::Auto).unwrap();
+        assert!(auto.reason.contains(&format!("not cuda: {why}")), "{}", auto.reason);
     }
 }

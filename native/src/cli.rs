@@ -47,7 +47,8 @@ pub struct BenchArgs {
     #[arg(long, value_parser = crate::fs::model_path, conflicts_with = "preset")]
     pub model: Option<PathBuf>,
     /// A built-in shape: tiny, small (ViT 6x384 + BERT 6x384 at 224), blip-base-224,
-    /// blip-base-480 (HF BLIP-base / MISS).
+    /// blip-base-480 (HF BLIP-base / MISS), llava-smol (a small CLIP + SmolLM2-135M's
+    /// decoder), llava-7b (LLaVA-1.5-7B's shape).
     #[arg(long)]
     pub preset: Option<String>,
     /// PEFT method (any `--peft` spec: layernorm, lora, full, ...).
@@ -276,7 +277,8 @@ pub enum TaskArg {
 /// Options every verb that runs a model takes.
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
-    /// cpu (burn flex), gpu (wgpu) or auto (wgpu when a hardware adapter exists, else cpu).
+    /// cpu (burn flex), gpu (wgpu), cuda or cuda:N (burn's CUDA backend; a `--features cuda`
+    /// build), or auto (cuda when it runs here, else wgpu on a hardware adapter, else cpu).
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
 }

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 mod common;
-use common::{fixtures, normtune};
+use common::{fixtures, normtune, run};
 
 fn metrics_lines(run: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -1002,6 +1002,64 @@ fn train_on_two_devices_gives_the_one_device_losses() {
         "devices=[\"cpu\", \"tpu\"]",
     ]);
     assert!(!ok && err.contains("unknown device `tpu`"), "{err}");
+    // CUDA in a build without the `cuda` feature (or on a machine without the driver): one line
+    // saying so, before anything is trained.
+    let (ok, _, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "devices=[\"cpu\", \"cuda:1\"]",
+    ]);
+    assert!(!ok && err.contains("device `cuda:1`"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// `--device cuda` where burn's CUDA backend cannot run (this build has no `cuda` feature, or
+/// the machine no driver) is a one-line error, not a CPU run under a GPU label; `auto` says why
+/// it did not pick CUDA.
+#[test]
+fn cuda_that_cannot_run_is_refused_and_auto_says_why() {
+    let (code, out, err) = run(&[
+        "bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--answers", "1",
+        "--json", "--device", "cuda:1",
+    ]);
+    if code == Some(0) {
+        return; // a machine where CUDA runs (a `--features cuda` build there): nothing to check
+    }
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("--device cuda:1: "), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let (ok, _, err) = normtune(&[
+        "bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--answers", "1",
+        "--device", "auto",
+    ]);
+    assert!(ok && err.contains("not cuda: "), "{err}");
+}
+
+/// The GPU benchmark's large row, `--preset llava-7b`, is LLaVA-1.5-7B's shape as transformers
+/// builds it from that config: the same total and LayerNorm/RMSNorm-trainable counts
+/// (tests/fixtures/bench/make_bench_fixture.py, on the meta device).
+#[test]
+fn the_llava_7b_preset_counts_what_transformers_counts() {
+    let counts: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures().join("bench/llava7b_counts.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("normtune-llava7b-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        fixtures().join("../../native/bench/presets/llava-7b.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    let (ok, out, err) = normtune(&[
+        "inspect", "--model", dir.to_str().unwrap(), "--peft", "layernorm", "--json",
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["total_params"], counts["layernorm"]["total_params"]);
+    assert_eq!(v["trainable_params"], counts["layernorm"]["trainable_params"]);
 }
 
 /// A LLaVA chat template of one's own (`chat_prompt`: here LLaVA-Med v1.5's Mistral format)

@@ -24,7 +24,7 @@ use serde_json::json;
 use std::time::Instant;
 
 /// The preset shapes (HF `config.json` files, shared with the PyTorch reference).
-pub const PRESETS: [(&str, &str); 5] = [
+pub const PRESETS: [(&str, &str); 6] = [
     ("tiny", include_str!("../../bench/presets/tiny.json")),
     ("small", include_str!("../../bench/presets/small.json")),
     (
@@ -40,6 +40,12 @@ pub const PRESETS: [(&str, &str); 5] = [
     (
         "llava-smol",
         include_str!("../../bench/presets/llava-smol.json"),
+    ),
+    // LLaVA-1.5-7B's shape (CLIP ViT-L/14 at 336: 576 image tokens; the LLaMA-7B decoder,
+    // 32x4096, vocabulary 32,064): the GPU benchmark's large row (native/bench/gpu).
+    (
+        "llava-7b",
+        include_str!("../../bench/presets/llava-7b.json"),
     ),
 ];
 
@@ -71,7 +77,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
     let flushed = !a.keep_denormals && flush_denormals();
-    let chosen = choose(a.device.device);
+    let chosen = choose(a.device.device).map_err(anyhow::Error::msg)?;
     if let Some(n) = a.matmul {
         return matmul_peak(n, a.steps, a.warmup, &chosen.device, flushed, a.json);
     }
@@ -438,8 +444,12 @@ fn matmul_peak(
     for i in 0..warmup + steps {
         let t = Instant::now();
         let z = x.clone().matmul(y.clone());
-        // Read one value back: the product is complete on every backend.
-        let _ = z.slice([0..1, 0..1]).into_data();
+        // Wait for the whole product: reading back one element of it did not (on the H200 over
+        // Vulkan, with fusion, it reported 2 PFLOP/s for f32).
+        let _ = z.sum().into_data();
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device: {e:?}"))?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if i >= warmup {
             times.push(ms);

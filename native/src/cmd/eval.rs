@@ -22,7 +22,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             .map(|p| p.to_path_buf())
             .unwrap_or_else(|| ".".into())
     }))?;
-    let dev = choose(a.device.device);
+    let dev = choose(a.device.device).map_err(anyhow::Error::msg)?;
     eprintln!("device: {}", dev.reason);
     let mut p = pollster::block_on(Pipeline::load(&DirSource::open(&a.model)?, &dev.device))?;
     if let Some(t) = &a.chat_prompt {

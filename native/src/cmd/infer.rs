@@ -8,7 +8,7 @@ use normtune_core::models::{Architecture, Pipeline};
 use serde_json::json;
 
 pub fn run(a: InferArgs) -> anyhow::Result<()> {
-    let dev = choose(a.device.device);
+    let dev = choose(a.device.device).map_err(anyhow::Error::msg)?;
     eprintln!("device: {}", dev.reason);
     let src = DirSource::open(&a.model)?;
     let image = read_file(&a.image)?;

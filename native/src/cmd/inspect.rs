@@ -20,7 +20,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         (None, None) if a.estimate_memory => Some(PeftConfig::parse("layernorm")?),
         (None, None) => None,
     };
-    let dev = choose(a.device.device);
+    let dev = choose(a.device.device).map_err(anyhow::Error::msg)?;
     // Trainability is a property of autodiff parameters: count it on the autodiff device.
     let device = if peft_cfg.is_some() {
         dev.device.clone().autodiff()

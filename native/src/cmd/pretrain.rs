@@ -26,7 +26,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
 
     // The recipe with freshly initialised weights (seeded: the same seed, the same start).
     let recipe = recipe_files();
-    let dev = choose(a.device.device);
+    let dev = choose(a.device.device).map_err(anyhow::Error::msg)?;
     eprintln!("device: {}", dev.reason);
     dev.device.seed(a.seed);
     let mut init = recipe.clone();

@@ -471,7 +471,7 @@ pub fn run_config(
     let dev = match cfg.devices.first() {
         Some(first) => normtune_core::device::parse_device(first)
             .map_err(|e| anyhow::anyhow!("devices: {e}"))?,
-        None => choose(device),
+        None => choose(device).map_err(anyhow::Error::msg)?,
     };
     let train_device = |d: &normtune_core::burn::tensor::Device| {
         if cfg.train.gradient_checkpointing {
