@@ -35,3 +35,19 @@ fn blip_vqa_matches_hf_on_wgpu() {
         1e-4,
     );
 }
+
+/// WGSL has no bf16: asking a wgpu device to keep frozen weights in bf16 is refused when the
+/// run is set up, in one sentence, instead of panicking on a device thread when the first kernel
+/// is compiled and leaving the process hung (seen on an H200 over Vulkan, BENCHMARKS.md "GPU").
+#[test]
+fn frozen_bf16_is_refused_on_wgpu() {
+    use normtune_core::models::walk::FrozenDtype;
+    use normtune_core::peft;
+    let device = Device::wgpu(Default::default());
+    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+    let Err(e) = peft::store_frozen(p.model, FrozenDtype::Bf16) else {
+        panic!("bf16 accepted on wgpu");
+    };
+    let e = e.to_string();
+    assert!(e.contains("frozen_dtype = \"bf16\"") && e.contains("cannot compute in bf16"), "{e}");
+}

@@ -14,6 +14,18 @@ use crate::models::walk::{self, FrozenDtype};
 pub fn store_frozen(model: Model, dtype: FrozenDtype) -> Result<(Model, usize)> {
     match model {
         Model::Llava(mut m) => {
+            // A device that cannot compute in the dtype (WGSL has no bf16; an adapter without
+            // `shader-f16` no f16) would fail compiling the first kernel, on a device thread.
+            let device = m.language_model.model.embed_tokens.weight.device();
+            if !device.supports_dtype(dtype.dtype()) {
+                return Err(Error::Input(format!(
+                    "frozen_dtype = \"{}\": this device cannot compute in {} (wgpu's WGSL has no \
+                     bf16, and f16 needs an adapter with shader-f16); use {} or leave it unset",
+                    dtype.name(),
+                    dtype.name(),
+                    if matches!(dtype, FrozenDtype::Bf16) { "f16" } else { "bf16 on the CPU" },
+                )));
+            }
             let (lm, n) = walk::store_frozen(m.language_model, dtype.dtype());
             m.language_model = lm;
             Ok((Model::Llava(m), n))

@@ -5,9 +5,14 @@ PEFT method, optimizer and synthetic inputs, timed the same way, printed as the 
     pip install torch transformers peft
     python3 native/bench/reference/bench_torch.py --preset small --peft layernorm --batch 4 --steps 10
 
-One configuration per process (so the peak RSS is this configuration's). CPU only. Denormals are
-flushed to zero (torch.set_flush_denormal(True)) unless --keep-denormals, as `normtune bench`
-does by default. Threads: torch's default (one per core), as burn flex uses every core.
+One configuration per process (so the peak RSS is this configuration's). On the CPU (default)
+or `--device cuda` (the GPU benchmark, native/bench/gpu: every timed interval ends with
+`torch.cuda.synchronize()`, and the row adds `peak_gpu_mb`, torch's peak allocation during
+training). Denormals are flushed to zero (torch.set_flush_denormal(True)) unless
+--keep-denormals, as `normtune bench` does by default. Threads: torch's default (one per core),
+as burn flex uses every core. `--frozen-dtype bf16|f16` (LLaVA): the language model's frozen
+Linear and embedding weights stored in that dtype, each product computed in it and its output
+cast back to f32, as normtune's `train.frozen_dtype` does.
 
 What is timed, per step: forward (BlipForQuestionAnswering with labels, label smoothing 0.1 as
 HF BLIP VQA and normtune's default), backward, AdamW step (weight decay 0.05, as normtune's
@@ -34,7 +39,10 @@ def parse():
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--matmul", type=int, help="time an N x N f32 matmul instead (peak FLOP rate)")
     g.add_argument("--model", help="HF BLIP VQA folder (config.json; weights if present)")
-    g.add_argument("--preset", help="tiny, small, blip-base-224, blip-base-480, llava-smol")
+    g.add_argument("--preset",
+                   help="tiny, small, blip-base-224, blip-base-480, llava-smol, llava-7b")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--frozen-dtype", choices=["f16", "bf16"])
     p.add_argument("--peft", default="layernorm", choices=["layernorm", "lora", "full"])
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=10)
@@ -50,13 +58,53 @@ def parse():
     return p.parse_args()
 
 
+DEV = torch.device("cpu")
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_line():
+    if DEV.type == "cuda":
+        return "cuda (torch %s, %s)" % (torch.__version__, torch.cuda.get_device_name(0))
+    return "cpu (torch %s, %d threads)" % (torch.__version__, torch.get_num_threads())
+
+
+def peak_gpu_mb():
+    return torch.cuda.max_memory_allocated() / 2 ** 20 if DEV.type == "cuda" else None
+
+
+def store_frozen(model, dtype):
+    """normtune's `frozen_dtype`: the language model's frozen Linear and Embedding weights in
+    `dtype`; a Linear casts its input to `dtype` and its output back to f32, an Embedding its
+    output. Returns how many values are stored in `dtype`."""
+    n = 0
+    lm = [model.model.language_model, model.lm_head]
+    for root in lm:
+        for m in root.modules():
+            if not isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+                continue
+            if any(p.requires_grad for p in m.parameters()):
+                continue
+            m.to(dtype)
+            n += sum(p.numel() for p in m.parameters())
+            if isinstance(m, torch.nn.Linear):
+                m.register_forward_pre_hook(lambda mod, args: (args[0].to(mod.weight.dtype),))
+            m.register_forward_hook(lambda mod, args, out: out.float())
+    return n
+
+
 def peak_rss_mb():
     # Linux ru_maxrss is in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main():
+    global DEV
     a = parse()
+    DEV = torch.device(a.device)
     flushed = False if a.keep_denormals else bool(torch.set_flush_denormal(True))
     torch.manual_seed(a.seed)
     if a.matmul:
@@ -78,13 +126,15 @@ def main():
     if a.model:
         cfg = BlipConfig.from_pretrained(a.model)
         weights = os.path.exists(os.path.join(a.model, "model.safetensors"))
-        model = (BlipForQuestionAnswering.from_pretrained(a.model) if weights
-                 else BlipForQuestionAnswering(cfg))
+        with DEV:
+            model = (BlipForQuestionAnswering.from_pretrained(a.model) if weights
+                     else BlipForQuestionAnswering(cfg))
         name = a.model
     else:
         with open(os.path.join(PRESETS, a.preset + ".json")) as f:
             cfg = BlipConfig.from_dict(json.load(f))
-        model = BlipForQuestionAnswering(cfg)
+        with DEV:
+            model = BlipForQuestionAnswering(cfg)
         weights = False
         name = "preset " + a.preset
     cfg.text_config.label_smoothing = 0.1
@@ -119,6 +169,7 @@ def main():
     # decoder start token) and scores labels[:, 1:], as normtune does with its answer ids.
     labels = torch.randint(lo, hi, (b, a.answer_len), generator=g)
     labels[:, 0] = tc.bos_token_id
+    pixels, q, labels = pixels.to(DEV), q.to(DEV), labels.to(DEV)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.05)
 
@@ -130,33 +181,34 @@ def main():
         out.loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
+        sync()
         ms = (time.perf_counter() - t) * 1e3
         losses.append(float(out.loss))
         if i >= a.warmup:
             times.append(ms)
         if not a.json:
             print(f"  step {i + 1:>3}: {ms:>9.1f} ms  loss {losses[-1]:.4f}", flush=True)
-    train_rss = peak_rss_mb()
+    train_rss, train_gpu = peak_rss_mb(), peak_gpu_mb()
 
     model.eval()
     m = model.merge_and_unload() if a.peft == "lora" else model
-    px1 = torch.randn(1, 3, side, side, generator=g)
+    px1 = torch.randn(1, 3, side, side, generator=g).to(DEV)
     q1 = torch.tensor([[101] + [1000 + (i * 7919) % (tc.vocab_size - 1010)
-                                for i in range(1, a.question_len)]])
+                                for i in range(1, a.question_len)]]).to(DEV)
     answer_times = []
     with torch.no_grad():
         for i in range(a.answers + 1):
             t = time.perf_counter()
             out = m.generate(input_ids=q1, pixel_values=px1, max_new_tokens=a.answer_tokens,
                              min_new_tokens=a.answer_tokens, num_beams=1, do_sample=False)
+            sync()
             ms = (time.perf_counter() - t) * 1e3
             assert out.shape[1] == a.answer_tokens + 1, out.shape
             if i > 0:
                 answer_times.append(ms)
 
     v = {
-        "model": name, "weights": weights, "peft": a.peft, "device": "cpu (torch %s, %d threads)"
-        % (torch.__version__, torch.get_num_threads()), "batch": b, "image_size": side,
+        "model": name, "weights": weights, "peft": a.peft, "device": device_line(), "batch": b, "image_size": side,
         "question_len": a.question_len, "answer_len": a.answer_len, "warmup": a.warmup,
         "steps": a.steps, "denormals_flushed": flushed,
         "step_ms_median": statistics.median(times), "step_ms_min": min(times),
@@ -164,6 +216,7 @@ def main():
         "samples_per_s": b / (statistics.median(times) / 1e3),
         "answer_tokens": a.answer_tokens, "answer_ms_median": statistics.median(answer_times),
         "peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": train_rss,
+        "peak_gpu_mb": train_gpu,
         "trainable_params": trainable, "total_params": total,
         "first_loss": losses[0], "last_loss": losses[-1],
     }
@@ -181,7 +234,8 @@ def llava(a, flushed):
     from transformers import LlavaConfig, LlavaForConditionalGeneration
     with open(os.path.join(PRESETS, a.preset + ".json")) as f:
         cfg = LlavaConfig.from_dict(json.load(f))
-    model = LlavaForConditionalGeneration(cfg).train()
+    with DEV:
+        model = LlavaForConditionalGeneration(cfg).train()
     if a.peft == "layernorm":
         for p in model.parameters():
             p.requires_grad_(False)
@@ -196,6 +250,10 @@ def llava(a, flushed):
             target_modules=["q_proj", "v_proj", "linear_1", "linear_2"]))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
+    if a.frozen_dtype:
+        store_frozen(model, {"f16": torch.float16, "bf16": torch.bfloat16}[a.frozen_dtype])
+    if DEV.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     vc, tc = cfg.vision_config, cfg.text_config
     n = (vc.image_size // vc.patch_size) ** 2
     g = torch.Generator().manual_seed(a.seed)
@@ -207,6 +265,7 @@ def llava(a, flushed):
                      torch.full((b, n), cfg.image_token_index, dtype=torch.long), text], 1)
     labels = torch.full_like(ids, -100)
     labels[:, n + a.question_len:] = ids[:, n + a.question_len:]
+    pixels, ids, labels = pixels.to(DEV), ids.to(DEV), labels.to(DEV)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.05)
     times, losses = [], []
@@ -216,32 +275,35 @@ def llava(a, flushed):
         out.loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
+        sync()
         ms = (time.perf_counter() - t) * 1e3
         losses.append(float(out.loss))
         if i >= a.warmup:
             times.append(ms)
         if not a.json:
             print(f"  step {i + 1:>3}: {ms:>9.1f} ms  loss {losses[-1]:.4f}", flush=True)
-    train_rss = peak_rss_mb()
+    train_rss, train_gpu = peak_rss_mb(), peak_gpu_mb()
     model.eval()
     m = model.merge_and_unload() if a.peft == "lora" else model
-    px1 = torch.randn(1, 3, side, side, generator=g)
+    px1 = torch.randn(1, 3, side, side, generator=g).to(DEV)
     prompt = torch.tensor([[1] + [cfg.image_token_index] * n
                            + [1000 + (i * 7919) % (tc.vocab_size - 1010)
-                              for i in range(1, a.question_len)]])
+                              for i in range(1, a.question_len)]]).to(DEV)
     answer_times = []
     with torch.no_grad():
         for i in range(a.answers + 1):
             t = time.perf_counter()
             out = m.generate(input_ids=prompt, pixel_values=px1, max_new_tokens=a.answer_tokens,
                              min_new_tokens=a.answer_tokens, num_beams=1, do_sample=False)
+            sync()
             ms = (time.perf_counter() - t) * 1e3
             assert out.shape[1] == prompt.shape[1] + a.answer_tokens, out.shape
             if i > 0:
                 answer_times.append(ms)
     v = {
         "model": "preset " + a.preset, "weights": False, "peft": a.peft,
-        "device": "cpu (torch %s, %d threads)" % (torch.__version__, torch.get_num_threads()),
+        "frozen_dtype": a.frozen_dtype,
+        "device": device_line(),
         "batch": b, "image_size": side, "image_tokens": n, "question_len": a.question_len,
         "answer_len": a.answer_len, "warmup": a.warmup, "steps": a.steps,
         "denormals_flushed": flushed, "step_ms_median": statistics.median(times),
@@ -249,6 +311,7 @@ def llava(a, flushed):
         "samples_per_s": b / (statistics.median(times) / 1e3),
         "answer_tokens": a.answer_tokens, "answer_ms_median": statistics.median(answer_times),
         "peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": train_rss,
+        "peak_gpu_mb": train_gpu,
         "trainable_params": trainable, "total_params": total,
         "first_loss": losses[0], "last_loss": losses[-1],
     }
