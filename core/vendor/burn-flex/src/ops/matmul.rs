@@ -117,6 +117,20 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
 /// that gather, and the product (the microkernel's sums, in the same order) is unchanged. The
 /// right operand is left alone: on x86 `gemm` reads a column-major one in place and packs a
 /// row-major one with vector moves.
+/// Off unless `NORMTUNE_FLEX_RELAYOUT=1`: measured on and off in the same binary, alternating,
+/// the copy made BLIP `small` and `llava-smol` steps ~10 % slower (BENCHMARKS.md, 2026-12-04,
+/// second machine), against the 17–25 % gain first measured; kept behind the switch to measure
+/// on other machines.
+#[cfg(feature = "std")]
+fn relayout_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| !std::env::var("NORMTUNE_FLEX_RELAYOUT").is_ok_and(|v| v == "1"))
+}
+#[cfg(not(feature = "std"))]
+fn relayout_off() -> bool {
+    true
+}
+
 fn relayout_for_gemm(lhs: FlexTensor, rhs: FlexTensor) -> (FlexTensor, FlexTensor) {
     // Small products (attention scores per head, decode steps) are left as they are: `gemm`
     // does not pack single rows, and the copy would cost more than it saves.
@@ -126,7 +140,7 @@ fn relayout_for_gemm(lhs: FlexTensor, rhs: FlexTensor) -> (FlexTensor, FlexTenso
     let rs = rhs.layout().shape();
     let (lr, rr) = (ls.num_dims(), rs.num_dims());
     let (m, k, n) = (ls[lr - 2], ls[lr - 1], rs[rr - 1]);
-    if m < MIN_ROWS || n < MIN_ROWS || k < 2 || m * k < MIN_ELEMS {
+    if m < MIN_ROWS || n < MIN_ROWS || k < 2 || m * k < MIN_ELEMS || relayout_off() {
         return (lhs, rhs);
     }
     let (l_rs, l_cs) = get_2d_strides(lhs.layout());
