@@ -76,11 +76,11 @@ pub fn choose(choice: DeviceChoice) -> Result<ChosenDevice, String> {
             reason: "cpu (flex): this build has no wgpu support".into(),
             ..cpu()
         },
-        DeviceChoice::Cuda(i) => cuda_device(i, &format!("--device cuda:{i}"))?,
+        DeviceChoice::Cuda(i) => cuda_device(i, &format!("--device cuda:{i}"), cuda_probe())?,
         DeviceChoice::Auto => {
             let cuda = cuda_probe();
             if cuda.is_ok() {
-                return cuda_device(0, "a CUDA GPU was found");
+                return cuda_device(0, "a CUDA GPU was found", cuda);
             }
             let why_not_cuda = cuda.err().unwrap_or_default();
             match real_gpu_adapter() {
@@ -104,8 +104,12 @@ pub fn choose(choice: DeviceChoice) -> Result<ChosenDevice, String> {
 /// The CUDA device `index`, or why it cannot run here (a build without the `cuda` feature, no
 /// driver, no NVRTC, no such GPU): checked before burn would panic on first use.
 #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
-fn cuda_device(index: usize, why: &str) -> Result<ChosenDevice, String> {
-    let name = cuda_probe().map_err(|e| format!("--device cuda:{index}: {e}"))?;
+fn cuda_device(
+    index: usize,
+    why: &str,
+    probed: Result<String, String>,
+) -> Result<ChosenDevice, String> {
+    let name = probed.map_err(|e| format!("--device cuda:{index}: {e}"))?;
     #[cfg(feature = "cuda")]
     {
         let count = cudarc::driver::CudaContext::device_count().unwrap_or(0).max(0) as usize;
