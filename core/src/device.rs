@@ -27,9 +27,10 @@ impl std::str::FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cuda" => Ok(Self::Cuda(0)),
             other => match other.strip_prefix("cuda:") {
-                Some(i) => i.parse().map(Self::Cuda).map_err(|_| {
-                    format!("device `{other}`: `{i}` is not a device number")
-                }),
+                Some(i) => i
+                    .parse()
+                    .map(Self::Cuda)
+                    .map_err(|_| format!("device `{other}`: `{i}` is not a device number")),
                 None => Err(format!(
                     "unknown device `{other}` (expected cpu, gpu, cuda, cuda:N or auto)"
                 )),
@@ -112,7 +113,9 @@ fn cuda_device(
     let name = probed.map_err(|e| format!("--device cuda:{index}: {e}"))?;
     #[cfg(feature = "cuda")]
     {
-        let count = cudarc::driver::CudaContext::device_count().unwrap_or(0).max(0) as usize;
+        let count = cudarc::driver::CudaContext::device_count()
+            .unwrap_or(0)
+            .max(0) as usize;
         if index >= count {
             return Err(format!(
                 "--device cuda:{index}: the driver sees {count} GPU(s), numbered from 0"
@@ -179,9 +182,11 @@ pub fn cuda_probe() -> Result<String, String> {
                 ));
             }
             None => {
-                return Err("the CUDA toolkit (its headers, which burn's kernels include) was \
+                return Err(
+                    "the CUDA toolkit (its headers, which burn's kernels include) was \
                             not found; set CUDA_PATH to the toolkit's folder"
-                    .into());
+                        .into(),
+                );
             }
         }
         match CudaContext::device_count() {
@@ -340,10 +345,20 @@ mod tests {
             return; // a machine with a working CUDA driver: nothing to check here
         };
         let e = choose(DeviceChoice::Cuda(1)).unwrap_err();
-        assert!(e.starts_with("--device cuda:1: ") && e.ends_with(&why), "{e}");
+        assert!(
+            e.starts_with("--device cuda:1: ") && e.ends_with(&why),
+            "{e}"
+        );
         let e = parse_device("cuda:2").unwrap_err();
-        assert!(e.contains("cuda:2") && e.contains(&why[..why.len().min(20)]), "{e}");
+        assert!(
+            e.contains("cuda:2") && e.contains(&why[..why.len().min(20)]),
+            "{e}"
+        );
         let auto = choose(DeviceChoice::Auto).unwrap();
-        assert!(auto.reason.contains(&format!("not cuda: {why}")), "{}", auto.reason);
+        assert!(
+            auto.reason.contains(&format!("not cuda: {why}")),
+            "{}",
+            auto.reason
+        );
     }
 }

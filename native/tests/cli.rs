@@ -1020,8 +1020,18 @@ fn train_on_two_devices_gives_the_one_device_losses() {
 #[test]
 fn cuda_that_cannot_run_is_refused_and_auto_says_why() {
     let (code, out, err) = run(&[
-        "bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--answers", "1",
-        "--json", "--device", "cuda:1",
+        "bench",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--answers",
+        "1",
+        "--json",
+        "--device",
+        "cuda:1",
     ]);
     if code == Some(0) {
         return; // a machine where CUDA runs (a `--features cuda` build there): nothing to check
@@ -1030,8 +1040,17 @@ fn cuda_that_cannot_run_is_refused_and_auto_says_why() {
     assert!(err.contains("--device cuda:1: "), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let (ok, _, err) = normtune(&[
-        "bench", "--preset", "tiny", "--steps", "1", "--warmup", "0", "--answers", "1",
-        "--device", "auto",
+        "bench",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--answers",
+        "1",
+        "--device",
+        "auto",
     ]);
     assert!(ok && err.contains("not cuda: "), "{err}");
 }
@@ -1053,13 +1072,21 @@ fn the_llava_7b_preset_counts_what_transformers_counts() {
     )
     .unwrap();
     let (ok, out, err) = normtune(&[
-        "inspect", "--model", dir.to_str().unwrap(), "--peft", "layernorm", "--json",
+        "inspect",
+        "--model",
+        dir.to_str().unwrap(),
+        "--peft",
+        "layernorm",
+        "--json",
     ]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["total_params"], counts["layernorm"]["total_params"]);
-    assert_eq!(v["trainable_params"], counts["layernorm"]["trainable_params"]);
+    assert_eq!(
+        v["trainable_params"],
+        counts["layernorm"]["trainable_params"]
+    );
 }
 
 /// A LLaVA chat template of one's own (`chat_prompt`: here LLaVA-Med v1.5's Mistral format)

@@ -203,7 +203,9 @@ fn lcg(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -234,9 +236,7 @@ fn matrix_products_are_the_same_in_every_operand_layout() {
     let (m, k, n) = (130, 300, 200);
     let (a, b) = (lcg(m * k, 1), lcg(k * n, 2));
     let expected = product_f64(&a, &b, m, k, n);
-    let row = |v: &[f32], r: usize, c: usize| {
-        Tensor::<1>::from_floats(v, &device).reshape([r, c])
-    };
+    let row = |v: &[f32], r: usize, c: usize| Tensor::<1>::from_floats(v, &device).reshape([r, c]);
     // The same matrices stored transposed, seen through `transpose()` (column-major views).
     let t = |v: &[f32], r: usize, c: usize| {
         let mut out = vec![0f32; r * c];

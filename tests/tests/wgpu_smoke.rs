@@ -49,5 +49,8 @@ fn frozen_bf16_is_refused_on_wgpu() {
         panic!("bf16 accepted on wgpu");
     };
     let e = e.to_string();
-    assert!(e.contains("frozen_dtype = \"bf16\"") && e.contains("cannot compute in bf16"), "{e}");
+    assert!(
+        e.contains("frozen_dtype = \"bf16\"") && e.contains("cannot compute in bf16"),
+        "{e}"
+    );
 }

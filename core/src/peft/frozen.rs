@@ -23,7 +23,11 @@ pub fn store_frozen(model: Model, dtype: FrozenDtype) -> Result<(Model, usize)> 
                      bf16, and f16 needs an adapter with shader-f16); use {} or leave it unset",
                     dtype.name(),
                     dtype.name(),
-                    if matches!(dtype, FrozenDtype::Bf16) { "f16" } else { "bf16 on the CPU" },
+                    if matches!(dtype, FrozenDtype::Bf16) {
+                        "f16"
+                    } else {
+                        "bf16 on the CPU"
+                    },
                 )));
             }
             let (lm, n) = walk::store_frozen(m.language_model, dtype.dtype());
