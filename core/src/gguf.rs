@@ -1,6 +1,7 @@
 //! GGUF (llama.cpp's single-file model format, versions 2 and 3): metadata, tensor directory and
-//! dequantisation of F32, F16, BF16, Q8_0, Q4_0 and Q4_1 tensors to f32, pinned to gguf-py's
-//! reader and dequantiser by `tests/tests/gguf.rs` (fixtures from
+//! dequantisation to f32 of F32, F16, BF16, the legacy quants (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) and
+//! the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K: what `Q4_K_M`-style files hold), pinned to
+//! gguf-py's reader and dequantiser by `tests/tests/gguf.rs` (fixtures from
 //! `tests/fixtures/make_gguf_fixtures.py`, including the real SmolLM2-135M file).
 //!
 //! Written by hand, not with a GGUF crate: the file is untrusted, and the crates looked at
@@ -19,6 +20,8 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_DIMS: u32 = 4;
 /// Nesting of arrays in metadata values (the format allows arrays of arrays).
 const MAX_ARRAY_DEPTH: usize = 4;
+/// Values in a K-quant super-block (ggml's QK_K).
+const QK_K: u64 = 256;
 
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +85,22 @@ pub enum GgmlType {
     Q4_0,
     /// Blocks of 32: an f16 scale, an f16 minimum and 32 4-bit values.
     Q4_1,
+    /// Blocks of 32: an f16 scale and 32 5-bit values offset by 16.
+    Q5_0,
+    /// Blocks of 32: an f16 scale, an f16 minimum and 32 5-bit values.
+    Q5_1,
+    /// Super-blocks of 256: 16 sub-blocks of 2-bit values with 4-bit scales and minimums.
+    Q2K,
+    /// Super-blocks of 256: 3-bit values (2 low bits + a high-bit mask), 6-bit scales.
+    Q3K,
+    /// Super-blocks of 256: 8 sub-blocks of 4-bit values with 6-bit scales and minimums.
+    Q4K,
+    /// Super-blocks of 256: as Q4_K with a fifth bit per value.
+    Q5K,
+    /// Super-blocks of 256: 6-bit values, 16 signed 8-bit scales.
+    Q6K,
+    /// Super-blocks of 256: an f32 scale and 256 signed bytes (plus sums llama.cpp's dot products use).
+    Q8K,
     /// Any other type, by its ggml number: listed, not dequantised.
     Other(u32),
 }
@@ -93,7 +112,15 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
+            10 => Self::Q2K,
+            11 => Self::Q3K,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
+            15 => Self::Q8K,
             30 => Self::Bf16,
             other => Self::Other(other),
         }
@@ -106,6 +133,14 @@ impl GgmlType {
             Self::Q8_0 => (32, 34),
             Self::Q4_0 => (32, 18),
             Self::Q4_1 => (32, 20),
+            Self::Q5_0 => (32, 22),
+            Self::Q5_1 => (32, 24),
+            Self::Q2K => (QK_K, 84),
+            Self::Q3K => (QK_K, 110),
+            Self::Q4K => (QK_K, 144),
+            Self::Q5K => (QK_K, 176),
+            Self::Q6K => (QK_K, 210),
+            Self::Q8K => (QK_K, 292),
             Self::Other(_) => return None,
         })
     }
@@ -118,6 +153,14 @@ impl GgmlType {
             Self::Q8_0 => "Q8_0".into(),
             Self::Q4_0 => "Q4_0".into(),
             Self::Q4_1 => "Q4_1".into(),
+            Self::Q5_0 => "Q5_0".into(),
+            Self::Q5_1 => "Q5_1".into(),
+            Self::Q2K => "Q2_K".into(),
+            Self::Q3K => "Q3_K".into(),
+            Self::Q4K => "Q4_K".into(),
+            Self::Q5K => "Q5_K".into(),
+            Self::Q6K => "Q6_K".into(),
+            Self::Q8K => "Q8_K".into(),
             Self::Other(id) => format!("ggml type {id}"),
         }
     }
@@ -327,9 +370,9 @@ impl Gguf {
                 file: file.to_string(),
                 reason: format!("not a valid GGUF file: tensor `{name}` {reason}"),
             };
-            // A known type takes at least 4.5 bits a value (Q4_0), any ggml type at least 1.
+            // A known type takes at least 2.625 bits a value (Q2_K), any ggml type at least 1.
             let max = match kind.block() {
-                Some(_) => data_len.saturating_mul(2),
+                Some(_) => data_len.saturating_mul(4),
                 None => data_len.saturating_mul(8),
             };
             let fits = |n: u64| n <= max && usize::try_from(n).is_ok();
@@ -428,7 +471,8 @@ impl Gguf {
             return Err(Error::Weights {
                 file: self.file.clone(),
                 reason: format!(
-                    "tensor `{name}` is {}; F32, F16, BF16, Q8_0, Q4_0 and Q4_1 can be read",
+                    "tensor `{name}` is {}; F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, \
+                     Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K can be read",
                     t.kind.name()
                 ),
             });
@@ -477,8 +521,132 @@ fn dequantize(kind: GgmlType, b: &[u8]) -> Vec<f32> {
                 lo.chain(hi).map(move |q| d * q as f32 + m)
             })
             .collect(),
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (size, min) = if kind == GgmlType::Q5_0 {
+                (22, false)
+            } else {
+                (24, true)
+            };
+            let mut out = Vec::with_capacity(b.len() / size * 32);
+            for blk in b.chunks_exact(size) {
+                let d = f16(blk);
+                let (m, rest) = if min {
+                    (f16(&blk[2..]), &blk[4..])
+                } else {
+                    (0.0, &blk[2..])
+                };
+                let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let qs = &rest[4..];
+                for i in 0..32 {
+                    let lo = (qs[i % 16] >> (4 * (i / 16))) & 0x0F;
+                    let q = lo | (((qh >> i) & 1) as u8) << 4;
+                    out.push(if min {
+                        d * q as f32 + m
+                    } else {
+                        d * (q as i8 - 16) as f32
+                    });
+                }
+            }
+            out
+        }
+        GgmlType::Q2K => super_blocks(b, 84, |blk, out| {
+            let (scales, qs) = (&blk[..16], &blk[16..80]);
+            let (d, dmin) = (f16(&blk[80..]), f16(&blk[82..]));
+            for (i, y) in out.iter_mut().enumerate() {
+                let sc = scales[i / 16];
+                let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
+                let q = two_bits(qs, i);
+                *y = dl * q as f32 - ml;
+            }
+        }),
+        GgmlType::Q3K => super_blocks(b, 110, |blk, out| {
+            let (hmask, qs, sc) = (&blk[..32], &blk[32..96], &blk[96..108]);
+            let d = f16(&blk[108..]);
+            for (i, y) in out.iter_mut().enumerate() {
+                let j = i / 16;
+                let lo = if j < 8 { sc[j] & 0x0F } else { sc[j - 8] >> 4 };
+                let hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+                let scale = ((lo | hi << 4) as i8 - 32) as f32;
+                // The high bit is stored inverted: a set bit means no offset of -4.
+                let high = ((hmask[i % 32] >> (i / 32)) & 1) ^ 1;
+                let q = two_bits(qs, i) as i8 - ((high << 2) as i8);
+                *y = d * scale * q as f32;
+            }
+        }),
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let size = if kind == GgmlType::Q4K { 144 } else { 176 };
+            super_blocks(b, size, |blk, out| {
+                let (d, dmin) = (f16(blk), f16(&blk[2..]));
+                let (sc, mins) = scale_min_k4(&blk[4..16]);
+                let (qh, qs) = if size == 144 {
+                    (None, &blk[16..])
+                } else {
+                    (Some(&blk[16..48]), &blk[48..])
+                };
+                for (i, y) in out.iter_mut().enumerate() {
+                    let j = i / 32;
+                    let mut q = (qs[(i / 64) * 32 + i % 32] >> (4 * ((i % 64) / 32))) & 0x0F;
+                    if let Some(qh) = qh {
+                        q |= ((qh[i % 32] >> j) & 1) << 4;
+                    }
+                    *y = d * sc[j] as f32 * q as f32 - dmin * mins[j] as f32;
+                }
+            })
+        }
+        GgmlType::Q6K => super_blocks(b, 210, |blk, out| {
+            let (ql, qh, scales) = (&blk[..128], &blk[128..192], &blk[192..208]);
+            let d = f16(&blk[208..]);
+            for (i, y) in out.iter_mut().enumerate() {
+                let (h, r) = (i / 128, i % 128);
+                let lo = (ql[h * 64 + r % 64] >> (4 * (r / 64))) & 0x0F;
+                let hi = (qh[h * 32 + r % 32] >> (2 * (r / 32))) & 3;
+                let q = (lo | hi << 4) as i8 - 32;
+                *y = d * scales[i / 16] as i8 as f32 * q as f32;
+            }
+        }),
+        GgmlType::Q8K => super_blocks(b, 292, |blk, out| {
+            let d = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]);
+            for (y, &q) in out.iter_mut().zip(&blk[4..260]) {
+                *y = d * q as i8 as f32;
+            }
+        }),
         GgmlType::Other(_) => Vec::new(),
     }
+}
+
+/// Dequantises super-blocks of 256 values of `size` bytes each with `one`.
+fn super_blocks(b: &[u8], size: usize, one: impl Fn(&[u8], &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0f32; b.len() / size * QK_K as usize];
+    for (blk, y) in b
+        .chunks_exact(size)
+        .zip(out.chunks_exact_mut(QK_K as usize))
+    {
+        one(blk, y);
+    }
+    out
+}
+
+/// Value `i` of a super-block's 2-bit quants (Q2_K, Q3_K's low bits): 64 bytes as two halves of
+/// 32, each byte holding one value of each of four consecutive 32-value groups.
+fn two_bits(qs: &[u8], i: usize) -> u8 {
+    let (half, r) = (i / 128, i % 128);
+    (qs[half * 32 + r % 32] >> (2 * (r / 32))) & 3
+}
+
+/// The eight 6-bit scales and minimums of a Q4_K/Q5_K super-block, packed into 12 bytes
+/// (ggml's `get_scale_min_k4`).
+fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = s[j] & 63;
+            m[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+            m[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+    }
+    (sc, m)
 }
 
 #[cfg(test)]

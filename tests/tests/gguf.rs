@@ -1,6 +1,6 @@
 //! The GGUF reader against gguf-py, llama.cpp's reference reader and dequantiser
 //! (`tests/fixtures/make_gguf_fixtures.py`): a small file with every metadata type and F32, F16,
-//! BF16, Q8_0, Q4_0 and Q4_1 tensors, value for value; and the real SmolLM2-135M-Instruct Q4_1
+//! BF16, Q8_0, Q4_0 and Q4_1 tensors, value for value; K-quants and Q5_0/Q5_1 on random blocks; and the real SmolLM2-135M-Instruct Q4_1
 //! file (`.assets/smollm2/`, from `tests/fixtures/fetch_assets.sh`), tensor for tensor.
 
 use normtune_core::gguf::{Gguf, Value};
@@ -62,6 +62,11 @@ fn a_small_file_reads_as_gguf_py_reads_it() {
         let got = g.get(k).unwrap_or_else(|| panic!("no metadata `{k}`"));
         assert!(same(got, want), "`{k}`: {got:?} vs gguf-py {want}");
     }
+    values_match(&g, &r);
+}
+
+/// Every tensor of `g` has the type, shape and values (bit for bit) the fixture lists.
+fn values_match(g: &Gguf, r: &Json) {
     let tensors = r["tensors"].as_object().unwrap();
     assert_eq!(g.tensors.len(), tensors.len());
     for (name, want) in tensors {
@@ -75,8 +80,29 @@ fn a_small_file_reads_as_gguf_py_reads_it() {
             .iter()
             .map(|x| x.as_f64().unwrap() as f32)
             .collect();
-        assert_eq!(v, want, "{name}: dequantised values differ from gguf-py's");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&v),
+            bits(&want),
+            "{name}: dequantised values differ from gguf-py's"
+        );
     }
+}
+
+/// The K-quants (what `Q4_K_M`, `Q5_K_M`, `Q6_K` files hold) and Q5_0/Q5_1, on random blocks, so
+/// every bit of every field is exercised: bit for bit gguf-py's dequantiser (Q8_K: ggml's).
+#[test]
+fn k_quants_dequantise_as_gguf_py_does() {
+    let r = json("gguf/kquants.json");
+    let g = open(fixture("gguf/kquants.gguf"));
+    values_match(&g, &r);
+    let kinds: Vec<String> = g.tensors.iter().map(|t| t.kind.name()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"
+        ]
+    );
 }
 
 #[test]
