@@ -360,10 +360,18 @@ impl TextTokenizer {
         .configure(cfg)
     }
 
-    /// From a GGUF file's `tokenizer.ggml.*` metadata, as transformers builds it: a byte-level
-    /// BPE (`tokenizer.ggml.model` `gpt2`: GPT-2's pre-tokenizer and decoder, the file's tokens
-    /// and merges), with the tokens the file marks as control added as special tokens and the
-    /// user-defined ones as added tokens. SentencePiece (`llama`) vocabularies are not read yet.
+    /// From a GGUF file's `tokenizer.ggml.*` metadata, as transformers builds it
+    /// (`integrations/gguf/gguf_tokenizer_mapping.py`):
+    /// - `tokenizer.ggml.model` `gpt2`: a byte-level BPE (GPT-2's pre-tokenizer and decoder, the
+    ///   file's tokens and merges);
+    /// - `llama` (SentencePiece, as LLaMA-2 and Mistral files, LLaVA-Med's included): a BPE with
+    ///   byte fallback over the file's pieces, `Metaspace` (prepend `▁` to the first word), the
+    ///   merges the file lists or, as usual, those its scores imply (transformers'
+    ///   `generate_merges`), BOS added unless `tokenizer.ggml.add_bos_token` says otherwise, EOS
+    ///   when `add_eos_token` says so;
+    ///
+    /// in both, the tokens the file marks as control are special tokens and the user-defined ones
+    /// added tokens. Other vocabularies (and the Gemma/Phi-3 variants of `llama`) are refused.
     pub fn from_gguf(g: &crate::gguf::Gguf, file: &str) -> Result<Self> {
         use crate::gguf::Value;
         let bad = |reason: String| Error::Tokenizer {
@@ -374,56 +382,90 @@ impl TextTokenizer {
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if model != "gpt2" {
-            return Err(bad(format!(
-                "tokenizer.ggml.model `{model}`: only byte-level BPE (`gpt2`) is read"
-            )));
-        }
-        let strings = |key: &str| -> Result<Vec<String>> {
+        let arch = g
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let sentencepiece = match model {
+            "gpt2" => false,
+            "llama" if arch.starts_with("gemma") || arch == "phi3" => {
+                return Err(bad(format!(
+                    "tokenizer.ggml.model `llama` of a `{arch}` file: its SentencePiece variant \
+                     is not read yet (LLaMA and Mistral vocabularies are)"
+                )));
+            }
+            "llama" => true,
+            _ => {
+                return Err(bad(format!(
+                    "tokenizer.ggml.model `{model}`: byte-level BPE (`gpt2`) and SentencePiece \
+                     (`llama`) vocabularies are read"
+                )));
+            }
+        };
+        let strings = |key: &str| -> Result<Option<Vec<String>>> {
             match g.get(key) {
                 Some(Value::Array(a)) => a
                     .iter()
                     .map(|v| v.as_str().map(String::from))
                     .collect::<Option<Vec<_>>>()
+                    .map(Some)
                     .ok_or_else(|| bad(format!("{key} holds a value that is not a string"))),
-                _ => Err(bad(format!("no {key} array"))),
+                Some(_) => Err(bad(format!("{key} is not an array"))),
+                None => Ok(None),
             }
         };
-        let tokens = strings("tokenizer.ggml.tokens")?;
+        let tokens = strings("tokenizer.ggml.tokens")?
+            .ok_or_else(|| bad("no tokenizer.ggml.tokens array".into()))?;
         let merges = strings("tokenizer.ggml.merges")?;
         let types: Vec<u64> = match g.get("tokenizer.ggml.token_type") {
             Some(Value::Array(a)) => a.iter().map(|v| v.as_u64().unwrap_or(1)).collect(),
             _ => Vec::new(),
         };
-        // GPT-2's byte alphabet: every byte as a printable character.
-        let mut alphabet = [' '; 256];
-        let mut n = 0u32;
-        for b in 0..=255u8 {
-            let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-            alphabet[b as usize] = if printable {
-                b as char
-            } else {
-                n += 1;
-                char::from_u32(255 + n).unwrap_or('?')
+        let (mut json, vocab) = if sentencepiece {
+            let merges = match merges {
+                Some(m) => m
+                    .iter()
+                    .map(|m| m.split(' ').map(String::from).collect())
+                    .collect(),
+                None => {
+                    let scores: Vec<f64> = match g.get("tokenizer.ggml.scores") {
+                        Some(Value::Array(a)) if a.len() == tokens.len() => a
+                            .iter()
+                            .map(Value::as_f64)
+                            .collect::<Option<_>>()
+                            .ok_or_else(|| {
+                                bad("tokenizer.ggml.scores holds a value that is not a number"
+                                    .into())
+                            })?,
+                        _ => {
+                            return Err(bad(format!(
+                                "no tokenizer.ggml.merges, and no tokenizer.ggml.scores with one \
+                                 score per token ({}) to derive them from",
+                                tokens.len()
+                            )));
+                        }
+                    };
+                    merges_from_scores(&tokens, &scores)
+                }
             };
-        }
-        let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
-        let mut vocab = serde_json::Map::new();
-        for (i, t) in tokens.iter().enumerate() {
-            let spelled = if in_alphabet(t) {
-                t.clone()
-            } else {
-                t.bytes().map(|b| alphabet[b as usize]).collect()
-            };
-            vocab.insert(spelled, serde_json::json!(i));
-        }
+            sentencepiece_json(&tokens, merges)
+        } else {
+            let merges = merges.ok_or_else(|| bad("no tokenizer.ggml.merges array".into()))?;
+            byte_level_json(&tokens, &merges)
+        };
+        // Control tokens (type 3) special; user-defined ones (4) plain added tokens. In a
+        // byte-level vocabulary a control token spelled outside the byte alphabet is a llama.cpp
+        // mislabel, which transformers skips.
+        let alphabet = byte_alphabet();
+        let in_alphabet = |t: &str| sentencepiece || t.chars().all(|c| alphabet.contains(&c));
+        let in_vocab = |t: &str| vocab.contains_key(t);
         let added: Vec<serde_json::Value> = tokens
             .iter()
             .enumerate()
             .filter_map(|(i, t)| {
                 let special = match types.get(i) {
                     Some(3) if in_alphabet(t) => true,
-                    Some(4) if vocab.contains_key(t) => false,
+                    Some(4) if in_vocab(t) => false,
                     _ => return None,
                 };
                 Some(
@@ -432,22 +474,8 @@ impl TextTokenizer {
                 )
             })
             .collect();
-        let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
-            "trim_offsets": true, "use_regex": true});
-        let json = serde_json::json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": byte_level,
-            "post_processor": {"type": "ByteLevel", "add_prefix_space": true,
-                "trim_offsets": false, "use_regex": true},
-            "decoder": byte_level,
-            "model": {"type": "BPE", "dropout": null, "unk_token": null,
-                "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
-                "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
-        });
+        json["added_tokens"] = serde_json::Value::Array(added);
+        json["model"]["vocab"] = serde_json::Value::Object(vocab);
         let inner =
             Tokenizer::from_bytes(json.to_string().as_bytes()).map_err(|e| bad(e.to_string()))?;
         let named = |key: &str| {
@@ -455,16 +483,32 @@ impl TextTokenizer {
                 .and_then(Value::as_u64)
                 .and_then(|id| tokens.get(id as usize).cloned())
         };
-        Ok(Self {
+        let special = SpecialNames {
+            bos: named("tokenizer.ggml.bos_token_id"),
+            eos: named("tokenizer.ggml.eos_token_id"),
+            unk: named("tokenizer.ggml.unknown_token_id"),
+            pad: named("tokenizer.ggml.padding_token_id"),
+            ..SpecialNames::default()
+        };
+        let tok = Self {
             inner,
             file: file.into(),
-            special: SpecialNames {
-                bos: named("tokenizer.ggml.bos_token_id"),
-                eos: named("tokenizer.ggml.eos_token_id"),
-                unk: named("tokenizer.ggml.unknown_token_id"),
-                pad: named("tokenizer.ggml.padding_token_id"),
-                ..SpecialNames::default()
-            },
+            special: special.clone(),
+        };
+        if !sentencepiece {
+            return Ok(tok);
+        }
+        let flag = |key: &str| match g.get(key) {
+            Some(Value::Bool(b)) => Some(*b),
+            _ => None,
+        };
+        // transformers: llama.cpp adds BOS to a SentencePiece vocabulary that does not say
+        // otherwise (older files have no flag).
+        tok.configure(&TokenizerConfig {
+            special,
+            add_bos_token: Some(flag("tokenizer.ggml.add_bos_token").unwrap_or(true)),
+            add_eos_token: Some(flag("tokenizer.ggml.add_eos_token").unwrap_or(false)),
+            ..TokenizerConfig::default()
         })
     }
 
@@ -529,4 +573,133 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+}
+
+/// GPT-2's byte alphabet: every byte as a printable character.
+fn byte_alphabet() -> [char; 256] {
+    let mut alphabet = [' '; 256];
+    let mut n = 0u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        alphabet[b as usize] = if printable {
+            b as char
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap_or('?')
+        };
+    }
+    alphabet
+}
+
+/// A byte-level BPE `tokenizer.json` (without vocabulary and added tokens) and its vocabulary,
+/// tokens written in GPT-2's byte alphabet where the file spells them in plain UTF-8.
+fn byte_level_json(
+    tokens: &[String],
+    merges: &[String],
+) -> (
+    serde_json::Value,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let alphabet = byte_alphabet();
+    let in_alphabet = |t: &str| t.chars().all(|c| alphabet.contains(&c));
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let spelled = if in_alphabet(t) {
+            t.clone()
+        } else {
+            t.bytes().map(|b| alphabet[b as usize]).collect()
+        };
+        vocab.insert(spelled, serde_json::json!(i));
+    }
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+        "trim_offsets": true, "use_regex": true});
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "normalizer": null,
+        "pre_tokenizer": byte_level,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true,
+            "trim_offsets": false, "use_regex": true},
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
+            "byte_fallback": false, "ignore_merges": false, "merges": merges},
+    });
+    (json, vocab)
+}
+
+/// The `tokenizer.json` transformers' `LlamaTokenizer` builds over a GGUF SentencePiece
+/// vocabulary (without vocabulary and added tokens), and the vocabulary (a repeated piece keeps
+/// its last id, as a Python dict does).
+fn sentencepiece_json(
+    tokens: &[String],
+    merges: Vec<Vec<String>>,
+) -> (
+    serde_json::Value,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in tokens.iter().enumerate() {
+        vocab.insert(t.clone(), serde_json::json!(i));
+    }
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}",
+            "prepend_scheme": "first", "split": false},
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
+            "byte_fallback": true, "ignore_merges": false, "merges": merges},
+    });
+    (json, vocab)
+}
+
+/// The merges a SentencePiece BPE vocabulary implies, as transformers' `generate_merges` with
+/// scores: every split of every piece (in code points) into two pieces of the vocabulary, ranked
+/// by the whole piece's score (best first), then the longer left, then the longer right part; ties
+/// in the order of the pieces and, within a piece, of the parts' ids.
+fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<Vec<String>> {
+    // A dict over the tokens: the first occurrence's place, the last occurrence's id and score.
+    let mut id: HashMap<&str, usize> = HashMap::new();
+    let mut score: HashMap<&str, f64> = HashMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if id.insert(t.as_str(), i).is_none() {
+            order.push(t.as_str());
+        }
+        score.insert(t.as_str(), scores[i]);
+    }
+    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    for piece in order {
+        let mut local: Vec<(&str, &str, f64)> = piece
+            .char_indices()
+            .skip(1)
+            .map(|(at, _)| piece.split_at(at))
+            .filter(|(l, r)| id.contains_key(l) && id.contains_key(r))
+            .map(|(l, r)| (l, r, score[piece]))
+            .collect();
+        local.sort_by_key(|&(l, r, _)| (id[l], id[r]));
+        merges.extend(local);
+    }
+    let len = |s: &str| s.chars().count();
+    // Descending and stable, as Python's `sorted(..., reverse=True)`.
+    merges.sort_by(|a, b| {
+        b.2.partial_cmp(&a.2)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(len(b.0).cmp(&len(a.0)))
+            .then(len(b.1).cmp(&len(a.1)))
+    });
+    merges
+        .into_iter()
+        .map(|(l, r, _)| vec![l.to_string(), r.to_string()])
+        .collect()
 }

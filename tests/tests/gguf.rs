@@ -169,3 +169,46 @@ fn the_real_smollm2_file_dequantises_as_gguf_py_does() {
         g.tensors.len()
     );
 }
+
+/// A SentencePiece vocabulary (`tokenizer.ggml.model` = `llama`, as LLaMA-2, Mistral and
+/// LLaVA-Med files hold) trained by `sentencepiece` and written as llama.cpp's converter writes
+/// one: ids with and without special tokens, and decoded text, equal transformers' own GGUF
+/// tokenizer conversion on spaces at the start, newlines, tabs, digits, accents, CJK, emoji
+/// (byte fallback), a user-defined `<image>` and control `[INST]` tokens.
+#[test]
+fn a_sentencepiece_vocabulary_tokenizes_as_transformers_converts_it() {
+    let r = json("gguf/sp.json");
+    let file = fixture("gguf/sp.gguf");
+    let g = open(file.clone());
+    let tok = normtune_core::tokenizer::TextTokenizer::from_gguf(&g, &file.display().to_string())
+        .unwrap();
+    assert_eq!(tok.vocab_size() as u64, r["vocab_size"].as_u64().unwrap());
+    let ids = |j: &Json| -> Vec<i64> {
+        j.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    let mut differs_from_sentencepiece = 0;
+    for case in r["texts"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want = ids(&case["ids"]);
+        assert_eq!(tok.encode_with(text, true).unwrap(), want, "{text:?}");
+        let plain = ids(&case["ids_plain"]);
+        assert_eq!(
+            tok.encode_with(text, false).unwrap(),
+            plain,
+            "{text:?} (plain)"
+        );
+        assert_eq!(
+            tok.decode(&want).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "{text:?} decoded"
+        );
+        differs_from_sentencepiece += (plain != ids(&case["sentencepiece_ids"])) as usize;
+    }
+    // transformers' conversion is the reference; it departs from sentencepiece itself on
+    // leading spaces and added tokens (recorded so a change in either shows here).
+    assert_eq!(differs_from_sentencepiece, 5);
+}
