@@ -44,6 +44,18 @@ pub fn vision_config() -> serde_json::Value {
 /// The demo's `config.json` (HF `LlavaConfig`) around the decoder's config: the projector reads
 /// the tower's last layer (its only 4 layers all count), without the class token.
 pub fn config_json(text: &LlamaConfig, image_token: i64) -> Result<serde_json::Value> {
+    config_json_with(text, image_token, vision_config(), -1)
+}
+
+/// A `config.json` (HF `LlavaConfig`) of `vision` (a `CLIPVisionConfig`) and the decoder's
+/// config, the projector reading hidden state `feature_layer` of the tower, without the class
+/// token.
+pub fn config_json_with(
+    text: &LlamaConfig,
+    image_token: i64,
+    vision: serde_json::Value,
+    feature_layer: i64,
+) -> Result<serde_json::Value> {
     let mut text_config =
         serde_json::to_value(text).map_err(|e| Error::Input(format!("text config: {e}")))?;
     text_config["model_type"] = "llama".into();
@@ -51,11 +63,11 @@ pub fn config_json(text: &LlamaConfig, image_token: i64) -> Result<serde_json::V
     Ok(serde_json::json!({
         "architectures": ["LlavaForConditionalGeneration"],
         "model_type": "llava",
-        "vision_config": vision_config(),
+        "vision_config": vision,
         "text_config": text_config,
         "image_token_index": image_token,
         "projector_hidden_act": "gelu",
-        "vision_feature_layer": -1,
+        "vision_feature_layer": feature_layer,
         "vision_feature_select_strategy": "default",
         "multimodal_projector_bias": true,
         "tie_word_embeddings": text.tie_word_embeddings,
@@ -158,17 +170,57 @@ pub fn assemble(
     vision: &[(String, Vec<usize>, Vec<f32>)],
     device: &Device,
 ) -> Result<Vec<(String, Vec<u8>)>> {
+    let part = VisionPart {
+        config: vision_config(),
+        feature_layer: -1,
+        preprocessor: super::model::preprocessor_json(),
+        image_token: Some(IMAGE_TOKEN.into()),
+    };
+    assemble_with(gguf, gguf_file, &part, vision, device)
+}
+
+/// The vision side of a LLaVA folder put together from a GGUF decoder.
+#[derive(Debug, Clone)]
+pub struct VisionPart {
+    /// HF `CLIPVisionConfig` JSON.
+    pub config: serde_json::Value,
+    /// HF `vision_feature_layer`.
+    pub feature_layer: i64,
+    /// `preprocessor_config.json`.
+    pub preprocessor: serde_json::Value,
+    /// The vocabulary entry standing for an image feature; `None`: `<image>` if the vocabulary
+    /// has it, else its unknown token.
+    pub image_token: Option<String>,
+}
+
+/// As [`assemble`], with the vision side described by `part` and its weights `vision`.
+pub fn assemble_with(
+    gguf: &Gguf,
+    gguf_file: &str,
+    part: &VisionPart,
+    vision: &[(String, Vec<usize>, Vec<f32>)],
+    device: &Device,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let tokenizer = TextTokenizer::from_gguf(gguf, gguf_file)?;
-    let image_token = tokenizer
-        .token_id(IMAGE_TOKEN)
-        .ok_or_else(|| Error::Tokenizer {
+    let image_token = match &part.image_token {
+        Some(t) => tokenizer.token_id(t).ok_or_else(|| Error::Tokenizer {
             file: gguf_file.to_string(),
-            reason: format!(
-                "no `{IMAGE_TOKEN}` token to stand for image features (a SmolLM2 file?)"
-            ),
-        })?;
+            reason: format!("no `{t}` token to stand for image features (a SmolLM2 file?)"),
+        })?,
+        None => tokenizer
+            .token_id("<image>")
+            .or_else(|| {
+                let unk = tokenizer.special_names().unk.clone()?;
+                tokenizer.token_id(&unk)
+            })
+            .ok_or_else(|| Error::Tokenizer {
+                file: gguf_file.to_string(),
+                reason: "neither an `<image>` nor an unknown token to stand for image features"
+                    .into(),
+            })?,
+    };
     let (text, decoder) = from_gguf(gguf, gguf_file, device)?;
-    let config = config_json(&text, image_token)?;
+    let config = config_json_with(&text, image_token, part.config.clone(), part.feature_layer)?;
     let config_bytes =
         serde_json::to_vec_pretty(&config).map_err(|e| Error::Input(format!("config: {e}")))?;
     let cfg = LlavaConfig::from_json(&config_bytes, "config.json")?;
@@ -210,7 +262,7 @@ pub fn assemble(
         ),
         (
             "preprocessor_config.json".into(),
-            pretty(super::model::preprocessor_json()),
+            pretty(part.preprocessor.clone()),
         ),
         ("model.safetensors".into(), weights),
     ])

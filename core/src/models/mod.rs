@@ -12,6 +12,7 @@ pub mod llama;
 pub mod llava;
 pub mod load;
 pub mod memory;
+pub mod mmproj;
 pub mod vit;
 pub mod walk;
 

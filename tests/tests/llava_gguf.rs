@@ -1,0 +1,118 @@
+//! LLaVA from llama.cpp files: a K-quant decoder GGUF with a SentencePiece vocabulary plus an
+//! `mmproj` GGUF in the legacy LLaVA converter's layout, put together in memory and checked
+//! against transformers on the same weights (`tests/fixtures/make_llava_gguf_fixtures.py`): the
+//! prompt's ids, image features, logits and the greedy continuation.
+
+use normtune_core::burn::tensor::{Device, Tensor};
+use normtune_core::gguf::Gguf;
+use normtune_core::models::{Model, Pipeline, mmproj};
+use normtune_core::source::MemorySource;
+use normtune_tests::*;
+
+fn gguf(name: &str) -> (Gguf, String) {
+    let path = fixture("llava_gguf").join(name);
+    let file = path.display().to_string();
+    (
+        Gguf::parse(std::fs::read(&path).unwrap(), &file).unwrap(),
+        file,
+    )
+}
+
+fn ints(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| match x.as_array() {
+            Some(row) => row.iter().map(|y| y.as_f64().unwrap() as f32).collect(),
+            None => vec![x.as_f64().unwrap() as f32],
+        })
+        .collect()
+}
+
+#[test]
+fn a_k_quant_decoder_and_an_mmproj_file_match_transformers() {
+    let device = Device::flex();
+    let (decoder, dfile) = gguf("decoder.gguf");
+    let (proj, pfile) = gguf("mmproj.gguf");
+    let files = mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile, &device).unwrap();
+    let mut src = MemorySource::new();
+    for (name, bytes) in files {
+        src.insert(name, bytes);
+    }
+    let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
+    let r = reference_json("llava_gguf");
+    let prompt = r["prompt"].as_str().unwrap();
+    p.set_chat_prompt(&prompt.replace("What is shown in this image?", "{question}"))
+        .unwrap();
+    let ids = p.llava_prompt("What is shown in this image?").unwrap();
+    assert_eq!(ids, ints(&r["input_ids"]), "prompt ids");
+
+    let Model::Llava(model) = &p.model else {
+        panic!("not a LLaVA model")
+    };
+    let shape: Vec<usize> = ints(&r["pixel_shape"])
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let pixels = Tensor::<1>::from_floats(floats(&r["pixel_values"]).as_slice(), &device)
+        .reshape([shape[0], shape[1], shape[2], shape[3]]);
+    let feats: Vec<f32> = model
+        .image_features(pixels.clone())
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let err = max_rel_err(&feats, &floats(&r["image_features"]));
+    println!("image features: max relative error {err:.2e}");
+    assert!(err <= 1e-4, "image features: {err:.2e}");
+
+    let logits: Vec<f32> = model
+        .forward(&ids, pixels.clone())
+        .unwrap()
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let want = floats(&r["last_logits"]);
+    let err = max_rel_err(&logits[logits.len() - want.len()..], &want);
+    println!("logits: max relative error {err:.2e}");
+    assert!(err <= 1e-4, "logits: {err:.2e}");
+
+    let greedy = pollster::block_on(model.generate_greedy(&ids, pixels, 8, &[])).unwrap();
+    assert_eq!(greedy, ints(&r["greedy"]), "greedy continuation");
+}
+
+#[test]
+fn a_pair_that_does_not_belong_together_is_refused() {
+    let device = Device::flex();
+    let (decoder, dfile) = gguf("decoder.gguf");
+    let (proj, pfile) = gguf("mmproj.gguf");
+    // Swapped: the decoder given as the mmproj file.
+    let e = mmproj::assemble_pair(&proj, &pfile, &decoder, &dfile, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("decoder.gguf") && e.contains("general.architecture") && e.contains("mmproj"),
+        "{e}"
+    );
+    // The SmolLM2-shaped demo decoder (576 wide) under this 256-wide projector.
+    let (small, sfile) = smollm2_gguf();
+    let e = mmproj::assemble_pair(&small, &sfile, &proj, &pfile, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("projects images to 256 features") && e.contains("576 wide"),
+        "{e}"
+    );
+}
+
+fn smollm2_gguf() -> (Gguf, String) {
+    let (_, g, file) = smollm2();
+    (g, file)
+}
