@@ -1,13 +1,15 @@
 //! The workstation's `FileSource`: a directory on disk.
 
-use normtune_core::source::FileSource;
+use normtune_core::source::{FileSource, MemorySource};
 use normtune_core::{Error, Result};
 use std::path::PathBuf;
 
-/// A model or data folder on disk.
+/// A model or data folder on disk; or, for a llama.cpp GGUF pair, the HF folder assembled from
+/// it in memory ([`DirSource::open_model`]).
 #[derive(Debug, Clone)]
 pub struct DirSource {
     root: PathBuf,
+    assembled: Option<std::sync::Arc<MemorySource>>,
 }
 
 impl DirSource {
@@ -20,12 +22,91 @@ impl DirSource {
                 reason: "not a directory".into(),
             });
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            assembled: None,
+        })
+    }
+
+    /// `--model`: a HF model folder; or a llama.cpp LLaVA pair, as `DECODER.gguf,MMPROJ.gguf` or
+    /// a folder holding the two `.gguf` files (and no `config.json`), told apart by their
+    /// `general.architecture` (`clip` is the mmproj). The pair becomes an ordinary HF LLaVA
+    /// folder in memory (decoder dequantised to f32: about 3x its f32 size at peak while
+    /// loading).
+    pub fn open_model(path: &std::path::Path) -> Result<Self> {
+        let arg = path.to_string_lossy();
+        let files: Vec<PathBuf> = if arg.contains(',') && !path.exists() {
+            arg.split(',').map(PathBuf::from).collect()
+        } else if path.is_file() {
+            vec![path.to_path_buf()]
+        } else if path.is_dir() && !path.join("config.json").exists() {
+            let mut g: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| Error::Missing {
+                    file: path.display().to_string(),
+                    reason: e.to_string(),
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+                })
+                .collect();
+            g.sort();
+            if g.is_empty() {
+                return Self::open(path);
+            }
+            g
+        } else {
+            return Self::open(path);
+        };
+        if files.len() != 2 {
+            return Err(Error::Input(format!(
+                "{arg}: a llama.cpp LLaVA model is two GGUF files, the decoder and its mmproj \
+                 (DECODER.gguf,MMPROJ.gguf or a folder holding both); {} given",
+                files.len()
+            )));
+        }
+        let mut decoder = None;
+        let mut mmproj = None;
+        for f in &files {
+            let file = f.display().to_string();
+            let g = normtune_core::gguf::Gguf::parse(read_file(f)?, &file)?;
+            let clip = g
+                .get("general.architecture")
+                .and_then(normtune_core::gguf::Value::as_str)
+                == Some("clip");
+            let slot = if clip { &mut mmproj } else { &mut decoder };
+            if slot.is_some() {
+                return Err(Error::Input(format!(
+                    "{arg}: two {} files; one decoder and one mmproj (general.architecture \
+                     `clip`) are needed",
+                    if clip { "mmproj" } else { "decoder" }
+                )));
+            }
+            *slot = Some((g, file));
+        }
+        let (Some((d, dfile)), Some((m, mfile))) = (decoder, mmproj) else {
+            unreachable!("two files, neither slot filled twice");
+        };
+        let device = normtune_core::burn::tensor::Device::flex();
+        let mut mem = MemorySource::new();
+        for (name, bytes) in
+            normtune_core::models::mmproj::assemble_pair(&d, &dfile, &m, &mfile, &device)?
+        {
+            mem.insert(name, bytes);
+        }
+        Ok(Self {
+            root: PathBuf::from(format!("{dfile} + {mfile}")),
+            assembled: Some(std::sync::Arc::new(mem)),
+        })
     }
 }
 
 impl FileSource for DirSource {
     async fn read(&self, name: &str) -> Result<Vec<u8>> {
+        if let Some(m) = &self.assembled {
+            return m.read(name).await;
+        }
         let path = self.root.join(name);
         std::fs::read(&path).map_err(|e| Error::Missing {
             file: path.display().to_string(),
@@ -33,7 +114,10 @@ impl FileSource for DirSource {
         })
     }
     async fn exists(&self, name: &str) -> bool {
-        self.root.join(name).is_file()
+        match &self.assembled {
+            Some(m) => m.exists(name).await,
+            None => self.root.join(name).is_file(),
+        }
     }
     fn describe(&self, name: &str) -> String {
         self.root.join(name).display().to_string()
@@ -181,6 +265,13 @@ pub fn model_path(arg: &str) -> std::result::Result<PathBuf, String> {
     let path = PathBuf::from(arg);
     if path.exists() {
         return Ok(path);
+    }
+    // A llama.cpp pair: DECODER.gguf,MMPROJ.gguf (opened by `DirSource::open_model`).
+    if arg.contains(',') {
+        return match arg.split(',').find(|p| !std::path::Path::new(p).is_file()) {
+            Some(p) => Err(format!("{p}: no such file (in `{arg}`)")),
+            None => Ok(path),
+        };
     }
     let (repo, rev) = arg.split_once('@').unwrap_or((arg, "main"));
     let id_part = |s: &str| {

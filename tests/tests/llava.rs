@@ -182,11 +182,15 @@ fn ln_tuning_against_hf(frozen: Option<FrozenDtype>, loss_tol: f32, grad_tol: f3
         .zip(&answers)
         .map(|(p, a)| [p.as_slice(), a.as_slice()].concat())
         .collect();
-    let starts: Vec<usize> = prompts.iter().map(Vec::len).collect();
+    let spans: Vec<Vec<std::ops::Range<usize>>> = ids
+        .iter()
+        .zip(&prompts)
+        .map(|(row, p)| vec![p.len()..row.len()])
+        .collect();
     let pixels = floats(&r["pixel_values"]);
     let pixels = Tensor::<1>::from_floats(pixels.as_slice(), &device).reshape([2, 3, 28, 28]);
 
-    let loss = normtune_core::train::trainer::chat_loss(m, pixels, &ids, &starts, 0.0).unwrap();
+    let loss = normtune_core::train::trainer::chat_loss(m, pixels, &ids, &spans, 0.0).unwrap();
     let value = loss.clone().into_data().iter::<f32>().next().unwrap();
     let want = r["loss"].as_f64().unwrap() as f32;
     println!("loss {value} (HF {want})");

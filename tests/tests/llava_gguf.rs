@@ -116,3 +116,75 @@ fn smollm2_gguf() -> (Gguf, String) {
     let (_, g, file) = smollm2();
     (g, file)
 }
+
+/// A two-turn LLaVA conversation (every answer learned, human turns masked) through the pair's
+/// model: the row's ids and learned spans equal transformers' tokenisation of the whole
+/// conversation in LLaVA-Med's Mistral format (spans by tokenised prefix lengths, as LLaVA's
+/// preprocessing finds them), and the loss equals HF's with -100 elsewhere.
+#[test]
+fn a_multi_turn_conversation_is_laid_out_and_learned_as_llava_does() {
+    let device = Device::flex();
+    let (decoder, dfile) = gguf("decoder.gguf");
+    let (proj, pfile) = gguf("mmproj.gguf");
+    let mut src = MemorySource::new();
+    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile, &device).unwrap() {
+        src.insert(name, bytes);
+    }
+    let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
+    p.set_chat_prompt("[INST] <image>\n{question} [/INST]")
+        .unwrap();
+    let r = reference_json("llava_gguf");
+    let c = &r["conversation"];
+    let turns: Vec<(String, String)> = c["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t[0].as_str().unwrap().to_string(),
+                t[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let example = normtune_core::data::Example {
+        id: "c".into(),
+        image: "x.png".into(),
+        question: Some(turns[0].0.clone()),
+        target: turns[0].1.clone(),
+        answer_type: "OPEN".into(),
+        turns: turns[1..].to_vec(),
+        ..Default::default()
+    };
+    let image = normtune_core::image::DynamicImage::new_rgb8(32, 32);
+    let batch = p.batch(&[&example], &[image]).unwrap();
+    let normtune_core::train::Batch::Chat { ids, learned, .. } = batch else {
+        panic!("not a chat batch")
+    };
+    assert_eq!(ids[0], ints(&c["ids"]), "conversation ids");
+    let want: Vec<std::ops::Range<usize>> = c["learned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_u64().unwrap() as usize..s[1].as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(learned[0], want, "learned spans");
+
+    let Model::Llava(model) = &p.model else {
+        panic!("not a LLaVA model")
+    };
+    let shape: Vec<usize> = ints(&r["pixel_shape"])
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let pixels = Tensor::<1>::from_floats(floats(&r["pixel_values"]).as_slice(), &device)
+        .reshape([shape[0], shape[1], shape[2], shape[3]]);
+    let loss = normtune_core::train::trainer::chat_loss(model, pixels, &ids, &learned, 0.0)
+        .unwrap()
+        .into_data()
+        .iter::<f32>()
+        .next()
+        .unwrap();
+    let want = c["loss"].as_f64().unwrap() as f32;
+    println!("conversation loss {loss} vs HF {want}");
+    assert!((loss - want).abs() <= 1e-4 * want.abs(), "{loss} vs {want}");
+}

@@ -84,7 +84,7 @@ fn run(
         &report,
         batch,
         text_len,
-        // What `answer_start` below leaves learned: the second half and one more.
+        // What `learned` below covers: the second half and one more.
         text_len - text_len / 2 + 1,
         frozen,
     )
@@ -101,7 +101,7 @@ fn run(
     let b = Batch::Chat {
         pixels: Tensor::zeros([batch, 3, 112, 112], &device),
         ids,
-        answer_start: vec![n + text_len / 2; batch],
+        learned: vec![vec![n + text_len / 2..1 + n + text_len]; batch],
     };
     let mut trainer = Trainer::new(model, TrainConfig::default()).unwrap();
     for _ in 0..2 {

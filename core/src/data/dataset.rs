@@ -37,6 +37,9 @@ pub struct Example {
     pub answer_type: String,
     /// One 0/1 target per label (classification only).
     pub labels: Vec<bool>,
+    /// A conversation's turns after the first (`question` / `target` hold the first): each a
+    /// human turn and the answer learned after it.
+    pub turns: Vec<(String, String)>,
 }
 
 /// Dataset file formats.
@@ -59,11 +62,16 @@ pub enum Format {
     LabelsCsv,
     /// JSON lines: `image` + `question`/`answer`, or `report`, or `labels` (0/1 list).
     Jsonl,
+    /// LLaVA / ShareGPT conversations (LLaVA-Med, axolotl, LLaMA-Factory), a JSON array or JSON
+    /// lines: `id`, `image`, `conversations: [{from: human|gpt, value}]` with `<image>` in the
+    /// first human turn; or LLaVA-Med's VQA evaluation lines (`question_id`, `image`, `text`,
+    /// `answer` or `gpt4_answer`).
+    Llava,
 }
 
 impl Format {
     /// Every format, as written in configs.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "vqa-rad",
         "slake",
         "path-vqa",
@@ -72,6 +80,7 @@ impl Format {
         "label-list",
         "labels-csv",
         "jsonl",
+        "llava",
     ];
 }
 
@@ -104,7 +113,7 @@ pub fn read_examples(
                 question: Some(e.question),
                 target: e.answer,
                 answer_type: e.answer_type,
-                labels: Vec::new(),
+                ..Default::default()
             })
             .collect())
     };
@@ -129,7 +138,7 @@ pub fn read_examples(
                 question: Some(e.question),
                 target: e.answer,
                 answer_type: e.answer_type,
-                labels: Vec::new(),
+                ..Default::default()
             })
             .collect(),
         Format::IuXray => read_iu_xray(bytes, file)?
@@ -148,6 +157,7 @@ pub fn read_examples(
         Format::LabelList => labelled(read_label_list(bytes, file)?),
         Format::LabelsCsv => labelled(read_labels_csv(bytes, file)?.1),
         Format::Jsonl => read_jsonl(bytes, file)?,
+        Format::Llava => read_llava(bytes, file)?,
     };
     if out.is_empty() {
         let what = if format == Format::IuXray {
@@ -253,6 +263,151 @@ fn read_jsonl(bytes: &[u8], file: &str) -> Result<Vec<Example>> {
     Ok(out)
 }
 
+/// LLaVA's conversation records (see [`Format::Llava`]), from a JSON array or JSON lines.
+fn read_llava(bytes: &[u8], file: &str) -> Result<Vec<Example>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::json(file, e))?;
+    let records: Vec<(String, Value)> = if text.trim_start().starts_with('[') {
+        let v: Vec<Value> = serde_json::from_str(text).map_err(|e| Error::json(file, e))?;
+        v.into_iter()
+            .enumerate()
+            .map(|(i, r)| (format!("record {i}"), r))
+            .collect()
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, l)| {
+                serde_json::from_str(l)
+                    .map(|r| (format!("line {}", n + 1), r))
+                    .map_err(|e| Error::json(file, format!("line {}: {e}", n + 1)))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for (at, rec) in records {
+        let field = |name: &str| format!("{at}: {name}");
+        let text_of = |name: &str| -> Result<Option<String>> {
+            match rec.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(Value::Number(x)) => Ok(Some(x.to_string())),
+                Some(other) => Err(Error::config(
+                    file,
+                    &field(name),
+                    format!("expected text, found {other}"),
+                )),
+            }
+        };
+        let id = text_of("id")?.or(text_of("question_id")?);
+        let at_id = match &id {
+            Some(id) => format!("{at} (id {id})"),
+            None => at.clone(),
+        };
+        let image = text_of("image")?.ok_or_else(|| {
+            Error::config(
+                file,
+                &format!("{at_id}: image"),
+                "missing (text-only conversations cannot train an image model)",
+            )
+        })?;
+        let id = id.unwrap_or_else(|| at.clone());
+        let Some(conv) = rec.get("conversations") else {
+            // LLaVA-Med's evaluation lines.
+            let q = text_of("text")?.ok_or_else(|| {
+                Error::config(
+                    file,
+                    &format!("{at_id}: conversations"),
+                    "missing (a record needs `conversations`, or `text` + `answer`)",
+                )
+            })?;
+            let a = text_of("answer")?
+                .or(text_of("gpt4_answer")?)
+                .ok_or_else(|| Error::config(file, &format!("{at_id}: answer"), "missing"))?;
+            let kind = text_of("answer_type")?.map(|t| t.to_uppercase());
+            let closed = matches!(a.trim().to_lowercase().as_str(), "yes" | "no");
+            out.push(Example {
+                id,
+                image,
+                question: Some(strip_image_tag(&q)),
+                target: a,
+                answer_type: kind.unwrap_or(if closed { "CLOSED" } else { "OPEN" }.into()),
+                ..Default::default()
+            });
+            continue;
+        };
+        let bad = |why: String| Error::config(file, &format!("{at_id}: conversations"), why);
+        let turns = conv
+            .as_array()
+            .ok_or_else(|| bad("expected a list of {from, value} turns".into()))?;
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut pending: Option<String> = None;
+        for (i, t) in turns.iter().enumerate() {
+            let from = t.get("from").or(t.get("role")).and_then(Value::as_str);
+            let value = t
+                .get("value")
+                .or(t.get("content"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("turn {i} has no text `value`")))?;
+            match (from, &pending) {
+                (Some("human" | "user"), None) => pending = Some(value.to_string()),
+                (Some("gpt" | "assistant"), Some(q)) => {
+                    pairs.push((q.clone(), value.to_string()));
+                    pending = None;
+                }
+                (Some("system"), None) if pairs.is_empty() => {}
+                (Some(f), _) => {
+                    return Err(bad(format!(
+                        "turn {i} is from `{f}` where a {} turn was expected (turns alternate \
+                         human, gpt)",
+                        if pending.is_some() { "gpt" } else { "human" }
+                    )));
+                }
+                (None, _) => return Err(bad(format!("turn {i} has no `from`"))),
+            }
+        }
+        if pairs.is_empty() {
+            return Err(bad("no human turn answered by a gpt turn".into()));
+        }
+        if !pairs[0].0.contains("<image>") {
+            return Err(bad(
+                "the first human turn has no `<image>` (where the image goes)".into(),
+            ));
+        }
+        if let Some(k) = pairs
+            .iter()
+            .skip(1)
+            .position(|(q, _)| q.contains("<image>"))
+        {
+            return Err(bad(format!(
+                "turn pair {} holds a second `<image>`; one image, in the first turn, is read",
+                k + 1
+            )));
+        }
+        let mut pairs = pairs.into_iter();
+        let (q, a) = pairs.next().expect("checked non-empty");
+        out.push(Example {
+            id,
+            image,
+            question: Some(strip_image_tag(&q)),
+            target: a,
+            answer_type: "OPEN".into(),
+            labels: Vec::new(),
+            turns: pairs.collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// A human turn without its `<image>` tag and the newline LLaVA writes beside it (the model's
+/// prompt puts the image where its template says).
+fn strip_image_tag(q: &str) -> String {
+    q.replacen("<image>\n", "", 1)
+        .replacen("\n<image>", "", 1)
+        .replacen("<image>", "", 1)
+        .trim()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +450,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("annotation.json") && e.contains("`test`"), "{e}");
+    }
+
+    #[test]
+    fn llava_conversations_read_as_json_or_json_lines() {
+        let json = br#"[{"id": "a1", "image": "x/1.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat modality is this?"},
+            {"from": "gpt", "value": "A chest X-ray."},
+            {"from": "human", "value": "Any effusion?"},
+            {"from": "gpt", "value": "No."}]},
+          {"id": 7, "image": "2.png", "conversations": [
+            {"from": "human", "value": "Describe it.\n<image>"},
+            {"from": "gpt", "value": "Normal heart."}]}]"#;
+        let v = read_examples(json, "c.json", Format::Llava, "train").unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].question.as_deref(), Some("What modality is this?"));
+        assert_eq!(v[0].target, "A chest X-ray.");
+        assert_eq!(v[0].turns, [("Any effusion?".into(), "No.".into())]);
+        assert_eq!(
+            (v[1].id.as_str(), v[1].question.as_deref()),
+            ("7", Some("Describe it."))
+        );
+        assert!(v[1].turns.is_empty());
+        let lines = b"{\"question_id\": 3, \"image\": \"p.jpg\", \"text\": \"Is there a mass?\", \"gpt4_answer\": \"yes\"}\n";
+        let v = read_examples(lines, "eval.jsonl", Format::Llava, "test").unwrap();
+        assert_eq!(
+            (v[0].id.as_str(), v[0].answer_type.as_str()),
+            ("3", "CLOSED")
+        );
+        assert_eq!(v[0].target, "yes");
+    }
+
+    #[test]
+    fn malformed_conversations_are_refused_naming_the_record() {
+        let cases: [(&[u8], &str); 5] = [
+            (br#"[{"id": "a", "image": "1.png", "conversations": [{"from": "gpt", "value": "hi"}]}]"#,
+             "(id a): conversations`: turn 0 is from `gpt` where a human turn"),
+            (br#"[{"id": "b", "image": "1.png", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]"#,
+             "has no `<image>`"),
+            (br#"[{"id": "c", "conversations": [{"from": "human", "value": "<image> q"}, {"from": "gpt", "value": "a"}]}]"#,
+             "record 0 (id c): image`: missing"),
+            (br#"[{"id": "d", "image": "1.png", "conversations": [{"from": "human", "value": "<image> q"}]}]"#,
+             "no human turn answered"),
+            (br#"[{"id": "e", "image": "1.png", "conversations": [{"from": "human", "value": "<image> q"}, {"from": "gpt", "value": "a"}, {"from": "human", "value": "<image> again"}, {"from": "gpt", "value": "b"}]}]"#,
+             "second `<image>`"),
+        ];
+        for (bytes, want) in cases {
+            let e = read_examples(bytes, "c.json", Format::Llava, "train")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("c.json") && e.contains(want), "{e}");
+        }
     }
 }

@@ -523,28 +523,42 @@ impl Pipeline {
     }
 
     /// A chat training batch: each prompt ([`Self::llava_prompt`]) followed by its answer and the
-    /// end-of-sequence token; only the answer and that token are learned (LLaVA's recipe).
+    /// end-of-sequence token, then each follow-up turn's prompt ([`Self::followup_prompt`]) and
+    /// answer the same way; only the answers and their end tokens are learned (LLaVA's recipe:
+    /// human turns masked, every gpt turn learned).
     pub fn chat_batch(
         &self,
-        items: &[(image::DynamicImage, &str, &str)],
+        items: &[(image::DynamicImage, &str, &str, &[(String, String)])],
     ) -> Result<crate::train::Batch> {
         let (c, tok) = self.llava()?;
         let eos = self.special_tokens()?.eos;
         let max = c.text_config.max_position_embeddings;
         let mut ids = Vec::with_capacity(items.len());
-        let mut answer_start = Vec::with_capacity(items.len());
-        for (_, q, a) in items {
-            if a.trim().is_empty() {
-                return Err(Error::Input(
-                    "a training example has an empty answer or report".into(),
-                ));
-            }
+        let mut learned = Vec::with_capacity(items.len());
+        for (_, q, a, more) in items {
             let mut row = self.llava_prompt(q)?;
-            answer_start.push(row.len());
-            let mut answer = tok.encode_plain(&format!(" {}", a.trim()))?;
-            answer.push(eos);
-            self.check_vocab(&answer)?;
-            row.extend(answer);
+            let mut spans = Vec::with_capacity(1 + more.len());
+            let mut so_far: Vec<(String, String)> = Vec::with_capacity(1 + more.len());
+            let turns = std::iter::once((q.to_string(), a.to_string())).chain(more.iter().cloned());
+            for (k, (q, a)) in turns.enumerate() {
+                if a.trim().is_empty() {
+                    return Err(Error::Input(
+                        "a training example has an empty answer or report".into(),
+                    ));
+                }
+                if k > 0 {
+                    let prompt = self.followup_prompt(&so_far, &q)?;
+                    self.check_vocab(&prompt)?;
+                    row.extend(prompt);
+                }
+                let start = row.len();
+                let mut answer = tok.encode_plain(&format!(" {}", a.trim()))?;
+                answer.push(eos);
+                self.check_vocab(&answer)?;
+                row.extend(answer);
+                spans.push(start..row.len());
+                so_far.push((q, a));
+            }
             if row.len() > max {
                 return Err(Error::Input(format!(
                     "a training example is {} tokens with its image, over the model's {max}",
@@ -552,13 +566,64 @@ impl Pipeline {
                 )));
             }
             ids.push(row);
+            learned.push(spans);
         }
         let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
         Ok(crate::train::Batch::Chat {
             pixels: self.preprocessor.batch(&images, &self.device),
             ids,
-            answer_start,
+            learned,
         })
+    }
+
+    /// The ids of a follow-up human turn `question` after the conversation `so_far` (its first
+    /// turn held the image), ending where the answer starts: with a [`Self::set_chat_prompt`]
+    /// override or LLaVA-1.5's default prompt, that prompt without its image (LLaVA's turn
+    /// format, `USER: … ASSISTANT:` / `[INST] … [/INST]`); with the folder's chat template, what
+    /// the template adds for the new user turn and the generation prompt after rendering
+    /// `so_far` (so its turn markers and roles are the template's own).
+    pub fn followup_prompt(&self, so_far: &[(String, String)], question: &str) -> Result<Vec<i64>> {
+        let (_, tok) = self.llava()?;
+        if question.trim().is_empty() {
+            return Err(Error::Input("a follow-up question is empty".into()));
+        }
+        let image = self.llava_processor.image_token.as_str();
+        let text = match (&self.chat_prompt, &self.chat_template) {
+            (None, Some(t)) => {
+                let mut messages = Vec::new();
+                for (i, (q, a)) in so_far.iter().enumerate() {
+                    let content = if i > 0 {
+                        serde_json::json!(q)
+                    } else if t.takes_parts() {
+                        serde_json::json!([{"type": "image"}, {"type": "text", "text": q}])
+                    } else {
+                        serde_json::json!(format!("{image}\n{q}"))
+                    };
+                    messages.push(serde_json::json!({"role": "user", "content": content}));
+                    messages.push(serde_json::json!({"role": "assistant", "content": a}));
+                }
+                let before = t.render(&serde_json::json!(messages), false, tok.special_names())?;
+                messages.push(serde_json::json!({"role": "user", "content": question}));
+                let after = t.render(&serde_json::json!(messages), true, tok.special_names())?;
+                let Some(added) = after.strip_prefix(&before) else {
+                    return Err(Error::config(
+                        &t.file,
+                        "chat_template",
+                        "renders a conversation differently once a turn is added (the earlier \
+                         turns are not a prefix); multi-turn examples cannot be laid out by it",
+                    ));
+                };
+                added.to_string()
+            }
+            (p, _) => {
+                let p = p.as_deref().unwrap_or(llava::PROMPT);
+                p.replacen(&format!("{image}\n"), "", 1)
+                    .replacen(&format!("\n{image}"), "", 1)
+                    .replacen(image, "", 1)
+                    .replace("{question}", question)
+            }
+        };
+        tok.encode_plain(&text)
     }
 
     fn blip(&self) -> Result<(&BlipConfig, &TextTokenizer)> {
@@ -717,7 +782,7 @@ impl Pipeline {
                         .into(),
                 ));
             }
-            let items: Vec<(image::DynamicImage, &str, &str)> = examples
+            let items: Vec<(image::DynamicImage, &str, &str, &[(String, String)])> = examples
                 .iter()
                 .zip(images)
                 .map(|(e, i)| {
@@ -725,6 +790,7 @@ impl Pipeline {
                         i.clone(),
                         e.question.as_deref().unwrap_or(llava::REPORT_INSTRUCTION),
                         e.target.as_str(),
+                        e.turns.as_slice(),
                     )
                 })
                 .collect();

@@ -106,8 +106,9 @@ pub enum Batch {
         pixels: Tensor<4>,
         /// Token ids per row.
         ids: Vec<Vec<i64>>,
-        /// Where each row's answer starts (the tokens learned are from there to the end).
-        answer_start: Vec<usize>,
+        /// Per row, the spans of tokens learned (each answer and the end-of-sequence token after
+        /// it; one span per turn of a conversation), in order; the rest (image, prompts) is not.
+        learned: Vec<Vec<std::ops::Range<usize>>>,
     },
 }
 
@@ -200,18 +201,18 @@ impl Batch {
                 Batch::Chat {
                     pixels,
                     ids,
-                    answer_start,
+                    learned,
                 } => {
-                    let w = ids[r.clone()]
+                    let w = learned[r.clone()]
                         .iter()
-                        .zip(&answer_start[r.clone()])
-                        .map(|(row, s)| row.len().saturating_sub(*s))
+                        .flatten()
+                        .map(|s| s.len())
                         .sum::<usize>() as f64;
                     (
                         Batch::Chat {
                             pixels: rows4(pixels),
                             ids: ids[r.clone()].to_vec(),
-                            answer_start: answer_start[r.clone()].to_vec(),
+                            learned: learned[r.clone()].to_vec(),
                         },
                         w,
                     )
@@ -249,11 +250,11 @@ impl Batch {
             Batch::Chat {
                 pixels,
                 ids,
-                answer_start,
+                learned,
             } => Batch::Chat {
                 pixels: pixels.to_device(device),
                 ids,
-                answer_start,
+                learned,
             },
         }
     }
@@ -625,9 +626,9 @@ impl Trainer {
                 Batch::Chat {
                     pixels,
                     ids,
-                    answer_start,
+                    learned,
                 },
-            ) => chat_loss(m, pixels.clone(), ids, answer_start, s),
+            ) => chat_loss(m, pixels.clone(), ids, learned, s),
             _ => Err(Error::Input(
                 "this batch is for a different kind of model (VQA / report / classification)"
                     .into(),
@@ -743,13 +744,13 @@ pub fn chat_loss(
     m: &crate::models::llava::LlavaForConditionalGeneration,
     pixels: Tensor<4>,
     ids: &[Vec<i64>],
-    answer_start: &[usize],
+    learned: &[Vec<std::ops::Range<usize>>],
     smoothing: f64,
 ) -> Result<Tensor<1>> {
     let device = pixels.device();
     let features = m.image_features(pixels);
     let [b, f, h] = features.dims();
-    if ids.len() != b || answer_start.len() != b {
+    if ids.len() != b || learned.len() != b {
         return Err(Error::Input(format!(
             "a chat batch of {b} images has {} prompts",
             ids.len()
@@ -759,7 +760,7 @@ pub fn chat_loss(
     let mut rows = Vec::with_capacity(b);
     let mut targets = Vec::with_capacity(b * len);
     let mut mask = Vec::with_capacity(b * len);
-    for (i, (row, &start)) in ids.iter().zip(answer_start).enumerate() {
+    for (i, (row, spans)) in ids.iter().zip(learned).enumerate() {
         let x = m.embed(row, features.clone().slice([i..i + 1, 0..f, 0..h]))?;
         rows.push(if row.len() < len {
             Tensor::cat(vec![x, Tensor::zeros([1, len - row.len(), h], &device)], 1)
@@ -767,7 +768,7 @@ pub fn chat_loss(
             x
         });
         for t in 0..len {
-            let learned = t >= start && t < row.len();
+            let learned = t < row.len() && spans.iter().any(|s| s.contains(&t));
             // Only learned positions are gathered from; the others (image tokens, padding) point
             // at id 0, which exists in every vocabulary.
             targets.push(if learned { row[t] } else { 0 });
@@ -777,10 +778,10 @@ pub fn chat_loss(
     // The LM head (vocabulary-wide: a fifth of a small decoder's work) only from the position
     // before the first answer on: earlier positions (the image, the prompt) predict nothing
     // learned.
-    let from = answer_start
+    let from = learned
         .iter()
+        .filter_map(|spans| spans.iter().map(|s| s.start).min())
         .min()
-        .copied()
         .unwrap_or(1)
         .clamp(1, len)
         - 1;

@@ -84,7 +84,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let train_device = chosen.device.clone().autodiff();
     let (pipeline, name, weights) = match (&a.model, &a.preset) {
         (Some(dir), None) => {
-            let src = DirSource::open(dir)?;
+            let src = DirSource::open_model(dir)?;
             let weights = pollster::block_on(src.exists("model.safetensors"));
             let p = pollster::block_on(Pipeline::load_with(&src, &train_device, weights))?;
             (p, dir.display().to_string(), weights)
@@ -314,7 +314,7 @@ fn run_llava(
     let batch = Batch::Chat {
         pixels: Tensor::<4>::random([b, 3, side, side], Distribution::Normal(0.0, 1.0), &device),
         ids,
-        answer_start: vec![n + a.question_len; b],
+        learned: vec![vec![n + a.question_len..n + a.question_len + a.answer_len]; b],
     };
     let tcfg = TrainConfig {
         lr: a.lr,

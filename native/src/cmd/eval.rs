@@ -24,7 +24,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     }))?;
     let dev = choose(a.device.device).map_err(anyhow::Error::msg)?;
     eprintln!("device: {}", dev.reason);
-    let mut p = pollster::block_on(Pipeline::load(&DirSource::open(&a.model)?, &dev.device))?;
+    let mut p = pollster::block_on(Pipeline::load(
+        &DirSource::open_model(&a.model)?,
+        &dev.device,
+    ))?;
     if let Some(t) = &a.chat_prompt {
         p.set_chat_prompt(&crate::cmd::infer::unescape(t))?;
     }

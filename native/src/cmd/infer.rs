@@ -10,7 +10,7 @@ use serde_json::json;
 pub fn run(a: InferArgs) -> anyhow::Result<()> {
     let dev = choose(a.device.device).map_err(anyhow::Error::msg)?;
     eprintln!("device: {}", dev.reason);
-    let src = DirSource::open(&a.model)?;
+    let src = DirSource::open_model(&a.model)?;
     let image = read_file(&a.image)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &dev.device))?;
     if let Some(t) = &a.chat_prompt {

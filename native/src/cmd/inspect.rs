@@ -27,7 +27,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     } else {
         dev.device.clone()
     };
-    let src = DirSource::open(&a.model)?;
+    let src = DirSource::open_model(&a.model)?;
     let with_weights = pollster::block_on(src.exists("model.safetensors"))
         || pollster::block_on(src.exists("model.safetensors.index.json"));
     if !with_weights {

@@ -15,7 +15,7 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
             a.out.display()
         );
     }
-    let src = DirSource::open(&a.model)?;
+    let src = DirSource::open_model(&a.model)?;
     let device = Device::flex();
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
     p.model = pollster::block_on(load_adapter(p.model, &DirSource::open(&a.adapter)?))?;

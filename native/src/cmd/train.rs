@@ -497,7 +497,7 @@ pub fn run_config(
     }
     let device = train_device(&dev.device);
     let model = crate::fs::model_path(&cfg.model.to_string_lossy()).map_err(anyhow::Error::msg)?;
-    let src = DirSource::open(&model)?;
+    let src = DirSource::open_model(&model)?;
     let mut p = pollster::block_on(Pipeline::load(&src, &device))?;
     if let Some(t) = &cfg.chat_prompt {
         p.set_chat_prompt(t)?;
