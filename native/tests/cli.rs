@@ -1228,3 +1228,114 @@ fn a_model_id_resolves_in_the_huggingface_cache() {
     );
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// LLaVA as llama.cpp users hold it, end to end: a K-quant decoder GGUF (SentencePiece
+/// vocabulary) + an mmproj GGUF as `--model`, LN/RMSNorm tuning (projector trained) on a
+/// LLaVA-format conversation file (every gpt turn learned) through LLaVA-Med's Mistral prompt
+/// with MILE's default question templates; a peft LN_TUNING adapter comes out, the loss falls,
+/// and `infer` on the pair (given as the folder holding it) with that adapter answers as the
+/// run's predictions.
+#[test]
+fn a_gguf_pair_trains_on_llava_conversations_and_infer_answers_as_the_run() {
+    let root = fixtures().join("../..");
+    let pair = root.join("tests/fixtures/llava_gguf");
+    let out = std::env::temp_dir().join(format!("normtune-llava-gguf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let config = fixtures().join("data/tiny_llava_gguf.toml");
+    let rel = |p: &str| root.join(p).display().to_string();
+    let (ok, stdout, err) = normtune(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        &format!("out=\"{}\"", out.display()),
+        &format!(
+            "model=\"{},{}\"",
+            rel("tests/fixtures/llava_gguf/decoder.gguf"),
+            rel("tests/fixtures/llava_gguf/mmproj.gguf")
+        ),
+        &format!(
+            "data.train=\"{}\"",
+            rel("tests/fixtures/data/tiny_llava_conversations.json")
+        ),
+        &format!("data.images=\"{}\"", rel("tests/fixtures/images")),
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    // Trainable: every norm of both files (the tower's LayerNorms, the decoder's RMSNorms), the
+    // CLIP post_layernorm transformers' model has (the mmproj drops it: 2 x width), and the
+    // projector.
+    let mut want = 0usize;
+    let mut width = 0usize;
+    for f in ["decoder.gguf", "mmproj.gguf"] {
+        let path = pair.join(f);
+        let g = normtune_core::gguf::Gguf::parse(std::fs::read(&path).unwrap(), f).unwrap();
+        for t in &g.tensors {
+            let n = &t.name;
+            if n.contains("norm") || n.contains(".ln") || n.contains("_ln") || n.starts_with("mm.") {
+                want += t.numel();
+            }
+            if n == "v.pre_ln.weight" {
+                width = t.numel();
+            }
+        }
+    }
+    want += 2 * width;
+    let metrics: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(metrics["trainable_params"], want, "{metrics}");
+    let losses: Vec<f64> = metrics_lines(&out)
+        .iter()
+        .filter(|l| l["kind"] == "train")
+        .map(|l| l["loss"].as_f64().unwrap())
+        .collect();
+    assert!(
+        losses[losses.len() - 1] < 0.5 * losses[0],
+        "the loss falls: {losses:?}"
+    );
+    let adapter: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(adapter["peft_type"], "LN_TUNING");
+    let preds: Vec<serde_json::Value> = std::fs::read_to_string(out.join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (id, image, q) in [
+        ("c0", "chest_32.png", "Is there a left pleural effusion?"),
+        ("c1", "chest_50x40.png", "What organ is shown in this chest X-ray?"),
+    ] {
+        let (ok, stdout, err) = normtune(&[
+            "infer",
+            "--model",
+            pair.to_str().unwrap(),
+            "--chat-prompt",
+            "[INST] <image>\n{question} [/INST]",
+            "--image",
+            &rel(&format!("tests/fixtures/images/{image}")),
+            "--question",
+            q,
+            "--adapter",
+            out.join("adapter").to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--device",
+            "cpu",
+        ]);
+        assert!(ok, "{err}");
+        let p = preds.iter().find(|p| p["id"] == id).unwrap();
+        assert_eq!(stdout.trim(), p["answer"].as_str().unwrap(), "{id}");
+    }
+    // One GGUF alone is not a LLaVA model: the error says what is missing.
+    let (ok, _, err) = normtune(&[
+        "infer",
+        "--model",
+        pair.join("decoder.gguf").to_str().unwrap(),
+        "--image",
+        &rel("tests/fixtures/images/chest_32.png"),
+        "--question",
+        "q?",
+    ]);
+    assert!(!ok && err.contains("mmproj") && err.lines().count() <= 2, "{err}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -16,13 +16,15 @@ use crate::source::FileSource;
 use serde::{Deserialize, Serialize};
 
 /// Reads, decodes and augments the images of micro-batch `next` of `examples` and makes the
-/// training batch: the one way both shells turn a plan position into tensors.
+/// training batch, each question rephrased through the template `templates` draws for it (MILE;
+/// none with an empty pool): the one way both shells turn a plan position into tensors.
 pub async fn load_batch(
     p: &Pipeline,
     examples: &[Example],
     next: &Next,
     images: &impl FileSource,
     augment: &Augment,
+    templates: &crate::data::QuestionTemplates,
     seed: u64,
 ) -> Result<Batch> {
     let mut imgs = Vec::with_capacity(next.indices.len());
@@ -33,7 +35,22 @@ pub async fn load_batch(
         let text = format!("{} {}", e.question.as_deref().unwrap_or(""), e.target);
         imgs.push(augment.apply(&img, seed, next.epoch, i, &text));
     }
-    let batch: Vec<&Example> = next.indices.iter().map(|&i| &examples[i]).collect();
+    if templates.templates().is_empty() {
+        let batch: Vec<&Example> = next.indices.iter().map(|&i| &examples[i]).collect();
+        return p.batch(&batch, &imgs);
+    }
+    let rephrased: Vec<Example> = next
+        .indices
+        .iter()
+        .map(|&i| {
+            let mut e = examples[i].clone();
+            if let Some(q) = &e.question {
+                e.question = Some(templates.apply(q, seed, next.epoch, i));
+            }
+            e
+        })
+        .collect();
+    let batch: Vec<&Example> = rephrased.iter().collect();
     p.batch(&batch, &imgs)
 }
 
@@ -175,6 +192,7 @@ impl<S: FileSource> Session<S> {
             &next,
             &self.images,
             &self.cfg.augment,
+            &crate::data::QuestionTemplates::default(),
             self.cfg.seed,
         )
         .await?;

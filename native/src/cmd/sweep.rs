@@ -24,6 +24,10 @@ pub struct Point {
     pub peft: String,
     /// Peak learning rate (default: the run config's).
     pub lr: Option<f64>,
+    /// MILE's question templates for this point (`data.question_templates`: a file, or
+    /// `default` for the built-in pool); default: the run config's.
+    #[serde(default)]
+    pub question_templates: Option<String>,
 }
 
 /// `sweep.toml`.
@@ -78,6 +82,7 @@ pub fn default_grid() -> Vec<Point> {
         name: name.into(),
         peft: peft.into(),
         lr: Some(lr),
+        question_templates: None,
     };
     vec![
         p("full", "full", 1e-4),
@@ -273,6 +278,9 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                 cmd.args(&cfg.overrides);
                 if let Some(lr) = p.lr {
                     cmd.arg(format!("train.lr={lr:e}"));
+                }
+                if let Some(t) = &p.question_templates {
+                    cmd.arg(format!("data.question_templates={t}"));
                 }
             }
             let log = std::fs::File::create(cfg.out.join(format!("{}.log", p.name)))?;

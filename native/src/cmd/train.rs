@@ -42,6 +42,28 @@ struct DataConfig {
     /// (each skipped example is listed).
     #[serde(default)]
     on_missing: OnMissing,
+    /// MILE's instruction templates: a file of question templates (one a line, `{question}`
+    /// inside), one drawn per training sample per epoch from the run's seed; `"default"`: the
+    /// built-in pool. Unset: questions as written.
+    #[serde(default)]
+    question_templates: Option<PathBuf>,
+}
+
+impl DataConfig {
+    /// The template pool `question_templates` names (empty when unset).
+    fn templates(&self) -> anyhow::Result<normtune_core::data::QuestionTemplates> {
+        use normtune_core::data::QuestionTemplates;
+        Ok(match &self.question_templates {
+            None => QuestionTemplates::default(),
+            Some(p) if p.as_os_str() == "default" => QuestionTemplates::default_pool(),
+            Some(p) => {
+                let file = p.display().to_string();
+                let text = String::from_utf8(read_file(p)?)
+                    .with_context(|| format!("{file}: not UTF-8"))?;
+                QuestionTemplates::parse(&text, &file)?
+            }
+        })
+    }
 }
 
 /// `data.on_missing`.
@@ -208,6 +230,7 @@ const KNOWN_KEYS: &[&str] = &[
     "images",
     "split",
     "on_missing",
+    "question_templates",
     "every",
     "metric",
     "max_examples",
@@ -343,6 +366,7 @@ struct Run {
     out: PathBuf,
     task: Task,
     train: Vec<Example>,
+    templates: normtune_core::data::QuestionTemplates,
     eval: Vec<Example>,
     images: DirSource,
     metric: String,
@@ -561,11 +585,13 @@ pub fn run_config(
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| Some((v["step"].as_u64()? as usize, v["value"].as_f64()?)));
+    let templates = cfg.data.templates()?;
     let mut run = Run {
         cfg,
         out,
         task,
         train,
+        templates,
         eval,
         images,
         metric,
@@ -638,6 +664,7 @@ pub fn run_config(
             &next,
             &run.images,
             &run.cfg.augment,
+            &run.templates,
             run.cfg.seed,
         ))?;
         let t0 = std::time::Instant::now();
