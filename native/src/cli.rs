@@ -203,7 +203,7 @@ pub struct DemoDataArgs {
 /// `normtune eval`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// HF model folder.
+    /// HF model folder, or a llama.cpp LLaVA pair (`DECODER.gguf,MMPROJ.gguf` or their folder).
     #[arg(long, value_parser = crate::fs::model_path)]
     pub model: PathBuf,
     /// LLaVA-style models: the conversation a question becomes, with `<image>` and `{question}`
@@ -286,8 +286,9 @@ pub struct DeviceArgs {
 /// `normtune infer`.
 #[derive(Debug, Args)]
 pub struct InferArgs {
-    /// HF model folder (config.json, model.safetensors, tokenizer, preprocessor_config.json), or
-    /// `org/name[@revision]` from the local HuggingFace cache (offline).
+    /// HF model folder (config.json, model.safetensors, tokenizer, preprocessor_config.json),
+    /// `org/name[@revision]` from the local HuggingFace cache (offline), or a llama.cpp LLaVA
+    /// pair: `DECODER.gguf,MMPROJ.gguf` or a folder holding the two.
     #[arg(long, value_parser = crate::fs::model_path)]
     pub model: PathBuf,
     /// LLaVA-style models: the conversation a question becomes, with `<image>` and `{question}`
