@@ -188,3 +188,41 @@ fn a_multi_turn_conversation_is_laid_out_and_learned_as_llava_does() {
     println!("conversation loss {loss} vs HF {want}");
     assert!((loss - want).abs() <= 1e-4 * want.abs(), "{loss} vs {want}");
 }
+
+/// With a chat template (no prompt override), a follow-up turn is what the template adds for the
+/// new user message and the generation prompt after rendering the conversation so far (ChatML
+/// here): its own turn markers, not the first turn's image prompt again.
+#[test]
+fn a_follow_up_turn_is_what_the_chat_template_adds() {
+    let device = Device::flex();
+    let (decoder, dfile) = gguf("decoder.gguf");
+    let (proj, pfile) = gguf("mmproj.gguf");
+    let mut src = MemorySource::new();
+    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile, &device).unwrap() {
+        src.insert(name, bytes);
+    }
+    let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
+    let chatml = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    p.chat_template = Some(normtune_core::models::chat::ChatTemplate::new(
+        chatml, "t.jinja",
+    ));
+    let so_far = [("What is it?".to_string(), "A chest X-ray.".to_string())];
+    let got = p.followup_prompt(&so_far, "Which side?").unwrap();
+    let want = p
+        .tokenizer
+        .as_ref()
+        .unwrap()
+        .encode_plain("<|im_start|>user\nWhich side?<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    assert_eq!(got, want);
+    // A template that re-renders earlier turns differently once one is added is refused.
+    p.chat_template = Some(normtune_core::models::chat::ChatTemplate::new(
+        "{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}",
+        "odd.jinja",
+    ));
+    let e = p
+        .followup_prompt(&so_far, "Which side?")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("odd.jinja") && e.contains("prefix"), "{e}");
+}
