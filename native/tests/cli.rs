@@ -1272,7 +1272,8 @@ fn a_gguf_pair_trains_on_llava_conversations_and_infer_answers_as_the_run() {
         let g = normtune_core::gguf::Gguf::parse(std::fs::read(&path).unwrap(), f).unwrap();
         for t in &g.tensors {
             let n = &t.name;
-            if n.contains("norm") || n.contains(".ln") || n.contains("_ln") || n.starts_with("mm.") {
+            if n.contains("norm") || n.contains(".ln") || n.contains("_ln") || n.starts_with("mm.")
+            {
                 want += t.numel();
             }
             if n == "v.pre_ln.weight" {
@@ -1303,7 +1304,11 @@ fn a_gguf_pair_trains_on_llava_conversations_and_infer_answers_as_the_run() {
         .collect();
     for (id, image, q) in [
         ("c0", "chest_32.png", "Is there a left pleural effusion?"),
-        ("c1", "chest_50x40.png", "What organ is shown in this chest X-ray?"),
+        (
+            "c1",
+            "chest_50x40.png",
+            "What organ is shown in this chest X-ray?",
+        ),
     ] {
         let (ok, stdout, err) = normtune(&[
             "infer",
@@ -1336,6 +1341,9 @@ fn a_gguf_pair_trains_on_llava_conversations_and_infer_answers_as_the_run() {
         "--question",
         "q?",
     ]);
-    assert!(!ok && err.contains("mmproj") && err.lines().count() <= 2, "{err}");
+    assert!(
+        !ok && err.contains("mmproj") && err.lines().count() <= 2,
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

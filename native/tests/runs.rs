@@ -140,49 +140,58 @@ fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
 }
 
 #[test]
-fn ctrl_c_checkpoints_and_the_run_resumes() {
+fn ctrl_c_or_sigterm_checkpoints_and_the_run_resumes() {
     let full = tmp("sigint-full");
     // 400 micro-batches: seconds of work, so Ctrl-C lands mid-run.
     let long = ["epochs=200", "eval.every=1000"];
     let (code, _, err) = run(&strs(&train_args(&full, &long)), &[]);
     assert_eq!(code, Some(0), "{err}");
 
-    let cut = tmp("sigint-cut");
-    let child = Command::new(env!("CARGO_BIN_EXE_normtune"))
-        .args(train_args(&cut, &long))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first logged step, then press Ctrl-C.
-    let t0 = std::time::Instant::now();
-    while std::fs::read_to_string(cut.join("metrics.jsonl")).map_or(true, |s| s.lines().count() < 2)
-    {
+    // Ctrl-C, then SIGTERM (what schedulers send before killing a job): each checkpoints,
+    // exits as a shell reports the signal, and the resumed run ends as the uninterrupted one.
+    for (signal, code, said) in [
+        ("INT", 130, "interrupted: "),
+        ("TERM", 143, "interrupted (SIGTERM): "),
+    ] {
+        let cut = tmp(&format!("sig{signal}-cut"));
+        let child = Command::new(env!("CARGO_BIN_EXE_normtune"))
+            .args(train_args(&cut, &long))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the first logged step, then send the signal.
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(cut.join("metrics.jsonl"))
+            .map_or(true, |s| s.lines().count() < 2)
+        {
+            assert!(
+                t0.elapsed().as_secs() < 120,
+                "no training step within 2 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(err.contains(&format!("{said}checkpoint at step")), "{err}");
+        assert!(!cut.join("adapter").exists());
+        let cut_s = cut.display().to_string();
+        let (code, _, err) = run(&["train", "--resume", &cut_s, "--device", "cpu"], &[]);
+        assert_eq!(code, Some(0), "{err}");
         assert!(
-            t0.elapsed().as_secs() < 120,
-            "no training step within 2 minutes"
+            bytes(full.join("adapter/adapter_model.safetensors"))
+                == bytes(cut.join("adapter/adapter_model.safetensors")),
+            "SIG{signal}"
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::remove_dir_all(&cut).unwrap();
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted: checkpoint at step"), "{err}");
-    assert!(!cut.join("adapter").exists());
-    let cut_s = cut.display().to_string();
-    let (code, _, err) = run(&["train", "--resume", &cut_s, "--device", "cpu"], &[]);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(
-        bytes(full.join("adapter/adapter_model.safetensors"))
-            == bytes(cut.join("adapter/adapter_model.safetensors"))
-    );
     std::fs::remove_dir_all(&full).unwrap();
-    std::fs::remove_dir_all(&cut).unwrap();
 }
 
 #[test]

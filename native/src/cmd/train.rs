@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The data section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -347,18 +347,21 @@ fn read_split(path: &Path, format: Format, split: &str) -> anyhow::Result<Vec<Ex
     )?)
 }
 
-/// Ctrl-C sets the flag (the loop checkpoints at the next optimizer-step boundary and exits);
-/// a second Ctrl-C ends the process at once. `NORMTUNE_INTERRUPT_AFTER=N` raises the same flag
-/// after N optimizer steps, so tests can interrupt at an exact step.
-fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register_conditional_shutdown(
-        signal_hook::consts::SIGINT,
-        130,
-        flag.clone(),
-    )?;
-    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
-    Ok(flag)
+/// Ctrl-C (SIGINT) or SIGTERM (what batch schedulers send before killing a job) records the
+/// signal (the loop checkpoints at the next optimizer-step boundary and exits 130 or 143, as a
+/// shell reports them); a second signal ends the process at once. `NORMTUNE_INTERRUPT_AFTER=N`
+/// raises the same flag after N optimizer steps, so tests can interrupt at an exact step.
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let seen = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
+        // Registered first, so it sees the flag as the earlier signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, code, seen.clone())?;
+        signal_hook::flag::register(sig, seen.clone())?;
+        signal_hook::flag::register_usize(sig, which.clone(), sig as usize)?;
+    }
+    Ok(which)
 }
 
 struct Run {
@@ -748,20 +751,22 @@ pub fn run_config(
                 )?;
             }
         }
-        let interrupted =
-            interrupt.load(Ordering::SeqCst) || interrupt_after.is_some_and(|n| step >= n);
+        let signal = interrupt.load(Ordering::SeqCst);
+        let interrupted = signal != 0 || interrupt_after.is_some_and(|n| step >= n);
         if eval_now || interrupted || step % run.cfg.checkpoint_every == 0 {
             replace_folder_atomic(&run.out.join("checkpoint"), &trainer.checkpoint()?)?;
             last_checkpoint = step;
         }
         if interrupted {
             bar.abandon();
+            let term = signal == signal_hook::consts::SIGTERM as usize;
             eprintln!(
-                "interrupted: checkpoint at step {step} saved in {}; continue with `normtune train --resume {}`",
+                "interrupted{}: checkpoint at step {step} saved in {}; continue with `normtune train --resume {}`",
+                if term { " (SIGTERM)" } else { "" },
                 run.out.join("checkpoint").display(),
                 run.out.display()
             );
-            std::process::exit(130);
+            std::process::exit(if term { 143 } else { 130 });
         }
     }
 
