@@ -6,6 +6,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
+#[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod gguf;
 pub mod metrics;

@@ -41,7 +41,11 @@ impl QuestionTemplates {
             out.push(t.to_string());
         }
         if out.is_empty() {
-            return Err(Error::config(file, "(file)", "no templates (one a line, with `{question}`)"));
+            return Err(Error::config(
+                file,
+                "(file)",
+                "no templates (one a line, with `{question}`)",
+            ));
         }
         Ok(Self(out))
     }
@@ -88,7 +92,11 @@ mod tests {
         let c: Vec<String> = (0..64).map(|i| p.apply("Is it normal?", 7, 2, i)).collect();
         assert_ne!(a, c, "another epoch draws again");
         let used: std::collections::BTreeSet<&String> = a.iter().collect();
-        assert_eq!(used.len(), p.templates().len(), "64 draws use all 8 templates");
+        assert_eq!(
+            used.len(),
+            p.templates().len(),
+            "64 draws use all 8 templates"
+        );
         assert!(a.iter().all(|q| q.contains("Is it normal?")));
         assert_eq!(QuestionTemplates::default().apply(" q ", 1, 0, 0), " q ");
     }

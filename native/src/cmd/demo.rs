@@ -42,81 +42,71 @@ pub fn prepare_with(
     Ok(())
 }
 
-/// The run config (TOML) for the inputs [`prepare`] wrote under `bench`: VQA on the target
-/// domain's train split, scored on its test split, greedy answers; `lr` omitted keeps the
-/// trainer's default. With `chat_prompt` (a LLaVA-style base: ~90 tokens per question through
-/// its decoder) the questions become chats in that format, 8 per step, with plain
-/// cross-entropy as LLaVA trains.
+/// The run config for the inputs [`prepare`] wrote under `bench` (`model` = `bench/base`, data in
+/// `bench/data`, out `run`), as a TOML table (written through the `toml` crate, so any path or
+/// prompt is quoted right): VQA on the target domain's train split, scored on its test split,
+/// greedy answers; `lr` omitted keeps the trainer's default. With `chat_prompt` (a LLaVA-style
+/// base: ~90 tokens per question through its decoder) the questions become chats in that
+/// format, 8 per step, with plain cross-entropy as LLaVA trains.
 #[allow(clippy::too_many_arguments)]
-pub fn run_toml(
+pub fn run_table(
     bench: &Path,
     run: &Path,
     epochs: usize,
     seed: u64,
     lr: Option<f64>,
-    peft: &str,
+    peft: toml::Table,
     at_start: bool,
     chat_prompt: Option<&str>,
-) -> String {
-    let data = bench.join("data").display().to_string();
-    let lr = lr.map(|l| format!("lr = {l:e}\n")).unwrap_or_default();
-    let (batch, chat, smoothing) = match chat_prompt {
-        Some(p) => (
-            8,
-            format!("chat_prompt = {}\n", toml::Value::String(p.into())),
-            "label_smoothing = 0.0\n",
-        ),
-        None => (16, String::new(), ""),
-    };
-    format!(
-        r#"model = "{base}"
-out = "{run}"
-batch_size = {batch}
-epochs = {epochs}
-seed = {seed}
-{chat}
-[data]
-format = "jsonl"
-train = "{data}/train.vqa.jsonl"
-eval = "{data}/test.vqa.jsonl"
-images = "{data}"
-
-[peft]
-{peft}
-
-[train]
-{lr}{smoothing}warmup_steps = 10
-weight_decay = 0.0
-
-[eval]
-at_start = {at_start}
-
-[generation]
-num_beams = 1
-max_new_tokens = 4
-"#,
-        base = bench.join("base").display(),
-        run = run.display(),
-    )
+) -> anyhow::Result<toml::Table> {
+    let data = bench.join("data");
+    let file = |name: &str| data.join(name).display().to_string();
+    let mut train = serde_json::json!({"warmup_steps": 10, "weight_decay": 0.0});
+    if let Some(lr) = lr {
+        train["lr"] = lr.into();
+    }
+    let mut v = serde_json::json!({
+        "model": bench.join("base").display().to_string(),
+        "out": run.display().to_string(),
+        "batch_size": if chat_prompt.is_some() { 8 } else { 16 },
+        "epochs": epochs,
+        "seed": seed,
+        "data": {
+            "format": "jsonl",
+            "train": file("train.vqa.jsonl"),
+            "eval": file("test.vqa.jsonl"),
+            "images": data.display().to_string(),
+        },
+        "train": train,
+        "eval": {"at_start": at_start},
+        "generation": {"num_beams": 1, "max_new_tokens": 4},
+    });
+    if let Some(p) = chat_prompt {
+        v["chat_prompt"] = p.into();
+        v["train"]["label_smoothing"] = 0.0.into();
+    }
+    let mut t = toml::Table::try_from(v)?;
+    t.insert("peft".into(), peft.into());
+    Ok(t)
 }
 
-/// A `--peft`-style spec (`layernorm`, `vision=frozen,decoder=lora`) as the lines of a run
-/// config's `[peft]` section.
-pub fn peft_toml(spec: &str) -> anyhow::Result<String> {
+/// A `--peft`-style spec (`layernorm`, `vision=frozen,decoder=lora`) as a run config's `[peft]`
+/// table.
+pub fn peft_table(spec: &str) -> anyhow::Result<toml::Table> {
     let cfg = normtune_core::peft::PeftConfig::parse(spec)?;
-    let mut lines = Vec::new();
+    let mut t = toml::Table::new();
     if let Some(m) = cfg.default_method {
-        lines.push(format!("default_method = \"{}\"", m.name()));
+        t.insert("default_method".into(), m.name().into());
     }
     if !cfg.placement.is_empty() {
-        let items: Vec<String> = cfg
+        let placement: toml::Table = cfg
             .placement
             .iter()
-            .map(|(k, m)| format!("{k} = \"{}\"", m.name()))
+            .map(|(k, m)| (k.clone(), toml::Value::from(m.name())))
             .collect();
-        lines.push(format!("placement = {{ {} }}", items.join(", ")));
+        t.insert("placement".into(), placement.into());
     }
-    Ok(lines.join("\n"))
+    Ok(t)
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
@@ -157,16 +147,16 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         test_studies,
         out.display()
     );
-    let run = run_toml(
+    let run = run_table(
         &out,
         &out.join("run"),
         epochs,
         a.seed,
         Some(lr),
-        &peft_toml(&a.method)?,
+        peft_table(&a.method)?,
         true,
         a.llava.as_ref().map(|_| llava::CHAT_PROMPT),
-    );
+    )?;
     match &a.llava {
         None => prepare(&out, &domain, studies, test_studies, a.seed)?,
         Some(gguf) => {
@@ -176,8 +166,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     let config = out.join("demo.toml");
     let toml = format!(
-        "# Written by `normtune demo`; rerun with `normtune train --config {}`.\n{run}",
-        config.display(),
+        "# Written by `normtune demo`; rerun with `normtune train --config {}`.\n{}",
+        config.display().to_string().replace('\n', " "),
+        toml::to_string(&run)?
     );
     write_file_atomic(&config, toml.as_bytes())?;
     let m = run_config(resolve(&config, &[])?, false, a.device.device)?;
@@ -240,4 +231,36 @@ pub fn llava_base(gguf: &Path, vision: Option<&Path>) -> anyhow::Result<Vec<(Str
     let tensors = normtune_core::models::load::read_f32(&weights, &name)?;
     let device = normtune_core::burn::tensor::Device::flex();
     Ok(llava::assemble(&g, &file, &tensors, &device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paths and prompts with quotes, backslashes and newlines survive the written config (the
+    /// old `format!` writer produced TOML that did not parse, or named another folder).
+    #[test]
+    fn the_written_run_config_reads_back_whatever_the_paths_hold() {
+        let bench = Path::new("/tmp/a \"quoted\" \\ folder");
+        let prompt = "USER: <image>\n{question} \"ASSISTANT\":";
+        let t = run_table(
+            bench,
+            &bench.join("run"),
+            2,
+            5,
+            Some(1e-3),
+            peft_table("vision=layernorm,decoder=lora").unwrap(),
+            true,
+            Some(prompt),
+        )
+        .unwrap();
+        let back: toml::Table = toml::from_str(&toml::to_string(&t).unwrap()).unwrap();
+        assert_eq!(
+            back["model"].as_str(),
+            Some("/tmp/a \"quoted\" \\ folder/base")
+        );
+        assert_eq!(back["chat_prompt"].as_str(), Some(prompt));
+        assert_eq!(back["peft"]["placement"]["decoder"].as_str(), Some("lora"));
+        assert_eq!(back["train"]["lr"].as_float(), Some(1e-3));
+    }
 }

@@ -72,7 +72,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
             about: "full training of the demo model from scratch",
             checkpoint_every: 200,
             chat_prompt: None,
-            peft: "default_method = \"full\"",
+            peft: crate::cmd::demo::peft_table("full")?,
             warmup_steps: 100,
             weight_decay: 0.05,
             label_smoothing: None,
@@ -141,7 +141,7 @@ fn run_llava(a: PretrainArgs, gguf_path: &std::path::Path) -> anyhow::Result<()>
             about: "the demo tower and projector under a frozen decoder",
             checkpoint_every: 100,
             chat_prompt: Some(llava::CHAT_PROMPT),
-            peft: "placement = { vision = \"full\", projector = \"full\", decoder = \"frozen\" }",
+            peft: crate::cmd::demo::peft_table("vision=full,projector=full,decoder=frozen")?,
             warmup_steps: 20,
             weight_decay: 0.0,
             // LLaVA's recipe: plain cross-entropy (smoothing over a 49k vocabulary would pull the
@@ -181,8 +181,8 @@ struct Recipe {
     checkpoint_every: usize,
     /// A LLaVA chat template (`chat_prompt`), if any.
     chat_prompt: Option<&'static str>,
-    /// The `[peft]` table's body.
-    peft: &'static str,
+    /// The `[peft]` table.
+    peft: toml::Table,
     warmup_steps: usize,
     weight_decay: f64,
     /// `train.label_smoothing` when not the default.
@@ -196,62 +196,47 @@ fn train_recipe(
     a: &PretrainArgs,
     r: &Recipe,
 ) -> anyhow::Result<serde_json::Value> {
-    let prompt = r
-        .chat_prompt
-        .map(|p| format!("chat_prompt = {}\n", toml::Value::String(p.into())))
-        .unwrap_or_default();
-    let smoothing = r
-        .label_smoothing
-        .map(|l| format!("label_smoothing = {l:?}\n"))
-        .unwrap_or_default();
-    let toml = format!(
-        r#"# Written by `normtune {verb}`: {about}.
-model = "{init}"
-out = "{run}"
-batch_size = {batch}
-epochs = {epochs}
-seed = {seed}
-checkpoint_every = {checkpoint_every}
-{prompt}
-[data]
-format = "jsonl"
-train = "{data}/train.vqa.jsonl"
-eval = "{data}/test.vqa.jsonl"
-images = "{data}"
-
-[peft]
-{peft}
-
-[train]
-lr = {lr:e}
-warmup_steps = {warmup}
-weight_decay = {decay:?}
-max_grad_norm = 1.0
-{smoothing}
-[eval]
-every = 0
-
-[generation]
-num_beams = 1
-max_new_tokens = 4
-"#,
-        verb = if r.chat_prompt.is_some() {
-            "pretrain --llava"
-        } else {
-            "pretrain"
+    let data = work.join("data");
+    let file = |name: &str| data.join(name).display().to_string();
+    let mut v = serde_json::json!({
+        "model": work.join("init").display().to_string(),
+        "out": work.join("run").display().to_string(),
+        "batch_size": a.batch_size,
+        "epochs": a.epochs,
+        "seed": a.seed,
+        "checkpoint_every": r.checkpoint_every,
+        "data": {
+            "format": "jsonl",
+            "train": file("train.vqa.jsonl"),
+            "eval": file("test.vqa.jsonl"),
+            "images": data.display().to_string(),
         },
-        about = r.about,
-        init = work.join("init").display(),
-        run = work.join("run").display(),
-        data = work.join("data").display(),
-        batch = a.batch_size,
-        epochs = a.epochs,
-        seed = a.seed,
-        checkpoint_every = r.checkpoint_every,
-        peft = r.peft,
-        lr = a.lr,
-        warmup = r.warmup_steps,
-        decay = r.weight_decay,
+        "train": {
+            "lr": a.lr,
+            "warmup_steps": r.warmup_steps,
+            "weight_decay": r.weight_decay,
+            "max_grad_norm": 1.0,
+        },
+        "eval": {"every": 0},
+        "generation": {"num_beams": 1, "max_new_tokens": 4},
+    });
+    if let Some(p) = r.chat_prompt {
+        v["chat_prompt"] = p.into();
+    }
+    if let Some(l) = r.label_smoothing {
+        v["train"]["label_smoothing"] = l.into();
+    }
+    let mut table = toml::Table::try_from(v)?;
+    table.insert("peft".into(), r.peft.clone().into());
+    let verb = if r.chat_prompt.is_some() {
+        "pretrain --llava"
+    } else {
+        "pretrain"
+    };
+    let toml = format!(
+        "# Written by `normtune {verb}`: {}.\n{}",
+        r.about,
+        toml::to_string(&table)?
     );
     let config = work.join("pretrain.toml");
     write_file_atomic(&config, toml.as_bytes())?;

@@ -7,7 +7,7 @@
 //! finished points and resumes an interrupted one from its checkpoint.
 
 use crate::cli::SweepArgs;
-use crate::cmd::demo::{peft_toml, prepare, run_toml};
+use crate::cmd::demo::{peft_table, prepare, run_table};
 use crate::fs::{read_file, write_file_atomic};
 use anyhow::Context;
 use normtune_core::demo::Domain;
@@ -208,7 +208,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
             "point `{}` appears twice",
             p.name
         );
-        peft_toml(&p.peft).with_context(|| format!("point `{}`", p.name))?;
+        peft_table(&p.peft).with_context(|| format!("point `{}`", p.name))?;
     }
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
@@ -229,16 +229,16 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
                 prepare(&bench, &domain, cfg.studies, cfg.test_studies, cfg.seed)?;
             }
             // `out`, `[peft]`, `lr` and `at_start` are set per point.
-            toml::from_str(&run_toml(
+            run_table(
                 &bench,
                 Path::new("unused"),
                 3,
                 cfg.seed,
                 None,
-                "",
+                toml::Table::new(),
                 false,
                 None,
-            ))?
+            )?
         }
     };
 
@@ -253,7 +253,7 @@ pub fn run(a: SweepArgs) -> anyhow::Result<()> {
         if !done.is_file() {
             let mut table = base_table.clone();
             table.insert("out".into(), dir.display().to_string().into());
-            let peft: toml::Table = toml::from_str(&peft_toml(&p.peft)?)?;
+            let peft = peft_table(&p.peft)?;
             table.insert("peft".into(), peft.into());
             let eval = table
                 .entry("eval")
@@ -415,42 +415,53 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
         .iter()
         .find_map(|r| r.metrics.as_ref().map(|m| m["start"].clone()))
         .filter(|s| s.is_object());
-    let mut csv = String::from(
-        "method,peft,lr,trainable_params,total_params,trainable_pct,step_ms_median,peak_rss_mb,train_seconds",
-    );
-    for k in keys {
-        csv.push_str(&format!(",{k}"));
-    }
-    csv.push_str(",top_answer_share,error\n");
+    // The CSV through the csv crate (quoting a PEFT spec's commas or an error's quotes right).
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = [
+        "method",
+        "peft",
+        "lr",
+        "trainable_params",
+        "total_params",
+        "trainable_pct",
+        "step_ms_median",
+        "peak_rss_mb",
+        "train_seconds",
+    ]
+    .map(String::from)
+    .into();
+    header.extend(keys.iter().map(|k| k.to_string()));
+    header.extend(["top_answer_share".into(), "error".into()]);
+    csv.write_record(&header)?;
     let mut md = format!(
         "| method | PEFT placement (vision, text encoder, decoder) | lr | trainable params | trainable % | step ms | peak RSS MB | {} | top-answer share |\n|---|---|---|---:|---:|---:|---:|{}---:|\n",
         keys.join(" | "),
         "---:|".repeat(keys.len())
     );
     if let Some(z) = &zero_shot {
-        csv.push_str("zero-shot,none,,0,,0,,,");
+        let mut rec: Vec<String> = ["zero-shot", "none", "", "0", "", "0", "", "", ""]
+            .map(String::from)
+            .into();
         md.push_str("| zero-shot | none | | 0 | 0 | | | ");
         for k in keys {
-            csv.push_str(&format!(",{}", fmt_opt(z[k].as_f64(), 4)));
+            rec.push(fmt_opt(z[k].as_f64(), 4));
             md.push_str(&format!(
                 "{} | ",
                 fmt_opt(z[k].as_f64().map(|v| 100.0 * v), 1)
             ));
         }
-        csv.push_str(",,\n");
+        rec.extend([String::new(), String::new()]);
+        csv.write_record(&rec)?;
         md.push_str(" |\n");
     }
     let mut points = Vec::new();
     for r in rows {
         let lr = r.lr.map(|l| format!("{l:e}")).unwrap_or_default();
         let Some(m) = &r.metrics else {
-            let mut fields = vec![r.name.clone(), format!("\"{}\"", r.peft), lr.clone()];
+            let mut fields = vec![r.name.clone(), r.peft.clone(), lr.clone()];
             fields.extend(std::iter::repeat_n(String::new(), 6 + keys.len() + 1));
-            fields.push(format!(
-                "\"{}\"",
-                r.error.clone().unwrap_or_default().replace('"', "'")
-            ));
-            csv.push_str(&(fields.join(",") + "\n"));
+            fields.push(r.error.clone().unwrap_or_default());
+            csv.write_record(&fields)?;
             md.push_str(&format!(
                 "| {} | {} | {lr} | failed: {} |\n",
                 r.name,
@@ -462,14 +473,17 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
         let trainable = m["trainable_params"].as_u64().unwrap_or(0);
         let total = m["total_params"].as_u64().unwrap_or(1).max(1);
         let pct = 100.0 * trainable as f64 / total as f64;
-        csv.push_str(&format!(
-            "{},\"{}\",{lr},{trainable},{total},{pct:.4},{},{},{}",
-            r.name,
-            r.peft,
+        let mut rec = vec![
+            r.name.clone(),
+            r.peft.clone(),
+            lr.clone(),
+            trainable.to_string(),
+            total.to_string(),
+            format!("{pct:.4}"),
             fmt_opt(m["step_ms_median"].as_f64(), 1),
             fmt_opt(m["peak_rss_mb"].as_f64(), 0),
             fmt_opt(m["train_seconds"].as_f64(), 1),
-        ));
+        ];
         md.push_str(&format!(
             "| {} | {} | {lr} | {trainable} | {} | {} | {} | ",
             r.name,
@@ -483,13 +497,14 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
             fmt_opt(m["peak_rss_mb"].as_f64(), 0),
         ));
         for k in keys {
-            csv.push_str(&format!(",{}", fmt_opt(m[k].as_f64(), 4)));
+            rec.push(fmt_opt(m[k].as_f64(), 4));
             md.push_str(&format!(
                 "{} | ",
                 fmt_opt(m[k].as_f64().map(|v| 100.0 * v), 1)
             ));
         }
-        csv.push_str(&format!(",{},\n", fmt_opt(r.top_share, 3)));
+        rec.extend([fmt_opt(r.top_share, 3), String::new()]);
+        csv.write_record(&rec)?;
         md.push_str(&format!("{} |\n", fmt_opt(r.top_share, 2)));
         if let Some(v) = m[primary(&task)].as_f64() {
             points.push((r.name.clone(), pct, v));
@@ -498,7 +513,10 @@ fn write_results(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
     md.push_str(
         "\nScores in % on the test split; step ms = median micro-batch training step (forward, backward, optimizer); top-answer share = fraction of test predictions equal to the most frequent one (1.00 = a constant answer).\n",
     );
-    write_file_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    let csv = csv
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("results.csv: {e}"))?;
+    write_file_atomic(&out.join("results.csv"), &csv)?;
     write_file_atomic(&out.join("results.md"), md.as_bytes())?;
     let zero = zero_shot.as_ref().and_then(|z| z[primary(&task)].as_f64());
     crate::plot::score_vs_trainable(out, &points, zero, primary(&task))?;
