@@ -203,55 +203,30 @@ fn default_checkpoint_every() -> usize {
     100
 }
 
-/// Every key a run config may hold, by section (for "did you mean" suggestions).
-const KNOWN_KEYS: &[&str] = &[
-    "model",
-    "out",
-    "data",
-    "peft",
-    "train",
-    "batch_size",
-    "epochs",
-    "seed",
-    "checkpoint_every",
-    "eval",
-    "augment",
-    "crop",
-    "brightness",
-    "contrast",
-    "hflip",
-    "learning_rate",
-    "generation",
-    "devices",
-    "chat_prompt",
-    "format",
-    "train",
-    "eval",
-    "images",
-    "split",
-    "on_missing",
-    "question_templates",
-    "every",
-    "metric",
-    "max_examples",
-    "at_start",
-    "lr",
-    "min_lr",
-    "warmup_steps",
-    "total_steps",
-    "weight_decay",
-    "grad_accum",
-    "max_grad_norm",
-    "label_smoothing",
-    "default_method",
-    "placement",
-    "modules_to_save",
-    "lora",
-    "prefix",
-    "adapter",
-    "num_beams",
-    "max_new_tokens",
-];
+/// Every key a run config may hold, at any depth (for "did you mean" suggestions): read off the
+/// config types themselves (a minimal config, defaults filled in, serialised), so a new field is
+/// suggested without a list to keep; plus the aliases serde accepts.
+fn known_keys() -> Vec<String> {
+    fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, v) in m {
+                out.push(k.clone());
+                collect(v, out);
+            }
+        }
+    }
+    let minimal =
+        "model = \"m\"\nout = \"o\"\n[data]\nformat = \"jsonl\"\ntrain = \"t\"\nimages = \"i\"\n";
+    let mut keys = vec!["learning_rate".to_string()];
+    if let Ok(cfg) = toml::from_str::<RunConfig>(minimal)
+        && let Ok(v) = serde_json::to_value(&cfg)
+    {
+        collect(&v, &mut keys);
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
 
 /// Turns serde's "unknown field `lerning_rate`, expected ..." into a message that names the key
 /// and suggests the nearest known one.
@@ -259,8 +234,9 @@ fn explain(path: &Path, message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((key, _)) = rest.split_once('`')
     {
+        let known = known_keys();
         let mut best: Option<(&str, f64)> = None;
-        for k in KNOWN_KEYS {
+        for k in &known {
             let s = strsim::normalized_damerau_levenshtein(key, k);
             if best.is_none_or(|(_, b)| s > b) {
                 best = Some((k, s));
@@ -895,4 +871,29 @@ fn check_label_names(data: &DataConfig, p: &Pipeline) -> anyhow::Result<()> {
 /// so it allocates nothing).
 fn placeholder(p: &Pipeline) -> Model {
     normtune_core::models::init_model(&p.config, &normtune_core::burn::tensor::Device::flex())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_suggested_keys_come_from_the_config_types() {
+        let k = super::known_keys();
+        for key in [
+            "model",
+            "question_templates",
+            "gradient_checkpointing",
+            "frozen_dtype",
+            "num_beams",
+            "at_start",
+            "default_method",
+            "learning_rate",
+        ] {
+            assert!(k.iter().any(|x| x == key), "{key} in {k:?}");
+        }
+        let e = super::explain(
+            std::path::Path::new("run.toml"),
+            "unknown field `frozen_dtpye`, expected one of ...",
+        );
+        assert!(e.contains("did you mean `frozen_dtype`?"), "{e}");
+    }
 }
