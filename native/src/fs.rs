@@ -1,6 +1,6 @@
 //! The workstation's `FileSource`: a directory on disk.
 
-use normtune_core::source::{FileSource, MemorySource};
+use normtune_core::source::FileSource;
 use normtune_core::{Error, Result};
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct DirSource {
     root: PathBuf,
-    assembled: Option<std::sync::Arc<MemorySource>>,
+    assembled: Option<std::sync::Arc<normtune_core::models::mmproj::GgufPair>>,
 }
 
 impl DirSource {
@@ -31,8 +31,8 @@ impl DirSource {
     /// `--model`: a HF model folder; or a llama.cpp LLaVA pair, as `DECODER.gguf,MMPROJ.gguf` or
     /// a folder holding the two `.gguf` files (and no `config.json`), told apart by their
     /// `general.architecture` (`clip` is the mmproj). The pair becomes an ordinary HF LLaVA
-    /// folder in memory (decoder dequantised to f32: about 3x its f32 size at peak while
-    /// loading).
+    /// folder, its weight shards dequantised one decoder layer at a time as loading reads them
+    /// (peak about the f32 model's size).
     pub fn open_model(path: &std::path::Path) -> Result<Self> {
         let arg = path.to_string_lossy();
         let files: Vec<PathBuf> = if arg.contains(',') && !path.exists() {
@@ -88,16 +88,10 @@ impl DirSource {
         let (Some((d, dfile)), Some((m, mfile))) = (decoder, mmproj) else {
             unreachable!("two files, neither slot filled twice");
         };
-        let device = normtune_core::burn::tensor::Device::flex();
-        let mut mem = MemorySource::new();
-        for (name, bytes) in
-            normtune_core::models::mmproj::assemble_pair(&d, &dfile, &m, &mfile, &device)?
-        {
-            mem.insert(name, bytes);
-        }
+        let pair = normtune_core::models::mmproj::GgufPair::new(d, &dfile, &m, &mfile)?;
         Ok(Self {
             root: PathBuf::from(format!("{dfile} + {mfile}")),
-            assembled: Some(std::sync::Arc::new(mem)),
+            assembled: Some(std::sync::Arc::new(pair)),
         })
     }
 }
@@ -120,6 +114,9 @@ impl FileSource for DirSource {
         }
     }
     fn describe(&self, name: &str) -> String {
+        if let Some(m) = &self.assembled {
+            return m.describe(name);
+        }
         self.root.join(name).display().to_string()
     }
 }

@@ -42,7 +42,7 @@ fn a_k_quant_decoder_and_an_mmproj_file_match_transformers() {
     let device = Device::flex();
     let (decoder, dfile) = gguf("decoder.gguf");
     let (proj, pfile) = gguf("mmproj.gguf");
-    let files = mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile, &device).unwrap();
+    let files = mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile).unwrap();
     let mut src = MemorySource::new();
     for (name, bytes) in files {
         src.insert(name, bytes);
@@ -94,7 +94,7 @@ fn a_pair_that_does_not_belong_together_is_refused() {
     let (decoder, dfile) = gguf("decoder.gguf");
     let (proj, pfile) = gguf("mmproj.gguf");
     // Swapped: the decoder given as the mmproj file.
-    let e = mmproj::assemble_pair(&proj, &pfile, &decoder, &dfile, &device)
+    let e = mmproj::assemble_pair(&proj, &pfile, &decoder, &dfile)
         .unwrap_err()
         .to_string();
     assert!(
@@ -103,7 +103,7 @@ fn a_pair_that_does_not_belong_together_is_refused() {
     );
     // The SmolLM2-shaped demo decoder (576 wide) under this 256-wide projector.
     let (small, sfile) = smollm2_gguf();
-    let e = mmproj::assemble_pair(&small, &sfile, &proj, &pfile, &device)
+    let e = mmproj::assemble_pair(&small, &sfile, &proj, &pfile)
         .unwrap_err()
         .to_string();
     assert!(
@@ -127,7 +127,7 @@ fn a_multi_turn_conversation_is_laid_out_and_learned_as_llava_does() {
     let (decoder, dfile) = gguf("decoder.gguf");
     let (proj, pfile) = gguf("mmproj.gguf");
     let mut src = MemorySource::new();
-    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile, &device).unwrap() {
+    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile).unwrap() {
         src.insert(name, bytes);
     }
     let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
@@ -198,7 +198,7 @@ fn a_follow_up_turn_is_what_the_chat_template_adds() {
     let (decoder, dfile) = gguf("decoder.gguf");
     let (proj, pfile) = gguf("mmproj.gguf");
     let mut src = MemorySource::new();
-    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile, &device).unwrap() {
+    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile).unwrap() {
         src.insert(name, bytes);
     }
     let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();

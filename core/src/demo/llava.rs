@@ -201,29 +201,8 @@ pub fn assemble_with(
     vision: &[(String, Vec<usize>, Vec<f32>)],
     device: &Device,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let tokenizer = TextTokenizer::from_gguf(gguf, gguf_file)?;
-    let image_token = match &part.image_token {
-        Some(t) => tokenizer.token_id(t).ok_or_else(|| Error::Tokenizer {
-            file: gguf_file.to_string(),
-            reason: format!("no `{t}` token to stand for image features (a SmolLM2 file?)"),
-        })?,
-        None => tokenizer
-            .token_id("<image>")
-            .or_else(|| {
-                let unk = tokenizer.special_names().unk.clone()?;
-                tokenizer.token_id(&unk)
-            })
-            .ok_or_else(|| Error::Tokenizer {
-                file: gguf_file.to_string(),
-                reason: "neither an `<image>` nor an unknown token to stand for image features"
-                    .into(),
-            })?,
-    };
-    let (text, decoder) = from_gguf(gguf, gguf_file, device)?;
-    let config = config_json_with(&text, image_token, part.config.clone(), part.feature_layer)?;
-    let config_bytes =
-        serde_json::to_vec_pretty(&config).map_err(|e| Error::Input(format!("config: {e}")))?;
-    let cfg = LlavaConfig::from_json(&config_bytes, "config.json")?;
+    let (mut files, cfg) = folder_files(gguf, gguf_file, part)?;
+    let (_, decoder) = from_gguf(gguf, gguf_file, device)?;
     let mut model = cfg.init(device);
     model.language_model = decoder;
     let mut tensors = export::hf_tensors(&Model::Llava(model));
@@ -247,8 +226,44 @@ pub fn assemble_with(
         tensors[i].2.clone_from(values);
     }
     let weights = export::safetensors_bytes(&tensors, "model.safetensors")?;
+    files.push(("model.safetensors".into(), weights));
+    Ok(files)
+}
+
+/// The files of a LLaVA folder around a GGUF decoder, weights aside: `config.json` (`part`'s
+/// tower, the decoder's config, the image placeholder chosen as [`VisionPart::image_token`]
+/// says), `tokenizer.json` and `tokenizer_config.json` (the GGUF's vocabulary, special tokens
+/// and `tokenizer.chat_template`), `preprocessor_config.json`; and the parsed config.
+pub fn folder_files(
+    gguf: &Gguf,
+    gguf_file: &str,
+    part: &VisionPart,
+) -> Result<(Vec<(String, Vec<u8>)>, LlavaConfig)> {
+    let tokenizer = TextTokenizer::from_gguf(gguf, gguf_file)?;
+    let image_token = match &part.image_token {
+        Some(t) => tokenizer.token_id(t).ok_or_else(|| Error::Tokenizer {
+            file: gguf_file.to_string(),
+            reason: format!("no `{t}` token to stand for image features (a SmolLM2 file?)"),
+        })?,
+        None => tokenizer
+            .token_id("<image>")
+            .or_else(|| {
+                let unk = tokenizer.special_names().unk.clone()?;
+                tokenizer.token_id(&unk)
+            })
+            .ok_or_else(|| Error::Tokenizer {
+                file: gguf_file.to_string(),
+                reason: "neither an `<image>` nor an unknown token to stand for image features"
+                    .into(),
+            })?,
+    };
+    let text = crate::models::llama::config_from_gguf(gguf, gguf_file)?;
+    let config = config_json_with(&text, image_token, part.config.clone(), part.feature_layer)?;
+    let config_bytes =
+        serde_json::to_vec_pretty(&config).map_err(|e| Error::Input(format!("config: {e}")))?;
+    let cfg = LlavaConfig::from_json(&config_bytes, "config.json")?;
     let pretty = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
-    Ok(vec![
+    let files = vec![
         ("config.json".into(), config_bytes),
         ("tokenizer.json".into(), tokenizer.to_json()?),
         (
@@ -264,8 +279,8 @@ pub fn assemble_with(
             "preprocessor_config.json".into(),
             pretty(part.preprocessor.clone()),
         ),
-        ("model.safetensors".into(), weights),
-    ])
+    ];
+    Ok((files, cfg))
 }
 
 /// The tensors of `tensors` that belong to the tower or the projector (what the demo commits).

@@ -15,7 +15,6 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, Value};
-use burn::tensor::Device;
 
 /// CLIP's normalisation (what the legacy converter writes when the processor has none).
 const CLIP_MEAN: [f64; 3] = [0.48145466, 0.4578275, 0.40821073];
@@ -227,6 +226,12 @@ pub fn read(g: &Gguf, file: &str) -> Result<Mmproj> {
         }
         tensors.push((name, shape, g.values(t)?));
     }
+    // The legacy converter drops CLIP's post_layernorm (LLaVA reads hidden states before it);
+    // HF's model has one: identity, as transformers initialises it, unused by the features.
+    if g.tensor("v.post_ln.weight").is_none() {
+        tensors.push((format!("{p}post_layernorm.weight"), vec![hidden], vec![1.0; hidden]));
+        tensors.push((format!("{p}post_layernorm.bias"), vec![hidden], vec![0.0; hidden]));
+    }
     let projects_to = projects_to.ok_or_else(|| Error::Weights {
         file: file.to_string(),
         reason: "no projector tensor `mm.2.weight` (an mmproj file for LLaVA has mm.0 and mm.2)"
@@ -257,39 +262,191 @@ pub fn read(g: &Gguf, file: &str) -> Result<Mmproj> {
     })
 }
 
-/// A HF `LlavaForConditionalGeneration` folder (files in memory, as
-/// [`crate::demo::llava::assemble_with`] writes them) from a decoder GGUF (`llama`
-/// architecture, any quantisation read) and an `mmproj` GGUF. The image placeholder is the
-/// vocabulary's `<image>` where it has one, else its unknown token (a SentencePiece vocabulary
-/// with byte fallback never produces it; image features replace its embedding): prompts are
-/// tokenised around the image as llama.cpp does.
+/// A llama.cpp LLaVA pair served as a sharded HF `LlavaForConditionalGeneration` folder: the
+/// small files (`config.json`, tokenizer, processor, `model.safetensors.index.json`) made up
+/// front, each weight shard dequantised only when read: one per decoder layer, one for the
+/// embeddings, final norm and head, one for the tower and projector. Loading (which reads one
+/// shard at a time) then peaks near the f32 model's own size instead of several copies of it.
+/// The image placeholder is the vocabulary's `<image>` where it has one, else its unknown token
+/// (a SentencePiece vocabulary with byte fallback never produces it; image features replace its
+/// embedding): prompts are tokenised around the image as llama.cpp does.
+pub struct GgufPair {
+    decoder: Gguf,
+    decoder_file: String,
+    text: crate::models::llama::LlamaConfig,
+    small: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Shard file name → the decoder tensors it holds (indices into `decoder.tensors`); the
+    /// vision shard holds `vision`.
+    shards: std::collections::BTreeMap<String, Vec<usize>>,
+    vision_shard: String,
+    vision: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl std::fmt::Debug for GgufPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GgufPair({}, {} shards)", self.decoder_file, self.shards.len() + 1)
+    }
+}
+
+impl GgufPair {
+    /// Checks the pair and lays out the folder (no weight is dequantised yet but the tower's).
+    pub fn new(decoder: Gguf, decoder_file: &str, mmproj: &Gguf, mmproj_file: &str) -> Result<Self> {
+        let m = read(mmproj, mmproj_file)?;
+        let hidden = decoder.get_u64("llama.embedding_length").map_err(|_| {
+            Error::config(
+                decoder_file,
+                "llama.embedding_length",
+                "missing: the decoder of a GGUF pair must be a `llama` model",
+            )
+        })? as usize;
+        if hidden != m.projects_to {
+            return Err(Error::Input(format!(
+                "{mmproj_file} projects images to {} features but {decoder_file} is {hidden} wide: \
+                 not a decoder and mmproj of one model",
+                m.projects_to
+            )));
+        }
+        let part = crate::demo::llava::VisionPart {
+            config: m.vision_config,
+            feature_layer: m.feature_layer,
+            preprocessor: m.preprocessor,
+            image_token: None,
+        };
+        let (files, cfg) = crate::demo::llava::folder_files(&decoder, decoder_file, &part)?;
+        // Shards: the tensors of `blk.N.` together, the rest (embeddings, norm, head) together.
+        let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for (i, t) in decoder.tensors.iter().enumerate() {
+            let group = match t.name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+                Some((n, _)) if n.parse::<usize>().is_ok() => format!("layer{n:0>5}"),
+                _ => "other".to_string(),
+            };
+            groups.entry(group).or_default().push(i);
+        }
+        let total = groups.len() + 1;
+        let name = |k: usize| format!("model-{:05}-of-{total:05}.safetensors", k + 1);
+        let shards: std::collections::BTreeMap<String, Vec<usize>> = groups
+            .into_values()
+            .enumerate()
+            .map(|(k, v)| (name(k), v))
+            .collect();
+        let vision_shard = name(total - 1);
+        let mut weight_map = serde_json::Map::new();
+        for (shard, idx) in &shards {
+            for &i in idx {
+                let t = &decoder.tensors[i];
+                let hf = llava_name(&t.name).ok_or_else(|| Error::Weights {
+                    file: decoder_file.to_string(),
+                    reason: format!("tensor `{}` is not part of a llama model", t.name),
+                })?;
+                weight_map.insert(hf, shard.clone().into());
+            }
+        }
+        for (n, _, _) in &m.tensors {
+            weight_map.insert(n.clone(), vision_shard.clone().into());
+        }
+        let index = serde_json::json!({"metadata": {"made_by": "normtune (GGUF pair)"},
+            "weight_map": weight_map});
+        let mut small: std::collections::BTreeMap<String, Vec<u8>> = files.into_iter().collect();
+        small.insert(
+            "model.safetensors.index.json".into(),
+            serde_json::to_vec_pretty(&index).expect("json"),
+        );
+        Ok(Self {
+            decoder,
+            decoder_file: decoder_file.to_string(),
+            text: cfg.text_config,
+            small,
+            shards,
+            vision_shard,
+            vision: m.tensors,
+        })
+    }
+
+    /// Every file of the folder (each shard made now).
+    pub fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out: Vec<(String, Vec<u8>)> =
+            self.small.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for name in self.shards.keys().chain(std::iter::once(&self.vision_shard)) {
+            out.push((name.clone(), self.shard(name)?));
+        }
+        Ok(out)
+    }
+
+    /// Shard `name`'s safetensors bytes, made now.
+    fn shard(&self, name: &str) -> Result<Vec<u8>> {
+        if name == self.vision_shard {
+            return crate::models::export::safetensors_bytes(&self.vision, name);
+        }
+        let Some(idx) = self.shards.get(name) else {
+            return Err(Error::Missing {
+                file: name.to_string(),
+                reason: "no such file".into(),
+            });
+        };
+        let mut tensors = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let t = &self.decoder.tensors[i];
+            let (_, shape, v) =
+                crate::models::llama::hf_tensor(&self.decoder, t, &self.text, &self.decoder_file)?;
+            let hf = llava_name(&t.name).expect("checked in new");
+            tensors.push((hf, shape, v));
+        }
+        crate::models::export::safetensors_bytes(&tensors, name)
+    }
+}
+
+/// A llama.cpp decoder tensor's name inside a HF LLaVA folder (`model.language_model.…`,
+/// `lm_head.weight`).
+fn llava_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.language_model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.language_model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, kind) = part.rsplit_once('.')?;
+    let module = match module {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.language_model.layers.{layer}.{module}.{kind}"))
+}
+
+impl crate::source::FileSource for GgufPair {
+    async fn read(&self, name: &str) -> Result<Vec<u8>> {
+        match self.small.get(name) {
+            Some(b) => Ok(b.clone()),
+            None => self.shard(name),
+        }
+    }
+    async fn exists(&self, name: &str) -> bool {
+        self.small.contains_key(name) || name == self.vision_shard || self.shards.contains_key(name)
+    }
+    fn describe(&self, name: &str) -> String {
+        format!("{} + mmproj: {name}", self.decoder_file)
+    }
+}
+
+/// The folder of [`GgufPair`] with every file made (tests; small models).
 pub fn assemble_pair(
     decoder: &Gguf,
     decoder_file: &str,
     mmproj: &Gguf,
     mmproj_file: &str,
-    device: &Device,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let m = read(mmproj, mmproj_file)?;
-    let hidden = decoder.get_u64("llama.embedding_length").map_err(|_| {
-        Error::config(
-            decoder_file,
-            "llama.embedding_length",
-            "missing: the decoder of a GGUF pair must be a `llama` model",
-        )
-    })? as usize;
-    if hidden != m.projects_to {
-        return Err(Error::Input(format!(
-            "{mmproj_file} projects images to {} features but {decoder_file} is {hidden} wide: \
-             not a decoder and mmproj of one model",
-            m.projects_to
-        )));
-    }
-    let vision = crate::demo::llava::VisionPart {
-        config: m.vision_config,
-        feature_layer: m.feature_layer,
-        preprocessor: m.preprocessor,
-        image_token: None,
-    };
-    crate::demo::llava::assemble_with(decoder, decoder_file, &vision, &m.tensors, device)
+    GgufPair::new(decoder.clone(), decoder_file, mmproj, mmproj_file)?.files()
 }

@@ -113,6 +113,28 @@ fn unpermute(v: &[f32], heads: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// One tensor of a GGUF `llama` model under its HF name (`model.layers.N.…`, `lm_head.weight`),
+/// dequantised to f32, query/key rows back in HF order.
+pub fn hf_tensor(
+    g: &Gguf,
+    t: &crate::gguf::TensorInfo,
+    cfg: &LlamaConfig,
+    file: &str,
+) -> Result<(String, Vec<usize>, Vec<f32>)> {
+    let name = hf_name(&t.name).ok_or_else(|| Error::Weights {
+        file: file.to_string(),
+        reason: format!("tensor `{}` is not part of a llama model", t.name),
+    })?;
+    let (shape, mut v) = (t.shape.clone(), g.values(t)?);
+    let cols: usize = shape.iter().skip(1).product();
+    if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
+        v = unpermute(&v, cfg.num_attention_heads, cols.max(1));
+    } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
+        v = unpermute(&v, cfg.kv_heads(), cols.max(1));
+    }
+    Ok((name, shape, v))
+}
+
 /// Loads a GGUF `llama` model: its config and the model, every tensor dequantised to f32 and
 /// checked against the config (missing, unexpected or mis-shaped tensors are an error naming
 /// them). Peak memory is about three times the f32 model (the dequantised tensors, their
@@ -121,17 +143,7 @@ pub fn from_gguf(g: &Gguf, file: &str, device: &Device) -> Result<(LlamaConfig, 
     let cfg = config_from_gguf(g, file)?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(g.tensors.len());
     for t in &g.tensors {
-        let name = hf_name(&t.name).ok_or_else(|| Error::Weights {
-            file: file.to_string(),
-            reason: format!("tensor `{}` is not part of a llama model", t.name),
-        })?;
-        let (shape, mut v) = (t.shape.clone(), g.values(t)?);
-        let cols: usize = shape.iter().skip(1).product();
-        if name.ends_with("q_proj.weight") || name.ends_with("q_proj.bias") {
-            v = unpermute(&v, cfg.num_attention_heads, cols.max(1));
-        } else if name.ends_with("k_proj.weight") || name.ends_with("k_proj.bias") {
-            v = unpermute(&v, cfg.kv_heads(), cols.max(1));
-        }
+        let (name, shape, v) = hf_tensor(g, t, &cfg, file)?;
         let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         tensors.push((name, shape, bytes));
     }

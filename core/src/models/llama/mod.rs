@@ -6,7 +6,7 @@ pub mod gguf;
 pub mod model;
 
 pub use config::LlamaConfig;
-pub use gguf::{config_from_gguf, from_gguf};
+pub use gguf::{config_from_gguf, from_gguf, hf_tensor};
 pub use model::{Kv, LlamaForCausalLM};
 
 use crate::error::{Error, Result};
