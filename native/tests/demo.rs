@@ -439,3 +439,60 @@ fn llava_pretrain_and_demo_run_on_the_real_smollm2() {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(tower.with_extension("work"));
 }
+
+/// The LLaVA-style demo on a K-quant GGUF decoder with a SentencePiece vocabulary (the fixture
+/// decoder of `tests/fixtures/make_llava_gguf_fixtures.py`: Q4_K/Q6_K, `<image>` in its
+/// vocabulary; no small Apache/MIT K-quant GGUF ships on PyPI): `pretrain --llava` makes a tower
+/// and projector for it, `demo --llava` LN-tunes under them and reports.
+#[test]
+fn llava_pretrain_and_demo_run_on_a_k_quant_gguf() {
+    let gguf = root().join("tests/fixtures/llava_gguf/decoder.gguf");
+    let gguf = gguf.display().to_string();
+    let tower = tmp("kquant-tower");
+    let (code, _, err) = run(&[
+        "pretrain",
+        "--llava",
+        &gguf,
+        "--out",
+        &tower.display().to_string(),
+        "--studies",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let out = tmp("kquant-demo");
+    let (code, stdout, err) = run(&[
+        "demo",
+        "--llava",
+        &gguf,
+        "--vision",
+        &tower.display().to_string(),
+        "--studies",
+        "1",
+        "--test-studies",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        &out.display().to_string(),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        stdout.contains("zero-shot") && stdout.contains("layernorm-tuned"),
+        "{stdout}"
+    );
+    // The image placeholder is the vocabulary's own `<image>`.
+    let cfg = json(&out.join("base/config.json"));
+    let tok = json(&out.join("base/tokenizer.json"));
+    let image = tok["model"]["vocab"]["<image>"].as_u64().unwrap();
+    assert_eq!(cfg["image_token_index"].as_u64(), Some(image));
+    let _ = std::fs::remove_dir_all(&tower);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -174,7 +174,7 @@ pub fn assemble(
         config: vision_config(),
         feature_layer: -1,
         preprocessor: super::model::preprocessor_json(),
-        image_token: Some(IMAGE_TOKEN.into()),
+        image_token: None,
     };
     assemble_with(gguf, gguf_file, &part, vision, device)
 }
@@ -189,7 +189,7 @@ pub struct VisionPart {
     /// `preprocessor_config.json`.
     pub preprocessor: serde_json::Value,
     /// The vocabulary entry standing for an image feature; `None`: `<image>` if the vocabulary
-    /// has it, else its unknown token.
+    /// has it, else SmolLM2's unused [`IMAGE_TOKEN`], else its unknown token.
     pub image_token: Option<String>,
 }
 
@@ -247,14 +247,17 @@ pub fn folder_files(
         })?,
         None => tokenizer
             .token_id("<image>")
+            .or_else(|| tokenizer.token_id(IMAGE_TOKEN))
             .or_else(|| {
                 let unk = tokenizer.special_names().unk.clone()?;
                 tokenizer.token_id(&unk)
             })
             .ok_or_else(|| Error::Tokenizer {
                 file: gguf_file.to_string(),
-                reason: "neither an `<image>` nor an unknown token to stand for image features"
-                    .into(),
+                reason: format!(
+                    "neither `<image>`, `{IMAGE_TOKEN}` nor an unknown token to stand for image \
+                     features"
+                ),
             })?,
     };
     let text = crate::models::llama::config_from_gguf(gguf, gguf_file)?;

@@ -229,8 +229,16 @@ pub fn read(g: &Gguf, file: &str) -> Result<Mmproj> {
     // The legacy converter drops CLIP's post_layernorm (LLaVA reads hidden states before it);
     // HF's model has one: identity, as transformers initialises it, unused by the features.
     if g.tensor("v.post_ln.weight").is_none() {
-        tensors.push((format!("{p}post_layernorm.weight"), vec![hidden], vec![1.0; hidden]));
-        tensors.push((format!("{p}post_layernorm.bias"), vec![hidden], vec![0.0; hidden]));
+        tensors.push((
+            format!("{p}post_layernorm.weight"),
+            vec![hidden],
+            vec![1.0; hidden],
+        ));
+        tensors.push((
+            format!("{p}post_layernorm.bias"),
+            vec![hidden],
+            vec![0.0; hidden],
+        ));
     }
     let projects_to = projects_to.ok_or_else(|| Error::Weights {
         file: file.to_string(),
@@ -284,13 +292,23 @@ pub struct GgufPair {
 
 impl std::fmt::Debug for GgufPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "GgufPair({}, {} shards)", self.decoder_file, self.shards.len() + 1)
+        write!(
+            f,
+            "GgufPair({}, {} shards)",
+            self.decoder_file,
+            self.shards.len() + 1
+        )
     }
 }
 
 impl GgufPair {
     /// Checks the pair and lays out the folder (no weight is dequantised yet but the tower's).
-    pub fn new(decoder: Gguf, decoder_file: &str, mmproj: &Gguf, mmproj_file: &str) -> Result<Self> {
+    pub fn new(
+        decoder: Gguf,
+        decoder_file: &str,
+        mmproj: &Gguf,
+        mmproj_file: &str,
+    ) -> Result<Self> {
         let m = read(mmproj, mmproj_file)?;
         let hidden = decoder.get_u64("llama.embedding_length").map_err(|_| {
             Error::config(
@@ -364,9 +382,16 @@ impl GgufPair {
 
     /// Every file of the folder (each shard made now).
     pub fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out: Vec<(String, Vec<u8>)> =
-            self.small.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for name in self.shards.keys().chain(std::iter::once(&self.vision_shard)) {
+        let mut out: Vec<(String, Vec<u8>)> = self
+            .small
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for name in self
+            .shards
+            .keys()
+            .chain(std::iter::once(&self.vision_shard))
+        {
             out.push((name.clone(), self.shard(name)?));
         }
         Ok(out)
@@ -423,7 +448,9 @@ fn llava_name(gguf: &str) -> Option<String> {
         "ffn_down" => "mlp.down_proj",
         _ => return None,
     };
-    Some(format!("model.language_model.layers.{layer}.{module}.{kind}"))
+    Some(format!(
+        "model.language_model.layers.{layer}.{module}.{kind}"
+    ))
 }
 
 impl crate::source::FileSource for GgufPair {
