@@ -90,7 +90,6 @@ fn a_k_quant_decoder_and_an_mmproj_file_match_transformers() {
 
 #[test]
 fn a_pair_that_does_not_belong_together_is_refused() {
-    let device = Device::flex();
     let (decoder, dfile) = gguf("decoder.gguf");
     let (proj, pfile) = gguf("mmproj.gguf");
     // Swapped: the decoder given as the mmproj file.
