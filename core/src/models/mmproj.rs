@@ -423,34 +423,11 @@ impl GgufPair {
 /// A llama.cpp decoder tensor's name inside a HF LLaVA folder (`model.language_model.…`,
 /// `lm_head.weight`).
 fn llava_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.language_model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.language_model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
-    let layer: usize = layer.parse().ok()?;
-    let (module, kind) = part.rsplit_once('.')?;
-    let module = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!(
-        "model.language_model.layers.{layer}.{module}.{kind}"
-    ))
+    let hf = crate::models::llama::gguf::hf_name(gguf)?;
+    Some(match hf.strip_prefix("model.") {
+        Some(rest) => format!("model.language_model.{rest}"),
+        None => hf,
+    })
 }
 
 impl crate::source::FileSource for GgufPair {

@@ -65,7 +65,7 @@ pub fn config_from_gguf(g: &Gguf, file: &str) -> Result<LlamaConfig> {
 }
 
 /// HF's name for a llama.cpp tensor name.
-fn hf_name(name: &str) -> Option<String> {
+pub(crate) fn hf_name(name: &str) -> Option<String> {
     let fixed = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
