@@ -85,7 +85,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let (pipeline, name, weights) = match (&a.model, &a.preset) {
         (Some(dir), None) => {
             let src = DirSource::open_model(dir)?;
-            let weights = pollster::block_on(src.exists("model.safetensors"));
+            let weights = pollster::block_on(src.exists("model.safetensors"))
+                || pollster::block_on(src.exists("model.safetensors.index.json"));
             let p = pollster::block_on(Pipeline::load_with(&src, &train_device, weights))?;
             (p, dir.display().to_string(), weights)
         }
