@@ -187,7 +187,7 @@ impl TensorInfo {
 }
 
 /// A parsed GGUF file (it owns the bytes; tensors are dequantised on demand).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Gguf {
     file: String,
     bytes: Vec<u8>,

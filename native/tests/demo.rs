@@ -310,24 +310,7 @@ fn llava_pretrain_and_demo_run_on_the_real_smollm2() {
     );
     let gguf = gguf.display().to_string();
     let tower = tmp("llava-tower");
-    let (code, _, err) = run(&[
-        "pretrain",
-        "--llava",
-        &gguf,
-        "--out",
-        &tower.display().to_string(),
-        "--studies",
-        "1",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--seed",
-        "3",
-        "--device",
-        "cpu",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
+    pretrain_llava(&gguf, &tower, &["--seed", "3"]);
     let names: Vec<String> = header(&tower.join("vision.safetensors"))
         .as_object()
         .unwrap()
@@ -358,24 +341,7 @@ fn llava_pretrain_and_demo_run_on_the_real_smollm2() {
     );
 
     let out = tmp("llava-demo");
-    let (code, stdout, err) = run(&[
-        "demo",
-        "--llava",
-        &gguf,
-        "--vision",
-        &tower.display().to_string(),
-        "--studies",
-        "1",
-        "--test-studies",
-        "1",
-        "--epochs",
-        "1",
-        "--out",
-        &out.display().to_string(),
-        "--device",
-        "cpu",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
+    let stdout = demo_llava(&gguf, &tower, &out);
     assert!(
         stdout.contains("zero-shot") && stdout.contains("layernorm-tuned"),
         "{stdout}"
@@ -449,41 +415,9 @@ fn llava_pretrain_and_demo_run_on_a_k_quant_gguf() {
     let gguf = root().join("tests/fixtures/llava_gguf/decoder.gguf");
     let gguf = gguf.display().to_string();
     let tower = tmp("kquant-tower");
-    let (code, _, err) = run(&[
-        "pretrain",
-        "--llava",
-        &gguf,
-        "--out",
-        &tower.display().to_string(),
-        "--studies",
-        "1",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--device",
-        "cpu",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
+    pretrain_llava(&gguf, &tower, &[]);
     let out = tmp("kquant-demo");
-    let (code, stdout, err) = run(&[
-        "demo",
-        "--llava",
-        &gguf,
-        "--vision",
-        &tower.display().to_string(),
-        "--studies",
-        "1",
-        "--test-studies",
-        "1",
-        "--epochs",
-        "1",
-        "--out",
-        &out.display().to_string(),
-        "--device",
-        "cpu",
-    ]);
-    assert_eq!(code, Some(0), "{err}");
+    let stdout = demo_llava(&gguf, &tower, &out);
     assert!(
         stdout.contains("zero-shot") && stdout.contains("layernorm-tuned"),
         "{stdout}"
@@ -495,4 +429,53 @@ fn llava_pretrain_and_demo_run_on_a_k_quant_gguf() {
     assert_eq!(cfg["image_token_index"].as_u64(), Some(image));
     let _ = std::fs::remove_dir_all(&tower);
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `pretrain --llava GGUF` into `tower` (1 study, 1 epoch, batch 4, `extra` flags), which must
+/// succeed.
+fn pretrain_llava(gguf: &str, tower: &Path, extra: &[&str]) {
+    let tower = tower.display().to_string();
+    let mut args = vec![
+        "pretrain",
+        "--llava",
+        gguf,
+        "--out",
+        &tower,
+        "--studies",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    let (code, _, err) = run(&args);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// `demo --llava GGUF --vision tower` into `out` (1 study, 1 test study, 1 epoch), which must
+/// succeed; its stdout.
+fn demo_llava(gguf: &str, tower: &Path, out: &Path) -> String {
+    let (tower, out) = (tower.display().to_string(), out.display().to_string());
+    let (code, stdout, err) = run(&[
+        "demo",
+        "--llava",
+        gguf,
+        "--vision",
+        &tower,
+        "--studies",
+        "1",
+        "--test-studies",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        &out,
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    stdout
 }

@@ -193,6 +193,21 @@ pub fn task_of(examples: &[Example], file: &str) -> Result<Task> {
     Ok(first)
 }
 
+/// A record's field `name` as text (a number as written), `None` when absent or null; any other
+/// value is an error naming `file` and `at`.
+fn text_field(rec: &Value, name: &str, file: &str, at: &str) -> Result<Option<String>> {
+    match rec.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(x)) => Ok(Some(x.to_string())),
+        Some(other) => Err(Error::config(
+            file,
+            at,
+            format!("expected text, found {other}"),
+        )),
+    }
+}
+
 fn read_jsonl(bytes: &[u8], file: &str) -> Result<Vec<Example>> {
     let text = std::str::from_utf8(bytes).map_err(|e| Error::json(file, e))?;
     let mut out = Vec::new();
@@ -203,18 +218,7 @@ fn read_jsonl(bytes: &[u8], file: &str) -> Result<Vec<Example>> {
         let at = |field: &str| format!("line {}: {field}", n + 1);
         let rec: Value = serde_json::from_str(line)
             .map_err(|e| Error::json(file, format!("line {}: {e}", n + 1)))?;
-        let text_of = |name: &str| -> Result<Option<String>> {
-            match rec.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(Value::Number(x)) => Ok(Some(x.to_string())),
-                Some(other) => Err(Error::config(
-                    file,
-                    &at(name),
-                    format!("expected text, found {other}"),
-                )),
-            }
-        };
+        let text_of = |name: &str| text_field(&rec, name, file, &at(name));
         let image =
             text_of("image")?.ok_or_else(|| Error::config(file, &at("image"), "missing"))?;
         let id = text_of("id")?.unwrap_or_else(|| (n + 1).to_string());
@@ -286,18 +290,7 @@ fn read_llava(bytes: &[u8], file: &str) -> Result<Vec<Example>> {
     let mut out = Vec::with_capacity(records.len());
     for (at, rec) in records {
         let field = |name: &str| format!("{at}: {name}");
-        let text_of = |name: &str| -> Result<Option<String>> {
-            match rec.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(Value::Number(x)) => Ok(Some(x.to_string())),
-                Some(other) => Err(Error::config(
-                    file,
-                    &field(name),
-                    format!("expected text, found {other}"),
-                )),
-            }
-        };
+        let text_of = |name: &str| text_field(&rec, name, file, &field(name));
         let id = text_of("id")?.or(text_of("question_id")?);
         let at_id = match &id {
             Some(id) => format!("{at} (id {id})"),

@@ -41,16 +41,10 @@ pub fn vision_config() -> serde_json::Value {
     })
 }
 
-/// The demo's `config.json` (HF `LlavaConfig`) around the decoder's config: the projector reads
-/// the tower's last layer (its only 4 layers all count), without the class token.
-pub fn config_json(text: &LlamaConfig, image_token: i64) -> Result<serde_json::Value> {
-    config_json_with(text, image_token, vision_config(), -1)
-}
-
 /// A `config.json` (HF `LlavaConfig`) of `vision` (a `CLIPVisionConfig`) and the decoder's
 /// config, the projector reading hidden state `feature_layer` of the tower, without the class
-/// token.
-pub fn config_json_with(
+/// token (the demo: its [`vision_config`], `-1`, the last of its 4 layers).
+pub fn config_json(
     text: &LlamaConfig,
     image_token: i64,
     vision: serde_json::Value,
@@ -176,32 +170,7 @@ pub fn assemble(
         preprocessor: super::model::preprocessor_json(),
         image_token: None,
     };
-    assemble_with(gguf, gguf_file, &part, vision, device)
-}
-
-/// The vision side of a LLaVA folder put together from a GGUF decoder.
-#[derive(Debug, Clone)]
-pub struct VisionPart {
-    /// HF `CLIPVisionConfig` JSON.
-    pub config: serde_json::Value,
-    /// HF `vision_feature_layer`.
-    pub feature_layer: i64,
-    /// `preprocessor_config.json`.
-    pub preprocessor: serde_json::Value,
-    /// The vocabulary entry standing for an image feature; `None`: `<image>` if the vocabulary
-    /// has it, else SmolLM2's unused [`IMAGE_TOKEN`], else its unknown token.
-    pub image_token: Option<String>,
-}
-
-/// As [`assemble`], with the vision side described by `part` and its weights `vision`.
-pub fn assemble_with(
-    gguf: &Gguf,
-    gguf_file: &str,
-    part: &VisionPart,
-    vision: &[(String, Vec<usize>, Vec<f32>)],
-    device: &Device,
-) -> Result<Vec<(String, Vec<u8>)>> {
-    let (mut files, cfg) = folder_files(gguf, gguf_file, part)?;
+    let (mut files, cfg) = folder_files(gguf, gguf_file, &part)?;
     let (_, decoder) = from_gguf(gguf, gguf_file, device)?;
     let mut model = cfg.init(device);
     model.language_model = decoder;
@@ -228,6 +197,20 @@ pub fn assemble_with(
     let weights = export::safetensors_bytes(&tensors, "model.safetensors")?;
     files.push(("model.safetensors".into(), weights));
     Ok(files)
+}
+
+/// The vision side of a LLaVA folder put together from a GGUF decoder.
+#[derive(Debug, Clone)]
+pub struct VisionPart {
+    /// HF `CLIPVisionConfig` JSON.
+    pub config: serde_json::Value,
+    /// HF `vision_feature_layer`.
+    pub feature_layer: i64,
+    /// `preprocessor_config.json`.
+    pub preprocessor: serde_json::Value,
+    /// The vocabulary entry standing for an image feature; `None`: `<image>` if the vocabulary
+    /// has it, else SmolLM2's unused [`IMAGE_TOKEN`], else its unknown token.
+    pub image_token: Option<String>,
 }
 
 /// The files of a LLaVA folder around a GGUF decoder, weights aside: `config.json` (`part`'s
@@ -261,7 +244,7 @@ pub fn folder_files(
             })?,
     };
     let text = crate::models::llama::config_from_gguf(gguf, gguf_file)?;
-    let config = config_json_with(&text, image_token, part.config.clone(), part.feature_layer)?;
+    let config = config_json(&text, image_token, part.config.clone(), part.feature_layer)?;
     let config_bytes =
         serde_json::to_vec_pretty(&config).map_err(|e| Error::Input(format!("config: {e}")))?;
     let cfg = LlavaConfig::from_json(&config_bytes, "config.json")?;

@@ -2,15 +2,16 @@
 //! LLaVA projector that llama.cpp keeps apart from the language model, as LLaVA and LLaVA-Med
 //! files on the Hub ship them beside a (usually K-quant) decoder GGUF. [`read`] turns one into a
 //! HF `CLIPVisionConfig`, a `CLIPImageProcessor` config and tensors under transformers' names;
-//! [`assemble_pair`] puts it with the decoder GGUF into an ordinary HF
-//! `LlavaForConditionalGeneration` folder (in memory), which every verb then reads as usual.
+//! [`GgufPair`] serves it with the decoder GGUF as an ordinary (sharded) HF
+//! `LlavaForConditionalGeneration` folder, which every verb then reads as usual.
 //!
-//! Layouts read: the legacy LLaVA converter's
+//! Layout read: the legacy LLaVA converter's, which LLaVA and LLaVA-Med mmproj files come from
 //! (`tools/mtmd/legacy-models/convert_image_encoder_to_gguf.py`: `mlp.fc1` stored as `ffn_down`,
-//! the tower cut after the feature layer, no `post_ln`) and `convert_hf_to_gguf.py`'s (`fc1` as
-//! `ffn_up`); which is which is told by the tensors' shapes, as llama.cpp's `clip.cpp` does.
-//! Only the 2-layer MLP projector (`clip.projector_type` = `mlp`, LLaVA-1.5 / LLaVA-Med) is
-//! read; others are refused by name. Parity with transformers:
+//! the tower cut after the feature layer, no `post_ln`, projector `mm.0`/`mm.2`). Which of
+//! `ffn_up`/`ffn_down` is `fc1` is told by the shapes, as llama.cpp's `clip.cpp` does, so a file
+//! naming them the other way also reads; other projector namings (`convert_hf_to_gguf.py`'s
+//! `mm.1`/`mm.2` for Pixtral-style models) are not read. Only the 2-layer MLP projector
+//! (`clip.projector_type` = `mlp`) is read; others are refused by name. Parity with transformers:
 //! `tests/fixtures/make_llava_gguf_fixtures.py`, `tests/tests/llava_gguf.rs`.
 
 use crate::error::{Error, Result};
@@ -380,23 +381,6 @@ impl GgufPair {
         })
     }
 
-    /// Every file of the folder (each shard made now).
-    pub fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out: Vec<(String, Vec<u8>)> = self
-            .small
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for name in self
-            .shards
-            .keys()
-            .chain(std::iter::once(&self.vision_shard))
-        {
-            out.push((name.clone(), self.shard(name)?));
-        }
-        Ok(out)
-    }
-
     /// Shard `name`'s safetensors bytes, made now.
     fn shard(&self, name: &str) -> Result<Vec<u8>> {
         if name == self.vision_shard {
@@ -443,14 +427,4 @@ impl crate::source::FileSource for GgufPair {
     fn describe(&self, name: &str) -> String {
         format!("{} + mmproj: {name}", self.decoder_file)
     }
-}
-
-/// The folder of [`GgufPair`] with every file made (tests; small models).
-pub fn assemble_pair(
-    decoder: &Gguf,
-    decoder_file: &str,
-    mmproj: &Gguf,
-    mmproj_file: &str,
-) -> Result<Vec<(String, Vec<u8>)>> {
-    GgufPair::new(decoder.clone(), decoder_file, mmproj, mmproj_file)?.files()
 }
