@@ -6,7 +6,6 @@
 use normtune_core::burn::tensor::{Device, Tensor};
 use normtune_core::gguf::Gguf;
 use normtune_core::models::{Model, Pipeline, mmproj};
-use normtune_core::source::MemorySource;
 use normtune_tests::*;
 
 fn gguf(name: &str) -> (Gguf, String) {
@@ -37,17 +36,18 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
+/// The fixture pair loaded as the CLI loads it: a sharded folder made shard by shard.
+fn pair_pipeline(device: &Device) -> Pipeline {
+    let (decoder, dfile) = gguf("decoder.gguf");
+    let (proj, pfile) = gguf("mmproj.gguf");
+    let pair = mmproj::GgufPair::new(decoder, &dfile, &proj, &pfile).unwrap();
+    pollster::block_on(Pipeline::load(&pair, device)).unwrap()
+}
+
 #[test]
 fn a_k_quant_decoder_and_an_mmproj_file_match_transformers() {
     let device = Device::flex();
-    let (decoder, dfile) = gguf("decoder.gguf");
-    let (proj, pfile) = gguf("mmproj.gguf");
-    let files = mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile).unwrap();
-    let mut src = MemorySource::new();
-    for (name, bytes) in files {
-        src.insert(name, bytes);
-    }
-    let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
+    let mut p = pair_pipeline(&device);
     let r = reference_json("llava_gguf");
     let prompt = r["prompt"].as_str().unwrap();
     p.set_chat_prompt(&prompt.replace("What is shown in this image?", "{question}"))
@@ -93,7 +93,8 @@ fn a_pair_that_does_not_belong_together_is_refused() {
     let (decoder, dfile) = gguf("decoder.gguf");
     let (proj, pfile) = gguf("mmproj.gguf");
     // Swapped: the decoder given as the mmproj file.
-    let e = mmproj::assemble_pair(&proj, &pfile, &decoder, &dfile)
+    let (proj_again, _) = gguf("mmproj.gguf");
+    let e = mmproj::GgufPair::new(proj_again, &pfile, &decoder, &dfile)
         .unwrap_err()
         .to_string();
     assert!(
@@ -102,7 +103,7 @@ fn a_pair_that_does_not_belong_together_is_refused() {
     );
     // The SmolLM2-shaped demo decoder (576 wide) under this 256-wide projector.
     let (small, sfile) = smollm2_gguf();
-    let e = mmproj::assemble_pair(&small, &sfile, &proj, &pfile)
+    let e = mmproj::GgufPair::new(small, &sfile, &proj, &pfile)
         .unwrap_err()
         .to_string();
     assert!(
@@ -123,13 +124,7 @@ fn smollm2_gguf() -> (Gguf, String) {
 #[test]
 fn a_multi_turn_conversation_is_laid_out_and_learned_as_llava_does() {
     let device = Device::flex();
-    let (decoder, dfile) = gguf("decoder.gguf");
-    let (proj, pfile) = gguf("mmproj.gguf");
-    let mut src = MemorySource::new();
-    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile).unwrap() {
-        src.insert(name, bytes);
-    }
-    let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
+    let mut p = pair_pipeline(&device);
     p.set_chat_prompt("[INST] <image>\n{question} [/INST]")
         .unwrap();
     let r = reference_json("llava_gguf");
@@ -194,13 +189,7 @@ fn a_multi_turn_conversation_is_laid_out_and_learned_as_llava_does() {
 #[test]
 fn a_follow_up_turn_is_what_the_chat_template_adds() {
     let device = Device::flex();
-    let (decoder, dfile) = gguf("decoder.gguf");
-    let (proj, pfile) = gguf("mmproj.gguf");
-    let mut src = MemorySource::new();
-    for (name, bytes) in mmproj::assemble_pair(&decoder, &dfile, &proj, &pfile).unwrap() {
-        src.insert(name, bytes);
-    }
-    let mut p = pollster::block_on(Pipeline::load(&src, &device)).unwrap();
+    let mut p = pair_pipeline(&device);
     let chatml = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
     p.chat_template = Some(normtune_core::models::chat::ChatTemplate::new(
         chatml, "t.jinja",
@@ -212,6 +201,22 @@ fn a_follow_up_turn_is_what_the_chat_template_adds() {
         .as_ref()
         .unwrap()
         .encode_plain("<|im_start|>user\nWhich side?<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    assert_eq!(got, want);
+    // A multimodal template (typed content parts, as llava-hf folders carry) gets every turn as
+    // parts, the image only in the first (the newline after `{% endfor %}` goes: jinja2's
+    // trim_blocks, as transformers renders).
+    let parts = "{% for m in messages %}{{ m['role'] }}:{% for c in m['content'] %}{% if c['type'] == 'image' %} <image>{% else %} {{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+    p.chat_template = Some(normtune_core::models::chat::ChatTemplate::new(
+        parts,
+        "parts.jinja",
+    ));
+    let got = p.followup_prompt(&so_far, "Which side?").unwrap();
+    let want = p
+        .tokenizer
+        .as_ref()
+        .unwrap()
+        .encode_plain("user: Which side?assistant:")
         .unwrap();
     assert_eq!(got, want);
     // A template that re-renders earlier turns differently once one is added is refused.

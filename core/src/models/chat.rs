@@ -46,13 +46,22 @@ impl ChatTemplate {
         image_token: &str,
         special: &SpecialNames,
     ) -> Result<String> {
-        let content = if self.takes_parts() {
-            serde_json::json!([{"type": "image"}, {"type": "text", "text": question}])
-        } else {
-            serde_json::json!(format!("{image_token}\n{question}"))
-        };
-        let messages = serde_json::json!([{"role": "user", "content": content}]);
+        let messages = serde_json::json!([{"role": "user", "content": self.content(question, Some(image_token))}]);
         self.render(&messages, true, special)
+    }
+
+    /// A message's `content` as this template reads it: typed parts (an image part first when
+    /// `image` is given) for multimodal templates, else a string (`"<image>\n{text}"` with an
+    /// image).
+    pub fn content(&self, text: &str, image: Option<&str>) -> serde_json::Value {
+        match (self.takes_parts(), image) {
+            (true, Some(_)) => {
+                serde_json::json!([{"type": "image"}, {"type": "text", "text": text}])
+            }
+            (true, None) => serde_json::json!([{"type": "text", "text": text}]),
+            (false, Some(image)) => serde_json::json!(format!("{image}\n{text}")),
+            (false, None) => serde_json::json!(text),
+        }
     }
 
     /// Renders `messages` (transformers' conversation JSON).

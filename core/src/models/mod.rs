@@ -592,18 +592,14 @@ impl Pipeline {
             (None, Some(t)) => {
                 let mut messages = Vec::new();
                 for (i, (q, a)) in so_far.iter().enumerate() {
-                    let content = if i > 0 {
-                        serde_json::json!(q)
-                    } else if t.takes_parts() {
-                        serde_json::json!([{"type": "image"}, {"type": "text", "text": q}])
-                    } else {
-                        serde_json::json!(format!("{image}\n{q}"))
-                    };
+                    let content = t.content(q, (i == 0).then_some(image));
                     messages.push(serde_json::json!({"role": "user", "content": content}));
-                    messages.push(serde_json::json!({"role": "assistant", "content": a}));
+                    let answer = t.content(a, None);
+                    messages.push(serde_json::json!({"role": "assistant", "content": answer}));
                 }
                 let before = t.render(&serde_json::json!(messages), false, tok.special_names())?;
-                messages.push(serde_json::json!({"role": "user", "content": question}));
+                let content = t.content(question, None);
+                messages.push(serde_json::json!({"role": "user", "content": content}));
                 let after = t.render(&serde_json::json!(messages), true, tok.special_names())?;
                 let Some(added) = after.strip_prefix(&before) else {
                     return Err(Error::config(
