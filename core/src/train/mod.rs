@@ -1,6 +1,7 @@
 //! Training: losses, the learning-rate schedule, the async trainer (data order, checkpoints) and
 //! evaluation, shared by the CLI and the browser.
 
+pub mod adamw;
 pub mod eval;
 pub mod loss;
 pub mod schedule;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::models::Model;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -358,7 +358,9 @@ const CHECKPOINT_FORMAT: &str = "normtune-checkpoint-1";
 
 /// Owns the model, optimizer, schedule, data order and position.
 pub struct Trainer {
-    model: Model,
+    /// `None` only while an optimizer step holds it (so the parameters it updates are not
+    /// shared and the CPU AdamW updates them in place; see [`Trainer::held`]).
+    model: Option<Model>,
     optim: ModuleOptimizer,
     accum: GradientsAccumulator<Model>,
     cfg: TrainConfig,
@@ -381,13 +383,11 @@ impl Trainer {
         if !(cfg.lr > 0.0) {
             return Err(Error::Input(format!("lr must be positive, got {}", cfg.lr)));
         }
-        let optim = AdamWConfig::new()
-            .with_weight_decay(cfg.weight_decay as f32)
-            .with_grad_clipping(
-                cfg.max_grad_norm
-                    .map(|n| GradientClippingConfig::Norm(n as f32)),
-            )
-            .init();
+        let mut optim =
+            ModuleOptimizer::from(super::adamw::FusedAdamW::new(cfg.weight_decay as f32));
+        if let Some(n) = cfg.max_grad_norm {
+            optim = optim.with_grad_clipping(GradientClippingConfig::Norm(n as f32).init());
+        }
         let schedule = Schedule {
             lr: cfg.lr,
             min_lr: cfg.min_lr,
@@ -395,7 +395,7 @@ impl Trainer {
             total_steps: cfg.total_steps,
         };
         Ok(Self {
-            model,
+            model: Some(model),
             optim,
             accum: GradientsAccumulator::new(),
             cfg,
@@ -479,7 +479,7 @@ impl Trainer {
                 self.micro, self.cfg.grad_accum
             )));
         }
-        let tensors = crate::peft::io::trainable_tensors(&self.model);
+        let tensors = crate::peft::io::trainable_tensors(self.held());
         let ids = tensors
             .iter()
             .map(|(k, _, _, id)| (k.clone(), *id))
@@ -571,17 +571,23 @@ impl Trainer {
 
     /// The model being trained.
     pub fn model(&self) -> &Model {
-        &self.model
+        self.held()
+    }
+
+    /// The model (always there outside an optimizer step).
+    fn held(&self) -> &Model {
+        held(&self.model)
     }
 
     /// Consumes the trainer, returning the model.
     pub fn into_model(self) -> Model {
         self.model
+            .expect("the model is only taken during an optimizer step")
     }
 
     /// The loss of `batch` under the current model (differentiable).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor<1>> {
-        self.loss_of(&self.model, batch)
+        self.loss_of(self.held(), batch)
     }
 
     /// The loss of `batch` under `model` (the trainer's, or a replica of it on another device).
@@ -657,8 +663,8 @@ impl Trainer {
         let loss = self.loss(batch)?;
         let value = self.finite_loss(&loss).await?;
         let scaled = loss / self.cfg.grad_accum as f64;
-        let grads = GradientsParams::from_grads(scaled.backward(), &self.model);
-        self.accum.accumulate(&self.model, grads);
+        let grads = GradientsParams::from_grads(scaled.backward(), self.held());
+        self.accum.accumulate(held(&self.model), grads);
         Ok(self.end_micro_batch(value))
     }
 
@@ -688,9 +694,10 @@ impl Trainer {
         let mut applied = false;
         if self.micro == self.cfg.grad_accum {
             self.last_lr = self.schedule.lr_at(self.step);
-            self.model = self
-                .optim
-                .step(self.last_lr, self.model.clone(), self.accum.grads());
+            // The model is moved, not cloned, into the step: a parameter held twice would be
+            // copied before the CPU AdamW could update it in place.
+            let model = self.model.take().expect("the model is there between steps");
+            self.model = Some(self.optim.step(self.last_lr, model, self.accum.grads()));
             self.step += 1;
             self.micro = 0;
             applied = true;
@@ -725,16 +732,23 @@ impl Trainer {
         let mut value = 0.0f64;
         for ((shard, weight), device) in shards.into_iter().zip(devices) {
             let shard = shard.to_device(device);
-            let replica = self.model.clone().fork(device);
+            let replica = self.held().clone().fork(device);
             let loss = self.loss_of(&replica, &shard)?;
             value += self.finite_loss(&loss).await? as f64 * weight / total;
             let scaled = loss * (weight / total / self.cfg.grad_accum as f64);
             let grads = GradientsParams::from_grads(scaled.backward(), &replica)
-                .to_device(&main, &self.model);
-            self.accum.accumulate(&self.model, grads);
+                .to_device(&main, self.held());
+            self.accum.accumulate(held(&self.model), grads);
         }
         Ok(self.end_micro_batch(value as f32))
     }
+}
+
+/// The trainer's model (always there outside an optimizer step).
+fn held(model: &Option<Model>) -> &Model {
+    model
+        .as_ref()
+        .expect("the model is only taken during an optimizer step")
 }
 
 /// The loss of a chat batch: rows right-padded (causal attention keeps padding out of the real
