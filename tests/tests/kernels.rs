@@ -225,9 +225,11 @@ fn product_f64(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
     out
 }
 
-/// burn-flex's `relayout_for_gemm` (off by default, `NORMTUNE_FLEX_RELAYOUT=1` to measure it;
-/// this test passes with it on too) copies a row-major left operand column-major before `gemm`
-/// packs it. Every layout of both operands (and a linear layer's input
+/// burn-flex's patched products: a row-major × transposed-view product (every linear layer's
+/// input gradient) is computed column-major and copied back (`column_major_out_pays`, taken
+/// here: 130 rows against 300 × 200; `NORMTUNE_FLEX_COLMAJOR=0` turns it off), and
+/// `relayout_for_gemm` (off by default, `NORMTUNE_FLEX_RELAYOUT=1`; this test passes with it on
+/// too) copies a row-major left operand column-major. Every layout of both operands (and a linear layer's input
 /// gradient, `g · Wᵀ` through a frozen weight) must give the same product, within f32
 /// rounding of the f64 one, and the same bits as the plain row-major × row-major product.
 #[test]

@@ -309,11 +309,36 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let lhs_ptr = unsafe { lhs_data.as_ptr().add(lhs.layout().start_offset()) };
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
+    let parallelism = get_parallelism(m, n, k);
+
+    if column_major_out_pays(m, n, k, lhs_col_stride, rhs_row_stride, rhs_col_stride) {
+        // `gemm` writes `C` column-major (the buffer holds `Cᵀ`, `[n, m]`), then one tiled,
+        // threaded transposing copy makes it row-major (normtune patch, see below).
+        let mut out_t = FlexTensor::empty(Shape::from(vec![n, m]), T::dtype());
+        let out_data: &mut [T] = out_t.storage_mut();
+        unsafe {
+            gemm_call(
+                m,
+                n,
+                k,
+                out_data.as_mut_ptr(),
+                m as isize,
+                1,
+                lhs_ptr,
+                lhs_col_stride,
+                lhs_row_stride,
+                rhs_ptr,
+                rhs_col_stride,
+                rhs_row_stride,
+                parallelism,
+            );
+        }
+        return out_t.transpose(0, 1).to_contiguous();
+    }
+
     let out_shape = Shape::from(vec![m, n]);
     let mut output = FlexTensor::empty(out_shape, T::dtype());
     let out_data: &mut [T] = output.storage_mut();
-
-    let parallelism = get_parallelism(m, n, k);
 
     unsafe {
         gemm_call(
@@ -334,6 +359,49 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     }
 
     output
+}
+
+/// Whether `A·B` (`A` `[m, k]` row-major, `B` `[k, n]` a transposed view: row stride 1) is
+/// cheaper computed column-major (normtune patch).
+///
+/// `gemm` 0.19 turns a product with a row-major destination into `Cᵀ = Bᵀ·Aᵀ` and packs its
+/// left operand, here `Bᵀ`, which is then row-major: one scalar load per element
+/// (`pack_generic_inner_loop`), on one thread when the operand fits two row blocks. Every input
+/// gradient of a linear layer, `dY·Wᵀ`, is such a product, and `Wᵀ` is the whole weight: in the
+/// `llava-smol` LN-tuning step 16 % of all samples were that loop (BENCHMARKS.md, 2026-12-04).
+/// With a column-major destination `gemm` keeps `C = A·B`, packs `A` (`m × k`: the activations'
+/// gradient, smaller than the weight when there are fewer rows than output columns) and reads
+/// `B` as the column-major operand it packs with vector moves. The transposing copy of `C`
+/// back to row-major costs `m × n`, about half a strided packing's cost per element (threaded,
+/// tiled), so it is taken when `m·k + m·n/2 < k·n`: the `llava-smol` step's input gradients
+/// (142 rows against 576–1536 columns) qualify, BLIP `tiny`'s (260 rows, 192 × 768) do not.
+/// The microkernel's sums are the same, in the same order.
+/// `NORMTUNE_FLEX_COLMAJOR=0` turns it off (to measure).
+fn column_major_out_pays(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs_cs: isize,
+    rhs_rs: isize,
+    rhs_cs: isize,
+) -> bool {
+    const MIN_ROWS: usize = 16;
+    m >= MIN_ROWS
+        && m.saturating_mul(2 * k + n) < (2 * k).saturating_mul(n)
+        && lhs_cs == 1
+        && rhs_rs == 1
+        && rhs_cs != 1
+        && !column_major_off()
+}
+
+#[cfg(feature = "std")]
+fn column_major_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("NORMTUNE_FLEX_COLMAJOR").is_ok_and(|v| v == "0"))
+}
+#[cfg(not(feature = "std"))]
+fn column_major_off() -> bool {
+    false
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
