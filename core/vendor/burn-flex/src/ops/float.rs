@@ -43,7 +43,13 @@ impl FloatTensorOps<Flex> for Flex {
         let data = match dtype {
             FloatDType::F64 => TensorData::random::<f64, _, _>(shape, distribution, &mut rng),
             FloatDType::F32 | FloatDType::Flex32 => {
-                TensorData::random::<f32, _, _>(shape, distribution, &mut rng)
+                // normtune: one sampler for the whole tensor. burn-std's `TensorData::random`
+                // builds one per element (`E::random` = `distribution.sampler(rng).sample()`),
+                // which cost ~15 % of a `tiny` LoRA step in dropout masks alone; samplers hold
+                // no state, so the values (and the RNG's position) are the same.
+                let n = shape.num_elements();
+                let mut sampler = distribution.sampler::<_, f32>(&mut rng);
+                TensorData::new((0..n).map(|_| sampler.sample()).collect::<Vec<f32>>(), shape)
             }
             FloatDType::F16 => TensorData::random::<f16, _, _>(shape, distribution, &mut rng),
             FloatDType::BF16 => TensorData::random::<bf16, _, _>(shape, distribution, &mut rng),
