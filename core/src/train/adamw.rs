@@ -199,12 +199,7 @@ mod tests {
     use burn::tensor::Distribution;
 
     fn bits<const D: usize>(t: &Tensor<D>) -> Vec<u32> {
-        t.to_data()
-            .to_vec::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect()
+        t.to_data().iter::<f32>().map(f32::to_bits).collect()
     }
 
     /// Four steps on a parameter of more than one chunk, with and without weight decay and
