@@ -39,7 +39,7 @@ fn main() -> std::process::ExitCode {
 /// kernel page clear per 4 KiB, and TLB shootdowns across the threads on every unmap. Blocks up
 /// to 32 MiB (glibc's maximum) now come from the heap and nothing is trimmed, so a step reuses
 /// the previous step's memory. Peak RSS is unchanged (the freed memory is what the next step
-/// allocates again); BLIP `small` full fine-tuning steps ~20 % faster (BENCHMARKS.md,
+/// allocates again); BLIP `small` full fine-tuning steps 12–16 % faster (BENCHMARKS.md,
 /// 2026-12-04, issue 25).
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -359,7 +359,7 @@ const CHECKPOINT_FORMAT: &str = "normtune-checkpoint-1";
 /// Owns the model, optimizer, schedule, data order and position.
 pub struct Trainer {
     /// `None` only while an optimizer step holds it (so the parameters it updates are not
-    /// shared and the CPU AdamW updates them in place; see [`Trainer::held`]).
+    /// shared and the CPU AdamW updates them in place; see [`held`]).
     model: Option<Model>,
     optim: ModuleOptimizer,
     accum: GradientsAccumulator<Model>,
@@ -479,7 +479,7 @@ impl Trainer {
                 self.micro, self.cfg.grad_accum
             )));
         }
-        let tensors = crate::peft::io::trainable_tensors(self.held());
+        let tensors = crate::peft::io::trainable_tensors(self.model());
         let ids = tensors
             .iter()
             .map(|(k, _, _, id)| (k.clone(), *id))
@@ -571,11 +571,6 @@ impl Trainer {
 
     /// The model being trained.
     pub fn model(&self) -> &Model {
-        self.held()
-    }
-
-    /// The model (always there outside an optimizer step).
-    fn held(&self) -> &Model {
         held(&self.model)
     }
 
@@ -587,7 +582,7 @@ impl Trainer {
 
     /// The loss of `batch` under the current model (differentiable).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor<1>> {
-        self.loss_of(self.held(), batch)
+        self.loss_of(self.model(), batch)
     }
 
     /// The loss of `batch` under `model` (the trainer's, or a replica of it on another device).
@@ -663,7 +658,7 @@ impl Trainer {
         let loss = self.loss(batch)?;
         let value = self.finite_loss(&loss).await?;
         let scaled = loss / self.cfg.grad_accum as f64;
-        let grads = GradientsParams::from_grads(scaled.backward(), self.held());
+        let grads = GradientsParams::from_grads(scaled.backward(), self.model());
         self.accum.accumulate(held(&self.model), grads);
         Ok(self.end_micro_batch(value))
     }
@@ -732,12 +727,12 @@ impl Trainer {
         let mut value = 0.0f64;
         for ((shard, weight), device) in shards.into_iter().zip(devices) {
             let shard = shard.to_device(device);
-            let replica = self.held().clone().fork(device);
+            let replica = self.model().clone().fork(device);
             let loss = self.loss_of(&replica, &shard)?;
             value += self.finite_loss(&loss).await? as f64 * weight / total;
             let scaled = loss * (weight / total / self.cfg.grad_accum as f64);
             let grads = GradientsParams::from_grads(scaled.backward(), &replica)
-                .to_device(&main, self.held());
+                .to_device(&main, self.model());
             self.accum.accumulate(held(&self.model), grads);
         }
         Ok(self.end_micro_batch(value as f32))
