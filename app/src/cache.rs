@@ -22,8 +22,12 @@ use web_sys::{
 pub const ROOT: &str = "normtune-models";
 /// Written after every file: a directory without it is incomplete.
 pub const MANIFEST: &str = "normtune-cache.json";
-/// Bytes handed to one `write()` (bounds the JS-side copy of a large file).
-const CHUNK: usize = 16 << 20;
+/// Bytes handed to one `write()`. Chromium moves each write's bytes through a data pipe of at
+/// most 2 MiB; a larger write can be cut off by a full quota while its bytes are still flowing,
+/// and is then reported as `AbortError: Failed to write data to data pipe` instead of
+/// `QuotaExceededError` (seen in CI). A write that fits in the pipe is reported by the file
+/// writer, which names the quota.
+const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
