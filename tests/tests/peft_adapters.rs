@@ -1,4 +1,4 @@
-//! Methods that add parameters (LoRA, IA3), peft-style checks: at init they change no output;
+//! Methods that add parameters (LoRA, DoRA, IA3), peft-style checks: at init they change no output;
 //! they train exactly what peft trains (counted from HF tensor names); only the new parameters
 //! move; merged == unmerged; save → load round trip identical.
 
@@ -38,6 +38,21 @@ fn hf_lora_count(r: usize, prefixes: &[&str], targets: &[&str]) -> usize {
                 && targets.iter().any(|m| k.ends_with(&format!(".{m}.weight")))
         })
         .map(|(_, t)| r * (t.shape()[0] + t.shape()[1]))
+        .sum()
+}
+
+/// Output features (DoRA's magnitudes) of the same weights as [`hf_lora_count`].
+fn hf_out_features(prefixes: &[&str], targets: &[&str]) -> usize {
+    let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .iter()
+        .filter(|(k, t)| {
+            t.shape().len() == 2
+                && prefixes.iter().any(|p| k.starts_with(p))
+                && targets.iter().any(|m| k.ends_with(&format!(".{m}.weight")))
+        })
+        .map(|(_, t)| t.shape()[0])
         .sum()
 }
 
@@ -99,6 +114,7 @@ fn adapters_at_init_change_no_output() {
     let device = Device::flex();
     for cfg in [
         lora_cfg("lora", 4),
+        lora_cfg("dora", 4),
         ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"),
         bottleneck_cfg(8),
     ] {
@@ -126,6 +142,13 @@ fn adapters_train_exactly_their_parameters() {
         let cfg = lora_cfg(spec, 4);
         check_training(&cfg, hf_lora_count(4, &prefixes, &targets), ".lora.");
     }
+    // DoRA: LoRA's factors plus one magnitude per output feature (trained with LoRA dropout).
+    let (prefixes, targets) = (["text_encoder.", "text_decoder."], ["query", "value"]);
+    check_training(
+        &lora_cfg("vision=frozen,text_encoder=dora,decoder=dora", 4),
+        hf_lora_count(4, &prefixes, &targets) + hf_out_features(&prefixes, &targets),
+        ".dora.",
+    );
     check_training(
         &ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"),
         hf_ia3_count(&["text_encoder.", "text_decoder."]),
@@ -156,6 +179,7 @@ fn check_training(cfg: &PeftConfig, expected: usize, marker: &str) {
 #[test]
 fn adapters_merged_equal_unmerged_and_round_trip() {
     merged_and_round_trip(&lora_cfg("lora", 4));
+    merged_and_round_trip(&lora_cfg("dora", 4));
     merged_and_round_trip(&ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"));
 }
 
@@ -381,6 +405,7 @@ fn disabling_the_adapter_gives_the_base_output() {
     prefix.prefix.num_virtual_tokens = 3;
     for cfg in [
         lora_cfg("lora", 4),
+        lora_cfg("dora", 4),
         ia3_cfg("vision=frozen,text_encoder=ia3,decoder=ia3"),
         bottleneck_cfg(8),
         prefix,

@@ -1,4 +1,4 @@
-//! HF peft interoperability for LayerNorm tuning, LoRA and IA3, on the tiny BLIP VQA fixture:
+//! HF peft interoperability for LayerNorm tuning, LoRA, DoRA, IA3 and prefix tuning, on the tiny BLIP VQA fixture:
 //! (a) the adapter folder peft's `save_pretrained` wrote loads here and gives peft's outputs;
 //! (b) the folder normtune writes has peft's exact keys, shapes, values and config fields.
 //! Fixtures: `fixtures/make_peft_fixtures.py` (peft from PyPI).
@@ -13,6 +13,8 @@ use normtune_tests::*;
 const LN: &str = "peft_ln_vqa";
 const LORA: &str = "peft_lora_vqa";
 const IA3: &str = "peft_ia3_vqa";
+/// DoRA (`LoraConfig(use_dora=True)`), from `fixtures/make_dora_fixtures.py`, with gradients.
+const DORA: &str = "peft_dora_vqa";
 /// Prefix tuning of the text decoder (peft on `blip.text_decoder`, CAUSAL_LM, 5 virtual tokens,
 /// no projection), from `fixtures/make_prefix_fixtures.py`.
 const PREFIX: &str = "peft_prefix_vqa";
@@ -125,7 +127,7 @@ fn config_for(dir: &str) -> PeftConfig {
     if dir == IA3 {
         return PeftConfig::parse("vision=frozen,text_encoder=ia3,decoder=ia3").unwrap();
     }
-    let mut c = PeftConfig::parse("lora").unwrap();
+    let mut c = PeftConfig::parse(if dir == DORA { "dora" } else { "lora" }).unwrap();
     c.lora.r = 4;
     c.lora.lora_alpha = 8.0;
     c.lora.lora_dropout = 0.0;
@@ -149,7 +151,7 @@ fn rewrite(dir: &str) -> (Model, Vec<(String, Vec<u8>)>) {
 
 #[test]
 fn normtune_writes_the_adapters_peft_writes() {
-    for dir in [LN, LORA, IA3, PREFIX] {
+    for dir in [LN, LORA, DORA, IA3, PREFIX] {
         same_files_as_peft(dir);
     }
 }
@@ -181,6 +183,7 @@ fn same_files_as_peft(dir: &str) {
         "r",
         "lora_alpha",
         "use_rslora",
+        "use_dora",
         "bias",
         "fan_in_fan_out",
         "feedforward_modules",
@@ -244,7 +247,7 @@ fn adapter_for_another_model_is_rejected() {
 #[test]
 #[ignore]
 fn write_normtune_adapters_for_the_peft_check() {
-    for dir in [LN, LORA, IA3, PREFIX] {
+    for dir in [LN, LORA, DORA, IA3, PREFIX] {
         let (model, files) = rewrite(dir);
         let out = fixture(&format!("{dir}/normtune_adapter"));
         std::fs::create_dir_all(&out).unwrap();
@@ -270,7 +273,7 @@ fn write_normtune_adapters_for_the_peft_check() {
 #[test]
 fn trainable_line_matches_peft() {
     let device = Device::flex().autodiff();
-    for dir in [LORA, IA3] {
+    for dir in [LORA, DORA, IA3] {
         let p = pollster::block_on(Pipeline::load(&folder("blip_vqa"), &device)).unwrap();
         let model = peft::apply(p.model, &config_for(dir)).unwrap();
         let want = reference_json(dir)["peft_trainable_line"]
@@ -308,4 +311,69 @@ fn peft_prefix_tuning_adapter_loads_and_matches_peft() {
         r["generation"]["greedy_ids"],
         r["generation"]["base_greedy_ids"]
     );
+}
+
+#[test]
+fn peft_dora_adapter_loads_and_matches_peft_merged_too() {
+    merged_matches(DORA);
+}
+
+/// The gradient of every DoRA tensor equals peft's for the same loss: peft treats the column
+/// norm `‖W + s·B·A‖` as a constant (DoRA paper, section 4.3), and so must normtune.
+#[test]
+fn dora_gradients_match_peft() {
+    use normtune_core::burn::optim::GradientsParams;
+    use normtune_core::models::export::hf_name;
+    use normtune_core::models::walk::params;
+    let device = Device::flex().autodiff();
+    let p = adapted(&device, &folder(&format!("{DORA}/adapter")));
+    let model = peft::apply(p.model, &config_for(DORA)).unwrap();
+    let Model::Vqa(m) = &model else { panic!() };
+    let logits = vqa_decoder_logits(m, &device);
+    let n = logits.dims().iter().product::<usize>() as f64;
+    let loss = (logits * reference(DORA, "grad_weights").float::<3>(&device))
+        .sum()
+        .div_scalar(n);
+    let want = reference_json(DORA)["grad_loss"].as_f64().unwrap();
+    let got = values(loss.clone()).1[0] as f64;
+    assert!(
+        (got - want).abs() <= 1e-5 * want.abs(),
+        "loss {got} vs peft {want}"
+    );
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut checked = 0;
+    for row in params(&model, |_, _, _| false) {
+        let k = row.path.len();
+        if k < 4 || row.path[k - 2] != "dora" {
+            continue;
+        }
+        let module = hf_name(&row.path[..k - 3].join("."));
+        let (key, got) = match row.path[k - 1].as_str() {
+            "magnitude" => (
+                "lora_magnitude_vector".to_string(),
+                values(grads.get::<1>(row.id).expect("magnitude gradient")),
+            ),
+            // burn keeps A as [in, r] and B as [r, out]: peft's transposed.
+            ab => (
+                format!("lora_{}.weight", ab.to_uppercase()),
+                values(grads.get::<2>(row.id).expect("factor gradient").transpose()),
+            ),
+        };
+        let expected = reference(DORA, &format!("grad.base_model.model.{module}.{key}"));
+        assert_eq!(got.0, expected.shape, "{module}.{key}");
+        let err = max_rel_err(&got.1, &expected.values);
+        assert!(
+            err <= 1e-4,
+            "{module}.{key}: gradient max relative error {err:.2e}"
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked,
+        reference_json(DORA)["adapter_keys"]
+            .as_array()
+            .unwrap()
+            .len()
+    );
+    println!("{checked} DoRA gradients match peft's");
 }

@@ -12,6 +12,7 @@ use leptos::prelude::*;
 const METHODS: &[(&str, &str)] = &[
     ("layernorm", "LayerNorm tuning (all components)"),
     ("lora", "LoRA r=8 (query/value, vision qkv)"),
+    ("dora", "DoRA r=8 (LoRA + a magnitude per output)"),
     ("ia3", "IA3 (text components)"),
     ("bitfit", "BitFit (biases)"),
     ("adapter", "Bottleneck adapters"),

@@ -205,7 +205,16 @@ mod tests {
 /// the backward pass; casting the weight up instead would keep an f32 copy of every weight
 /// until the backward pass, more memory than f32 weights.
 pub fn lora_linear<const D: usize>(l: &Linear, x: Tensor<D>, dropout: f64) -> Tensor<D> {
-    if l.weight.adapter().is_none() && l.weight.dtype() != x.dtype() {
+    let dora = l
+        .weight
+        .reparameterization::<crate::peft::dora::DoraAdapter>();
+    if let Some(d) = dora
+        && dropout > 0.0
+        && x.device().is_autodiff()
+    {
+        return crate::peft::dora::dropout_forward(l, d, x, dropout);
+    }
+    if l.weight.adapter().is_none() && dora.is_none() && l.weight.dtype() != x.dtype() {
         let dt = x.dtype();
         let wt = l.weight.dtype();
         let y = burn::tensor::module::linear(

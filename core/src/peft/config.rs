@@ -22,6 +22,9 @@ pub enum Method {
     Bitfit,
     /// LoRA adapters on target modules.
     Lora,
+    /// DoRA: LoRA plus a trained magnitude per output feature (peft `use_dora`), with LoRA's
+    /// settings.
+    Dora,
     /// IA3 scaling vectors.
     Ia3,
     /// Prefix tuning with the MLP reparameterisation.
@@ -43,6 +46,7 @@ impl Method {
         "attention",
         "bitfit",
         "lora",
+        "dora",
         "ia3",
         "prefix",
         "ptuning-v2",
@@ -59,12 +63,20 @@ impl Method {
             Method::Attention => "attention",
             Method::Bitfit => "bitfit",
             Method::Lora => "lora",
+            Method::Dora => "dora",
             Method::Ia3 => "ia3",
             Method::Prefix => "prefix",
             Method::PtuningV2 => "ptuning-v2",
             Method::Adapter => "adapter",
             Method::Frozen => "frozen",
         }
+    }
+}
+
+impl Method {
+    /// LoRA or DoRA: low-rank factors on target Linear weights, set by `[peft.lora]`.
+    pub fn is_lora(self) -> bool {
+        matches!(self, Method::Lora | Method::Dora)
     }
 }
 
@@ -78,6 +90,7 @@ impl std::str::FromStr for Method {
             "attention" | "attn" => Method::Attention,
             "bitfit" => Method::Bitfit,
             "lora" => Method::Lora,
+            "dora" => Method::Dora,
             "ia3" => Method::Ia3,
             "prefix" => Method::Prefix,
             "ptuning-v2" | "ptv2" | "p-tuning-v2" => Method::PtuningV2,
@@ -109,7 +122,7 @@ pub struct PeftConfig {
     /// Module names trained fully wherever they are (HF peft's `modules_to_save`), e.g.
     /// `classifier`. A classifier's head is in this list unless the config names the head.
     pub modules_to_save: Vec<String>,
-    /// LoRA settings, for components whose method is `lora`.
+    /// LoRA settings, for components whose method is `lora` or `dora`.
     pub lora: super::lora::LoraSettings,
     /// Prefix settings, for components whose method is `prefix` or `ptuning-v2`.
     pub prefix: super::prefix::PrefixSettings,

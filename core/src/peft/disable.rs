@@ -1,7 +1,7 @@
 //! The base model behind an adapter (HF peft's `disable_adapter()`): every module a method
 //! added is taken out again (IA3 vectors, prefixes, bottleneck adapters) and every LoRA update
 //! is zeroed (burn keeps the frozen base weight under the LoRA factors, so `base + 0` is the
-//! base exactly). Methods that train base weights in place (LayerNorm tuning, FFN, attention,
+//! base exactly; a DoRA magnitude is also reset to the base's row norms, making its scale 1). Methods that train base weights in place (LayerNorm tuning, FFN, attention,
 //! BitFit, full) have no base left to return: for those, load the base model again.
 
 use super::config::{Method, PeftConfig};
@@ -20,6 +20,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
             !matches!(
                 cfg.method_for(c),
                 Method::Lora
+                    | Method::Dora
                     | Method::Ia3
                     | Method::Prefix
                     | Method::PtuningV2
@@ -70,6 +71,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
     }
     struct ZeroLoraB {
         path: PathStack,
+        last_weight: Option<Tensor<2>>,
     }
     impl ModuleMapper for ZeroLoraB {
         fn enter_module(&mut self, name: &str, container_type: &str) {
@@ -83,13 +85,31 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
             let n = segs.len();
             if n >= 2 && segs[n - 2] == "lora" && segs[n - 1] == "b" {
                 param.map(|t| t.zeros_like())
+            } else if n >= 2 && segs[n - 2] == "dora" && segs[n - 1] == "b" {
+                param.map(|t| t.zeros_like())
+            } else if n >= 2 && segs[n - 2] == "dora" && segs[n - 1] == "magnitude" {
+                // With `B = 0` and the magnitude reset to the base's row norms, DoRA's scale is
+                // exactly 1 (the base weight is visited just before its adapter's tensors).
+                match self.last_weight.clone() {
+                    Some(w) => param.map(|t| {
+                        let shape = t.shape();
+                        super::dora::row_norms(w.cast(t.dtype())).reshape(shape)
+                    }),
+                    None => param,
+                }
             } else {
+                if D == 2 && segs.last().is_some_and(|l| l == "weight") {
+                    let t = param.val();
+                    let d = t.dims();
+                    self.last_weight = Some(t.reshape([d[0], d[D - 1]]));
+                }
                 param
             }
         }
     }
     Ok(m.map(&mut ZeroLoraB {
         path: PathStack::default(),
+        last_weight: None,
     }))
 }
 

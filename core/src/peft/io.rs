@@ -42,12 +42,15 @@ pub fn save_adapter(
     // own folder, never dropped.
     let head_trains = components.contains(&"head") && !cfg.placement.contains_key("head");
     let only_method = cfg.modules_to_save.is_empty() && !head_trains && !cfg.lora.has_slices();
-    let lora_only = components
-        .iter()
-        .all(|c| matches!(cfg.method_for(c), Method::Lora | Method::Frozen))
-        && components.iter().any(|c| cfg.method_for(c) == Method::Lora);
-    if lora_only && only_method {
-        return save_lora(model, cfg, base_model);
+    // peft's LORA file holds LoRA or (`use_dora`) DoRA for every adapted module, not both.
+    for low_rank in [Method::Lora, Method::Dora] {
+        let only = components
+            .iter()
+            .all(|c| [low_rank, Method::Frozen].contains(&cfg.method_for(c)))
+            && components.iter().any(|c| cfg.method_for(c) == low_rank);
+        if only && only_method {
+            return save_lora(model, cfg, base_model, low_rank == Method::Dora);
+        }
     }
     let ia3_only = components
         .iter()
@@ -208,7 +211,9 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
         return Err(Error::config(
             &cfg_file,
             "peft_type",
-            format!("`{peft_type}` adapters are not supported yet (LN_TUNING and LORA are)"),
+            format!(
+                "`{peft_type}` adapters are not supported yet (LN_TUNING, LORA with or without DoRA, IA3 and PREFIX_TUNING are)"
+            ),
         ));
     }
     let bytes = src.read(WEIGHTS_FILE).await?;
@@ -250,31 +255,31 @@ pub async fn load_adapter(model: Model, src: &impl FileSource) -> Result<Model> 
     load::load_checked(model, bytes, &file, &remaps, &[], true)
 }
 
-/// Every LoRA factor: (HF module path, "A" or "B", peft-layout shape, values).
-fn lora_factors(model: &Model) -> Vec<(String, &'static str, Vec<usize>, Vec<f32>)> {
-    params(model, |p, _, _| lora_key(p).is_some())
-        .into_iter()
-        .filter_map(|r| {
-            let n = r.path.len();
-            lora_key(&r.path)?;
-            let which = if r.path[n - 1] == "a" { "A" } else { "B" };
-            // burn keeps a: [in, r], b: [r, out]; peft stores A: [r, in], B: [out, r].
-            let (shape, vals) = transposed(&r.shape, r.values.as_deref().unwrap_or_default());
-            Some((hf_name(&r.path[..n - 3].join(".")), which, shape, vals))
-        })
-        .collect()
-}
-
-fn save_lora(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
-    let factors = lora_factors(model);
+fn save_lora(
+    model: &Model,
+    cfg: &PeftConfig,
+    base_model: &str,
+    dora: bool,
+) -> Result<Vec<(String, Vec<u8>)>> {
     let mut modules: Vec<String> = Vec::new();
-    let mut named = Vec::with_capacity(factors.len());
-    for (module, which, shape, vals) in factors {
+    let mut named = Vec::new();
+    for r in params(model, |p, _, _| lora_key(p).is_some()) {
+        let Some((key, flip)) = lora_key(&r.path) else {
+            continue;
+        };
+        let module = hf_name(&r.path[..r.path.len() - 3].join("."));
         let leaf = module.rsplit('.').next().unwrap_or(&module).to_string();
         if !modules.contains(&leaf) {
             modules.push(leaf);
         }
-        named.push((format!("{PREFIX}{module}.lora_{which}.weight"), shape, vals));
+        let vals = r.values.unwrap_or_default();
+        // burn keeps a: [in, r], b: [r, out]; peft stores A: [r, in], B: [out, r].
+        let (shape, vals) = if flip {
+            transposed(&r.shape, &vals)
+        } else {
+            (r.shape, vals)
+        };
+        named.push((key, shape, vals));
     }
     let weights = safetensors_bytes(&named, WEIGHTS_FILE)?;
     let l = &cfg.lora;
@@ -300,7 +305,7 @@ fn save_lora(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(S
         "layers_pattern": null,
         "rank_pattern": {},
         "alpha_pattern": {},
-        "use_dora": false,
+        "use_dora": dora,
         "peft_version": "0.21.2",
     });
     adapter_folder(&config, weights)
@@ -328,17 +333,10 @@ async fn load_lora(
             .and_then(|v| v.as_bool())
             .unwrap_or(false),
     };
-    if config
+    let dora = config
         .get("use_dora")
         .and_then(|v| v.as_bool())
-        .unwrap_or(false)
-    {
-        return Err(Error::config(
-            cfg_file,
-            "use_dora",
-            "DoRA adapters are not supported",
-        ));
-    }
+        .unwrap_or(false);
     let bytes = src.read(WEIGHTS_FILE).await?;
     let file = src.describe(WEIGHTS_FILE);
     let (tensors, modules) = read_tensors(
@@ -349,32 +347,36 @@ async fn load_lora(
                 .and_then(|n| {
                     n.strip_suffix(".lora_A.weight")
                         .or_else(|| n.strip_suffix(".lora_B.weight"))
+                        .or_else(|| n.strip_suffix(".lora_magnitude_vector").filter(|_| dora))
                 })
                 .map(str::to_string)
         },
-        "peft LoRA tensor (`base_model.model.<module>.lora_A|lora_B.weight`)",
+        if dora {
+            "peft DoRA tensor (`base_model.model.<module>.lora_A|lora_B.weight|lora_magnitude_vector`)"
+        } else {
+            "peft LoRA tensor (`base_model.model.<module>.lora_A|lora_B.weight`)"
+        },
     )?;
-    let mut cfg = PeftConfig::parse("lora")?;
+    let mut cfg = PeftConfig::parse(if dora { "dora" } else { "lora" })?;
     cfg.lora = settings;
     let model = super::lora::attach(model, &cfg, Some(&modules))?;
 
     set_tensors(model, &tensors, &file, &lora_key)
 }
 
-/// LoRA factor path `<linear>.weight.lora.{a,b}` → peft key; burn keeps the factors transposed.
+/// LoRA factor path `<linear>.weight.lora.{a,b}` (DoRA: `<linear>.weight.dora.{a,b,magnitude}`)
+/// → (peft key, whether burn keeps it transposed).
 fn lora_key(segs: &[String]) -> Option<(String, bool)> {
     let n = segs.len();
-    if n >= 4 && segs[n - 2] == "lora" && segs[n - 3] == "weight" {
-        let which = if segs[n - 1] == "a" { "A" } else { "B" };
-        Some((
-            format!(
-                "{PREFIX}{}.lora_{which}.weight",
-                hf_name(&segs[..n - 3].join("."))
-            ),
-            true,
-        ))
-    } else {
-        None
+    if n < 4 || segs[n - 3] != "weight" || !matches!(segs[n - 2].as_str(), "lora" | "dora") {
+        return None;
+    }
+    let module = hf_name(&segs[..n - 3].join("."));
+    match segs[n - 1].as_str() {
+        "a" => Some((format!("{PREFIX}{module}.lora_A.weight"), true)),
+        "b" => Some((format!("{PREFIX}{module}.lora_B.weight"), true)),
+        "magnitude" => Some((format!("{PREFIX}{module}.lora_magnitude_vector"), false)),
+        _ => None,
     }
 }
 

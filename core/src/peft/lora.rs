@@ -214,6 +214,16 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
     if let Some(t) = &s.target_modules {
         let (fused, slices) = slice_targets(t);
         if !fused.is_empty() {
+            if let Some(c) = model
+                .components()
+                .iter()
+                .find(|c| cfg.method_for(c.name) == Method::Dora)
+            {
+                return Err(Error::Input(format!(
+                    "DoRA (`{}`) adapts whole modules: the slice targets {t:?} have no DoRA form                      (use `lora` for slices, or name the whole `qkv`)",
+                    c.name
+                )));
+            }
             let weights = linear_weights(&model);
             let mut paths = Vec::new();
             for (path, _) in &weights {
@@ -252,11 +262,17 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
         }
     }
     let weights = linear_weights(&model);
-    let mut ids = Vec::new();
+    let (mut lora_ids, mut dora_ids) = (Vec::new(), Vec::new());
     for comp in model.components().iter().map(|c| c.name) {
-        if cfg.method_for(comp) != Method::Lora {
+        let method = cfg.method_for(comp);
+        if !method.is_lora() {
             continue;
         }
+        let ids = if method == Method::Dora {
+            &mut dora_ids
+        } else {
+            &mut lora_ids
+        };
         let targets = s.targets_for(comp, &model);
         let mut hit = 0;
         for (path, id) in &weights {
@@ -281,8 +297,15 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
             )));
         }
     }
-    let mut model =
-        model.apply_lora(Lora::new(s.r, s.burn_alpha()).set_param_group(ParamGroup::from_ids(ids)));
+    let mut model = model
+        .apply_lora(Lora::new(s.r, s.burn_alpha()).set_param_group(ParamGroup::from_ids(lora_ids)));
+    if !dora_ids.is_empty() {
+        model = model.apply_reparameterization(super::dora::DoraReparameterizer {
+            group: ParamGroup::from_ids(dora_ids),
+            r: s.r,
+            scale: s.burn_alpha() / s.r as f64,
+        });
+    }
     set_dropout(&mut model, s.lora_dropout);
     Ok(model)
 }

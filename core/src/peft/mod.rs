@@ -7,6 +7,7 @@
 pub mod adapter;
 pub mod config;
 pub mod disable;
+pub mod dora;
 pub mod frozen;
 pub mod ia3;
 pub mod io;

@@ -43,7 +43,12 @@ pub fn selects(method: Method, path: &[String]) -> bool {
         Method::Attention => path
             .iter()
             .any(|s| s.contains("attention") || s == "self_attn"),
-        Method::Lora | Method::Ia3 | Method::Prefix | Method::PtuningV2 | Method::Adapter => false,
+        Method::Lora
+        | Method::Dora
+        | Method::Ia3
+        | Method::Prefix
+        | Method::PtuningV2
+        | Method::Adapter => false,
     }
 }
 
@@ -63,9 +68,13 @@ impl Selector<'_> {
 pub(crate) fn trainable_at(cfg: &PeftConfig, path: &[String]) -> bool {
     {
         let method = cfg.method_for(component_of(path));
-        // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`.
+        // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`;
+        // DoRA's under `<linear>.weight.dora.{a,b,magnitude}`.
         if path.iter().any(|s| s == "lora") {
             return method == Method::Lora;
+        }
+        if path.iter().any(|s| s == "dora") {
+            return method == Method::Dora;
         }
         // Bottleneck adapters: `adapter`, `attn_adapter`, `mlp_adapter`.
         if path.iter().any(|s| s.ends_with("adapter")) {
@@ -137,7 +146,7 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
         })
     {
         return Err(Error::Input(format!(
-            "`{}` on the LLaVA-style model's `{c}` is not implemented (layernorm, lora, bitfit, \
+            "`{}` on the LLaVA-style model's `{c}` is not implemented (layernorm, lora, dora, bitfit, \
              ffn, attention, full and frozen are)",
             cfg.method_for(c).name()
         )));
@@ -151,7 +160,7 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
             )));
         }
     }
-    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Lora) {
+    let model = if components.iter().any(|c| cfg.method_for(c).is_lora()) {
         super::lora::attach(model, &cfg, None)?
     } else {
         model

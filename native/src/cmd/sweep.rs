@@ -91,6 +91,7 @@ pub fn default_grid() -> Vec<Point> {
         p("attention", "attention", 3e-4),
         p("bitfit", "bitfit", 3e-3),
         p("lora", "lora", 1e-3),
+        p("dora", "dora", 1e-3),
         p(
             "F-IA3-IA3",
             "vision=frozen,text_encoder=ia3,decoder=ia3",
