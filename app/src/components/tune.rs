@@ -8,25 +8,6 @@ use crate::protocol::{ToWorker, TuneSettings};
 use crate::state::AppState;
 use leptos::prelude::*;
 
-/// Methods offered, as PEFT specs (value, label).
-const METHODS: &[(&str, &str)] = &[
-    ("layernorm", "LayerNorm tuning (all components)"),
-    ("lora", "LoRA r=8 (query/value, vision qkv)"),
-    ("dora", "DoRA r=8 (LoRA + a magnitude per output)"),
-    ("ia3", "IA3 (text components)"),
-    ("bitfit", "BitFit (biases)"),
-    ("adapter", "Bottleneck adapters"),
-    (
-        "vision=frozen,text_encoder=frozen,decoder=ptuning-v2",
-        "P-tuning v2 on the decoder (F-F-PTv2)",
-    ),
-    (
-        "vision=frozen,text_encoder=frozen,decoder=layernorm",
-        "LayerNorm of the decoder only (F-F-LN)",
-    ),
-    ("full", "Full fine-tuning"),
-];
-
 /// The tune panel.
 #[component]
 pub fn TunePanel() -> impl IntoView {
@@ -73,7 +54,7 @@ pub fn TunePanel() -> impl IntoView {
             <div class="row">
                 <label>"method "
                     <select id="method" on:change=move |ev| method.set(event_target_value(&ev))>
-                        {METHODS.iter().map(|(v, l)| view! { <option value=*v selected=*v == "layernorm">{*l}</option> }).collect_view()}
+                        {normtune_core::peft::registry::presets().filter_map(|p| Some((p.spec, p.app?))).map(|(v, l)| view! { <option value=v selected=v == "layernorm">{l}</option> }).collect_view()}
                     </select>
                 </label>
                 <NumberInput id="epochs" label="epochs" value=epochs min=1usize max=100 />

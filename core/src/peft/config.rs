@@ -38,72 +38,38 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every method name the command line and config files accept.
-    pub const NAMES: &'static [&'static str] = &[
-        "full",
-        "layernorm",
-        "ffn",
-        "attention",
-        "bitfit",
-        "lora",
-        "dora",
-        "ia3",
-        "prefix",
-        "ptuning-v2",
-        "adapter",
-        "frozen",
-    ];
+    /// Every method name the command line and config files accept (aliases aside).
+    pub fn names() -> Vec<&'static str> {
+        super::registry::TUNERS.iter().map(|t| t.name).collect()
+    }
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
-        match self {
-            Method::Full => "full",
-            Method::Layernorm => "layernorm",
-            Method::Ffn => "ffn",
-            Method::Attention => "attention",
-            Method::Bitfit => "bitfit",
-            Method::Lora => "lora",
-            Method::Dora => "dora",
-            Method::Ia3 => "ia3",
-            Method::Prefix => "prefix",
-            Method::PtuningV2 => "ptuning-v2",
-            Method::Adapter => "adapter",
-            Method::Frozen => "frozen",
-        }
+        super::registry::tuner(self).name
     }
-}
 
-impl Method {
     /// LoRA or DoRA: low-rank factors on target Linear weights, set by `[peft.lora]`.
     pub fn is_lora(self) -> bool {
         matches!(self, Method::Lora | Method::Dora)
+    }
+
+    /// Whether the method adds parameters (an adapter that can be switched off) rather than
+    /// training some of the model's own in place.
+    pub fn adds_parameters(self) -> bool {
+        super::registry::tuner(self).adds.is_some()
     }
 }
 
 impl std::str::FromStr for Method {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let m = match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "full" => Method::Full,
-            "layernorm" | "ln" | "ln-tuning" => Method::Layernorm,
-            "ffn" => Method::Ffn,
-            "attention" | "attn" => Method::Attention,
-            "bitfit" => Method::Bitfit,
-            "lora" => Method::Lora,
-            "dora" => Method::Dora,
-            "ia3" => Method::Ia3,
-            "prefix" => Method::Prefix,
-            "ptuning-v2" | "ptv2" | "p-tuning-v2" => Method::PtuningV2,
-            "adapter" => Method::Adapter,
-            "frozen" | "none" => Method::Frozen,
-            other => {
-                return Err(Error::Input(format!(
-                    "unknown PEFT method `{other}` (expected one of: {})",
-                    Method::NAMES.join(", ")
-                )));
-            }
-        };
-        Ok(m)
+        super::registry::find(s).ok_or_else(|| {
+            Error::Input(format!(
+                "unknown PEFT method `{}` (expected one of: {})",
+                s.trim().to_ascii_lowercase().replace('_', "-"),
+                Method::names().join(", ")
+            ))
+        })
     }
 }
 
@@ -204,7 +170,7 @@ mod tests {
         assert_eq!(c.method_for("vision"), Method::Full);
         assert_eq!(c.method_for("decoder"), Method::Frozen);
         assert_eq!(c.method_for("text_encoder"), Method::Layernorm);
-        for name in Method::NAMES {
+        for name in Method::names() {
             assert_eq!(name.parse::<Method>().unwrap().name(), *name);
         }
     }

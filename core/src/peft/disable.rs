@@ -17,16 +17,10 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
     let in_place: Vec<String> = components
         .iter()
         .filter(|c| {
-            !matches!(
-                cfg.method_for(c),
-                Method::Lora
-                    | Method::Dora
-                    | Method::Ia3
-                    | Method::Prefix
-                    | Method::PtuningV2
-                    | Method::Adapter
-                    | Method::Frozen
-            ) && !(**c == "head" && !cfg.placement.contains_key("head"))
+            let m = cfg.method_for(c);
+            !m.adds_parameters()
+                && m != Method::Frozen
+                && !(**c == "head" && !cfg.placement.contains_key("head"))
         })
         .map(|c| format!("{c}={}", cfg.method_for(c).name()))
         .collect();

@@ -13,6 +13,7 @@ pub mod ia3;
 pub mod io;
 pub mod lora;
 pub mod prefix;
+pub mod registry;
 pub mod report;
 pub mod select;
 

@@ -19,37 +19,10 @@ pub fn component_of(path: &[String]) -> &'static str {
     }
 }
 
-/// Whether `method` trains the parameter at `path` (segments, leaf last).
+/// Whether `method` trains the parameter at `path` (segments, leaf last), among the model's
+/// own parameters (what an in-place method selects; see [`super::registry`]).
 pub fn selects(method: Method, path: &[String]) -> bool {
-    let leaf = path.last().map(String::as_str).unwrap_or("");
-    let has = |name: &str| path.iter().any(|s| s == name);
-    match method {
-        Method::Full => true,
-        Method::Frozen => false,
-        // LayerNorm (gamma, beta) and RMSNorm (gamma) are the only modules here with these.
-        Method::Layernorm => leaf == "gamma" || leaf == "beta",
-        Method::Bitfit => leaf == "bias" || leaf == "beta",
-        // ViT/BLIP `mlp.fc1/fc2`; BERT `intermediate.dense` and the layer's own `output.dense`
-        // (the one right after the layer index, not `attention.output.dense`).
-        Method::Ffn => {
-            has("mlp")
-                || has("intermediate")
-                || path
-                    .windows(3)
-                    .any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense")
-        }
-        // MISS: every parameter whose HF name contains "attention" (q/k/v, attention output and
-        // its LayerNorm, self- and cross-attention); the BLIP vision blocks call it `self_attn`.
-        Method::Attention => path
-            .iter()
-            .any(|s| s.contains("attention") || s == "self_attn"),
-        Method::Lora
-        | Method::Dora
-        | Method::Ia3
-        | Method::Prefix
-        | Method::PtuningV2
-        | Method::Adapter => false,
-    }
+    (super::registry::tuner(method).selects)(path)
 }
 
 struct Selector<'a> {
@@ -68,25 +41,11 @@ impl Selector<'_> {
 pub(crate) fn trainable_at(cfg: &PeftConfig, path: &[String]) -> bool {
     {
         let method = cfg.method_for(component_of(path));
-        // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`;
-        // DoRA's under `<linear>.weight.dora.{a,b,magnitude}`.
-        if path.iter().any(|s| s == "lora") {
-            return method == Method::Lora;
-        }
-        if path.iter().any(|s| s == "dora") {
-            return method == Method::Dora;
-        }
-        // Bottleneck adapters: `adapter`, `attn_adapter`, `mlp_adapter`.
-        if path.iter().any(|s| s.ends_with("adapter")) {
-            return method == Method::Adapter;
-        }
-        // Prefix keys/values (and their projection MLP).
-        if path.iter().any(|s| s == "prefix") {
-            return matches!(method, Method::Prefix | Method::PtuningV2);
-        }
-        // IA3 vectors: `key_ia3`, `value_ia3`, `dense_ia3`.
-        if path.last().is_some_and(|l| l.ends_with("_ia3")) {
-            return method == Method::Ia3;
+        // A parameter a method added (LoRA factors, IA3 vectors, prefixes, adapters) trains
+        // under that method only.
+        let mut adders = super::registry::adders(path).peekable();
+        if adders.peek().is_some() {
+            return adders.any(|m| m == method);
         }
         if cfg
             .modules_to_save
@@ -138,17 +97,19 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
         }
     }
     if matches!(model, Model::Llava(_))
-        && let Some(c) = components.iter().find(|c| {
-            matches!(
-                cfg.method_for(c),
-                Method::Ia3 | Method::Prefix | Method::PtuningV2 | Method::Adapter
-            )
-        })
+        && let Some(c) = components
+            .iter()
+            .find(|c| !super::registry::tuner(cfg.method_for(c)).on_llava)
     {
         return Err(Error::Input(format!(
-            "`{}` on the LLaVA-style model's `{c}` is not implemented (layernorm, lora, dora, bitfit, \
-             ffn, attention, full and frozen are)",
-            cfg.method_for(c).name()
+            "`{}` on the LLaVA-style model's `{c}` is not implemented ({} are)",
+            cfg.method_for(c).name(),
+            super::registry::TUNERS
+                .iter()
+                .filter(|t| t.on_llava)
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let cfg = effective(cfg, &components);

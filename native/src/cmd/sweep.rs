@@ -78,62 +78,14 @@ fn default_seed() -> u64 {
 /// (full fine-tuning low, the few-parameter methods higher). MILE's placements are named
 /// vision-encoder-decoder with F = frozen, T = fully trained.
 pub fn default_grid() -> Vec<Point> {
-    let p = |name: &str, peft: &str, lr: f64| Point {
-        name: name.into(),
-        peft: peft.into(),
-        lr: Some(lr),
-        question_templates: None,
-    };
-    vec![
-        p("full", "full", 1e-4),
-        p("layernorm", "layernorm", 3e-3),
-        p("ffn", "ffn", 3e-4),
-        p("attention", "attention", 3e-4),
-        p("bitfit", "bitfit", 3e-3),
-        p("lora", "lora", 1e-3),
-        p("dora", "dora", 1e-3),
-        p(
-            "F-IA3-IA3",
-            "vision=frozen,text_encoder=ia3,decoder=ia3",
-            3e-3,
-        ),
-        p("adapter", "adapter", 1e-3),
-        p(
-            "F-F-Prefix",
-            "vision=frozen,text_encoder=frozen,decoder=prefix",
-            3e-3,
-        ),
-        p(
-            "F-F-PTv2",
-            "vision=frozen,text_encoder=frozen,decoder=ptuning-v2",
-            3e-3,
-        ),
-        p(
-            "F-F-LoRA",
-            "vision=frozen,text_encoder=frozen,decoder=lora",
-            1e-3,
-        ),
-        p(
-            "F-LoRA-LoRA",
-            "vision=frozen,text_encoder=lora,decoder=lora",
-            1e-3,
-        ),
-        p(
-            "F-T-LoRA",
-            "vision=frozen,text_encoder=full,decoder=lora",
-            1e-4,
-        ),
-        p(
-            "T-T-LoRA",
-            "vision=full,text_encoder=full,decoder=lora",
-            1e-4,
-        ),
-        p(
-            "F-F-LN",
-            "vision=frozen,text_encoder=frozen,decoder=layernorm",
-            3e-3,
-        ),
-    ]
+    normtune_core::peft::registry::presets()
+        .map(|p| Point {
+            name: p.name.into(),
+            peft: p.spec.into(),
+            lr: Some(p.lr),
+            question_templates: None,
+        })
+        .collect()
 }
 
 /// A finished point's numbers.

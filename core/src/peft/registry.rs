@@ -1,0 +1,324 @@
+//! Every PEFT method, one row each, as peft's `PEFT_TYPE_TO_TUNER_MAPPING`: its names, which
+//! parameters it trains or adds, whether the LLaVA-style model takes it, and the presets the
+//! browser app offers and `normtune sweep` runs. [`Method`]'s names, parsing and the sweep grid,
+//! the app's method list and the trainability rules are read from here, so a method is its
+//! file (how it attaches, how it is saved) plus one row.
+
+use super::config::Method;
+
+/// One PEFT method.
+pub struct Tuner {
+    /// The enum value configs hold.
+    pub method: Method,
+    /// Its name on the command line and in config files.
+    pub name: &'static str,
+    /// Other spellings accepted.
+    pub aliases: &'static [&'static str],
+    /// The parameters the method adds, recognised by their path (segments, leaf last); `None`
+    /// for methods that train some of the model's own parameters in place.
+    pub adds: Option<fn(&[String]) -> bool>,
+    /// For in-place methods: which of the model's parameters train.
+    pub selects: fn(&[String]) -> bool,
+    /// Whether the LLaVA-style model implements it.
+    pub on_llava: bool,
+    /// Runs offered for it (app menu and sweep grid).
+    pub presets: &'static [Preset],
+}
+
+/// A ready-made run of a method: a PEFT spec and a learning rate.
+pub struct Preset {
+    /// Name in the sweep grid (`methods = [...]` in a sweep file).
+    pub name: &'static str,
+    /// The `--peft` spec.
+    pub spec: &'static str,
+    /// Learning rate the sweep uses.
+    pub lr: f64,
+    /// The browser app's menu label, if the app offers it.
+    pub app: Option<&'static str>,
+}
+
+const fn preset(name: &'static str, spec: &'static str, lr: f64) -> Preset {
+    Preset {
+        name,
+        spec,
+        lr,
+        app: None,
+    }
+}
+
+const fn offered(name: &'static str, spec: &'static str, lr: f64, app: &'static str) -> Preset {
+    Preset {
+        name,
+        spec,
+        lr,
+        app: Some(app),
+    }
+}
+
+fn has(path: &[String], seg: &str) -> bool {
+    path.iter().any(|s| s == seg)
+}
+
+fn leaf(path: &[String]) -> &str {
+    path.last().map(String::as_str).unwrap_or("")
+}
+
+fn nothing(_: &[String]) -> bool {
+    false
+}
+
+/// The methods, in the order menus and the sweep grid list them.
+pub const TUNERS: &[Tuner] = &[
+    Tuner {
+        method: Method::Layernorm,
+        name: "layernorm",
+        aliases: &["ln", "ln-tuning"],
+        adds: None,
+        // LayerNorm (gamma, beta) and RMSNorm (gamma) are the only modules with these names.
+        selects: |p| matches!(leaf(p), "gamma" | "beta"),
+        on_llava: true,
+        presets: &[
+            offered(
+                "layernorm",
+                "layernorm",
+                3e-3,
+                "LayerNorm tuning (all components)",
+            ),
+            offered(
+                "F-F-LN",
+                "vision=frozen,text_encoder=frozen,decoder=layernorm",
+                3e-3,
+                "LayerNorm of the decoder only (F-F-LN)",
+            ),
+        ],
+    },
+    Tuner {
+        method: Method::Lora,
+        name: "lora",
+        aliases: &[],
+        // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`.
+        adds: Some(|p| has(p, "lora")),
+        selects: nothing,
+        on_llava: true,
+        presets: &[
+            offered("lora", "lora", 1e-3, "LoRA r=8 (query/value, vision qkv)"),
+            preset(
+                "F-F-LoRA",
+                "vision=frozen,text_encoder=frozen,decoder=lora",
+                1e-3,
+            ),
+            preset(
+                "F-LoRA-LoRA",
+                "vision=frozen,text_encoder=lora,decoder=lora",
+                1e-3,
+            ),
+            preset(
+                "F-T-LoRA",
+                "vision=frozen,text_encoder=full,decoder=lora",
+                1e-4,
+            ),
+            preset(
+                "T-T-LoRA",
+                "vision=full,text_encoder=full,decoder=lora",
+                1e-4,
+            ),
+        ],
+    },
+    Tuner {
+        method: Method::Dora,
+        name: "dora",
+        aliases: &[],
+        // `<linear>.weight.dora.{a,b,magnitude}`.
+        adds: Some(|p| has(p, "dora")),
+        selects: nothing,
+        on_llava: true,
+        presets: &[offered(
+            "dora",
+            "dora",
+            1e-3,
+            "DoRA r=8 (LoRA + a magnitude per output)",
+        )],
+    },
+    Tuner {
+        method: Method::Ia3,
+        name: "ia3",
+        aliases: &[],
+        // `key_ia3`, `value_ia3`, `dense_ia3`.
+        adds: Some(|p| leaf(p).ends_with("_ia3")),
+        selects: nothing,
+        on_llava: false,
+        presets: &[offered(
+            "F-IA3-IA3",
+            "vision=frozen,text_encoder=ia3,decoder=ia3",
+            3e-3,
+            "IA3 (text components)",
+        )],
+    },
+    Tuner {
+        method: Method::Bitfit,
+        name: "bitfit",
+        aliases: &[],
+        adds: None,
+        selects: |p| matches!(leaf(p), "bias" | "beta"),
+        on_llava: true,
+        presets: &[offered("bitfit", "bitfit", 3e-3, "BitFit (biases)")],
+    },
+    Tuner {
+        method: Method::Adapter,
+        name: "adapter",
+        aliases: &[],
+        // `adapter`, `attn_adapter`, `mlp_adapter`.
+        adds: Some(|p| p.iter().any(|s| s.ends_with("adapter"))),
+        selects: nothing,
+        on_llava: false,
+        presets: &[offered("adapter", "adapter", 1e-3, "Bottleneck adapters")],
+    },
+    Tuner {
+        method: Method::Prefix,
+        name: "prefix",
+        aliases: &[],
+        // Prefix keys/values and their projection MLP.
+        adds: Some(|p| has(p, "prefix")),
+        selects: nothing,
+        on_llava: false,
+        presets: &[preset(
+            "F-F-Prefix",
+            "vision=frozen,text_encoder=frozen,decoder=prefix",
+            3e-3,
+        )],
+    },
+    Tuner {
+        method: Method::PtuningV2,
+        name: "ptuning-v2",
+        aliases: &["ptv2", "p-tuning-v2"],
+        adds: Some(|p| has(p, "prefix")),
+        selects: nothing,
+        on_llava: false,
+        presets: &[offered(
+            "F-F-PTv2",
+            "vision=frozen,text_encoder=frozen,decoder=ptuning-v2",
+            3e-3,
+            "P-tuning v2 on the decoder (F-F-PTv2)",
+        )],
+    },
+    Tuner {
+        method: Method::Ffn,
+        name: "ffn",
+        aliases: &[],
+        adds: None,
+        // ViT/BLIP `mlp.fc1/fc2`; BERT `intermediate.dense` and the layer's own `output.dense`
+        // (the one right after the layer index, not `attention.output.dense`).
+        selects: |p| {
+            has(p, "mlp")
+                || has(p, "intermediate")
+                || p.windows(3)
+                    .any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense")
+        },
+        on_llava: true,
+        presets: &[preset("ffn", "ffn", 3e-4)],
+    },
+    Tuner {
+        method: Method::Attention,
+        name: "attention",
+        aliases: &["attn"],
+        adds: None,
+        // MISS: every parameter whose HF name contains "attention" (q/k/v, attention output and
+        // its LayerNorm, self- and cross-attention); the BLIP vision blocks call it `self_attn`.
+        selects: |p| {
+            p.iter()
+                .any(|s| s.contains("attention") || s == "self_attn")
+        },
+        on_llava: true,
+        presets: &[preset("attention", "attention", 3e-4)],
+    },
+    Tuner {
+        method: Method::Full,
+        name: "full",
+        aliases: &[],
+        adds: None,
+        selects: |_| true,
+        on_llava: true,
+        presets: &[offered("full", "full", 1e-4, "Full fine-tuning")],
+    },
+    Tuner {
+        method: Method::Frozen,
+        name: "frozen",
+        aliases: &["none"],
+        adds: None,
+        selects: nothing,
+        on_llava: true,
+        presets: &[],
+    },
+];
+
+/// The row of `method`.
+pub fn tuner(method: Method) -> &'static Tuner {
+    TUNERS
+        .iter()
+        .find(|t| t.method == method)
+        .expect("every Method has a row in TUNERS")
+}
+
+/// The method named `name` (or one of its aliases), after lower-casing and `_` → `-`.
+pub fn find(name: &str) -> Option<Method> {
+    let n = name.trim().to_ascii_lowercase().replace('_', "-");
+    TUNERS
+        .iter()
+        .find(|t| t.name == n || t.aliases.contains(&n.as_str()))
+        .map(|t| t.method)
+}
+
+/// The methods that add the parameter at `path` (empty: a parameter of the model itself).
+pub fn adders(path: &[String]) -> impl Iterator<Item = Method> + '_ {
+    TUNERS
+        .iter()
+        .filter(move |t| t.adds.is_some_and(|f| f(path)))
+        .map(|t| t.method)
+}
+
+/// Every preset, in table order.
+pub fn presets() -> impl Iterator<Item = &'static Preset> {
+    TUNERS.iter().flat_map(|t| t.presets.iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant, by an exhaustive match: adding one without a row fails to compile here
+    /// or fails this test.
+    #[test]
+    fn every_method_has_one_row_named_as_serde_names_it() {
+        use Method::*;
+        let all = [
+            Full, Layernorm, Ffn, Attention, Bitfit, Lora, Dora, Ia3, Prefix, PtuningV2, Adapter,
+            Frozen,
+        ];
+        for m in all {
+            match m {
+                Full | Layernorm | Ffn | Attention | Bitfit | Lora | Dora | Ia3 | Prefix
+                | PtuningV2 | Adapter | Frozen => {}
+            }
+            assert_eq!(TUNERS.iter().filter(|t| t.method == m).count(), 1, "{m:?}");
+            let serde: Method = serde_json::from_value(serde_json::json!(tuner(m).name)).unwrap();
+            assert_eq!(serde, m);
+        }
+        assert_eq!(TUNERS.len(), all.len());
+    }
+
+    #[test]
+    fn names_are_unique_and_presets_parse() {
+        let mut seen = std::collections::BTreeSet::new();
+        for t in TUNERS {
+            for n in std::iter::once(&t.name).chain(t.aliases) {
+                assert!(seen.insert(*n), "`{n}` names two methods");
+                assert_eq!(find(n), Some(t.method));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in presets() {
+            assert!(names.insert(p.name), "preset `{}` twice", p.name);
+            super::super::PeftConfig::parse(p.spec).unwrap();
+        }
+    }
+}
