@@ -347,6 +347,31 @@ fn a_peft_lora_adapter_on_the_decoder_matches_peft() {
     assert_same_tensors(ours, &theirs);
 }
 
+/// A peft DoRA adapter on the LLaVA decoder (every tensor random, magnitudes included;
+/// `fixtures/make_dora_fixtures.py`) loads and gives peft's logits; written back, it has peft's
+/// keys and values.
+#[test]
+fn a_peft_dora_adapter_on_the_decoder_matches_peft() {
+    use normtune_core::models::Pipeline;
+    use normtune_core::peft::io;
+
+    let device = Device::flex();
+    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+    let model = pollster::block_on(io::load_adapter(p.model, &folder("llava/dora"))).unwrap();
+    let err = adapter_logits_error(&model, "llava/dora", &device);
+    println!("logits with the peft DoRA adapter: max relative error {err:.2e}");
+    assert!(err <= 1e-4, "{err:.2e}");
+    let mut cfg =
+        normtune_core::peft::PeftConfig::parse("vision=frozen,projector=frozen,decoder=dora")
+            .unwrap();
+    cfg.lora.r = 4;
+    cfg.lora.lora_alpha = 8.0;
+    let files = io::save_adapter(&model, &cfg, "tests/fixtures/llava/tiny").unwrap();
+    let ours = &files.iter().find(|(n, _)| n == io::WEIGHTS_FILE).unwrap().1;
+    let theirs = std::fs::read(fixture("llava/dora").join(io::WEIGHTS_FILE)).unwrap();
+    assert_same_tensors(ours, &theirs);
+}
+
 /// The largest relative error of the LLaVA model's logits against `<rel>/reference.json`'s, on
 /// its `input_ids` and the first training image of `llava/tiny`.
 fn adapter_logits_error(model: &normtune_core::models::Model, rel: &str, device: &Device) -> f32 {

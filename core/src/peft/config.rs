@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(c.method_for("decoder"), Method::Frozen);
         assert_eq!(c.method_for("text_encoder"), Method::Layernorm);
         for name in Method::names() {
-            assert_eq!(name.parse::<Method>().unwrap().name(), *name);
+            assert_eq!(name.parse::<Method>().unwrap().name(), name);
         }
     }
 
