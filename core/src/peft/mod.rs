@@ -27,8 +27,12 @@ pub use select::apply;
 /// Why `model` cannot be written as plain weights after folding IA3 and LoRA, if it cannot:
 /// prefix keys/values and bottleneck adapters add computation no weight matrix can absorb.
 pub fn unmergeable(model: &models::Model) -> Option<String> {
-    models::walk::param_paths(model)
-        .into_iter()
-        .find(|p| p.split('.').any(|s| s == "prefix" || s.ends_with("adapter")))
-        .map(|p| format!("`{p}` belongs to a prefix or bottleneck adapter, which cannot be merged into the weights (use --adapter at inference instead)"))
+    models::walk::param_paths(model).into_iter().find_map(|p| {
+        let segs: Vec<String> = p.split('.').map(String::from).collect();
+        let m = registry::adders(&segs).find(|m| !registry::tuner(*m).mergeable)?;
+        Some(format!(
+            "`{p}` belongs to a `{}` module, which cannot be merged into the weights (use --adapter at inference instead)",
+            m.name()
+        ))
+    })
 }

@@ -4,7 +4,27 @@
 //! the app's method list and the trainability rules are read from here, so a method is its
 //! file (how it attaches, how it is saved) plus one row.
 
-use super::config::Method;
+use super::config::{Method, PeftConfig};
+use crate::error::Result;
+use crate::models::Model;
+
+/// How a method's modules are put into a model, shared by the methods one module serves (LoRA
+/// and DoRA; prefix tuning and P-tuning v2): `key` names the group, so it runs once.
+pub struct Attach {
+    /// The group's name.
+    pub key: &'static str,
+    /// Adds the modules to every component whose method is in the group.
+    pub run: fn(Model, &PeftConfig) -> Result<Model>,
+}
+
+const LOW_RANK: Attach = Attach {
+    key: "lora",
+    run: |m, c| super::lora::attach(m, c, None),
+};
+const PREFIXES: Attach = Attach {
+    key: "prefix",
+    run: super::prefix::attach,
+};
 
 /// One PEFT method.
 pub struct Tuner {
@@ -19,6 +39,10 @@ pub struct Tuner {
     pub adds: Option<fn(&[String]) -> bool>,
     /// For in-place methods: which of the model's parameters train.
     pub selects: fn(&[String]) -> bool,
+    /// Adds the method's modules (`None`: it trains the model's own parameters).
+    pub attach: Option<Attach>,
+    /// Whether what it trains folds into plain weights (`normtune merge`).
+    pub mergeable: bool,
     /// Whether the LLaVA-style model implements it.
     pub on_llava: bool,
     /// Runs offered for it (app menu and sweep grid).
@@ -76,6 +100,8 @@ pub const TUNERS: &[Tuner] = &[
         adds: None,
         // LayerNorm (gamma, beta) and RMSNorm (gamma) are the only modules with these names.
         selects: |p| matches!(leaf(p), "gamma" | "beta"),
+        attach: None,
+        mergeable: true,
         on_llava: true,
         presets: &[
             offered(
@@ -99,6 +125,8 @@ pub const TUNERS: &[Tuner] = &[
         // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`.
         adds: Some(|p| has(p, "lora")),
         selects: nothing,
+        attach: Some(LOW_RANK),
+        mergeable: true,
         on_llava: true,
         presets: &[
             offered("lora", "lora", 1e-3, "LoRA r=8 (query/value, vision qkv)"),
@@ -131,6 +159,8 @@ pub const TUNERS: &[Tuner] = &[
         // `<linear>.weight.dora.{a,b,magnitude}`.
         adds: Some(|p| has(p, "dora")),
         selects: nothing,
+        attach: Some(LOW_RANK),
+        mergeable: true,
         on_llava: true,
         presets: &[offered(
             "dora",
@@ -146,6 +176,11 @@ pub const TUNERS: &[Tuner] = &[
         // `key_ia3`, `value_ia3`, `dense_ia3`.
         adds: Some(|p| leaf(p).ends_with("_ia3")),
         selects: nothing,
+        attach: Some(Attach {
+            key: "ia3",
+            run: super::ia3::attach,
+        }),
+        mergeable: true,
         on_llava: false,
         presets: &[offered(
             "F-IA3-IA3",
@@ -160,6 +195,8 @@ pub const TUNERS: &[Tuner] = &[
         aliases: &[],
         adds: None,
         selects: |p| matches!(leaf(p), "bias" | "beta"),
+        attach: None,
+        mergeable: true,
         on_llava: true,
         presets: &[offered("bitfit", "bitfit", 3e-3, "BitFit (biases)")],
     },
@@ -170,6 +207,11 @@ pub const TUNERS: &[Tuner] = &[
         // `adapter`, `attn_adapter`, `mlp_adapter`.
         adds: Some(|p| p.iter().any(|s| s.ends_with("adapter"))),
         selects: nothing,
+        attach: Some(Attach {
+            key: "adapter",
+            run: super::adapter::attach,
+        }),
+        mergeable: false,
         on_llava: false,
         presets: &[offered("adapter", "adapter", 1e-3, "Bottleneck adapters")],
     },
@@ -180,6 +222,8 @@ pub const TUNERS: &[Tuner] = &[
         // Prefix keys/values and their projection MLP.
         adds: Some(|p| has(p, "prefix")),
         selects: nothing,
+        attach: Some(PREFIXES),
+        mergeable: false,
         on_llava: false,
         presets: &[preset(
             "F-F-Prefix",
@@ -193,6 +237,8 @@ pub const TUNERS: &[Tuner] = &[
         aliases: &["ptv2", "p-tuning-v2"],
         adds: Some(|p| has(p, "prefix")),
         selects: nothing,
+        attach: Some(PREFIXES),
+        mergeable: false,
         on_llava: false,
         presets: &[offered(
             "F-F-PTv2",
@@ -214,6 +260,8 @@ pub const TUNERS: &[Tuner] = &[
                 || p.windows(3)
                     .any(|w| w[0].parse::<usize>().is_ok() && w[1] == "output" && w[2] == "dense")
         },
+        attach: None,
+        mergeable: true,
         on_llava: true,
         presets: &[preset("ffn", "ffn", 3e-4)],
     },
@@ -228,6 +276,8 @@ pub const TUNERS: &[Tuner] = &[
             p.iter()
                 .any(|s| s.contains("attention") || s == "self_attn")
         },
+        attach: None,
+        mergeable: true,
         on_llava: true,
         presets: &[preset("attention", "attention", 3e-4)],
     },
@@ -237,6 +287,8 @@ pub const TUNERS: &[Tuner] = &[
         aliases: &[],
         adds: None,
         selects: |_| true,
+        attach: None,
+        mergeable: true,
         on_llava: true,
         presets: &[offered("full", "full", 1e-4, "Full fine-tuning")],
     },
@@ -246,6 +298,8 @@ pub const TUNERS: &[Tuner] = &[
         aliases: &["none"],
         adds: None,
         selects: nothing,
+        attach: None,
+        mergeable: true,
         on_llava: true,
         presets: &[],
     },
@@ -274,6 +328,20 @@ pub fn adders(path: &[String]) -> impl Iterator<Item = Method> + '_ {
         .iter()
         .filter(move |t| t.adds.is_some_and(|f| f(path)))
         .map(|t| t.method)
+}
+
+/// The attach steps `methods` need, each group once, in table order.
+pub fn attach_steps(methods: &[Method]) -> Vec<&'static Attach> {
+    let mut steps: Vec<&'static Attach> = Vec::new();
+    for t in TUNERS {
+        if let Some(a) = &t.attach
+            && methods.contains(&t.method)
+            && !steps.iter().any(|s| s.key == a.key)
+        {
+            steps.push(a);
+        }
+    }
+    steps
 }
 
 /// Every preset, in table order.

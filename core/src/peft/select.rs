@@ -121,32 +121,11 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
             )));
         }
     }
-    let model = if components.iter().any(|c| cfg.method_for(c).is_lora()) {
-        super::lora::attach(model, &cfg, None)?
-    } else {
-        model
-    };
-    let model = if components.iter().any(|c| cfg.method_for(c) == Method::Ia3) {
-        super::ia3::attach(model, &cfg)?
-    } else {
-        model
-    };
-    let model = if components
-        .iter()
-        .any(|c| matches!(cfg.method_for(c), Method::Prefix | Method::PtuningV2))
-    {
-        super::prefix::attach(model, &cfg)?
-    } else {
-        model
-    };
-    let model = if components
-        .iter()
-        .any(|c| cfg.method_for(c) == Method::Adapter)
-    {
-        super::adapter::attach(model, &cfg)?
-    } else {
-        model
-    };
+    let used: Vec<Method> = components.iter().map(|c| cfg.method_for(c)).collect();
+    let mut model = model;
+    for step in super::registry::attach_steps(&used) {
+        model = (step.run)(model, &cfg)?;
+    }
     let mut selector = Selector {
         cfg: &cfg,
         path: PathStack::default(),
