@@ -323,52 +323,35 @@ fn a_sharded_checkpoint_loads_as_the_single_file() {
 /// loads and gives peft's logits; written back, it has peft's keys and values.
 #[test]
 fn a_peft_lora_adapter_on_the_decoder_matches_peft() {
+    peft_adapter_on_the_decoder_matches_peft("llava/lora", "lora");
+}
+
+/// The same for a peft DoRA adapter (every tensor random, magnitudes included;
+/// `fixtures/make_dora_fixtures.py`).
+#[test]
+fn a_peft_dora_adapter_on_the_decoder_matches_peft() {
+    peft_adapter_on_the_decoder_matches_peft("llava/dora", "dora");
+}
+
+fn peft_adapter_on_the_decoder_matches_peft(dir: &str, method: &str) {
     use normtune_core::models::Pipeline;
     use normtune_core::peft::io;
 
     let device = Device::flex();
     let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
-    let model = pollster::block_on(io::load_adapter(p.model, &folder("llava/lora"))).unwrap();
-    let err = adapter_logits_error(&model, "llava/lora", &device);
-    println!("logits with the peft LoRA adapter: max relative error {err:.2e}");
+    let model = pollster::block_on(io::load_adapter(p.model, &folder(dir))).unwrap();
+    let err = adapter_logits_error(&model, dir, &device);
+    println!("logits with the peft {method} adapter: max relative error {err:.2e}");
     assert!(err <= 1e-4, "{err:.2e}");
 
     // Saved again: peft's keys and values.
-    let cfg = normtune_core::peft::PeftConfig::parse("vision=frozen,projector=frozen,decoder=lora")
-        .map(|mut c| {
-            c.lora.r = 4;
-            c.lora.lora_alpha = 8.0;
-            c
-        })
-        .unwrap();
-    let files = io::save_adapter(&model, &cfg, "tests/fixtures/llava/tiny").unwrap();
-    let ours = &files.iter().find(|(n, _)| n == io::WEIGHTS_FILE).unwrap().1;
-    let theirs = std::fs::read(fixture("llava/lora").join(io::WEIGHTS_FILE)).unwrap();
-    assert_same_tensors(ours, &theirs);
-}
-
-/// A peft DoRA adapter on the LLaVA decoder (every tensor random, magnitudes included;
-/// `fixtures/make_dora_fixtures.py`) loads and gives peft's logits; written back, it has peft's
-/// keys and values.
-#[test]
-fn a_peft_dora_adapter_on_the_decoder_matches_peft() {
-    use normtune_core::models::Pipeline;
-    use normtune_core::peft::io;
-
-    let device = Device::flex();
-    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
-    let model = pollster::block_on(io::load_adapter(p.model, &folder("llava/dora"))).unwrap();
-    let err = adapter_logits_error(&model, "llava/dora", &device);
-    println!("logits with the peft DoRA adapter: max relative error {err:.2e}");
-    assert!(err <= 1e-4, "{err:.2e}");
-    let mut cfg =
-        normtune_core::peft::PeftConfig::parse("vision=frozen,projector=frozen,decoder=dora")
-            .unwrap();
+    let spec = format!("vision=frozen,projector=frozen,decoder={method}");
+    let mut cfg = normtune_core::peft::PeftConfig::parse(&spec).unwrap();
     cfg.lora.r = 4;
     cfg.lora.lora_alpha = 8.0;
     let files = io::save_adapter(&model, &cfg, "tests/fixtures/llava/tiny").unwrap();
     let ours = &files.iter().find(|(n, _)| n == io::WEIGHTS_FILE).unwrap().1;
-    let theirs = std::fs::read(fixture("llava/dora").join(io::WEIGHTS_FILE)).unwrap();
+    let theirs = std::fs::read(fixture(dir).join(io::WEIGHTS_FILE)).unwrap();
     assert_same_tensors(ours, &theirs);
 }
 

@@ -26,8 +26,8 @@ fn host(t: Tensor<3>) -> Vec<f32> {
     values(t).1
 }
 
-/// r·(in + out) for every HF Linear weight whose module name is a target, in the given prefixes.
-fn hf_lora_count(r: usize, prefixes: &[&str], targets: &[&str]) -> usize {
+/// `[out, in]` of every HF Linear weight whose module name is a target, in the given prefixes.
+fn hf_targets(prefixes: &[&str], targets: &[&str]) -> Vec<(usize, usize)> {
     let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -37,23 +37,21 @@ fn hf_lora_count(r: usize, prefixes: &[&str], targets: &[&str]) -> usize {
                 && prefixes.iter().any(|p| k.starts_with(p))
                 && targets.iter().any(|m| k.ends_with(&format!(".{m}.weight")))
         })
-        .map(|(_, t)| r * (t.shape()[0] + t.shape()[1]))
+        .map(|(_, t)| (t.shape()[0], t.shape()[1]))
+        .collect()
+}
+
+/// r·(in + out) for every targeted weight (LoRA's factors).
+fn hf_lora_count(r: usize, prefixes: &[&str], targets: &[&str]) -> usize {
+    hf_targets(prefixes, targets)
+        .iter()
+        .map(|(o, i)| r * (o + i))
         .sum()
 }
 
-/// Output features (DoRA's magnitudes) of the same weights as [`hf_lora_count`].
+/// Output features of every targeted weight (DoRA's magnitudes).
 fn hf_out_features(prefixes: &[&str], targets: &[&str]) -> usize {
-    let bytes = std::fs::read(fixture("blip_vqa/model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .iter()
-        .filter(|(k, t)| {
-            t.shape().len() == 2
-                && prefixes.iter().any(|p| k.starts_with(p))
-                && targets.iter().any(|m| k.ends_with(&format!(".{m}.weight")))
-        })
-        .map(|(_, t)| t.shape()[0])
-        .sum()
+    hf_targets(prefixes, targets).iter().map(|(o, _)| o).sum()
 }
 
 fn trained(cfg: &PeftConfig) -> (Model, Vec<(bool, Vec<f32>)>, Vec<(bool, Vec<f32>)>) {
