@@ -140,12 +140,18 @@ impl PeftConfig {
         Ok(cfg)
     }
 
-    /// The method for a component.
+    /// The method for a component (`lora` with `lora.use_dora` set is DoRA, as in peft).
     pub fn method_for(&self, component: &str) -> Method {
-        self.placement
+        let m = self
+            .placement
             .get(component)
             .copied()
-            .unwrap_or(self.default_method.unwrap_or(Method::Layernorm))
+            .unwrap_or(self.default_method.unwrap_or(Method::Layernorm));
+        if m == Method::Lora && self.lora.use_dora {
+            Method::Dora
+        } else {
+            m
+        }
     }
 
     /// A short description, e.g. `vision=layernorm,text_encoder=layernorm,decoder=layernorm`.
@@ -173,6 +179,21 @@ mod tests {
         for name in Method::names() {
             assert_eq!(name.parse::<Method>().unwrap().name(), name);
         }
+    }
+
+    #[test]
+    fn peft_use_dora_makes_lora_dora() {
+        let c = PeftConfig::from_json(
+            br#"{"placement": {"vision": "frozen"}, "default_method": "lora", "lora": {"use_dora": true}}"#,
+            "peft.json",
+        )
+        .unwrap();
+        assert_eq!(c.method_for("decoder"), Method::Dora);
+        assert_eq!(c.method_for("vision"), Method::Frozen);
+        assert_eq!(
+            PeftConfig::parse("lora").unwrap().method_for("decoder"),
+            Method::Lora
+        );
     }
 
     #[test]

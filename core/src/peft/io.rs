@@ -332,6 +332,7 @@ async fn load_lora(
             .get("use_rslora")
             .and_then(|v| v.as_bool())
             .unwrap_or(false),
+        use_dora: false, // the method says it
     };
     let dora = config
         .get("use_dora")

@@ -27,6 +27,9 @@ pub struct LoraSettings {
     pub target_modules: Option<Vec<String>>,
     /// rsLoRA scaling `lora_alpha / √r`.
     pub use_rslora: bool,
+    /// peft's `use_dora`: components whose method is `lora` get DoRA (the same as naming the
+    /// method `dora`).
+    pub use_dora: bool,
 }
 
 impl Default for LoraSettings {
@@ -38,6 +41,7 @@ impl Default for LoraSettings {
             lora_dropout: 0.1,
             target_modules: None,
             use_rslora: false,
+            use_dora: false,
         }
     }
 }
