@@ -343,3 +343,24 @@ test('a model kept in the browser loads on a later visit; a full quota is report
     await app.browser.close();
   }
 });
+
+// The app is built with WebAssembly SIMD: a browser without it gets one plain sentence (from
+// boot.js) and no attempt to load the module. Simulated by making `WebAssembly.validate` say no.
+test('a browser without WebAssembly SIMD is told so plainly', { timeout: 5 * 60_000 }, async () => {
+  const app = await openApp('no-simd');
+  try {
+    await app.page.addInitScript(() => { WebAssembly.validate = () => false; });
+    await app.page.goto(origin + '/');
+    const msg = app.page.locator('#no-simd');
+    await msg.waitFor({ timeout: 60_000 });
+    assert.match(await msg.textContent(), /^normtune needs WebAssembly SIMD, which this browser does not have\./);
+    // (trunk's `<link rel=preload>` still downloads the module; it is never compiled.)
+    assert.equal(await app.page.locator('#device-status').count(), 0, 'the app started anyway');
+  } catch (e) {
+    await app.shot('failure').catch(() => {});
+    console.log(`[no-simd] page console:\n${app.logs.slice(0, 60).join('\n')}`);
+    throw e;
+  } finally {
+    await app.browser.close();
+  }
+});
