@@ -1,8 +1,9 @@
 //! The base model behind an adapter (HF peft's `disable_adapter()`): every module a method
 //! added is taken out again (IA3 vectors, prefixes, bottleneck adapters) and every LoRA update
 //! is zeroed (burn keeps the frozen base weight under the LoRA factors, so `base + 0` is the
-//! base exactly; a DoRA magnitude is also reset to the base's row norms, making its scale 1). Methods that train base weights in place (LayerNorm tuning, FFN, attention,
-//! BitFit, full) have no base left to return: for those, load the base model again.
+//! base exactly; a DoRA magnitude is also reset to the base's row norms, making its scale 1).
+//! Methods that train base weights in place (LayerNorm tuning, FFN, attention, BitFit, full)
+//! have no base left to return: for those, load the base model again.
 
 use super::config::{Method, PeftConfig};
 use crate::error::{Error, Result};
@@ -77,9 +78,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let segs = self.path.segments();
             let n = segs.len();
-            if n >= 2 && segs[n - 2] == "lora" && segs[n - 1] == "b" {
-                param.map(|t| t.zeros_like())
-            } else if n >= 2 && segs[n - 2] == "dora" && segs[n - 1] == "b" {
+            if n >= 2 && matches!(segs[n - 2].as_str(), "lora" | "dora") && segs[n - 1] == "b" {
                 param.map(|t| t.zeros_like())
             } else if n >= 2 && segs[n - 2] == "dora" && segs[n - 1] == "magnitude" {
                 // With `B = 0` and the magnitude reset to the base's row norms, DoRA's scale is

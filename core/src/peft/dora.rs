@@ -27,13 +27,11 @@ pub struct DoraAdapter {
 }
 
 impl DoraAdapter {
-    /// `m / ‖W + s·A·B‖` as `[1, d_out]`, detached from the graph, for a base weight `w`
-    /// (`[d_in, d_out]`, in the factors' dtype).
-    pub fn magnitude_scale(&self, w: Tensor<2>) -> Tensor<2> {
-        let delta = self.delta().detach();
-        let v = w.detach() + delta;
-        let norm = (v.clone() * v).sum_dim(0).sqrt();
-        self.magnitude.val().unsqueeze_dim::<2>(0) / norm
+    /// `m / ‖W + s·A·B‖` as `[1, d_out]`, detached from the graph, for a base weight `w` and
+    /// the update `delta = s·A·B` (both `[d_in, d_out]`, in the factors' dtype).
+    pub fn magnitude_scale(&self, w: Tensor<2>, delta: Tensor<2>) -> Tensor<2> {
+        let norm = row_norms(w.detach() + delta.detach());
+        (self.magnitude.val() / norm).unsqueeze_dim::<2>(0)
     }
 
     /// `s·A·B`, `[d_in, d_out]`.
@@ -51,14 +49,15 @@ impl Reparameterization for DoraAdapter {
         let (d_in, d_out) = (dims[0], dims[dims.len() - 1]);
         // A frozen base stored in half precision meets the factors in their (f32) dtype.
         let w = base.reshape([d_in, d_out]).cast(self.a.val().dtype());
-        let k = self.magnitude_scale(w.clone());
-        ((w + self.delta()) * k).reshape(shape)
+        let delta = self.delta();
+        let k = self.magnitude_scale(w.clone(), delta.clone());
+        ((w + delta) * k).reshape(shape)
     }
 }
 
-/// `‖W‖` per output feature, `[d_out]`: DoRA's magnitude at init. Computed as
-/// [`DoraAdapter::magnitude_scale`] computes the norm, so that with `B = 0` the scale is exactly
-/// 1 and the adapted weight is the base bit for bit.
+/// `‖W‖` per output feature, `[d_out]`: DoRA's magnitude at init and the norm
+/// [`DoraAdapter::magnitude_scale`] divides by, one computation, so that with `B = 0` the scale
+/// is exactly 1 and the adapted weight is the base bit for bit.
 pub fn row_norms(w: Tensor<2>) -> Tensor<1> {
     let d_out = w.dims()[1];
     (w.clone() * w).sum_dim(0).sqrt().reshape([d_out])
@@ -102,8 +101,8 @@ impl Reparameterizer for DoraReparameterizer {
     }
 }
 
-/// `(y_base, y_dora)` of a DoRA-adapted Linear while training with dropout `p` on the adapter's
-/// input, as peft computes it: `base(x) + (k − 1)·(x̃·W) + k·s·(x̃·A·B)` with `x̃` the dropped
+/// The output of a DoRA-adapted Linear while training with dropout `p` on the adapter's input,
+/// as peft computes it: `base(x) + (k − 1)·(x̃·W) + k·s·(x̃·A·B)` with `x̃` the dropped
 /// input, `k = m / ‖W + s·A·B‖` (detached), the bias only in `base(x)`.
 pub(crate) fn dropout_forward<const D: usize>(
     l: &burn::nn::Linear,
@@ -116,7 +115,7 @@ pub(crate) fn dropout_forward<const D: usize>(
     let dropped = x.clone() * mask / keep;
     let w = l.weight.base().cast(d.a.val().dtype());
     let base = burn::tensor::module::linear(x, w.clone(), l.bias.as_ref().map(|b| b.val()));
-    let k = d.magnitude_scale(w.clone());
+    let k = d.magnitude_scale(w.clone(), d.delta());
     let plain = burn::tensor::module::linear(dropped.clone(), w, None);
     let low = burn::tensor::module::linear(dropped, d.a.val(), None);
     let lora = burn::tensor::module::linear(low, d.b.val(), None).mul_scalar(d.scale);
