@@ -2,8 +2,10 @@
 
 mod cli;
 mod cmd;
+mod config;
 mod fs;
 mod plot;
+mod sys;
 
 use clap::Parser;
 use std::sync::OnceLock;

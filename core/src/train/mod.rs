@@ -4,13 +4,16 @@
 pub mod adamw;
 pub mod eval;
 pub mod loss;
-pub mod schedule;
 #[cfg(feature = "flex")]
-pub mod session;
+pub mod run;
+pub mod schedule;
 pub mod trainer;
 
 pub use eval::{Prediction, evaluate, predict, score};
-pub use schedule::Schedule;
 #[cfg(feature = "flex")]
-pub use session::{Session, SessionConfig, StepReport, load_batch};
+pub use run::{
+    DataSpec, EvalSpec, Files, Finished, OnMissing, Run, RunData, RunEvent, RunSpec, StepReport,
+    load_batch,
+};
+pub use schedule::Schedule;
 pub use trainer::{Batch, CHECKPOINT_FILES, Cursor, Event, Next, Plan, TrainConfig, Trainer};

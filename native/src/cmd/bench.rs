@@ -9,8 +9,8 @@
 //! the same with `torch.set_flush_denormal(True)`).
 
 use crate::cli::BenchArgs;
-use crate::cmd::train::{median, peak_rss_mb};
 use crate::fs::DirSource;
+use crate::sys::{median, peak_rss_mb};
 use normtune_core::burn::module::Module;
 use normtune_core::burn::tensor::{Distribution, Int, Tensor};
 use normtune_core::device::choose;

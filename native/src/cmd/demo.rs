@@ -3,7 +3,8 @@
 //! and prints the zero-shot and tuned accuracy, the trainable share and the time.
 
 use crate::cli::DemoArgs;
-use crate::cmd::train::{resolve, run_config};
+use crate::cmd::train::run_config;
+use crate::config::resolve;
 use crate::fs::{write_file_atomic, write_folder_atomic};
 use anyhow::Context;
 use normtune_core::demo::llava;

@@ -7,7 +7,8 @@
 //! `normtune train --resume <out>.work/run`.
 
 use crate::cli::PretrainArgs;
-use crate::cmd::train::{resolve, run_config};
+use crate::cmd::train::run_config;
+use crate::config::resolve;
 use crate::fs::{DirSource, write_file_atomic, write_folder_atomic};
 use anyhow::Context;
 use normtune_core::burn::module::Module;
