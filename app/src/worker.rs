@@ -8,13 +8,15 @@ use crate::protocol::{
     encode,
 };
 use normtune_core::burn::tensor::Device;
-use normtune_core::data::{Example, Format, decode_image, read_examples};
+use normtune_core::data::{Example, Format, QuestionTemplates, decode_image, read_examples};
 use normtune_core::demo::{Domain, train_test_files};
 use normtune_core::models::Pipeline;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
-use normtune_core::train::{Session, SessionConfig, TrainConfig};
+use normtune_core::train::{
+    DataSpec, EvalSpec, OnMissing, Run, RunData, RunEvent, RunSpec, TrainConfig,
+};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -68,10 +70,6 @@ async fn sleep(ms: i32) {
         let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
     });
     let _ = wasm_bindgen_futures::JsFuture::from(p).await;
-}
-
-fn now_ms() -> f64 {
-    js_sys::Date::now()
 }
 
 /// The size of this worker's WebAssembly memory, MiB.
@@ -167,16 +165,13 @@ struct Data {
     images: Shared,
 }
 
-struct Run {
-    session: Session<Shared>,
+/// A training run: core's [`Run`] (all of the run's policy) and whether the page has it going.
+struct Training {
+    run: Run<Shared>,
     running: bool,
     paused: bool,
-    started_ms: f64,
-    paused_ms: f64,
-    pause_began: Option<f64>,
+    /// Micro-batches trained in this run.
     steps: usize,
-    samples: usize,
-    eval_examples: usize,
 }
 
 #[derive(Default)]
@@ -185,7 +180,7 @@ struct State {
     limits: Option<(u64, u64)>,
     model: Option<Model>,
     data: Option<Data>,
-    run: Option<Run>,
+    run: Option<Training>,
     /// An imported adapter on the base model (answers as "tuned" until the next run).
     imported: Option<Pipeline>,
 }
@@ -218,13 +213,8 @@ impl State {
             ToWorker::Pause | ToWorker::Resume => {
                 let pause = msg == ToWorker::Pause;
                 let r = self.run.as_mut().ok_or("no training run")?;
-                if r.running && r.paused != pause {
+                if r.running {
                     r.paused = pause;
-                    if pause {
-                        r.pause_began = Some(now_ms());
-                    } else if let Some(t) = r.pause_began.take() {
-                        r.paused_ms += now_ms() - t;
-                    }
                 }
                 post(
                     &FromWorker::State {
@@ -475,61 +465,37 @@ impl State {
         let device = self.device()?.clone();
         let model = self.model.as_ref().ok_or("load a model first")?;
         let data = self.data.as_ref().ok_or("load data first")?;
-        let peft = PeftConfig::parse(&s.method).map_err(err)?;
         if !(s.lr > 0.0) || s.epochs == 0 || s.batch_size == 0 {
             return Err("epochs, batch size and learning rate must be positive".into());
         }
         progress("preparing the model", 0, 1);
-        let p = Pipeline::load(&model.files, &device.autodiff())
+        let data = RunData {
+            train: data.train.clone(),
+            eval: data.test.clone(),
+            images: data.images.clone(),
+            templates: QuestionTemplates::default(),
+            labels: None,
+        };
+        let spec = spec_of(&s, &model.name)?;
+        let run = Run::load(spec, &model.files, &device, data, false)
             .await
             .map_err(err)?;
-        let cfg = SessionConfig {
-            peft,
-            train: TrainConfig {
-                lr: s.lr,
-                warmup_steps: 10,
-                weight_decay: 0.0,
-                ..TrainConfig::default()
-            },
-            batch_size: s.batch_size,
-            epochs: s.epochs,
-            seed: s.seed,
-            generation: generation(),
-            ..SessionConfig::default()
-        };
-        let session = Session::new(
-            p,
-            data.train.clone(),
-            data.test.clone(),
-            data.images.clone(),
-            cfg,
-        )
-        .map_err(err)?;
-        let report = session.report().clone();
+        let report = run.report().clone();
         post(
             &FromWorker::Started {
                 trainable: report.peft_line(),
                 trainable_params: report.trainable_params,
-                total_batches: session.plan().total_batches(),
+                total_batches: run.plan().total_batches(),
             },
             Vec::new(),
         );
         self.imported = None;
-        let mut run = Run {
-            session,
+        self.run = Some(Training {
+            run,
             running: true,
             paused: false,
-            started_ms: 0.0,
-            paused_ms: 0.0,
-            pause_began: None,
             steps: 0,
-            samples: 0,
-            eval_examples: s.eval_examples,
-        };
-        // The zero-shot score first: the line the tuned model has to beat.
-        evaluate(&mut run, &model.base, 0).await?;
-        run.started_ms = now_ms();
-        self.run = Some(run);
+        });
         post(
             &FromWorker::State {
                 state: "running".into(),
@@ -539,52 +505,67 @@ impl State {
         Ok(())
     }
 
+    /// The run's next event (the zero-shot evaluation first, then micro-batches and the
+    /// evaluations the run's cadence asks for), posted to the page.
     async fn train_step(&mut self) -> Result<(), String> {
         let r = self.run.as_mut().ok_or("no run")?;
-        let t0 = now_ms();
-        let Some(rep) = r.session.step().await.map_err(err)? else {
-            r.running = false;
-            post(
-                &FromWorker::State {
-                    state: "finished".into(),
-                },
-                Vec::new(),
-            );
-            return Ok(());
-        };
-        let t1 = now_ms();
-        r.steps += 1;
-        r.samples += rep.examples;
-        let secs = ((t1 - r.started_ms - r.paused_ms) / 1e3).max(1e-9);
-        post(
-            &FromWorker::Step {
-                step: rep.event.step,
-                position: rep.position,
-                total: rep.total,
-                loss: rep.event.loss,
-                lr: rep.event.lr,
-                steps_per_s: r.steps as f64 / secs,
-                samples_per_s: r.samples as f64 / secs,
-                step_ms: t1 - t0,
-                wasm_mb: wasm_mb(),
-            },
-            Vec::new(),
-        );
-        if rep.ends_epoch {
-            let tuned = r.session.tuned();
-            let paused_at = now_ms();
-            evaluate(r, &tuned, rep.event.step).await?;
-            // Evaluation time does not count as training time.
-            r.paused_ms += now_ms() - paused_at;
-        }
-        if rep.position == rep.total {
-            r.running = false;
-            post(
-                &FromWorker::State {
-                    state: "finished".into(),
-                },
-                Vec::new(),
-            );
+        let event = r
+            .run
+            .next_event(|d, t| {
+                if d % 8 == 0 || d == t {
+                    progress("evaluating", d, t)
+                }
+            })
+            .await
+            .map_err(err)?;
+        match event {
+            None | Some(RunEvent::Stopped { .. }) => {
+                r.running = false;
+                post(
+                    &FromWorker::State {
+                        state: "finished".into(),
+                    },
+                    Vec::new(),
+                );
+            }
+            Some(RunEvent::Step(rep)) => {
+                r.steps += 1;
+                let secs = rep.train_seconds.max(1e-9);
+                post(
+                    &FromWorker::Step {
+                        step: rep.event.step,
+                        position: rep.position,
+                        total: rep.total,
+                        loss: rep.event.loss,
+                        lr: rep.event.lr,
+                        steps_per_s: r.steps as f64 / secs,
+                        samples_per_s: rep.samples_per_s,
+                        step_ms: rep.step_ms,
+                        wasm_mb: wasm_mb(),
+                    },
+                    Vec::new(),
+                );
+            }
+            Some(RunEvent::Eval {
+                step,
+                examples,
+                scores,
+                ..
+            }) => {
+                let pct = |k: &str| scores.get(k).and_then(|v| v.as_f64()).map(|v| 100.0 * v);
+                post(
+                    &FromWorker::Eval(EvalPoint {
+                        step,
+                        overall: pct("overall_acc").unwrap_or(0.0),
+                        closed: pct("closed_acc"),
+                        open: pct("open_acc"),
+                        questions: examples,
+                    }),
+                    Vec::new(),
+                );
+            }
+            // The browser keeps no files during a run: the adapter is exported on request.
+            Some(RunEvent::Best { .. } | RunEvent::Checkpoint { .. }) => {}
         }
         Ok(())
     }
@@ -606,7 +587,7 @@ impl State {
         .await?;
         let tuned_p = match (&self.imported, &self.run) {
             (Some(p), _) => Some(p.with_model(p.model.clone())),
-            (None, Some(r)) => Some(r.session.tuned()),
+            (None, Some(r)) => Some(r.run.tuned()),
             _ => None,
         };
         let tuned = match tuned_p {
@@ -626,13 +607,13 @@ impl State {
     }
 
     async fn export(&self) -> Result<(), String> {
-        let model = self.model.as_ref().ok_or("load a model first")?;
+        self.model.as_ref().ok_or("load a model first")?;
         let r = self
             .run
             .as_ref()
             .ok_or("nothing is tuned yet: fine-tune first")?;
         progress("writing the adapter", 0, 1);
-        let files = r.session.export_adapter(&model.name).await.map_err(err)?;
+        let files = r.run.export_adapter().await.map_err(err)?;
         let zip = zip_files(&files)?;
         let names = files.iter().map(|(k, _)| k.clone()).collect();
         let mut out = files;
@@ -690,35 +671,36 @@ fn generation() -> GenConfig {
     }
 }
 
-async fn evaluate(run: &mut Run, p: &Pipeline, step: usize) -> Result<(), String> {
-    let n = match run.eval_examples {
-        0 => run.session.eval_examples().len(),
-        k => k.min(run.session.eval_examples().len()),
+/// The run a page's settings describe: the page's data (train and test), evaluated before
+/// training and after every epoch on `eval_examples` test questions, greedy answers.
+fn spec_of(s: &TuneSettings, model: &str) -> Result<RunSpec, String> {
+    let data = DataSpec {
+        format: Format::Jsonl,
+        train: "train".into(),
+        eval: Some("test".into()),
+        images: "".into(),
+        split: "test".into(),
+        on_missing: OnMissing::Fail,
+        question_templates: None,
     };
-    if n == 0 {
-        return Ok(());
-    }
-    let scores = run
-        .session
-        .evaluate_with(p, n, |d, t| {
-            if d % 8 == 0 || d == t {
-                progress("evaluating", d, t)
-            }
-        })
-        .await
-        .map_err(err)?;
-    let pct = |k: &str| scores.get(k).and_then(|v| v.as_f64()).map(|v| 100.0 * v);
-    post(
-        &FromWorker::Eval(EvalPoint {
-            step,
-            overall: pct("overall_acc").unwrap_or(0.0),
-            closed: pct("closed_acc"),
-            open: pct("open_acc"),
-            questions: n,
-        }),
-        Vec::new(),
-    );
-    Ok(())
+    let mut spec = RunSpec::new(model, "", data);
+    spec.peft = PeftConfig::parse(&s.method).map_err(err)?;
+    spec.train = TrainConfig {
+        lr: s.lr,
+        warmup_steps: 10,
+        weight_decay: 0.0,
+        ..TrainConfig::default()
+    };
+    spec.batch_size = s.batch_size;
+    spec.epochs = s.epochs;
+    spec.seed = s.seed;
+    spec.eval = EvalSpec {
+        max_examples: s.eval_examples,
+        at_start: true,
+        ..EvalSpec::default()
+    };
+    spec.generation = generation();
+    Ok(spec)
 }
 
 fn sample(e: &Example) -> Sample {

@@ -7,13 +7,13 @@
 
 use normtune_app::protocol::{FromWorker, ToWorker, decode, encode};
 use normtune_core::burn::tensor::Device;
-use normtune_core::data::{Format, read_examples};
+use normtune_core::data::{Format, QuestionTemplates, read_examples};
 use normtune_core::demo::{Domain, train_test_files};
 use normtune_core::models::Pipeline;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
-use normtune_core::train::{Session, SessionConfig};
+use normtune_core::train::{DataSpec, OnMissing, Run, RunData, RunEvent, RunSpec};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -85,28 +85,37 @@ async fn tune_export_reload(
         "test.vqa.jsonl",
         "test",
     );
-    let p = Pipeline::load(&model, &device.clone().autodiff())
-        .await
-        .unwrap();
-    let cfg = SessionConfig {
-        peft: PeftConfig::parse(method).unwrap(),
-        batch_size: 8,
-        epochs: 1,
-        generation: GenConfig {
-            num_beams: 1,
-            max_new_tokens: 6,
-            ..GenConfig::default()
-        },
-        ..SessionConfig::default()
+    let data = DataSpec {
+        format: Format::Jsonl,
+        train: "train.vqa.jsonl".into(),
+        eval: Some("test.vqa.jsonl".into()),
+        images: "".into(),
+        split: "test".into(),
+        on_missing: OnMissing::Fail,
+        question_templates: None,
     };
-    let mut s = Session::new(p, train, test.clone(), images.clone(), cfg).unwrap();
+    let mut spec = RunSpec::new("demo", "", data);
+    spec.peft = PeftConfig::parse(method).unwrap();
+    spec.train.lr = 3e-3;
+    spec.batch_size = 8;
+    spec.epochs = 1;
+    let data = RunData {
+        train,
+        eval: Vec::new(),
+        images: images.clone(),
+        templates: QuestionTemplates::default(),
+        labels: None,
+    };
+    let mut run = Run::load(spec, &model, &device, data, false).await.unwrap();
     let mut losses = Vec::new();
-    while let Some(r) = s.step().await.unwrap() {
-        assert!(r.event.loss.is_finite());
-        losses.push(r.event.loss);
+    while let Some(e) = run.next_event(|_, _| {}).await.unwrap() {
+        if let RunEvent::Step(r) = e {
+            assert!(r.event.loss.is_finite());
+            losses.push(r.event.loss);
+        }
     }
-    assert_eq!(losses.len(), s.plan().total_batches());
-    let adapter = s.export_adapter("demo").await.unwrap();
+    assert_eq!(losses.len(), run.plan().total_batches());
+    let adapter = run.export_adapter().await.unwrap();
     let mut src = MemorySource::new();
     for (k, v) in adapter {
         src.insert(k, v);
@@ -116,7 +125,7 @@ async fn tune_export_reload(
         .await
         .unwrap();
     let reloaded = base.with_model(loaded);
-    let tuned = s.tuned();
+    let tuned = run.tuned();
     let gen_cfg = GenConfig {
         num_beams: 1,
         max_new_tokens: 6,

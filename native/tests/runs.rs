@@ -906,3 +906,94 @@ fn a_full_disk_fails_naming_the_file_and_leaves_nothing_half_written() {
     );
     let _ = std::fs::remove_dir_all(&mnt);
 }
+
+/// A folder's files in memory, named relative to it (as the browser holds dropped files).
+fn memory_source(dir: &Path) -> normtune_core::source::MemorySource {
+    let mut src = normtune_core::source::MemorySource::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            src.insert(name, bytes(p));
+        }
+    }
+    src
+}
+
+/// The CLI and the browser's worker drive the same core `Run`: the spec `normtune train` wrote
+/// to `config.toml`, run again in this process the way the worker runs it (files in memory, no
+/// files kept), gives the same loss at every micro-batch, the same evaluations and a
+/// byte-identical adapter. LoRA with dropout, so the seeded initialisation and the dropout
+/// masks are covered too (a different dropout rate on one side fails it).
+#[test]
+fn the_cli_and_the_browsers_path_run_one_spec_identically() {
+    use normtune_core::train::{Run, RunData, RunEvent, RunSpec};
+    let out = tmp("same-spec");
+    let args = train_args(
+        &out,
+        &[
+            "peft.default_method=\"lora\"",
+            "epochs=3",
+            "batch_size=1",
+            "eval.every=0",
+            "eval.at_start=true",
+        ],
+    );
+    run_json(&strs(&args));
+    let spec: RunSpec =
+        toml::from_str(&std::fs::read_to_string(out.join("config.toml")).unwrap()).unwrap();
+    let cli_evals: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "eval" || l["kind"] == "start")
+        .collect();
+
+    let examples = normtune_core::data::read_examples(
+        &bytes(spec.data.train.clone()),
+        "train",
+        spec.data.format,
+        "train",
+    )
+    .unwrap();
+    let data = RunData {
+        train: examples.clone(),
+        eval: examples,
+        images: memory_source(&spec.data.images),
+        templates: Default::default(),
+        labels: None,
+    };
+    let model = memory_source(&spec.model);
+    let device = normtune_core::burn::tensor::Device::flex();
+    let mut run = pollster::block_on(Run::load(spec, &model, &device, data, false)).unwrap();
+    let (mut losses, mut evals) = (Vec::new(), Vec::new());
+    while let Some(e) = pollster::block_on(run.next_event(|_, _| {})).unwrap() {
+        match e {
+            RunEvent::Step(r) => losses.push((r.event.step as u64, r.event.loss as f64)),
+            RunEvent::Eval { step, scores, .. } => evals.push((step, scores)),
+            RunEvent::Best { adapter, .. } => assert!(adapter.is_none(), "no files kept"),
+            RunEvent::Checkpoint { .. } => panic!("a run that keeps no files checkpoints"),
+            RunEvent::Stopped { .. } => panic!("nothing asked it to stop"),
+        }
+    }
+    let cli_losses = train_losses(&out);
+    assert_eq!(losses.len(), 6, "3 epochs of 2 micro-batches");
+    assert_eq!(losses, cli_losses, "the same loss at every micro-batch");
+    assert_eq!(evals.len(), 4, "before training and after each epoch");
+    assert_eq!(evals.len(), cli_evals.len());
+    for ((step, scores), line) in evals.iter().zip(&cli_evals) {
+        assert_eq!(line["step"].as_u64(), Some(*step as u64));
+        for (k, v) in scores {
+            assert_eq!(&line[k], v, "{k} at step {step}");
+        }
+    }
+    let done = pollster::block_on(run.finish(|_, _| {})).unwrap();
+    assert!(!done.adapter.is_empty());
+    for (name, b) in &done.adapter {
+        assert!(
+            bytes(out.join("adapter").join(name)) == *b,
+            "adapter/{name} differs between the two paths"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

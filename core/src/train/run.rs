@@ -132,8 +132,8 @@ pub struct EvalSpec {
     /// always uses all.
     #[serde(default)]
     pub max_examples: usize,
-    /// Also evaluate the model before any training step (the zero-shot baseline, kept as
-    /// `start` in metrics.json).
+    /// Also evaluate the model before any training step, on the same `max_examples` (the
+    /// zero-shot baseline, kept as `start` in metrics.json).
     #[serde(default)]
     pub at_start: bool,
 }
@@ -232,6 +232,11 @@ impl RunSpec {
         self.augment
             .validate()
             .map_err(|e| Error::Input(format!("{file}: {e}")))?;
+        #[cfg(not(target_arch = "wasm32"))]
+        for d in &self.devices {
+            crate::device::parse_device(d)
+                .map_err(|e| Error::Input(format!("{file}: devices: {e}")))?;
+        }
         Ok(())
     }
 
@@ -397,7 +402,7 @@ pub struct StepReport {
 pub enum RunEvent {
     /// A micro-batch trained.
     Step(StepReport),
-    /// An evaluation (`start`: before any training step, on every example).
+    /// An evaluation (`start`: the one before any training step).
     Eval {
         /// Whether this is the zero-shot evaluation before training.
         start: bool,
@@ -704,9 +709,10 @@ impl<S: FileSource> Run<S> {
                 if self.data.eval.is_empty() {
                     return Ok(());
                 }
-                let (scores, _) = self.evaluate(0, progress).await?;
+                let n = self.eval_count(self.spec.eval.max_examples);
+                let (scores, _) = self.evaluate(n, progress).await?;
                 self.start = Some(scores.clone());
-                self.push_eval(true, 0, 0, 0, self.data.eval.len(), scores);
+                self.push_eval(true, 0, 0, 0, n, scores);
             }
             Todo::Eval {
                 epoch,
