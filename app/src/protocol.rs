@@ -65,6 +65,11 @@ pub struct TuneSettings {
     pub eval_examples: usize,
     /// Seed of the data order and new adapter weights.
     pub seed: u64,
+    /// More settings, one `key=value` each, as `normtune train` takes them after its config
+    /// (`train.weight_decay=0.05`, `eval.every=20`, `peft.lora.r=16`): any run.toml key but the
+    /// model, data and devices, which the page sets.
+    #[serde(default)]
+    pub overrides: Vec<String>,
 }
 
 /// Page → worker.
@@ -218,6 +223,8 @@ pub enum FromWorker {
         trainable_params: usize,
         /// Micro-batches in the run.
         total_batches: usize,
+        /// The run as run.toml (every setting, defaults included).
+        spec: String,
     },
     /// One micro-batch done.
     Step {

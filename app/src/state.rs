@@ -87,6 +87,8 @@ pub struct AppState {
     pub run_state: RwSignal<String>,
     /// peft's trainable line.
     pub trainable: RwSignal<Option<String>>,
+    /// The running run as run.toml.
+    pub spec: RwSignal<Option<String>>,
     /// (micro-batch position, loss).
     pub losses: RwSignal<Vec<(usize, f32)>>,
     /// (micro-batch position, the worker's WebAssembly memory in MiB).
@@ -133,6 +135,7 @@ impl AppState {
             data: RwSignal::new(None),
             run_state: RwSignal::new("idle".into()),
             trainable: RwSignal::new(None),
+            spec: RwSignal::new(None),
             losses: RwSignal::new(Vec::new()),
             memory: RwSignal::new(Vec::new()),
             evals: RwSignal::new(Vec::new()),
@@ -229,12 +232,13 @@ impl AppState {
             FromWorker::Started {
                 trainable,
                 total_batches,
+                spec,
                 ..
             } => {
                 self.error.set(None);
                 self.trainable.set(Some(trainable));
+                self.spec.set(Some(spec));
                 self.losses.set(Vec::new());
-                self.memory.set(Vec::new());
                 self.memory.set(Vec::new());
                 self.evals.set(Vec::new());
                 self.speed.set(None);

@@ -481,11 +481,17 @@ impl State {
             .await
             .map_err(err)?;
         let report = run.report().clone();
+        let spec = format!(
+            "# This page's run. To repeat it natively, point model, out and data at your folders\n\
+             # (data: a JSONL file with image paths) and run `normtune train --config run.toml`.\n{}",
+            run.spec().to_toml().map_err(err)?
+        );
         post(
             &FromWorker::Started {
                 trainable: report.peft_line(),
                 trainable_params: report.trainable_params,
                 total_batches: run.plan().total_batches(),
+                spec,
             },
             Vec::new(),
         );
@@ -672,7 +678,8 @@ fn generation() -> GenConfig {
 }
 
 /// The run a page's settings describe: the page's data (train and test), evaluated before
-/// training and after every epoch on `eval_examples` test questions, greedy answers.
+/// training and after every epoch on `eval_examples` test questions, greedy answers; then the
+/// page's "more settings" over it, as the CLI applies its command line over a config.
 fn spec_of(s: &TuneSettings, model: &str) -> Result<RunSpec, String> {
     let data = DataSpec {
         format: Format::Jsonl,
@@ -700,7 +707,16 @@ fn spec_of(s: &TuneSettings, model: &str) -> Result<RunSpec, String> {
         ..EvalSpec::default()
     };
     spec.generation = generation();
-    Ok(spec)
+    for o in &s.overrides {
+        let key = o.split('=').next().unwrap_or_default().trim();
+        if let Some(top @ ("model" | "out" | "data" | "devices")) = key.split('.').next() {
+            return Err(format!(
+                "more settings: `{key}`: the page sets `{top}` (choose the model and data above)"
+            ));
+        }
+    }
+    spec.with_overrides(&s.overrides, "more settings")
+        .map_err(err)
 }
 
 fn sample(e: &Example) -> Sample {

@@ -1,6 +1,6 @@
-//! A run config (`run.toml`, what core's [`RunSpec`] holds) as the CLI reads it: TOML plus
-//! `key=value` overrides, a misspelt key answered with the nearest known one, and the data
-//! the config names read and checked before any model loads.
+//! A run config (`run.toml`, core's [`RunSpec`]) as the CLI reads it: the file plus the command
+//! line's `key=value` overrides (or a resumed run's own config), and the data the config names,
+//! read and checked before any model loads.
 
 use crate::cli::TrainArgs;
 use crate::fs::{DirSource, read_file, recover_folder};
@@ -9,73 +9,15 @@ use normtune_core::data::{Example, Format, QuestionTemplates, read_examples};
 use normtune_core::train::{DataSpec, RunData, RunSpec};
 use std::path::Path;
 
-/// Turns serde's "unknown field `lerning_rate`, expected ..." into a message that names the key
-/// and suggests the nearest known one.
-fn explain(path: &Path, message: &str) -> String {
-    if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((key, _)) = rest.split_once('`')
-    {
-        let known = RunSpec::known_keys();
-        let mut best: Option<(&str, f64)> = None;
-        for k in &known {
-            let s = strsim::normalized_damerau_levenshtein(key, k);
-            if best.is_none_or(|(_, b)| s > b) {
-                best = Some((k, s));
-            }
-        }
-        let hint = match best {
-            Some((k, s)) if s >= 0.5 => format!("; did you mean `{k}`?"),
-            _ => String::new(),
-        };
-        let expected = rest
-            .split_once("expected ")
-            .map(|(_, e)| format!(" (expected {e})"))
-            .unwrap_or_default();
-        return format!("{}: unknown key `{key}`{hint}{expected}", path.display());
-    }
-    format!("{}: {message}", path.display())
-}
-
-/// Applies `a.b.c=value` to a TOML table; the value is parsed as TOML, else taken as a string.
-fn set(table: &mut toml::Table, key: &str, raw: &str) -> anyhow::Result<()> {
-    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts
-        .pop()
-        .filter(|l| !l.is_empty())
-        .with_context(|| format!("override `{key}={raw}`: empty key"))?;
-    let mut t = table;
-    for p in parts {
-        t = t
-            .entry(p.to_string())
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .with_context(|| format!("override `{key}`: `{p}` is not a section"))?;
-    }
-    t.insert(last.to_string(), value);
-    Ok(())
-}
-
 /// Reads a run config and applies `key=value` overrides.
 pub fn resolve(path: &Path, overrides: &[String]) -> anyhow::Result<RunSpec> {
     let text = String::from_utf8(read_file(path)?)
         .with_context(|| format!("{}: not UTF-8", path.display()))?;
-    let mut table: toml::Table = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
-    for o in overrides {
-        let (k, v) = o
-            .split_once('=')
-            .with_context(|| format!("override `{o}`: expected key=value"))?;
-        set(&mut table, k.trim(), v.trim())?;
-    }
-    let cfg: RunSpec = table
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!(explain(path, e.message())))?;
-    cfg.validate(&path.display().to_string())?;
-    Ok(cfg)
+    Ok(RunSpec::from_toml(
+        &text,
+        overrides,
+        &path.display().to_string(),
+    )?)
 }
 
 /// The run's data, read and checked before the model loads (a typo in a dataset file fails
@@ -155,16 +97,4 @@ pub fn config_of(a: &TrainArgs) -> anyhow::Result<(RunSpec, bool)> {
         _ => anyhow::bail!("give either --config FILE [key=value ...] or --resume RUN_DIR"),
     };
     Ok((cfg, resuming))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_misspelt_key_gets_the_nearest_known_one() {
-        let e = super::explain(
-            std::path::Path::new("run.toml"),
-            "unknown field `frozen_dtpye`, expected one of ...",
-        );
-        assert!(e.contains("did you mean `frozen_dtype`?"), "{e}");
-    }
 }

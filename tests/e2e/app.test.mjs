@@ -161,8 +161,27 @@ async function tune(app, backend, RUN) {
   await setNumber(page, '#lr', RUN.lr);
   await setNumber(page, '#batch', RUN.batch);
   await setNumber(page, '#eval-n', RUN.evalN);
+  if (RUN.more) {
+    // "More settings" takes any run.toml key as the CLI's command line does: a misspelt one is
+    // refused naming the nearest, before anything trains.
+    await page.click('#more-settings summary');
+    await page.fill('#overrides', 'train.lerning_rate=0.1');
+    await page.click('#start');
+    await page.locator('#error').waitFor({ timeout: 60_000 });
+    assert.match(await page.locator('#error').textContent(),
+      /more settings: unknown key `lerning_rate`; did you mean `learning_rate`\?/);
+    await page.locator('#start:enabled').waitFor({ timeout: 60_000 });
+    await page.fill('#overrides', RUN.more.join('\n'));
+  }
   await page.click('#start');
   await page.locator('#trainable').waitFor({ timeout: 300_000 });
+  if (RUN.more) {
+    // The run the worker made holds the page's numbers and the extra keys.
+    const spec = await page.locator('#run-spec pre').textContent();
+    for (const line of [...RUN.more.map((kv) => kv.replace(/^[a-z_]+\./, '').replace('=', ' = ')), `lr = ${RUN.lr}`]) {
+      assert.ok(spec.includes(line), `run.toml lacks "${line}":\n${spec}`);
+    }
+  }
   const trainable = await page.locator('#trainable').textContent();
   assert.equal(trainable, 'trainable params: 7,680 || all params: 2,485,395 || trainable%: 0.3090');
   await page.locator('#run-state', { hasText: 'running' }).waitFor({ timeout: 600_000 });
@@ -177,7 +196,7 @@ async function tune(app, backend, RUN) {
 
 for (const backend of ['webgpu', 'cpu']) {
   test(`tune, ask and export on ${backend}`, { timeout: 40 * 60_000 }, async () => {
-    const RUN = runFor(backend);
+    const RUN = { ...runFor(backend), more: backend === 'cpu' ? ['train.warmup_steps=5', 'train.max_grad_norm=2.0'] : undefined };
     const app = await openApp(backend);
     const { browser, page, requests, offOrigin, logs, shot, mark } = app;
     try {

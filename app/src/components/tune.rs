@@ -1,5 +1,5 @@
-//! Fine-tuning: method, epochs, learning rate, batch size; start, pause, stop; the trainable line,
-//! progress, speed, and the live chart.
+//! Fine-tuning: method, epochs, learning rate, batch size and any other run.toml key; start,
+//! pause, stop; the trainable line, the run as run.toml, progress, speed, and the live chart.
 
 use super::chart::Chart;
 use super::{Busy, NumberInput};
@@ -17,6 +17,7 @@ pub fn TunePanel() -> impl IntoView {
     let lr = RwSignal::new(3e-3f64);
     let batch = RwSignal::new(16usize);
     let eval_n = RwSignal::new(48usize);
+    let more = RwSignal::new(String::new());
     let running = move || {
         matches!(
             state.run_state.get().as_str(),
@@ -34,6 +35,13 @@ pub fn TunePanel() -> impl IntoView {
                 batch_size: batch.get_untracked(),
                 eval_examples: eval_n.get_untracked(),
                 seed: 0,
+                overrides: more
+                    .get_untracked()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect(),
             }),
             Vec::new(),
         )
@@ -62,6 +70,15 @@ pub fn TunePanel() -> impl IntoView {
                 <NumberInput id="batch" label="batch" value=batch min=1usize max=256 />
                 <NumberInput id="eval-n" label="test questions scored" value=eval_n min=0usize />
             </div>
+            <details id="more-settings">
+                <summary>"More settings"</summary>
+                <p class="note">"One " <code>"key=value"</code> " a line, as " <code>"normtune train"</code>
+                    " takes them after its config: any run.toml key (" <code>"train.weight_decay=0.05"</code> ", "
+                    <code>"eval.every=20"</code> ", " <code>"peft.lora.r=16"</code> ", " <code>"augment.hflip=true"</code> ")."</p>
+                <textarea id="overrides" rows="4" cols="48" spellcheck="false"
+                    placeholder="train.weight_decay=0.05"
+                    on:input=move |ev| more.set(event_target_value(&ev))></textarea>
+            </details>
             <div class="row">
                 <button id="start" disabled=move || !ready() on:click=start>"Start"</button>
                 <button id="pause" disabled=move || state.run_state.get() != "running"
@@ -75,6 +92,9 @@ pub fn TunePanel() -> impl IntoView {
             <p class="note">"Scores use greedy answers on the first test questions, before training and after each epoch."</p>
             <Busy />
             {move || state.trainable.get().map(|t| view! { <p id="trainable"><code>{t}</code></p> })}
+            {move || state.spec.get().map(|t| view! {
+                <details id="run-spec"><summary>"This run as run.toml"</summary><pre>{t}</pre></details>
+            })}
             <p id="progress">
                 {move || {
                     let (d, t) = state.position.get();

@@ -7,13 +7,14 @@ pub mod loss;
 #[cfg(feature = "flex")]
 pub mod run;
 pub mod schedule;
+#[cfg(feature = "flex")]
+pub mod spec;
 pub mod trainer;
 
 pub use eval::{Prediction, evaluate, predict, score};
 #[cfg(feature = "flex")]
-pub use run::{
-    DataSpec, EvalSpec, Files, Finished, OnMissing, Run, RunData, RunEvent, RunSpec, StepReport,
-    load_batch,
-};
+pub use run::{Files, Finished, Run, RunData, RunEvent, StepReport, load_batch};
 pub use schedule::Schedule;
+#[cfg(feature = "flex")]
+pub use spec::{DataSpec, EvalSpec, OnMissing, RunSpec};
 pub use trainer::{Batch, CHECKPOINT_FILES, Cursor, Event, Next, Plan, TrainConfig, Trainer};
