@@ -3,13 +3,19 @@
 //! reparameterisation; normtune chooses the targets per component and speaks peft's files.
 
 use super::config::{Method, PeftConfig};
+use super::io::{
+    Adapter, PREFIX, PeftFormat, WEIGHTS_FILE, adapter_folder, only, read_tensors, set_tensors,
+};
 use super::select::component_of;
 use crate::error::{Error, Result};
 use crate::models::Model;
+use crate::models::export::{hf_name, safetensors_bytes};
 use crate::models::walk::params;
+use crate::models::walk::transposed;
 use burn::module::{Lora, Module, Param, ParamGroup, ParamId};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 /// LoRA settings (peft `LoraConfig` names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -343,5 +349,132 @@ fn set_dropout(model: &mut Model, p: f64) {
                 ca.self_attn.lora_dropout = p;
             }
         }
+    }
+}
+
+/// peft's `LORA` format, LoRA or (`use_dora`) DoRA for every adapted module.
+pub const FORMAT: PeftFormat = PeftFormat {
+    peft_type: "LORA",
+    holds: |model, cfg| only(model, cfg, &[Method::Lora]) || only(model, cfg, &[Method::Dora]),
+    save,
+    load,
+};
+
+fn save(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let dora = model
+        .components()
+        .iter()
+        .any(|c| cfg.method_for(c.name) == Method::Dora);
+    let mut modules: Vec<String> = Vec::new();
+    let mut named = Vec::new();
+    for r in params(model, |p, _, _| lora_key(p).is_some()) {
+        let Some((key, flip)) = lora_key(&r.path) else {
+            continue;
+        };
+        let module = hf_name(&r.path[..r.path.len() - 3].join("."));
+        let leaf = module.rsplit('.').next().unwrap_or(&module).to_string();
+        if !modules.contains(&leaf) {
+            modules.push(leaf);
+        }
+        let vals = r.values.unwrap_or_default();
+        // burn keeps a: [in, r], b: [r, out]; peft stores A: [r, in], B: [out, r].
+        let (shape, vals) = if flip {
+            transposed(&r.shape, &vals)
+        } else {
+            (r.shape, vals)
+        };
+        named.push((key, shape, vals));
+    }
+    let weights = safetensors_bytes(&named, WEIGHTS_FILE)?;
+    let l = &cfg.lora;
+    let config = json!({
+        "peft_type": "LORA",
+        "task_type": null,
+        "auto_mapping": null,
+        "base_model_name_or_path": base_model,
+        "revision": null,
+        "inference_mode": true,
+        "r": l.r,
+        // peft's `lora_alpha` is an int; keep whole values integral.
+        "lora_alpha": if l.lora_alpha.fract() == 0.0 { json!(l.lora_alpha as i64) } else { json!(l.lora_alpha) },
+        "lora_dropout": l.lora_dropout,
+        "target_modules": modules,
+        "exclude_modules": null,
+        "use_rslora": l.use_rslora,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "use_dora": dora,
+        "peft_version": "0.21.2",
+    });
+    adapter_folder(&config, weights)
+}
+
+fn load(model: Model, a: &Adapter) -> Result<Model> {
+    let (config, cfg_file) = (&a.config, a.config_file.as_str());
+    let get_f = |k: &str, d: f64| config.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+    let r = config
+        .get("r")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| Error::config(cfg_file, "r", "missing or not a positive integer"))?
+        as usize;
+    let settings = LoraSettings {
+        r,
+        lora_alpha: get_f("lora_alpha", 8.0),
+        lora_dropout: get_f("lora_dropout", 0.0),
+        target_modules: None,
+        use_rslora: config
+            .get("use_rslora")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+        use_dora: false, // the method says it
+    };
+    let dora = config
+        .get("use_dora")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let file = &a.weights_file;
+    let (tensors, modules) = read_tensors(
+        &a.weights,
+        &file,
+        |n| {
+            n.strip_prefix(PREFIX)
+                .and_then(|n| {
+                    n.strip_suffix(".lora_A.weight")
+                        .or_else(|| n.strip_suffix(".lora_B.weight"))
+                        .or_else(|| n.strip_suffix(".lora_magnitude_vector").filter(|_| dora))
+                })
+                .map(str::to_string)
+        },
+        if dora {
+            "peft DoRA tensor (`base_model.model.<module>.lora_A|lora_B.weight|lora_magnitude_vector`)"
+        } else {
+            "peft LoRA tensor (`base_model.model.<module>.lora_A|lora_B.weight`)"
+        },
+    )?;
+    let mut cfg = PeftConfig::parse(if dora { "dora" } else { "lora" })?;
+    cfg.lora = settings;
+    let model = attach(model, &cfg, Some(&modules))?;
+    set_tensors(model, &tensors, file, &lora_key)
+}
+
+/// LoRA factor path `<linear>.weight.lora.{a,b}` (DoRA: `<linear>.weight.dora.{a,b,magnitude}`)
+/// → (peft key, whether burn keeps it transposed).
+fn lora_key(segs: &[String]) -> Option<(String, bool)> {
+    let n = segs.len();
+    if n < 4 || segs[n - 3] != "weight" || !matches!(segs[n - 2].as_str(), "lora" | "dora") {
+        return None;
+    }
+    let module = hf_name(&segs[..n - 3].join("."));
+    match segs[n - 1].as_str() {
+        "a" => Some((format!("{PREFIX}{module}.lora_A.weight"), true)),
+        "b" => Some((format!("{PREFIX}{module}.lora_B.weight"), true)),
+        "magnitude" => Some((format!("{PREFIX}{module}.lora_magnitude_vector"), false)),
+        _ => None,
     }
 }

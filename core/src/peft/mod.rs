@@ -11,6 +11,7 @@ pub mod dora;
 pub mod frozen;
 pub mod ia3;
 pub mod io;
+pub mod layernorm;
 pub mod lora;
 pub mod prefix;
 pub mod registry;

@@ -5,6 +5,7 @@
 //! file (how it attaches, how it is saved) plus one row.
 
 use super::config::{Method, PeftConfig};
+use super::io::PeftFormat;
 use crate::error::Result;
 use crate::models::Model;
 
@@ -45,6 +46,9 @@ pub struct Tuner {
     pub mergeable: bool,
     /// Whether the LLaVA-style model implements it.
     pub on_llava: bool,
+    /// peft's adapter format for it, when peft has one (written when it holds exactly what
+    /// trains; else normtune's own format).
+    pub format: Option<&'static PeftFormat>,
     /// Runs offered for it (app menu and sweep grid).
     pub presets: &'static [Preset],
 }
@@ -103,6 +107,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: None,
         mergeable: true,
         on_llava: true,
+        format: Some(&super::layernorm::FORMAT),
         presets: &[
             offered(
                 "layernorm",
@@ -128,6 +133,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: Some(LOW_RANK),
         mergeable: true,
         on_llava: true,
+        format: Some(&super::lora::FORMAT),
         presets: &[
             offered("lora", "lora", 1e-3, "LoRA r=8 (query/value, vision qkv)"),
             preset(
@@ -162,6 +168,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: Some(LOW_RANK),
         mergeable: true,
         on_llava: true,
+        format: Some(&super::lora::FORMAT),
         presets: &[offered(
             "dora",
             "dora",
@@ -182,6 +189,7 @@ pub const TUNERS: &[Tuner] = &[
         }),
         mergeable: true,
         on_llava: false,
+        format: Some(&super::ia3::FORMAT),
         presets: &[offered(
             "F-IA3-IA3",
             "vision=frozen,text_encoder=ia3,decoder=ia3",
@@ -198,6 +206,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: None,
         mergeable: true,
         on_llava: true,
+        format: None,
         presets: &[offered("bitfit", "bitfit", 3e-3, "BitFit (biases)")],
     },
     Tuner {
@@ -213,6 +222,7 @@ pub const TUNERS: &[Tuner] = &[
         }),
         mergeable: false,
         on_llava: false,
+        format: None,
         presets: &[offered("adapter", "adapter", 1e-3, "Bottleneck adapters")],
     },
     Tuner {
@@ -225,6 +235,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: Some(PREFIXES),
         mergeable: false,
         on_llava: false,
+        format: None,
         presets: &[preset(
             "F-F-Prefix",
             "vision=frozen,text_encoder=frozen,decoder=prefix",
@@ -240,6 +251,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: Some(PREFIXES),
         mergeable: false,
         on_llava: false,
+        format: Some(&super::prefix::FORMAT),
         presets: &[offered(
             "F-F-PTv2",
             "vision=frozen,text_encoder=frozen,decoder=ptuning-v2",
@@ -263,6 +275,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: None,
         mergeable: true,
         on_llava: true,
+        format: None,
         presets: &[preset("ffn", "ffn", 3e-4)],
     },
     Tuner {
@@ -279,6 +292,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: None,
         mergeable: true,
         on_llava: true,
+        format: None,
         presets: &[preset("attention", "attention", 3e-4)],
     },
     Tuner {
@@ -290,6 +304,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: None,
         mergeable: true,
         on_llava: true,
+        format: None,
         presets: &[offered("full", "full", 1e-4, "Full fine-tuning")],
     },
     Tuner {
@@ -301,6 +316,7 @@ pub const TUNERS: &[Tuner] = &[
         attach: None,
         mergeable: true,
         on_llava: true,
+        format: None,
         presets: &[],
     },
 ];
@@ -342,6 +358,17 @@ pub fn attach_steps(methods: &[Method]) -> Vec<&'static Attach> {
         }
     }
     steps
+}
+
+/// peft's adapter formats the methods name, each once, in row order: the order
+/// [`super::io::save_adapter`] tries them in.
+pub fn formats() -> impl Iterator<Item = &'static PeftFormat> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    TUNERS.iter().filter_map(|t| t.format).filter(move |f| {
+        let new = !seen.contains(&f.peft_type);
+        seen.push(f.peft_type);
+        new
+    })
 }
 
 /// Every preset, in table order.
