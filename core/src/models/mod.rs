@@ -1,6 +1,7 @@
 //! The model families and one entry point over them: read a HF model folder (config, weights,
 //! tokenizer, preprocessor) from a [`FileSource`] and answer, report or classify.
 
+pub mod batch;
 pub mod bert;
 pub mod blip;
 pub mod chat;
@@ -13,18 +14,18 @@ pub mod llava;
 pub mod load;
 pub mod memory;
 pub mod mmproj;
+pub mod processor;
 pub mod vit;
 pub mod walk;
 
-use crate::data::{Preprocessor, ProcessorKind, decode_image};
+pub use processor::Processor;
+
 use crate::error::{Error, Result};
 use crate::source::FileSource;
-use crate::tokenizer::TextTokenizer;
-use blip::generate::SpecialTokens;
 use blip::{BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering, GenConfig};
 use burn::module::Module;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Tensor};
 use classifier::{ProblemType, ViTConfig, ViTForImageClassification};
 use serde::Serialize;
 
@@ -273,29 +274,27 @@ pub async fn load_model_sharded(
     load::load_sharded(model, src, &index, remaps, &ignored).await
 }
 
-/// A loaded model folder: model, config, tokenizer and preprocessor.
+/// A loaded model folder: the model and its [`Processor`] (config, tokenizer, preprocessing),
+/// which it derefs to.
 #[derive(Debug)]
 pub struct Pipeline {
     /// The model.
     pub model: Model,
-    /// Its config.
-    pub config: ModelConfig,
-    /// The tokenizer (BLIP models).
-    pub tokenizer: Option<TextTokenizer>,
-    /// Image preprocessing.
-    pub preprocessor: Preprocessor,
-    /// Where the model lives.
-    pub device: Device,
-    /// A conversation set with [`Pipeline::set_chat_prompt`] (`<image>` and `{question}` in
-    /// it), which overrides the folder's chat template.
-    pub chat_prompt: Option<String>,
-    /// The folder's chat template, if any (without one and without `chat_prompt`, LLaVA-1.5's
-    /// [`llava::PROMPT`]).
-    pub chat_template: Option<chat::ChatTemplate>,
-    /// LLaVA's processor settings (image-token expansion).
-    pub llava_processor: folder::LlavaProcessorSettings,
-    /// `generation_config.json`, if the folder has one.
-    pub generation: Option<folder::GenerationDefaults>,
+    /// Everything around it: config, tokenizer, image preprocessing, chat format, device.
+    pub processor: Processor,
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = Processor;
+    fn deref(&self) -> &Processor {
+        &self.processor
+    }
+}
+
+impl std::ops::DerefMut for Pipeline {
+    fn deref_mut(&mut self) -> &mut Processor {
+        &mut self.processor
+    }
 }
 
 /// Generated text and the ids HF `generate` would return.
@@ -343,533 +342,15 @@ impl Pipeline {
         } else {
             init_model(&config, device)
         };
-        let needs_tokenizer = match &config {
-            ModelConfig::Vit(_) => false,
-            // Counting an architecture needs no tokenizer.
-            _ => weights,
-        };
-        // A classifier has no text side: its folder's tokenizer files (if any) are not read.
-        let found = match config {
-            ModelConfig::Vit(_) => None,
-            _ => folder::read_tokenizer(src).await?,
-        };
-        let (tokenizer, tok_cfg) = match found {
-            Some((t, c)) => (Some(t), Some(c)),
-            _ if needs_tokenizer => {
-                return Err(Error::Missing {
-                    file: src.describe("tokenizer.json"),
-                    reason: match config {
-                        ModelConfig::Llava(_) => {
-                            "this LLaVA model folder has no tokenizer.json".into()
-                        }
-                        _ => "no tokenizer.json or vocab.txt in the model folder".into(),
-                    },
-                });
-            }
-            _ => (None, None),
-        };
-        let (kind, side) = match &config {
-            ModelConfig::Blip(_, c) => (ProcessorKind::Blip, c.vision_config.image_size),
-            ModelConfig::Vit(c) => (ProcessorKind::Vit, c.image_size),
-            ModelConfig::Llava(c) => (ProcessorKind::Clip, c.vision_config.image_size),
-        };
-        let preprocessor = folder::read_preprocessor(src, kind, side as u32).await?;
-        let (chat_template, llava_processor) = match &config {
-            ModelConfig::Llava(_) => (
-                folder::read_chat_template(src, tok_cfg.as_ref()).await?,
-                folder::read_llava_processor(src).await?,
-            ),
-            _ => (None, folder::LlavaProcessorSettings::default()),
-        };
-        Ok(Self {
-            model,
-            config,
-            tokenizer,
-            preprocessor,
-            device: device.clone(),
-            chat_prompt: None,
-            chat_template,
-            llava_processor,
-            generation: folder::read_generation_config(src).await?,
-        })
+        // Counting an architecture needs no tokenizer.
+        let processor = Processor::load(src, config, device, weights).await?;
+        Ok(Self { model, processor })
     }
 
     /// The same pipeline (config, tokenizer, preprocessing) around another `model`, on the
     /// inference device: how evaluation sees the model a trainer is training.
     pub fn with_model(&self, model: Model) -> Pipeline {
-        Pipeline {
-            model: model.valid(),
-            config: self.config.clone(),
-            tokenizer: self.tokenizer.clone(),
-            preprocessor: self.preprocessor.clone(),
-            device: self.device.clone().inner(),
-            chat_prompt: self.chat_prompt.clone(),
-            chat_template: self.chat_template.clone(),
-            llava_processor: self.llava_processor.clone(),
-            generation: self.generation.clone(),
-        }
-    }
-
-    fn llava(&self) -> Result<(&llava::LlavaConfig, &TextTokenizer)> {
-        match (&self.config, &self.tokenizer) {
-            (ModelConfig::Llava(c), Some(t)) => Ok((c, t)),
-            (ModelConfig::Llava(_), None) => Err(Error::Input(
-                "this LLaVA model folder has no tokenizer.json".into(),
-            )),
-            _ => Err(Error::Input("this model is not a LLaVA-style model".into())),
-        }
-    }
-
-    /// The text a question becomes for a LLaVA-style model: the [`Pipeline::set_chat_prompt`]
-    /// override, else the folder's chat template (one user turn: the image, then the question;
-    /// the generation prompt added), else LLaVA-1.5's [`llava::PROMPT`].
-    pub fn llava_text(&self, question: &str) -> Result<String> {
-        let (_, tok) = self.llava()?;
-        if question.trim().is_empty() {
-            return Err(Error::Input("the question is empty".into()));
-        }
-        match (&self.chat_prompt, &self.chat_template) {
-            (Some(p), _) => Ok(p.replace("{question}", question)),
-            (None, Some(t)) => t.render_question(
-                question,
-                &self.llava_processor.image_token,
-                tok.special_names(),
-            ),
-            (None, None) => Ok(llava::PROMPT.replace("{question}", question)),
-        }
-    }
-
-    /// How many image tokens `<image>` becomes: `processor_config.json`'s count
-    /// (`LlavaProcessor`), which must equal the features the model makes, or the model's count
-    /// for folders without processor settings.
-    pub fn image_token_count(&self) -> Result<usize> {
-        let (c, _) = self.llava()?;
-        let side = c.vision_config.image_size;
-        let model = c.image_tokens();
-        match self.llava_processor.image_tokens(side, side) {
-            Some(n) if n != model => Err(Error::config(
-                &self.llava_processor.file,
-                "num_additional_image_tokens",
-                format!(
-                    "gives {n} image tokens per image (patch_size, vision_feature_select_strategy), \
-                     but the model makes {model} image features"
-                ),
-            )),
-            _ => Ok(model),
-        }
-    }
-
-    /// A LLaVA prompt's ids, as `LlavaProcessor` makes them: the text of
-    /// [`Pipeline::llava_text`] with its image token repeated once per image feature,
-    /// tokenised whole, with the tokenizer's special tokens unless the text already starts with
-    /// its `bos_token`. A tokenizer without the image token (a GGUF vocabulary) gets the text
-    /// around it tokenised apart and the image ids spliced in between.
-    pub fn llava_prompt(&self, question: &str) -> Result<Vec<i64>> {
-        let (c, tok) = self.llava()?;
-        let text = self.llava_text(question)?;
-        let image = self.llava_processor.image_token.as_str();
-        if text.matches(image).count() != 1 {
-            return Err(Error::Input(format!(
-                "the chat prompt `{}` holds `{image}` {} times; one image, once, is expected",
-                text.replace('\n', "\\n"),
-                text.matches(image).count()
-            )));
-        }
-        let n = self.image_token_count()?;
-        let add_special = !tok
-            .special_names()
-            .bos
-            .as_deref()
-            .is_some_and(|b| text.starts_with(b));
-        let ids = if tok.token_id(image) == Some(c.image_token_index) {
-            tok.encode_with(&text.replace(image, &image.repeat(n)), add_special)?
-        } else {
-            let (before, after) = text.split_once(image).unwrap_or((&text, ""));
-            let mut ids = tok.encode_with(before, add_special)?;
-            ids.extend(std::iter::repeat_n(c.image_token_index, n));
-            ids.extend(tok.encode_plain(after)?);
-            ids
-        };
-        self.check_vocab(&ids)?;
-        Ok(ids)
-    }
-
-    /// Refuses token ids the text model has no embedding for (a tokenizer.json larger than the
-    /// model's vocabulary), naming the first.
-    fn check_vocab(&self, ids: &[i64]) -> Result<()> {
-        let (c, _) = self.llava()?;
-        let vocab = c.text_config.vocab_size as i64;
-        match ids.iter().find(|&&i| !(0..vocab).contains(&i)) {
-            Some(i) => Err(Error::Input(format!(
-                "tokenizer.json gives token id {i}, outside the model's vocabulary of {vocab} \
-                 (config.json text_config.vocab_size)"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Sets the conversation template of a LLaVA-style model (e.g. LLaVA-Med's Mistral format
-    /// `[INST] <image>\n{question} [/INST]`): it must hold `<image>` and `{question}` once each.
-    pub fn set_chat_prompt(&mut self, template: &str) -> Result<()> {
-        for p in ["<image>", "{question}"] {
-            if template.matches(p).count() != 1 {
-                return Err(Error::Input(format!(
-                    "chat prompt `{template}`: needs `{p}` exactly once"
-                )));
-            }
-        }
-        self.chat_prompt = Some(template.to_string());
-        Ok(())
-    }
-
-    /// A chat training batch: each prompt ([`Self::llava_prompt`]) followed by its answer and the
-    /// end-of-sequence token, then each follow-up turn's prompt ([`Self::followup_prompt`]) and
-    /// answer the same way; only the answers and their end tokens are learned (LLaVA's recipe:
-    /// human turns masked, every gpt turn learned).
-    pub fn chat_batch(
-        &self,
-        items: &[(image::DynamicImage, &str, &str, &[(String, String)])],
-    ) -> Result<crate::train::Batch> {
-        let (c, tok) = self.llava()?;
-        let eos = self.special_tokens()?.eos;
-        let max = c.text_config.max_position_embeddings;
-        let mut ids = Vec::with_capacity(items.len());
-        let mut learned = Vec::with_capacity(items.len());
-        for (_, q, a, more) in items {
-            let mut row = self.llava_prompt(q)?;
-            let mut spans = Vec::with_capacity(1 + more.len());
-            let mut so_far: Vec<(String, String)> = Vec::with_capacity(1 + more.len());
-            let turns = std::iter::once((q.to_string(), a.to_string())).chain(more.iter().cloned());
-            for (k, (q, a)) in turns.enumerate() {
-                if a.trim().is_empty() {
-                    return Err(Error::Input(
-                        "a training example has an empty answer or report".into(),
-                    ));
-                }
-                if k > 0 {
-                    let prompt = self.followup_prompt(&so_far, &q)?;
-                    self.check_vocab(&prompt)?;
-                    row.extend(prompt);
-                }
-                let start = row.len();
-                let mut answer = tok.encode_plain(&format!(" {}", a.trim()))?;
-                answer.push(eos);
-                self.check_vocab(&answer)?;
-                row.extend(answer);
-                spans.push(start..row.len());
-                so_far.push((q, a));
-            }
-            if row.len() > max {
-                return Err(Error::Input(format!(
-                    "a training example is {} tokens with its image, over the model's {max}",
-                    row.len()
-                )));
-            }
-            ids.push(row);
-            learned.push(spans);
-        }
-        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
-        Ok(crate::train::Batch::Chat {
-            pixels: self.preprocessor.batch(&images, &self.device),
-            ids,
-            learned,
-        })
-    }
-
-    /// The ids of a follow-up human turn `question` after the conversation `so_far` (its first
-    /// turn held the image), ending where the answer starts: with a [`Self::set_chat_prompt`]
-    /// override or LLaVA-1.5's default prompt, that prompt without its image (LLaVA's turn
-    /// format, `USER: … ASSISTANT:` / `[INST] … [/INST]`); with the folder's chat template, what
-    /// the template adds for the new user turn and the generation prompt after rendering
-    /// `so_far` (so its turn markers and roles are the template's own).
-    pub fn followup_prompt(&self, so_far: &[(String, String)], question: &str) -> Result<Vec<i64>> {
-        let (_, tok) = self.llava()?;
-        if question.trim().is_empty() {
-            return Err(Error::Input("a follow-up question is empty".into()));
-        }
-        let image = self.llava_processor.image_token.as_str();
-        let text = match (&self.chat_prompt, &self.chat_template) {
-            (None, Some(t)) => {
-                let mut messages = Vec::new();
-                for (i, (q, a)) in so_far.iter().enumerate() {
-                    let content = t.content(q, (i == 0).then_some(image));
-                    messages.push(serde_json::json!({"role": "user", "content": content}));
-                    let answer = t.content(a, None);
-                    messages.push(serde_json::json!({"role": "assistant", "content": answer}));
-                }
-                let before = t.render(&serde_json::json!(messages), false, tok.special_names())?;
-                let content = t.content(question, None);
-                messages.push(serde_json::json!({"role": "user", "content": content}));
-                let after = t.render(&serde_json::json!(messages), true, tok.special_names())?;
-                let Some(added) = after.strip_prefix(&before) else {
-                    return Err(Error::config(
-                        &t.file,
-                        "chat_template",
-                        "renders a conversation differently once a turn is added (the earlier \
-                         turns are not a prefix); multi-turn examples cannot be laid out by it",
-                    ));
-                };
-                added.to_string()
-            }
-            (p, _) => {
-                let p = p.as_deref().unwrap_or(llava::PROMPT);
-                p.replacen(&format!("{image}\n"), "", 1)
-                    .replacen(&format!("\n{image}"), "", 1)
-                    .replacen(image, "", 1)
-                    .replace("{question}", question)
-            }
-        };
-        tok.encode_plain(&text)
-    }
-
-    fn blip(&self) -> Result<(&BlipConfig, &TextTokenizer)> {
-        match (&self.config, &self.tokenizer) {
-            (ModelConfig::Blip(_, c), Some(t)) => Ok((c, t)),
-            _ => Err(Error::Input(
-                "this model is an image classifier: it has no text decoder (use `classify`)".into(),
-            )),
-        }
-    }
-
-    /// The decoding settings when the caller gives none: `base` (the caller's defaults, e.g.
-    /// [`GenConfig::default`], MILE's beam search) with the folder's `generation_config.json`
-    /// over it (`num_beams`,
-    /// `max_new_tokens`, or for BLIP `max_length` less the decoder start token). transformers' BLIP
-    /// `generate` ignores that file (it calls its text decoder's own defaults); normtune reads
-    /// it for every family, as the folder author's stated settings.
-    pub fn gen_config(&self, base: GenConfig) -> GenConfig {
-        let mut g = base;
-        if let Some(d) = &self.generation {
-            if let Some(n) = d.num_beams {
-                g.num_beams = n;
-            }
-            if let Some(n) = d.max_new_tokens {
-                g.max_new_tokens = n;
-            } else if let (Some(n), false) =
-                (d.max_length, matches!(self.config, ModelConfig::Llava(_)))
-            {
-                // BLIP decoders: the start token and the new ones. (A LLaVA `max_length`
-                // counts the prompt, whose length is not known here: not read.)
-                g.max_new_tokens = n.saturating_sub(1).max(1);
-            }
-        }
-        g
-    }
-
-    /// The special ids generation uses, from the text config.
-    pub fn special_tokens(&self) -> Result<SpecialTokens> {
-        if let ModelConfig::Llava(c) = &self.config {
-            let t = &c.text_config;
-            let eos = t
-                .eos_token_id
-                .as_ref()
-                .and_then(|v| v.as_i64().or_else(|| v.get(0).and_then(|x| x.as_i64())))
-                .ok_or_else(|| {
-                    Error::config("config.json", "text_config.eos_token_id", "missing")
-                })?;
-            return Ok(SpecialTokens {
-                bos: t.bos_token_id.unwrap_or(eos),
-                eos,
-                pad: t.pad_token_id.unwrap_or(0),
-            });
-        }
-        let (c, _) = self.blip()?;
-        let t = &c.text_config;
-        let need = |v: Option<i64>, f: &str| {
-            v.ok_or_else(|| Error::config("config.json", &format!("text_config.{f}"), "missing"))
-        };
-        Ok(SpecialTokens {
-            bos: need(t.bos_token_id, "bos_token_id")?,
-            eos: need(t.sep_token_id, "sep_token_id")?,
-            pad: t.pad_token_id.unwrap_or(0),
-        })
-    }
-
-    /// Decodes and preprocesses one image into `[1, 3, h, w]`.
-    pub fn image_tensor(&self, bytes: &[u8], name: &str) -> Result<Tensor<4>> {
-        let img = decode_image(bytes, name)?;
-        Ok(self.preprocessor.batch(&[img], &self.device))
-    }
-
-    /// A question's token ids `[1, len]` on the pipeline's device (`[CLS]` … `[SEP]`).
-    pub fn question_ids(&self, question: &str) -> Result<Tensor<2, Int>> {
-        let (c, tok) = self.blip()?;
-        if question.trim().is_empty() {
-            return Err(Error::Input("the question is empty".into()));
-        }
-        let ids = tok.encode(question, c.text_config.max_position_embeddings)?;
-        let n = ids.len();
-        Ok(Tensor::<1, Int>::from_ints(ids.as_slice(), &self.device).reshape([1, n]))
-    }
-
-    /// Token ids padded into `[n, max_len]` with a 0/1 mask; `first` replaces the first token
-    /// (the decoder start token for answers and reports, as BLIP trains them).
-    fn padded(&self, texts: &[&str], first: Option<i64>) -> Result<(Tensor<2, Int>, Tensor<2>)> {
-        let (c, tok) = self.blip()?;
-        let pad = c.text_config.pad_token_id.unwrap_or(0);
-        let mut rows = Vec::with_capacity(texts.len());
-        for t in texts {
-            let mut ids = tok.encode(t, c.text_config.max_position_embeddings)?;
-            if let Some(f) = first {
-                ids[0] = f;
-            }
-            rows.push(ids);
-        }
-        let n = rows.len();
-        let len = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let ids: Vec<i64> = rows
-            .iter()
-            .flat_map(|r| {
-                r.iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(pad, len - r.len()))
-            })
-            .collect();
-        let mask: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| (0..len).map(move |i| if i < r.len() { 1.0 } else { 0.0 }))
-            .collect();
-        Ok((
-            Tensor::<1, Int>::from_ints(ids.as_slice(), &self.device).reshape([n, len]),
-            Tensor::<1>::from_floats(mask.as_slice(), &self.device).reshape([n, len]),
-        ))
-    }
-
-    /// A VQA training batch from `(image, question, answer)` triples.
-    pub fn vqa_batch(
-        &self,
-        items: &[(image::DynamicImage, &str, &str)],
-    ) -> Result<crate::train::Batch> {
-        if items
-            .iter()
-            .any(|(_, q, a)| q.trim().is_empty() || a.trim().is_empty())
-        {
-            return Err(Error::Input(
-                "a training example has an empty question or answer".into(),
-            ));
-        }
-        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
-        let questions: Vec<&str> = items.iter().map(|i| i.1).collect();
-        let answers: Vec<&str> = items.iter().map(|i| i.2).collect();
-        let (question_ids, question_mask) = self.padded(&questions, None)?;
-        let (answer_ids, answer_mask) = self.padded(&answers, Some(self.special_tokens()?.bos))?;
-        Ok(crate::train::Batch::Vqa {
-            pixels: self.preprocessor.batch(&images, &self.device),
-            question_ids,
-            question_mask,
-            answer_ids,
-            answer_mask,
-        })
-    }
-
-    /// A training batch of `examples` (all of one task) with their decoded `images`.
-    pub fn batch(
-        &self,
-        examples: &[&crate::data::Example],
-        images: &[image::DynamicImage],
-    ) -> Result<crate::train::Batch> {
-        let Some(first) = examples.first() else {
-            return Err(Error::Input("an empty batch".into()));
-        };
-        if matches!(self.config, ModelConfig::Llava(_)) {
-            if !first.labels.is_empty() {
-                return Err(Error::Input(
-                    "labelled images train an image classifier; this model is a LLaVA-style chat model"
-                        .into(),
-                ));
-            }
-            let items: Vec<(image::DynamicImage, &str, &str, &[(String, String)])> = examples
-                .iter()
-                .zip(images)
-                .map(|(e, i)| {
-                    (
-                        i.clone(),
-                        e.question.as_deref().unwrap_or(llava::REPORT_INSTRUCTION),
-                        e.target.as_str(),
-                        e.turns.as_slice(),
-                    )
-                })
-                .collect();
-            return self.chat_batch(&items);
-        }
-        if first.question.is_some() {
-            let items: Vec<(image::DynamicImage, &str, &str)> = examples
-                .iter()
-                .zip(images)
-                .map(|(e, i)| {
-                    (
-                        i.clone(),
-                        e.question.as_deref().unwrap_or(""),
-                        e.target.as_str(),
-                    )
-                })
-                .collect();
-            self.vqa_batch(&items)
-        } else if !first.labels.is_empty() {
-            let items: Vec<(image::DynamicImage, &[bool])> = examples
-                .iter()
-                .zip(images)
-                .map(|(e, i)| (i.clone(), e.labels.as_slice()))
-                .collect();
-            self.classify_batch(&items)
-        } else {
-            let items: Vec<(image::DynamicImage, &str)> = examples
-                .iter()
-                .zip(images)
-                .map(|(e, i)| (i.clone(), e.target.as_str()))
-                .collect();
-            self.report_batch(&items)
-        }
-    }
-
-    /// A multi-label classification batch from `(image, labels)` pairs; the label count must
-    /// be the classifier's.
-    pub fn classify_batch(
-        &self,
-        items: &[(image::DynamicImage, &[bool])],
-    ) -> Result<crate::train::Batch> {
-        let ModelConfig::Vit(c) = &self.config else {
-            return Err(Error::Input(
-                "labelled images train an image classifier; this model is not one".into(),
-            ));
-        };
-        let n = c.labels().len();
-        if let Some((_, l)) = items.iter().find(|(_, l)| l.len() != n) {
-            return Err(Error::Input(format!(
-                "an example has {} labels, the classifier has {n} ({})",
-                l.len(),
-                c.labels().join(", ")
-            )));
-        }
-        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
-        let t: Vec<f32> = items
-            .iter()
-            .flat_map(|(_, l)| l.iter().map(|&b| if b { 1.0 } else { 0.0 }))
-            .collect();
-        Ok(crate::train::Batch::Classify {
-            pixels: self.preprocessor.batch(&images, &self.device),
-            targets: Tensor::<1>::from_floats(t.as_slice(), &self.device).reshape([items.len(), n]),
-        })
-    }
-
-    /// A report-generation training batch from `(image, report)` pairs.
-    pub fn report_batch(
-        &self,
-        items: &[(image::DynamicImage, &str)],
-    ) -> Result<crate::train::Batch> {
-        if items.iter().any(|(_, r)| r.trim().is_empty()) {
-            return Err(Error::Input(
-                "a training example has an empty report".into(),
-            ));
-        }
-        let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();
-        let reports: Vec<&str> = items.iter().map(|i| i.1).collect();
-        let (ids, mask) = self.padded(&reports, Some(self.special_tokens()?.bos))?;
-        Ok(crate::train::Batch::Report {
-            pixels: self.preprocessor.batch(&images, &self.device),
-            ids,
-            mask,
-        })
+        self.processor.with_model(model)
     }
 
     /// Answers a question about an image (generation).

@@ -11,7 +11,7 @@ use super::trainer::{Batch, Event, Next, Plan, Trainer};
 use crate::data::{Augment, Example, QuestionTemplates, Task, decode_image, task_of};
 use crate::error::{Error, Result};
 use crate::metrics::Scores;
-use crate::models::{ModelConfig, Pipeline};
+use crate::models::{ModelConfig, Pipeline, Processor};
 use crate::peft::{self, TrainableReport};
 use crate::source::FileSource;
 use burn::tensor::Device;
@@ -41,7 +41,7 @@ pub struct RunData<S> {
 /// training batch, each question rephrased through the template `templates` draws for it (MILE;
 /// none with an empty pool): the one way a plan position becomes tensors.
 pub async fn load_batch(
-    p: &Pipeline,
+    p: &Processor,
     examples: &[Example],
     next: &Next,
     images: &impl FileSource,
@@ -184,9 +184,8 @@ enum Todo {
 /// A run in progress.
 pub struct Run<S: FileSource> {
     spec: RunSpec,
-    /// Tokenizer, preprocessing and the training device; its model is an unallocated stand-in
-    /// (the trainer owns the real one).
-    pipeline: Pipeline,
+    /// Tokenizer, preprocessing and the training device (the trainer owns the model).
+    processor: Processor,
     trainer: Trainer,
     replicas: Vec<Device>,
     data: RunData<S>,
@@ -229,18 +228,20 @@ impl<S: FileSource> Run<S> {
             )));
         }
         let replicas = spec.replicas()?;
-        let mut pipeline = Pipeline::load(model, &spec.train_device(device)).await?;
+        let Pipeline {
+            model,
+            mut processor,
+        } = Pipeline::load(model, &spec.train_device(device)).await?;
         if let Some(t) = &spec.chat_prompt {
-            pipeline.set_chat_prompt(t)?;
+            processor.set_chat_prompt(t)?;
         }
         if let Some((file, names)) = &data.labels {
-            check_label_names(file, names, &pipeline)?;
+            check_label_names(file, names, &processor)?;
         }
         // New PEFT modules (LoRA A, prefixes) draw their initial values from the device's RNG:
         // seeding it makes a run, and so its resumption, reproducible.
         device.seed(spec.seed);
-        let stand_in = crate::models::init_model(&pipeline.config, &Device::flex());
-        let model = peft::apply(std::mem::replace(&mut pipeline.model, stand_in), &spec.peft)?;
+        let model = peft::apply(model, &spec.peft)?;
         let report = peft::report(&model);
         let (model, frozen) = match spec.train.frozen_dtype {
             Some(dt) => {
@@ -260,7 +261,7 @@ impl<S: FileSource> Run<S> {
         Ok(Self {
             metric: spec.metric(task),
             spec,
-            pipeline,
+            processor,
             trainer,
             replicas,
             data,
@@ -350,7 +351,7 @@ impl<S: FileSource> Run<S> {
         let t0 = Instant::now();
         self.first_step.get_or_insert(t0);
         let batch = load_batch(
-            &self.pipeline,
+            &self.processor,
             &self.data.train,
             &next,
             &self.data.images,
@@ -536,7 +537,7 @@ impl<S: FileSource> Run<S> {
 
     /// The model as it is now, for inference.
     pub fn tuned(&self) -> Pipeline {
-        self.pipeline.with_model(self.trainer.model().clone())
+        self.processor.with_model(self.trainer.model().clone())
     }
 
     /// Micro-batches done.
@@ -595,7 +596,7 @@ impl<S: FileSource> Run<S> {
 }
 
 /// A labelled dataset must name the classifier's labels in the classifier's order.
-fn check_label_names(file: &str, names: &[String], p: &Pipeline) -> Result<()> {
+fn check_label_names(file: &str, names: &[String], p: &Processor) -> Result<()> {
     let ModelConfig::Vit(c) = &p.config else {
         return Ok(());
     };
