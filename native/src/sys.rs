@@ -1,4 +1,7 @@
-//! What the process measures of itself: medians of timings and resident memory.
+//! The process itself: the signals that stop a run, medians of timings, resident memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 /// The median of measured times (sorts `v`); `None` when `v` is empty.
 pub fn median(v: &mut [f64]) -> Option<f64> {
@@ -37,4 +40,21 @@ fn status_mb(field: &str) -> Option<f64> {
         .parse()
         .ok()?;
     Some(kb / 1024.0)
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM (what batch schedulers send before killing a job) records the
+/// signal (the loop checkpoints at the next optimizer-step boundary and exits 130 or 143, as a
+/// shell reports them); a second signal ends the process at once. `NORMTUNE_INTERRUPT_AFTER=N`
+/// raises the same flag after N optimizer steps, so tests can interrupt at an exact step.
+pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicUsize>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let seen = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
+        // Registered first, so it sees the flag as the earlier signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, code, seen.clone())?;
+        signal_hook::flag::register(sig, seen.clone())?;
+        signal_hook::flag::register_usize(sig, which.clone(), sig as usize)?;
+    }
+    Ok(which)
 }

@@ -10,32 +10,14 @@
 use crate::cli::TrainArgs;
 use crate::config::{config_of, load_data};
 use crate::fs::{DirSource, replace_folder_atomic, write_file_atomic};
-use crate::sys::{median, peak_rss_mb, rss_mb};
+use crate::sys::{interrupt_flag, median, peak_rss_mb, rss_mb};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use normtune_core::device::{DeviceChoice, choose, parse_device};
 use normtune_core::train::{Run, RunEvent, RunSpec};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-/// Ctrl-C (SIGINT) or SIGTERM (what batch schedulers send before killing a job) records the
-/// signal (the loop checkpoints at the next optimizer-step boundary and exits 130 or 143, as a
-/// shell reports them); a second signal ends the process at once. `NORMTUNE_INTERRUPT_AFTER=N`
-/// raises the same flag after N optimizer steps, so tests can interrupt at an exact step.
-fn interrupt_flag() -> anyhow::Result<Arc<AtomicUsize>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let seen = Arc::new(AtomicBool::new(false));
-    let which = Arc::new(AtomicUsize::new(0));
-    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
-        // Registered first, so it sees the flag as the earlier signal left it.
-        signal_hook::flag::register_conditional_shutdown(sig, code, seen.clone())?;
-        signal_hook::flag::register(sig, seen.clone())?;
-        signal_hook::flag::register_usize(sig, which.clone(), sig as usize)?;
-    }
-    Ok(which)
-}
+use std::sync::atomic::Ordering;
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let (cfg, resuming) = config_of(&a)?;
