@@ -98,3 +98,19 @@ pub fn config_of(a: &TrainArgs) -> anyhow::Result<(RunSpec, bool)> {
     };
     Ok((cfg, resuming))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The run config the README shows is one `normtune train` reads.
+    #[test]
+    fn the_readmes_run_config_parses() {
+        let readme = include_str!("../../README.md");
+        let (_, rest) = readme
+            .split_once("```toml\n")
+            .expect("a toml block in README.md");
+        let (block, _) = rest.split_once("```").expect("the block ends");
+        let spec = normtune_core::train::RunSpec::from_toml(block, &["epochs=5".into()], "README")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((spec.epochs, spec.train.lr), (5, 3e-3));
+    }
+}
