@@ -5,8 +5,9 @@
 //! the same process would count.
 
 use normtune_core::burn::tensor::{Device, Tensor};
+use normtune_core::models::clip::ClipVisionConfig;
 use normtune_core::models::llama::LlamaConfig;
-use normtune_core::models::llava::{ClipVisionConfig, LlavaConfig};
+use normtune_core::models::llava::LlavaConfig;
 use normtune_core::models::walk::FrozenDtype;
 use normtune_core::models::{Model, ModelConfig, memory};
 use normtune_core::peft::{self, PeftConfig};

@@ -1,4 +1,4 @@
-//! HF `LlavaForConditionalGeneration`: a CLIP vision tower (HF `CLIPVisionModel`), whose
+//! HF `LlavaForConditionalGeneration`: a CLIP vision tower ([`crate::models::clip`]), whose
 //! penultimate (or configured) layer's patch features a 2-layer projector maps into a LLaMA
 //! decoder's embedding space, spliced in where the prompt holds the image token. Parity with
 //! transformers: `tests/tests/llava.rs`.
@@ -8,11 +8,11 @@
 //! `vision_tower.vision_model.…`, newer ones `model.language_model.…`; all load.
 
 use crate::error::{Error, Result};
-use crate::models::common::{Activation, attention, merge_heads, split_heads};
+use crate::models::clip::{ClipVisionConfig, ClipVisionTransformer};
+use crate::models::common::Activation;
 use crate::models::llama::{LlamaConfig, LlamaForCausalLM};
-use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -22,47 +22,6 @@ pub const PROMPT: &str = "USER: <image>\n{question} ASSISTANT:";
 
 /// The question a report is the answer to (report generation as a chat).
 pub const REPORT_INSTRUCTION: &str = "Describe the findings.";
-
-/// HF `CLIPVisionConfig`, the fields the tower uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ClipVisionConfig {
-    /// Width.
-    pub hidden_size: usize,
-    /// MLP width.
-    pub intermediate_size: usize,
-    /// Layers.
-    pub num_hidden_layers: usize,
-    /// Heads.
-    pub num_attention_heads: usize,
-    /// Input channels.
-    pub num_channels: usize,
-    /// Input side, pixels.
-    pub image_size: usize,
-    /// Patch side, pixels.
-    pub patch_size: usize,
-    /// MLP activation.
-    pub hidden_act: Activation,
-    /// LayerNorm epsilon.
-    pub layer_norm_eps: f64,
-}
-
-impl Default for ClipVisionConfig {
-    fn default() -> Self {
-        // HF CLIPVisionConfig's defaults (ViT-B/32).
-        Self {
-            hidden_size: 768,
-            intermediate_size: 3072,
-            num_hidden_layers: 12,
-            num_attention_heads: 12,
-            num_channels: 3,
-            image_size: 224,
-            patch_size: 32,
-            hidden_act: Activation::QuickGelu,
-            layer_norm_eps: 1e-5,
-        }
-    }
-}
 
 /// HF `LlavaConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,113 +104,6 @@ impl LlavaConfig {
         let v = &self.vision_config;
         let patches = (v.image_size / v.patch_size).pow(2);
         patches + usize::from(self.vision_feature_select_strategy == "full")
-    }
-}
-
-/// Patch, class and position embeddings (HF `CLIPVisionEmbeddings`).
-#[derive(Module, Debug)]
-pub struct ClipVisionEmbeddings {
-    /// `[hidden]`.
-    pub class_embedding: Param<Tensor<1>>,
-    /// Conv `[hidden, channels, patch, patch]`, no bias.
-    pub patch_embedding: Conv2d,
-    /// `[patches + 1, hidden]`.
-    pub position_embedding: Embedding,
-}
-
-/// One pre-norm encoder layer (HF `CLIPEncoderLayer`).
-#[derive(Module, Debug)]
-pub struct ClipEncoderLayer {
-    /// Attention.
-    pub self_attn: ClipAttention,
-    /// LayerNorm before attention.
-    pub layer_norm1: LayerNorm,
-    /// MLP.
-    pub mlp: ClipMlp,
-    /// LayerNorm before the MLP.
-    pub layer_norm2: LayerNorm,
-}
-
-/// HF `CLIPAttention`.
-#[derive(Module, Debug)]
-pub struct ClipAttention {
-    /// Query.
-    pub q_proj: Linear,
-    /// Key.
-    pub k_proj: Linear,
-    /// Value.
-    pub v_proj: Linear,
-    /// Output.
-    pub out_proj: Linear,
-    /// Heads.
-    pub heads: usize,
-}
-
-/// HF `CLIPMLP`.
-#[derive(Module, Debug)]
-pub struct ClipMlp {
-    /// Up.
-    pub fc1: Linear,
-    /// Down.
-    pub fc2: Linear,
-    /// Activation.
-    #[module(skip)]
-    pub act: Activation,
-}
-
-/// HF `CLIPEncoder`.
-#[derive(Module, Debug)]
-pub struct ClipEncoder {
-    /// Layers.
-    pub layers: Vec<ClipEncoderLayer>,
-}
-
-/// HF `CLIPVisionTransformer` (the `vision_model` of `CLIPVisionModel`).
-#[derive(Module, Debug)]
-pub struct ClipVisionTransformer {
-    /// Embeddings.
-    pub embeddings: ClipVisionEmbeddings,
-    /// LayerNorm before the encoder (HF's spelling).
-    pub pre_layrnorm: LayerNorm,
-    /// Encoder.
-    pub encoder: ClipEncoder,
-    /// LayerNorm on the pooled class token (not used by LLaVA, loaded for completeness).
-    pub post_layernorm: LayerNorm,
-}
-
-impl ClipVisionTransformer {
-    /// Every hidden state: the embeddings (after `pre_layrnorm`), then each layer's output.
-    ///
-    /// # Shapes
-    /// - pixels: `[batch, channels, size, size]` → each `[batch, patches + 1, hidden]`
-    pub fn hidden_states(&self, pixels: Tensor<4>) -> Vec<Tensor<3>> {
-        let e = &self.embeddings;
-        let patches = e.patch_embedding.forward(pixels); // [b, h, g, g]
-        let [b, h, g1, g2] = patches.dims();
-        let patches = patches.reshape([b, h, g1 * g2]).swap_dims(1, 2);
-        let cls = e.class_embedding.val().reshape([1, 1, h]).expand([b, 1, h]);
-        let x = Tensor::cat(vec![cls, patches], 1);
-        let n = g1 * g2 + 1;
-        let pos = Tensor::<1, Int>::arange(0..n as i64, &x.device()).reshape([1, n]);
-        let x = x + e.position_embedding.forward(pos);
-        let mut x = self.pre_layrnorm.forward(x);
-        let mut states = vec![x.clone()];
-        for layer in &self.encoder.layers {
-            let a = &layer.self_attn;
-            let y = layer.layer_norm1.forward(x.clone());
-            let q = split_heads(a.q_proj.forward(y.clone()), a.heads);
-            let k = split_heads(a.k_proj.forward(y.clone()), a.heads);
-            let v = split_heads(a.v_proj.forward(y), a.heads);
-            x = x + a.out_proj.forward(merge_heads(attention(q, k, v, None)));
-            let y = layer.layer_norm2.forward(x.clone());
-            x = x.clone()
-                + layer
-                    .mlp
-                    .fc2
-                    .forward(layer.mlp.act.forward(layer.mlp.fc1.forward(y)));
-            states.push(x.clone());
-        }
-        states
     }
 }
 
@@ -374,33 +226,7 @@ impl LlavaForConditionalGeneration {
 impl LlavaConfig {
     /// A randomly initialised model of this shape (load weights over it).
     pub fn init(&self, device: &Device) -> LlavaForConditionalGeneration {
-        let v = &self.vision_config;
-        let h = v.hidden_size;
-        let ln = || {
-            LayerNormConfig::new(h)
-                .with_epsilon(v.layer_norm_eps)
-                .init(device)
-        };
-        let lin = |i: usize, o: usize| LinearConfig::new(i, o).init(device);
-        let patches = (v.image_size / v.patch_size).pow(2);
-        let layers = (0..v.num_hidden_layers)
-            .map(|_| ClipEncoderLayer {
-                self_attn: ClipAttention {
-                    q_proj: lin(h, h),
-                    k_proj: lin(h, h),
-                    v_proj: lin(h, h),
-                    out_proj: lin(h, h),
-                    heads: v.num_attention_heads,
-                },
-                layer_norm1: ln(),
-                mlp: ClipMlp {
-                    fc1: lin(h, v.intermediate_size),
-                    fc2: lin(v.intermediate_size, h),
-                    act: v.hidden_act,
-                },
-                layer_norm2: ln(),
-            })
-            .collect();
+        let h = self.vision_config.hidden_size;
         let th = self.text_config.hidden_size;
         let plin = |i: usize, o: usize| {
             LinearConfig::new(i, o)
@@ -408,22 +234,7 @@ impl LlavaConfig {
                 .init(device)
         };
         LlavaForConditionalGeneration {
-            vision_tower: ClipVisionTransformer {
-                embeddings: ClipVisionEmbeddings {
-                    class_embedding: Param::from_tensor(Tensor::zeros([h], device)),
-                    patch_embedding: Conv2dConfig::new(
-                        [v.num_channels, h],
-                        [v.patch_size, v.patch_size],
-                    )
-                    .with_stride([v.patch_size, v.patch_size])
-                    .with_bias(false)
-                    .init(device),
-                    position_embedding: EmbeddingConfig::new(patches + 1, h).init(device),
-                },
-                pre_layrnorm: ln(),
-                encoder: ClipEncoder { layers },
-                post_layernorm: ln(),
-            },
+            vision_tower: self.vision_config.init(device),
             multi_modal_projector: LlavaProjector {
                 linear_1: plin(h, th),
                 linear_2: plin(th, th),

@@ -4,8 +4,10 @@
 pub mod batch;
 pub mod bert;
 pub mod blip;
+pub mod blip_vision;
 pub mod chat;
 pub mod classifier;
+pub mod clip;
 pub mod common;
 pub mod export;
 pub mod folder;
@@ -15,7 +17,6 @@ pub mod load;
 pub mod memory;
 pub mod mmproj;
 pub mod processor;
-pub mod vit;
 pub mod walk;
 
 pub use processor::Processor;

@@ -66,7 +66,7 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
     Ok(model)
 }
 
-fn vision_blip(v: &mut crate::models::vit::BlipVisionModel, m: usize) {
+fn vision_blip(v: &mut crate::models::blip_vision::BlipVisionModel, m: usize) {
     for l in &mut v.encoder.layers {
         let w = l.self_attn.projection.weight.val();
         let (d, device) = (w.dims()[1], w.device());

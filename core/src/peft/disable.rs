@@ -106,7 +106,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
     }))
 }
 
-fn strip_vision(v: &mut crate::models::vit::BlipVisionModel) {
+fn strip_vision(v: &mut crate::models::blip_vision::BlipVisionModel) {
     for l in &mut v.encoder.layers {
         l.attn_adapter = None;
         l.mlp_adapter = None;

@@ -1,7 +1,7 @@
 //! HF `BlipConfig`: a text and a vision config plus the head named in `architectures`.
 
 use crate::models::bert::BlipTextConfig;
-use crate::models::vit::BlipVisionConfig;
+use crate::models::blip_vision::BlipVisionConfig;
 use serde::{Deserialize, Serialize};
 
 /// HF `BlipConfig` (the fields normtune uses; unknown fields are ignored, as HF does).

@@ -5,7 +5,7 @@ use super::generate::{GenConfig, SpecialTokens, generate};
 use crate::error::Result;
 use crate::models::bert::model::CrossInput;
 use crate::models::bert::{BlipTextLMHeadModel, BlipTextModel, LmHead};
-use crate::models::vit::BlipVisionModel;
+use crate::models::blip_vision::BlipVisionModel;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};

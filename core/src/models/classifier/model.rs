@@ -2,8 +2,8 @@
 //! `encoder.layer.N.attention.attention.query` layout). The head reads the class token.
 
 use super::config::ViTConfig;
+use crate::models::blip_vision::model::BlipMlp;
 use crate::models::common::{Bottleneck, adapt, attention, merge_heads, patch_tokens, split_heads};
-use crate::models::vit::model::BlipMlp;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
