@@ -50,16 +50,26 @@ pub enum Batch {
 }
 
 impl Batch {
+    /// The batch's images, `[batch, 3, h, w]`.
+    pub fn pixels(&self) -> &Tensor<4> {
+        match self {
+            Batch::Vqa { pixels, .. }
+            | Batch::Report { pixels, .. }
+            | Batch::Classify { pixels, .. }
+            | Batch::Chat { pixels, .. } => pixels,
+        }
+    }
+
+    /// The device the batch is on.
+    pub fn device(&self) -> Device {
+        self.pixels().device()
+    }
+
     /// `n` shards of consecutive rows (sizes differing by at most one; fewer when the batch has
     /// fewer rows), each with what its loss averages over: answer or report tokens past the
     /// first (as the LM loss counts them), learned chat tokens, or label entries.
     pub async fn shards(&self, n: usize) -> Result<Vec<(Batch, f64)>> {
-        let rows = match self {
-            Batch::Vqa { pixels, .. }
-            | Batch::Report { pixels, .. }
-            | Batch::Classify { pixels, .. }
-            | Batch::Chat { pixels, .. } => pixels.dims()[0],
-        };
+        let rows = self.pixels().dims()[0];
         let n = n.clamp(1, rows.max(1));
         let mut out = Vec::with_capacity(n);
         let mut start = 0;

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::models::clip::{ClipVisionConfig, ClipVisionTransformer};
 use crate::models::common::Activation;
 use crate::models::llama::{LlamaConfig, LlamaForCausalLM};
+use crate::train::loss::lm_loss;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
@@ -275,4 +276,66 @@ pub(crate) fn ignored(cfg: &LlavaConfig) -> Vec<&'static str> {
         ignored.push(r"lm_head\.weight$");
     }
     ignored
+}
+
+/// The loss of a chat batch: rows right-padded (causal attention keeps padding out of the real
+/// tokens, so no mask is needed), the image features spliced in per row, cross-entropy on each
+/// row's answer and end-of-sequence token only (HF: labels -100 elsewhere).
+pub fn chat_loss(
+    m: &LlavaForConditionalGeneration,
+    pixels: Tensor<4>,
+    ids: &[Vec<i64>],
+    learned: &[Vec<std::ops::Range<usize>>],
+    smoothing: f64,
+) -> Result<Tensor<1>> {
+    let device = pixels.device();
+    let features = m.image_features(pixels);
+    let [b, f, h] = features.dims();
+    if ids.len() != b || learned.len() != b {
+        return Err(Error::Input(format!(
+            "a chat batch of {b} images has {} prompts",
+            ids.len()
+        )));
+    }
+    let len = ids.iter().map(Vec::len).max().unwrap_or(0);
+    let mut rows = Vec::with_capacity(b);
+    let mut targets = Vec::with_capacity(b * len);
+    let mut mask = Vec::with_capacity(b * len);
+    for (i, (row, spans)) in ids.iter().zip(learned).enumerate() {
+        let x = m.embed(row, features.clone().slice([i..i + 1, 0..f, 0..h]))?;
+        rows.push(if row.len() < len {
+            Tensor::cat(vec![x, Tensor::zeros([1, len - row.len(), h], &device)], 1)
+        } else {
+            x
+        });
+        for t in 0..len {
+            let learned = t < row.len() && spans.iter().any(|s| s.contains(&t));
+            // Only learned positions are gathered from; the others (image tokens, padding) point
+            // at id 0, which exists in every vocabulary.
+            targets.push(if learned { row[t] } else { 0 });
+            mask.push(if learned { 1.0f32 } else { 0.0 });
+        }
+    }
+    // The LM head (vocabulary-wide: a fifth of a small decoder's work) only from the position
+    // before the first answer on: earlier positions (the image, the prompt) predict nothing
+    // learned.
+    let from = learned
+        .iter()
+        .filter_map(|spans| spans.iter().map(|s| s.start).min())
+        .min()
+        .unwrap_or(1)
+        .clamp(1, len)
+        - 1;
+    let hidden = m
+        .language_model
+        .hidden_from_embeds(Tensor::cat(rows, 0), None, None)
+        .narrow(1, from, len - from);
+    let logits = m.language_model.head(hidden);
+    let targets = Tensor::<1, Int>::from_ints(targets.as_slice(), &device)
+        .reshape([b, len])
+        .narrow(1, from, len - from);
+    let mask = Tensor::<1>::from_floats(mask.as_slice(), &device)
+        .reshape([b, len])
+        .narrow(1, from, len - from);
+    Ok(lm_loss(logits, targets, mask, smoothing))
 }

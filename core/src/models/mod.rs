@@ -19,6 +19,7 @@ pub mod mmproj;
 pub mod processor;
 pub mod walk;
 
+pub use batch::Batch;
 pub use processor::Processor;
 
 use crate::error::{Error, Result};
@@ -166,6 +167,59 @@ impl Model {
                 ),
                 c("decoder", "language_model", m.language_model.num_params()),
             ],
+        }
+    }
+}
+
+impl Model {
+    /// The training loss of `batch` (made by this model's [`Processor`]): the answer or report
+    /// tokens' cross-entropy with `label_smoothing` (BLIP), the chat answers' (LLaVA), the
+    /// labels' binary cross-entropy (classifier).
+    pub fn forward_loss(&self, batch: &Batch, label_smoothing: f64) -> Result<Tensor<1>> {
+        use crate::train::loss::{bce_with_logits, lm_loss};
+        let s = label_smoothing;
+        match (self, batch) {
+            (
+                Model::Vqa(m),
+                Batch::Vqa {
+                    pixels,
+                    question_ids,
+                    question_mask,
+                    answer_ids,
+                    answer_mask,
+                },
+            ) => {
+                let image = m.encode_image(pixels.clone());
+                let q =
+                    m.encode_question(&image, question_ids.clone(), Some(question_mask.clone()));
+                let logits = m.answer_logits(
+                    &q,
+                    Some(question_mask.clone()),
+                    answer_ids.clone(),
+                    Some(answer_mask.clone()),
+                );
+                Ok(lm_loss(logits, answer_ids.clone(), answer_mask.clone(), s))
+            }
+            (Model::Captioner(m), Batch::Report { pixels, ids, mask }) => {
+                let image = m.encode_image(pixels.clone());
+                let logits = m.text_logits(&image, ids.clone(), Some(mask.clone()));
+                Ok(lm_loss(logits, ids.clone(), mask.clone(), s))
+            }
+            (Model::Classifier(m), Batch::Classify { pixels, targets }) => {
+                Ok(bce_with_logits(m.forward(pixels.clone()), targets.clone()))
+            }
+            (
+                Model::Llava(m),
+                Batch::Chat {
+                    pixels,
+                    ids,
+                    learned,
+                },
+            ) => llava::chat_loss(m, pixels.clone(), ids, learned, s),
+            _ => Err(Error::Input(
+                "this batch is for a different kind of model (VQA / report / classification)"
+                    .into(),
+            )),
         }
     }
 }

@@ -8,15 +8,15 @@
 //! tensors, the AdamW state, the cursor and the step, and [`Trainer::resume`] restores them so a
 //! resumed run continues bit-identically.
 
-use super::loss::{bce_with_logits, lm_loss};
 use super::schedule::Schedule;
 use crate::error::{Error, Result};
 use crate::models::Model;
 pub use crate::models::batch::Batch;
+pub use crate::models::llava::chat_loss;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Optimisation settings (defaults: MILE's AdamW, weight decay 0.05, label smoothing 0.1; a
@@ -395,54 +395,7 @@ impl Trainer {
 
     /// The loss of `batch` under `model` (the trainer's, or a replica of it on another device).
     fn loss_of(&self, model: &Model, batch: &Batch) -> Result<Tensor<1>> {
-        let s = self.cfg.label_smoothing;
-        match (model, batch) {
-            (
-                Model::Vqa(m),
-                Batch::Vqa {
-                    pixels,
-                    question_ids,
-                    question_mask,
-                    answer_ids,
-                    answer_mask,
-                },
-            ) => {
-                let image = m.encode_image(pixels.clone());
-                let q =
-                    m.encode_question(&image, question_ids.clone(), Some(question_mask.clone()));
-                let logits = m.answer_logits(
-                    &q,
-                    Some(question_mask.clone()),
-                    answer_ids.clone(),
-                    Some(answer_mask.clone()),
-                );
-                Ok(lm_loss(logits, answer_ids.clone(), answer_mask.clone(), s))
-            }
-            (Model::Captioner(m), Batch::Report { pixels, ids, mask }) => {
-                let image = m.encode_image(pixels.clone());
-                Ok(lm_loss(
-                    m.text_logits(&image, ids.clone(), Some(mask.clone())),
-                    ids.clone(),
-                    mask.clone(),
-                    s,
-                ))
-            }
-            (Model::Classifier(m), Batch::Classify { pixels, targets }) => {
-                Ok(bce_with_logits(m.forward(pixels.clone()), targets.clone()))
-            }
-            (
-                Model::Llava(m),
-                Batch::Chat {
-                    pixels,
-                    ids,
-                    learned,
-                },
-            ) => chat_loss(m, pixels.clone(), ids, learned, s),
-            _ => Err(Error::Input(
-                "this batch is for a different kind of model (VQA / report / classification)"
-                    .into(),
-            )),
-        }
+        model.forward_loss(batch, self.cfg.label_smoothing)
     }
 
     /// One micro-batch: forward, backward, and an optimizer step when `grad_accum` micro-batches
@@ -452,13 +405,7 @@ impl Trainer {
         // run's seed and the position in the plan, so a resumed run draws the same masks.
         if let Some(plan) = self.plan {
             let pos = (self.cursor.epoch * plan.batches_per_epoch() + self.cursor.batch) as u64;
-            let device = match batch {
-                Batch::Vqa { pixels, .. }
-                | Batch::Report { pixels, .. }
-                | Batch::Classify { pixels, .. }
-                | Batch::Chat { pixels, .. } => pixels.device(),
-            };
-            device.seed(
+            batch.device().seed(
                 plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
                     ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9),
             );
@@ -552,66 +499,4 @@ fn held(model: &Option<Model>) -> &Model {
     model
         .as_ref()
         .expect("the model is only taken during an optimizer step")
-}
-
-/// The loss of a chat batch: rows right-padded (causal attention keeps padding out of the real
-/// tokens, so no mask is needed), the image features spliced in per row, cross-entropy on each
-/// row's answer and end-of-sequence token only (HF: labels -100 elsewhere).
-pub fn chat_loss(
-    m: &crate::models::llava::LlavaForConditionalGeneration,
-    pixels: Tensor<4>,
-    ids: &[Vec<i64>],
-    learned: &[Vec<std::ops::Range<usize>>],
-    smoothing: f64,
-) -> Result<Tensor<1>> {
-    let device = pixels.device();
-    let features = m.image_features(pixels);
-    let [b, f, h] = features.dims();
-    if ids.len() != b || learned.len() != b {
-        return Err(Error::Input(format!(
-            "a chat batch of {b} images has {} prompts",
-            ids.len()
-        )));
-    }
-    let len = ids.iter().map(Vec::len).max().unwrap_or(0);
-    let mut rows = Vec::with_capacity(b);
-    let mut targets = Vec::with_capacity(b * len);
-    let mut mask = Vec::with_capacity(b * len);
-    for (i, (row, spans)) in ids.iter().zip(learned).enumerate() {
-        let x = m.embed(row, features.clone().slice([i..i + 1, 0..f, 0..h]))?;
-        rows.push(if row.len() < len {
-            Tensor::cat(vec![x, Tensor::zeros([1, len - row.len(), h], &device)], 1)
-        } else {
-            x
-        });
-        for t in 0..len {
-            let learned = t < row.len() && spans.iter().any(|s| s.contains(&t));
-            // Only learned positions are gathered from; the others (image tokens, padding) point
-            // at id 0, which exists in every vocabulary.
-            targets.push(if learned { row[t] } else { 0 });
-            mask.push(if learned { 1.0f32 } else { 0.0 });
-        }
-    }
-    // The LM head (vocabulary-wide: a fifth of a small decoder's work) only from the position
-    // before the first answer on: earlier positions (the image, the prompt) predict nothing
-    // learned.
-    let from = learned
-        .iter()
-        .filter_map(|spans| spans.iter().map(|s| s.start).min())
-        .min()
-        .unwrap_or(1)
-        .clamp(1, len)
-        - 1;
-    let hidden = m
-        .language_model
-        .hidden_from_embeds(Tensor::cat(rows, 0), None, None)
-        .narrow(1, from, len - from);
-    let logits = m.language_model.head(hidden);
-    let targets = Tensor::<1, Int>::from_ints(targets.as_slice(), &device)
-        .reshape([b, len])
-        .narrow(1, from, len - from);
-    let mask = Tensor::<1>::from_floats(mask.as_slice(), &device)
-        .reshape([b, len])
-        .narrow(1, from, len - from);
-    Ok(lm_loss(logits, targets, mask, smoothing))
 }
