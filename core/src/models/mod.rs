@@ -106,6 +106,24 @@ impl ModelConfig {
         }
     }
 
+    /// A classifier's label names in `id2label` order; `None` for the other families.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        match self {
+            ModelConfig::Vit(c) => Some(c.labels()),
+            _ => None,
+        }
+    }
+
+    /// The config as JSON, every field the family reads.
+    pub fn to_json(&self) -> serde_json::Value {
+        let v = match self {
+            ModelConfig::Blip(_, c) => serde_json::to_value(c),
+            ModelConfig::Vit(c) => serde_json::to_value(c),
+            ModelConfig::Llava(c) => serde_json::to_value(c),
+        };
+        v.unwrap_or_default()
+    }
+
     /// The architecture.
     pub fn architecture(&self) -> Architecture {
         match self {

@@ -108,9 +108,6 @@ pub async fn evaluate(
         preds.push(predict(p, e, images, generation).await?);
         progress(i + 1, examples.len());
     }
-    let names = match &p.config {
-        crate::models::ModelConfig::Vit(c) => c.labels(),
-        _ => Vec::new(),
-    };
+    let names = p.config.labels().unwrap_or_default();
     Ok((score(task, examples, &preds, &names), preds))
 }

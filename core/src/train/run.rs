@@ -11,7 +11,7 @@ use super::trainer::{Batch, Event, Next, Plan, Trainer};
 use crate::data::{Augment, Example, QuestionTemplates, Task, decode_image, task_of};
 use crate::error::{Error, Result};
 use crate::metrics::Scores;
-use crate::models::{ModelConfig, Pipeline, Processor};
+use crate::models::{Pipeline, Processor};
 use crate::peft::{self, TrainableReport};
 use crate::source::FileSource;
 use burn::tensor::Device;
@@ -597,10 +597,9 @@ impl<S: FileSource> Run<S> {
 
 /// A labelled dataset must name the classifier's labels in the classifier's order.
 fn check_label_names(file: &str, names: &[String], p: &Processor) -> Result<()> {
-    let ModelConfig::Vit(c) = &p.config else {
+    let Some(model) = p.config.labels() else {
         return Ok(());
     };
-    let model = c.labels();
     if names != model.as_slice() {
         return Err(Error::Input(format!(
             "{file}: labels [{}] are not the model's id2label [{}] (same names, same order)",

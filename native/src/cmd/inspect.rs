@@ -5,7 +5,7 @@ use crate::cli::InspectArgs;
 use crate::fs::{DirSource, read_file};
 use normtune_core::burn::module::Module;
 use normtune_core::device::choose;
-use normtune_core::models::{ModelConfig, Pipeline, memory};
+use normtune_core::models::{Pipeline, memory};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::FileSource;
 use serde_json::json;
@@ -39,11 +39,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let mut p = pollster::block_on(Pipeline::load_with(&src, &device, with_weights))?;
     let components = p.model.components();
     let total = p.model.num_params();
-    let config = match &p.config {
-        ModelConfig::Blip(_, c) => serde_json::to_value(c)?,
-        ModelConfig::Vit(c) => serde_json::to_value(c)?,
-        ModelConfig::Llava(c) => serde_json::to_value(c)?,
-    };
+    let config = p.config.to_json();
     let arch = p.config.architecture();
     let trainable = match &peft_cfg {
         Some(cfg) => {
