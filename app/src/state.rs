@@ -330,6 +330,11 @@ impl AppState {
             FromWorker::Error { message } => {
                 self.busy.set(None);
                 self.error.set(Some(message));
+                // A start the worker refused (bad settings, no model) never ran: the page can
+                // start again.
+                if self.run_state.get_untracked() == "starting" {
+                    self.run_state.set("idle".into());
+                }
             }
             FromWorker::Crashed { message } => {
                 self.busy.set(None);
