@@ -14,9 +14,7 @@ use normtune_core::models::Pipeline;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
-use normtune_core::train::{
-    DataSpec, EvalSpec, OnMissing, Run, RunData, RunEvent, RunSpec, TrainConfig,
-};
+use normtune_core::train::{DataSpec, EvalSpec, Run, RunData, RunEvent, RunSpec, TrainConfig};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -681,15 +679,7 @@ fn generation() -> GenConfig {
 /// training and after every epoch on `eval_examples` test questions, greedy answers; then the
 /// page's "more settings" over it, as the CLI applies its command line over a config.
 fn spec_of(s: &TuneSettings, model: &str) -> Result<RunSpec, String> {
-    let data = DataSpec {
-        format: Format::Jsonl,
-        train: "train".into(),
-        eval: Some("test".into()),
-        images: "".into(),
-        split: "test".into(),
-        on_missing: OnMissing::Fail,
-        question_templates: None,
-    };
+    let data = DataSpec::new(Format::Jsonl, "train", Some("test".into()), "");
     let mut spec = RunSpec::new(model, "", data);
     spec.peft = PeftConfig::parse(&s.method).map_err(err)?;
     spec.train = TrainConfig {

@@ -13,7 +13,7 @@ use normtune_core::models::Pipeline;
 use normtune_core::models::blip::GenConfig;
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
-use normtune_core::train::{DataSpec, OnMissing, Run, RunData, RunEvent, RunSpec};
+use normtune_core::train::{DataSpec, Run, RunData, RunEvent, RunSpec};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -85,15 +85,12 @@ async fn tune_export_reload(
         "test.vqa.jsonl",
         "test",
     );
-    let data = DataSpec {
-        format: Format::Jsonl,
-        train: "train.vqa.jsonl".into(),
-        eval: Some("test.vqa.jsonl".into()),
-        images: "".into(),
-        split: "test".into(),
-        on_missing: OnMissing::Fail,
-        question_templates: None,
-    };
+    let data = DataSpec::new(
+        Format::Jsonl,
+        "train.vqa.jsonl",
+        Some("test.vqa.jsonl".into()),
+        "",
+    );
     let mut spec = RunSpec::new("demo", "", data);
     spec.peft = PeftConfig::parse(method).unwrap();
     spec.train.lr = 3e-3;

@@ -55,6 +55,25 @@ fn default_split() -> String {
 }
 
 impl DataSpec {
+    /// `format` files `train` and `eval` (none: the training file's), images under `images`;
+    /// the defaults for the rest (the `test` split, fail on a missing image, no templates).
+    pub fn new(
+        format: Format,
+        train: impl Into<PathBuf>,
+        eval: Option<PathBuf>,
+        images: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            format,
+            train: train.into(),
+            eval,
+            images: images.into(),
+            split: default_split(),
+            on_missing: OnMissing::default(),
+            question_templates: None,
+        }
+    }
+
     /// Checks that every example of `file`'s `examples` has its image (`exists(image path)`)
     /// before any training starts: fails naming them, or (with `on_missing = "skip"`) drops
     /// them. Returns the examples kept and one line per example skipped.
@@ -259,15 +278,7 @@ impl RunSpec {
                 }
             }
         }
-        let data = DataSpec {
-            format: Format::Jsonl,
-            train: "t".into(),
-            eval: None,
-            images: "i".into(),
-            split: default_split(),
-            on_missing: OnMissing::default(),
-            question_templates: None,
-        };
+        let data = DataSpec::new(Format::Jsonl, "t", None, "i");
         let mut keys = vec!["learning_rate".to_string()];
         if let Ok(v) = serde_json::to_value(RunSpec::new("m", "o", data)) {
             collect(&v, &mut keys);
