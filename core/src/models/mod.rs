@@ -242,6 +242,82 @@ impl Model {
     }
 }
 
+/// Where PEFT methods attach in each family: the one place besides loading and the loss that
+/// knows the families' layouts.
+impl Model {
+    /// Whether this is the LLaVA-style family.
+    pub fn is_llava(&self) -> bool {
+        matches!(self, Model::Llava(_))
+    }
+
+    /// The BLIP text models by component (`text_encoder`, `decoder`): where IA3, prefixes and
+    /// the text side's bottleneck adapters attach. None for the classifier and LLaVA.
+    pub fn text_models_mut(&mut self) -> Vec<(&'static str, &mut bert::BlipTextModel)> {
+        match self {
+            Model::Vqa(m) => vec![
+                ("text_encoder", &mut m.text_encoder),
+                ("decoder", &mut m.text_decoder.bert),
+            ],
+            Model::Captioner(m) => vec![("decoder", &mut m.text_decoder.bert)],
+            Model::Classifier(_) | Model::Llava(_) => vec![],
+        }
+    }
+
+    /// The decoder's text model of a VQA or report model, where peft's `PREFIX_TUNING` applies
+    /// to HF BLIP (peft on `blip.text_decoder` with `task_type="CAUSAL_LM"`: the prefix enters
+    /// the decoder's self-attention as `past_key_values`, positions start after it).
+    pub fn decoder_text_mut(&mut self) -> Option<&mut bert::BlipTextModel> {
+        match self {
+            Model::Vqa(m) => Some(&mut m.text_decoder.bert),
+            Model::Captioner(m) => Some(&mut m.text_decoder.bert),
+            Model::Classifier(_) | Model::Llava(_) => None,
+        }
+    }
+
+    /// peft's default LoRA target modules for `component` of this family.
+    pub fn default_lora_targets(&self, component: &str) -> &'static [&'static str] {
+        match (component, self) {
+            ("vision", Model::Classifier(_)) => &["q_proj", "v_proj"],
+            // peft's defaults for CLIP and LLaMA.
+            ("vision" | "decoder", Model::Llava(_)) => &["q_proj", "v_proj"],
+            ("projector", _) => &["linear_1", "linear_2"],
+            ("vision", _) => &["qkv"],
+            _ => &["query", "value"],
+        }
+    }
+
+    /// Gives every attention that has one the LoRA dropout probability (used only where a
+    /// projection carries LoRA, and only while training). LLaVA's attentions have none.
+    pub fn set_lora_dropout(&mut self, p: f64) {
+        match self {
+            Model::Vqa(m) => {
+                for l in &mut m.vision_model.encoder.layers {
+                    l.self_attn.lora_dropout = p;
+                }
+            }
+            Model::Captioner(m) => {
+                for l in &mut m.vision_model.encoder.layers {
+                    l.self_attn.lora_dropout = p;
+                }
+            }
+            Model::Classifier(c) => {
+                for l in &mut c.vit.layers {
+                    l.attention.lora_dropout = p;
+                }
+            }
+            Model::Llava(_) => {}
+        }
+        for (_, text) in self.text_models_mut() {
+            for layer in &mut text.encoder.layer {
+                layer.attention.self_attn.lora_dropout = p;
+                if let Some(ca) = &mut layer.crossattention {
+                    ca.self_attn.lora_dropout = p;
+                }
+            }
+        }
+    }
+}
+
 // HF → normtune names, more specific first. BLIP: Rust cannot name a field `self`, and fields
 // are snake_case. ViT: transformers < 5 checkpoints use the BERT-style names that transformers 5
 // itself renames on load (its `conversion_mapping.py`, "ViTModel").

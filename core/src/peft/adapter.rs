@@ -48,7 +48,7 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
         }
         _ => {}
     }
-    for (comp, text) in super::ia3::text_models(&mut model) {
+    for (comp, text) in model.text_models_mut() {
         if !wants(comp) {
             continue;
         }

@@ -47,7 +47,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
         }
         Model::Llava(_) => {}
     }
-    for (_, text) in super::ia3::text_models(&mut m) {
+    for (_, text) in m.text_models_mut() {
         text.prefix = None;
         for layer in &mut text.encoder.layer {
             let mut atts = vec![&mut layer.attention];

@@ -9,7 +9,6 @@ use super::io::{
 };
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::models::bert::BlipTextModel;
 use crate::models::bert::model::{BlipTextAttention, BlipTextOutput};
 use crate::models::export::{hf_name, safetensors_bytes};
 use crate::models::walk::params;
@@ -17,18 +16,6 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use serde_json::json;
-
-/// The BERT text models of a model, by component.
-pub(crate) fn text_models(model: &mut Model) -> Vec<(&'static str, &mut BlipTextModel)> {
-    match model {
-        Model::Vqa(m) => vec![
-            ("text_encoder", &mut m.text_encoder),
-            ("decoder", &mut m.text_decoder.bert),
-        ],
-        Model::Captioner(m) => vec![("decoder", &mut m.text_decoder.bert)],
-        Model::Classifier(_) | Model::Llava(_) => vec![],
-    }
-}
 
 fn ones_like_out(l: &Linear) -> Option<Param<Tensor<1>>> {
     let w = l.weight.val();
@@ -56,7 +43,7 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
             )));
         }
     }
-    for (comp, text) in text_models(&mut model) {
+    for (comp, text) in model.text_models_mut() {
         if cfg.method_for(comp) != Method::Ia3 {
             continue;
         }
@@ -96,7 +83,7 @@ fn fold_attention(a: &mut BlipTextAttention) {
 /// Folds IA3 vectors into the Linear weights they scale (peft's `merge`): output scaling
 /// multiplies the weight's output columns and the bias, input scaling the weight's input rows.
 pub fn fold(mut model: Model) -> Model {
-    for (_, text) in text_models(&mut model) {
+    for (_, text) in model.text_models_mut() {
         for layer in &mut text.encoder.layer {
             fold_attention(&mut layer.attention);
             if let Some(ca) = &mut layer.crossattention {

@@ -67,14 +67,7 @@ impl LoraSettings {
         if let Some(t) = &self.target_modules {
             return t.clone();
         }
-        let v: &[&str] = match (component, model) {
-            ("vision", Model::Classifier(_)) => &["q_proj", "v_proj"],
-            // peft's defaults for CLIP and LLaMA.
-            ("vision" | "decoder", Model::Llava(_)) => &["q_proj", "v_proj"],
-            ("projector", _) => &["linear_1", "linear_2"],
-            ("vision", _) => &["qkv"],
-            _ => &["query", "value"],
-        };
+        let v = model.default_lora_targets(component);
         v.iter().map(|s| s.to_string()).collect()
     }
 }
@@ -316,40 +309,8 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
             scale: s.burn_alpha() / s.r as f64,
         });
     }
-    set_dropout(&mut model, s.lora_dropout);
+    model.set_lora_dropout(s.lora_dropout);
     Ok(model)
-}
-
-/// Gives every attention the LoRA dropout probability (used only where a projection carries
-/// LoRA, and only while training).
-fn set_dropout(model: &mut Model, p: f64) {
-    match model {
-        Model::Vqa(m) => {
-            for l in &mut m.vision_model.encoder.layers {
-                l.self_attn.lora_dropout = p;
-            }
-        }
-        Model::Captioner(m) => {
-            for l in &mut m.vision_model.encoder.layers {
-                l.self_attn.lora_dropout = p;
-            }
-        }
-        Model::Classifier(c) => {
-            for l in &mut c.vit.layers {
-                l.attention.lora_dropout = p;
-            }
-        }
-        // No LoRA dropout on the LLaVA-style model (its attentions have none).
-        Model::Llava(_) => {}
-    }
-    for (_, text) in super::ia3::text_models(model) {
-        for layer in &mut text.encoder.layer {
-            layer.attention.self_attn.lora_dropout = p;
-            if let Some(ca) = &mut layer.crossattention {
-                ca.self_attn.lora_dropout = p;
-            }
-        }
-    }
 }
 
 /// peft's `LORA` format, LoRA or (`use_dora`) DoRA for every adapted module.

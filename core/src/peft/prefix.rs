@@ -53,7 +53,7 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
             )));
         }
     }
-    for (comp, text) in super::ia3::text_models(&mut model) {
+    for (comp, text) in model.text_models_mut() {
         let method = cfg.method_for(comp);
         if !matches!(method, Method::Prefix | Method::PtuningV2) {
             continue;
@@ -112,17 +112,6 @@ pub const FORMAT: PeftFormat = PeftFormat {
     load,
 };
 
-/// The decoder of a VQA or report model, where peft's `PREFIX_TUNING` applies to HF BLIP (peft on
-/// `blip.text_decoder` with `task_type="CAUSAL_LM"`: the prefix enters the decoder's
-/// self-attention as `past_key_values`, positions start after it).
-fn decoder_text(model: &mut Model) -> Option<&mut crate::models::bert::BlipTextModel> {
-    match model {
-        Model::Vqa(m) => Some(&mut m.text_decoder.bert),
-        Model::Captioner(m) => Some(&mut m.text_decoder.bert),
-        Model::Classifier(_) | Model::Llava(_) => None,
-    }
-}
-
 /// peft's prefix tuning on the decoder: one tensor `prompt_embeddings` `[virtual_tokens,
 /// layers · 2 · hidden]` (with `prefix_projection`, peft saves the MLP's output, so the folder is
 /// the same either way); loaded as P-tuning v2 embeddings, which compute exactly that.
@@ -154,7 +143,7 @@ fn load(model: Model, a: &Adapter) -> Result<Model> {
     let model =
         attach(model, &cfg).map_err(|e| Error::config(cfg_file, "peft_type", e.to_string()))?;
     let mut model = model;
-    let Some(text) = decoder_text(&mut model) else {
+    let Some(text) = model.decoder_text_mut() else {
         return Err(Error::config(
             cfg_file,
             "peft_type",
@@ -205,7 +194,9 @@ fn load(model: Model, a: &Adapter) -> Result<Model> {
 
 fn save(model: &Model, cfg: &PeftConfig, base_model: &str) -> Result<Vec<(String, Vec<u8>)>> {
     let mut m = model.clone();
-    let text = decoder_text(&mut m).ok_or_else(|| Error::Input("no text decoder".into()))?;
+    let text = m
+        .decoder_text_mut()
+        .ok_or_else(|| Error::Input("no text decoder".into()))?;
     let prefix = text
         .prefix
         .as_ref()

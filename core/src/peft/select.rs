@@ -96,7 +96,7 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
             )));
         }
     }
-    if matches!(model, Model::Llava(_))
+    if model.is_llava()
         && let Some(c) = components
             .iter()
             .find(|c| !super::registry::tuner(cfg.method_for(c)).on_llava)
