@@ -43,10 +43,10 @@ pub struct TrainConfig {
     pub label_smoothing: f64,
     /// burn's gradient checkpointing (its `Balanced` strategy: memory-bound operations are
     /// recomputed in the backward pass instead of kept): less activation memory for a little
-    /// compute. Applied by the shell that makes the training device.
+    /// compute. Applied by [`super::Run`] when it makes the training device.
     pub gradient_checkpointing: bool,
     /// Store the frozen weights of a LLaVA model's language model in half precision (`"f16"` or
-    /// `"bf16"`; see [`crate::peft::frozen`]): half their memory. Applied by the shell after
+    /// `"bf16"`; see [`crate::peft::frozen`]): half their memory. Applied by [`super::Run`] after
     /// PEFT; `None` keeps everything in f32.
     pub frozen_dtype: Option<crate::models::walk::FrozenDtype>,
 }
