@@ -205,6 +205,8 @@ pub struct Run<S: FileSource> {
     last_checkpoint: Option<usize>,
     first_step: Option<Instant>,
     step_ms: Vec<f64>,
+    /// The sum of `step_ms`, s.
+    train_seconds: f64,
     samples: usize,
 }
 
@@ -219,7 +221,7 @@ impl<S: FileSource> Run<S> {
         data: RunData<S>,
         persist: bool,
     ) -> Result<Self> {
-        spec.validate("the run")?;
+        spec.check_settings("the run")?;
         let train_file = spec.data.train.display().to_string();
         let task = task_of(&data.train, &train_file)?;
         if !data.eval.is_empty() && task_of(&data.eval, "the evaluation data")? != task {
@@ -280,6 +282,7 @@ impl<S: FileSource> Run<S> {
             last_checkpoint: None,
             first_step: None,
             step_ms: Vec::new(),
+            train_seconds: 0.0,
             samples: 0,
         })
     }
@@ -365,7 +368,8 @@ impl<S: FileSource> Run<S> {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         self.step_ms.push(ms);
         self.samples += next.indices.len();
-        let train_seconds = self.step_ms.iter().sum::<f64>() / 1e3;
+        self.train_seconds += ms / 1e3;
+        let train_seconds = self.train_seconds;
         let position = self.position();
         self.at_boundary = event.applied;
         if event.applied {
@@ -406,22 +410,19 @@ impl<S: FileSource> Run<S> {
     async fn run_todo(&mut self, t: Todo, progress: &mut impl FnMut(usize, usize)) -> Result<()> {
         match t {
             Todo::EvalStart => {
-                if self.data.eval.is_empty() {
-                    return Ok(());
+                if !self.data.eval.is_empty() {
+                    let (scores, _) = self.scheduled_eval(true, 0, 0, 0, progress).await?;
+                    self.start = Some(scores);
                 }
-                let n = self.eval_count(self.spec.eval.max_examples);
-                let (scores, _) = self.evaluate(n, progress).await?;
-                self.start = Some(scores.clone());
-                self.push_eval(true, 0, 0, 0, n, scores);
             }
             Todo::Eval {
                 epoch,
                 position,
                 step,
             } => {
-                let n = self.eval_count(self.spec.eval.max_examples);
-                let (scores, _) = self.evaluate(n, progress).await?;
-                let value = self.push_eval(false, epoch, position, step, n, scores);
+                let (_, value) = self
+                    .scheduled_eval(false, epoch, position, step, progress)
+                    .await?;
                 if let Some(v) = value
                     && self.best.is_none_or(|(_, b)| v > b)
                 {
@@ -454,15 +455,22 @@ impl<S: FileSource> Run<S> {
         Ok(())
     }
 
-    fn push_eval(
+    /// Scores the first `eval.max_examples` evaluation examples (0 = all) with the model as it
+    /// is now and queues the [`RunEvent::Eval`]; returns the scores and the run's metric.
+    async fn scheduled_eval(
         &mut self,
         start: bool,
         epoch: usize,
         position: usize,
         step: usize,
-        examples: usize,
-        scores: Scores,
-    ) -> Option<f64> {
+        progress: &mut impl FnMut(usize, usize),
+    ) -> Result<(Scores, Option<f64>)> {
+        let all = self.data.eval.len();
+        let examples = match self.spec.eval.max_examples {
+            0 => all,
+            n => n.min(all),
+        };
+        let (scores, _) = self.evaluate(examples, progress).await?;
         let value = scores.get(&self.metric).and_then(|v| v.as_f64());
         self.events.push_back(RunEvent::Eval {
             start,
@@ -470,27 +478,18 @@ impl<S: FileSource> Run<S> {
             position,
             step,
             examples,
-            scores,
+            scores: scores.clone(),
             value,
         });
-        value
+        Ok((scores, value))
     }
 
-    /// How many evaluation examples a limit of `limit` scores (0 = all).
-    fn eval_count(&self, limit: usize) -> usize {
-        match limit {
-            0 => self.data.eval.len(),
-            n => n.min(self.data.eval.len()),
-        }
-    }
-
-    /// Scores the first `n` evaluation examples (0 = all) with the model as it is now.
+    /// Scores the first `n` evaluation examples with the model as it is now.
     async fn evaluate(
         &self,
         n: usize,
         progress: &mut impl FnMut(usize, usize),
     ) -> Result<(Scores, Vec<Prediction>)> {
-        let n = self.eval_count(n);
         evaluate(
             &self.tuned(),
             self.task,
@@ -510,7 +509,7 @@ impl<S: FileSource> Run<S> {
         let (scores, predictions) = if self.data.eval.is_empty() {
             (Scores::new(), Vec::new())
         } else {
-            self.evaluate(0, &mut progress).await?
+            self.evaluate(self.data.eval.len(), &mut progress).await?
         };
         Ok(Finished {
             adapter,
@@ -528,11 +527,6 @@ impl<S: FileSource> Run<S> {
     pub async fn export_adapter(&self) -> Result<Files> {
         let base = self.spec.model.display().to_string();
         peft::io::save_adapter_async(self.trainer.model(), &self.spec.peft, &base).await
-    }
-
-    /// A checkpoint now (between optimizer steps only).
-    pub fn checkpoint(&self) -> Result<Files> {
-        self.trainer.checkpoint()
     }
 
     /// The model as it is now, for inference.

@@ -225,8 +225,21 @@ impl RunSpec {
         }
     }
 
-    /// Refuses settings no run can use; `file` names where they came from.
+    /// Refuses settings no run can use, device names included; `file` names where they came
+    /// from.
     pub fn validate(&self, file: &str) -> Result<()> {
+        self.check_settings(file)?;
+        #[cfg(not(target_arch = "wasm32"))]
+        for d in &self.devices {
+            crate::device::parse_device(d)
+                .map_err(|e| Error::Input(format!("{file}: devices: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// [`RunSpec::validate`] but the device names, which [`super::Run`] parses when it makes
+    /// the replicas.
+    pub(super) fn check_settings(&self, file: &str) -> Result<()> {
         let bad = |what: &str| Err(Error::Input(format!("{file}: {what} must be at least 1")));
         if self.batch_size == 0 {
             return bad("batch_size");
@@ -239,13 +252,7 @@ impl RunSpec {
         }
         self.augment
             .validate()
-            .map_err(|e| Error::Input(format!("{file}: {e}")))?;
-        #[cfg(not(target_arch = "wasm32"))]
-        for d in &self.devices {
-            crate::device::parse_device(d)
-                .map_err(|e| Error::Input(format!("{file}: devices: {e}")))?;
-        }
-        Ok(())
+            .map_err(|e| Error::Input(format!("{file}: {e}")))
     }
 
     /// The score that picks the best adapter for `task`.
