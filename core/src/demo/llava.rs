@@ -174,7 +174,7 @@ pub fn assemble(
     let (_, decoder) = from_gguf(gguf, gguf_file, device)?;
     let mut model = cfg.init(device);
     model.language_model = decoder;
-    let mut tensors = export::hf_tensors(&Model::Llava(model));
+    let mut tensors = export::hf_tensors(&Model::from(model));
     let index: HashMap<String, usize> = tensors
         .iter()
         .enumerate()

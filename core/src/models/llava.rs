@@ -339,3 +339,144 @@ pub fn chat_loss(
         .narrow(1, from, len - from);
     Ok(lm_loss(logits, targets, mask, smoothing))
 }
+
+/// LLaVA as a [`Family`](crate::models::family::Family): loading, the chat loss, where PEFT
+/// attaches (LoRA, norms; frozen weights in half precision) and chat generation.
+impl crate::models::family::Family for LlavaForConditionalGeneration {
+    type Config = LlavaConfig;
+    const MODEL_TYPE: &'static str = "llava";
+    const IS_CHAT: bool = true;
+
+    fn parse_config(bytes: &[u8], _: serde_json::Value, file: &str) -> Result<LlavaConfig> {
+        LlavaConfig::from_json(bytes, file)
+    }
+
+    fn init(config: &LlavaConfig, device: &Device) -> Self {
+        config.init(device)
+    }
+
+    fn blank(
+        config: &LlavaConfig,
+        _has: &dyn Fn(&str) -> bool,
+        device: &Device,
+    ) -> (Self, crate::models::load::Remaps, Vec<&'static str>) {
+        (config.init(device), REMAPS, ignored(config))
+    }
+
+    fn image_processor(config: &LlavaConfig) -> (crate::data::ProcessorKind, usize) {
+        (
+            crate::data::ProcessorKind::Clip,
+            config.vision_config.image_size,
+        )
+    }
+
+    fn components(&self) -> Vec<crate::models::Component> {
+        use crate::models::Component;
+        vec![
+            Component::new("vision", "vision_tower", self.vision_tower.num_params()),
+            Component::new(
+                "projector",
+                "multi_modal_projector",
+                self.multi_modal_projector.num_params(),
+            ),
+            Component::new(
+                "decoder",
+                "language_model",
+                self.language_model.num_params(),
+            ),
+        ]
+    }
+
+    fn forward_loss(
+        &self,
+        batch: &crate::models::Batch,
+        label_smoothing: f64,
+    ) -> Result<Tensor<1>> {
+        let crate::models::Batch::Chat {
+            pixels,
+            ids,
+            learned,
+        } = batch
+        else {
+            return Err(Error::Input(
+                "this batch is for a different kind of model (VQA / report / classification)"
+                    .into(),
+            ));
+        };
+        chat_loss(self, pixels.clone(), ids, learned, label_smoothing)
+    }
+
+    /// peft's defaults for CLIP and LLaMA; the projector's two layers.
+    fn default_lora_targets(&self, component: &str) -> &'static [&'static str] {
+        match component {
+            "projector" => &["linear_1", "linear_2"],
+            _ => &["q_proj", "v_proj"],
+        }
+    }
+
+    fn store_frozen(mut self, dtype: crate::models::walk::FrozenDtype) -> Result<(Self, usize)> {
+        use crate::models::walk::{self, FrozenDtype};
+        // A device that cannot compute in the dtype (WGSL has no bf16; an adapter without
+        // `shader-f16` no f16) would fail compiling the first kernel, on a device thread.
+        let device = self.language_model.model.embed_tokens.weight.device();
+        if !device.supports_dtype(dtype.dtype()) {
+            return Err(Error::Input(format!(
+                "frozen_dtype = \"{}\": this device cannot compute in {} (wgpu's WGSL has no \
+                 bf16, and f16 needs an adapter with shader-f16); use {} or leave it unset",
+                dtype.name(),
+                dtype.name(),
+                if matches!(dtype, FrozenDtype::Bf16) {
+                    "f16"
+                } else {
+                    "bf16 on the CPU"
+                },
+            )));
+        }
+        let (lm, n) = walk::store_frozen(self.language_model, dtype.dtype());
+        self.language_model = lm;
+        Ok((self, n))
+    }
+
+    fn frozen_castable(&self, trainable: &dyn Fn(&[String]) -> bool) -> usize {
+        crate::models::walk::frozen_castable(&self.language_model, &["language_model"], trainable)
+    }
+
+    async fn answer(
+        &self,
+        p: &crate::models::Processor,
+        pixels: Tensor<4>,
+        question: &str,
+        gen_cfg: &crate::models::blip::GenConfig,
+    ) -> Result<crate::models::Generated> {
+        chat(self, p, pixels, question, gen_cfg).await
+    }
+
+    async fn report(
+        &self,
+        p: &crate::models::Processor,
+        pixels: Tensor<4>,
+        gen_cfg: &crate::models::blip::GenConfig,
+    ) -> Result<crate::models::Generated> {
+        chat(self, p, pixels, REPORT_INSTRUCTION, gen_cfg).await
+    }
+}
+
+/// A LLaVA model's reply to `question` about the image: greedy decoding with the KV cache up to
+/// `max_new_tokens` (beam search is not implemented for it; `num_beams` is ignored).
+async fn chat(
+    m: &LlavaForConditionalGeneration,
+    p: &crate::models::Processor,
+    pixels: Tensor<4>,
+    question: &str,
+    gen_cfg: &crate::models::blip::GenConfig,
+) -> Result<crate::models::Generated> {
+    let ids = p.llava_prompt(question)?;
+    let eos = match p.generation.as_ref().map(|g| &g.eos_token_id) {
+        Some(list) if !list.is_empty() => list.clone(),
+        _ => vec![p.special_tokens()?.eos],
+    };
+    let out = m
+        .generate_greedy(&ids, pixels, gen_cfg.max_new_tokens, &eos)
+        .await?;
+    p.generated(vec![out])
+}

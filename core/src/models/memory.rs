@@ -73,7 +73,7 @@ pub fn estimate_training(
     answer_len: usize,
     frozen: Option<(usize, crate::models::walk::FrozenDtype)>,
 ) -> Result<MemoryEstimate> {
-    let (Model::Llava(_), ModelConfig::Llava(c)) = (model, config) else {
+    let (true, Some(c)) = (model.is_llava(), config.get::<super::llava::LlavaConfig>()) else {
         return Err(Error::Input(
             "the memory estimate is implemented for LLaVA-style models only so far".into(),
         ));

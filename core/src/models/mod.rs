@@ -1,5 +1,9 @@
 //! The model families and one entry point over them: read a HF model folder (config, weights,
 //! tokenizer, preprocessor) from a [`FileSource`] and answer, report or classify.
+//!
+//! Each family is a folder implementing [`family::Family`]; the `families!` list below makes
+//! [`Model`], [`ModelConfig`] and [`Architecture`] from them, and is the only place the
+//! families are enumerated.
 
 pub mod batch;
 pub mod bert;
@@ -10,6 +14,7 @@ pub mod classifier;
 pub mod clip;
 pub mod common;
 pub mod export;
+pub mod family;
 pub mod folder;
 pub mod llama;
 pub mod llava;
@@ -20,43 +25,120 @@ pub mod processor;
 pub mod walk;
 
 pub use batch::Batch;
+pub use family::Family;
 pub use processor::Processor;
 
 use crate::error::{Error, Result};
 use crate::source::FileSource;
-use blip::{BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering, GenConfig};
+use blip::GenConfig;
 use burn::module::Module;
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
-use classifier::{ProblemType, ViTConfig, ViTForImageClassification};
 use serde::Serialize;
+use std::any::Any;
 
-/// The task a model folder's `architectures` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Architecture {
-    /// `BlipForQuestionAnswering`.
-    BlipForQuestionAnswering,
-    /// `BlipForConditionalGeneration`.
-    BlipForConditionalGeneration,
-    /// `ViTForImageClassification`.
-    ViTForImageClassification,
-    /// `LlavaForConditionalGeneration`.
-    LlavaForConditionalGeneration,
+use blip::{BlipForConditionalGeneration, BlipForQuestionAnswering};
+use classifier::ViTForImageClassification;
+use llava::LlavaForConditionalGeneration;
+
+/// Declares the families: `Variant(Type)` per family, `Type` implementing [`Family`] and named
+/// as HF's architecture. Makes the [`Model`] and [`ModelConfig`] enums (one variant per family),
+/// [`Architecture`], and the `each_family!` / `each_config!` dispatchers the methods below use.
+/// (`$d` is `$`, so that the dispatchers can have metavariables of their own.)
+macro_rules! families {
+    ($d:tt $( $(#[doc = $doc:literal])* $variant:ident($ty:ident) ),* $(,)?) => {
+        /// A model of any supported family.
+        #[derive(Module, Debug)]
+        pub enum Model {
+            $( $(#[doc = $doc])* $variant($ty), )*
+        }
+
+        /// A parsed `config.json`: one family's config.
+        #[derive(Debug, Clone)]
+        pub enum ModelConfig {
+            $( $(#[doc = $doc])* $variant(<$ty as Family>::Config), )*
+        }
+
+        /// The architecture a model folder's `config.json` names (HF's class name).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub enum Architecture {
+            $( #[doc = concat!("`", stringify!($ty), "`.")] $ty, )*
+        }
+
+        $(
+            impl From<$ty> for Model {
+                fn from(m: $ty) -> Self {
+                    Model::$variant(m)
+                }
+            }
+        )*
+
+        /// `each_family!(model, m => expr)`: `expr` with `m` bound to the family's model.
+        macro_rules! each_family {
+            ($d value:expr, $d m:ident => $d body:expr) => {
+                match $d value { $( Model::$variant($d m) => $d body, )* }
+            };
+        }
+
+        /// `each_config!(config, c, T => expr)`: `expr` with `c` bound to the family's config
+        /// and `T` naming the family's model type.
+        macro_rules! each_config {
+            ($d value:expr, $d c:ident, $d t:ident => $d body:expr) => {
+                match $d value {
+                    $( ModelConfig::$variant($d c) => {
+                        #[allow(dead_code)]
+                        type $d t = $ty;
+                        $d body
+                    } )*
+                }
+            };
+        }
+
+        impl ModelConfig {
+            /// The families, in declaration order: `(model_type, architecture, default for
+            /// its model_type)`.
+            const FAMILIES: &'static [(&'static str, Architecture, bool)] = &[
+                $( (<$ty as Family>::MODEL_TYPE, Architecture::$ty, <$ty as Family>::DEFAULT_FOR_TYPE), )*
+            ];
+
+            /// Parses `config.json` as `arch`'s config.
+            fn parse_as(
+                arch: Architecture,
+                bytes: &[u8],
+                value: serde_json::Value,
+                file: &str,
+            ) -> Result<Self> {
+                match arch {
+                    $( Architecture::$ty => <$ty as Family>::parse_config(bytes, value, file)
+                        .map(ModelConfig::$variant), )*
+                }
+            }
+
+            /// The architecture.
+            pub fn architecture(&self) -> Architecture {
+                match self {
+                    $( ModelConfig::$variant(_) => Architecture::$ty, )*
+                }
+            }
+        }
+    };
 }
 
-/// A parsed `config.json`.
-#[derive(Debug, Clone)]
-pub enum ModelConfig {
-    /// A BLIP model.
-    Blip(Architecture, BlipConfig),
-    /// A ViT classifier.
-    Vit(ViTConfig),
-    /// A LLaVA-style model (CLIP tower, projector, LLaMA decoder).
-    Llava(llava::LlavaConfig),
+families! {$
+    /// BLIP Med-VQA (`BlipForQuestionAnswering`).
+    Vqa(BlipForQuestionAnswering),
+    /// BLIP report generation (`BlipForConditionalGeneration`).
+    Captioner(BlipForConditionalGeneration),
+    /// A ViT multi-label image classifier (`ViTForImageClassification`).
+    Classifier(ViTForImageClassification),
+    /// A LLaVA-style model (CLIP tower, projector, LLaMA decoder): answers and reports as a
+    /// chat (`LlavaForConditionalGeneration`).
+    Llava(LlavaForConditionalGeneration),
 }
 
 impl ModelConfig {
-    /// Parses `config.json`, dispatching on `model_type` and `architectures` as HF's Auto classes do.
+    /// Parses `config.json`, dispatching on `model_type` and `architectures` as HF's Auto classes
+    /// do: a `model_type` one family has is that family whatever it names; one that several
+    /// share is decided by `architectures[0]`, or without one by the type's default.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
@@ -64,87 +146,77 @@ impl ModelConfig {
             .get("model_type")
             .and_then(|m| m.as_str())
             .ok_or_else(|| Error::config(file, "model_type", "missing"))?;
-        let arch = v
+        let named = v
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(|a| a.as_str());
-        let parse_err = |e: serde_json::Error| Error::json(file, e);
-        match model_type {
-            "blip" => {
-                let arch = match arch {
-                    Some("BlipForQuestionAnswering") => Architecture::BlipForQuestionAnswering,
-                    Some("BlipForConditionalGeneration") | None => {
-                        Architecture::BlipForConditionalGeneration
-                    }
-                    Some(other) => {
+        let of_type: Vec<_> = Self::FAMILIES
+            .iter()
+            .filter(|(t, ..)| *t == model_type)
+            .collect();
+        let arch = match (of_type.as_slice(), named) {
+            ([], _) => {
+                let mut types: Vec<&str> = Self::FAMILIES.iter().map(|(t, ..)| *t).collect();
+                types.dedup();
+                return Err(Error::config(
+                    file,
+                    "model_type",
+                    format!("`{model_type}` is not supported ({})", types.join(", ")),
+                ));
+            }
+            ([(_, a, _)], _) => *a,
+            (several, Some(name)) => {
+                match several.iter().find(|(_, a, _)| format!("{a:?}") == name) {
+                    Some((_, a, _)) => *a,
+                    None => {
+                        let names: Vec<String> =
+                            several.iter().map(|(_, a, _)| format!("{a:?}")).collect();
                         return Err(Error::config(
                             file,
                             "architectures",
-                            format!(
-                                "`{other}` is not supported (BlipForQuestionAnswering, BlipForConditionalGeneration)"
-                            ),
+                            format!("`{name}` is not supported ({})", names.join(", ")),
                         ));
                     }
-                };
-                let c: BlipConfig = serde_json::from_value(v).map_err(parse_err)?;
-                c.validate(file)?;
-                Ok(ModelConfig::Blip(arch, c))
+                }
             }
-            "vit" => {
-                let c: ViTConfig = serde_json::from_value(v).map_err(parse_err)?;
-                c.validate(file)?;
-                Ok(ModelConfig::Vit(c))
-            }
-            "llava" => Ok(ModelConfig::Llava(llava::LlavaConfig::from_json(
-                bytes, file,
-            )?)),
-            other => Err(Error::config(
-                file,
-                "model_type",
-                format!("`{other}` is not supported (blip, vit, llava)"),
-            )),
-        }
+            (several, None) => match several.iter().find(|(.., default)| *default) {
+                Some((_, a, _)) => *a,
+                None => return Err(Error::config(file, "architectures", "missing")),
+            },
+        };
+        Self::parse_as(arch, bytes, v, file)
+    }
+
+    /// The family's config, if it is a `C` (e.g. `config.get::<BlipConfig>()`, for either BLIP
+    /// architecture).
+    pub fn get<C: 'static>(&self) -> Option<&C> {
+        each_config!(self, c, _T => (c as &dyn Any).downcast_ref::<C>())
     }
 
     /// A classifier's label names in `id2label` order; `None` for the other families.
     pub fn labels(&self) -> Option<Vec<String>> {
-        match self {
-            ModelConfig::Vit(c) => Some(c.labels()),
-            _ => None,
-        }
+        each_config!(self, c, T => T::labels(c))
     }
 
     /// The config as JSON, every field the family reads.
     pub fn to_json(&self) -> serde_json::Value {
-        let v = match self {
-            ModelConfig::Blip(_, c) => serde_json::to_value(c),
-            ModelConfig::Vit(c) => serde_json::to_value(c),
-            ModelConfig::Llava(c) => serde_json::to_value(c),
-        };
-        v.unwrap_or_default()
+        each_config!(self, c, _T => serde_json::to_value(c)).unwrap_or_default()
     }
 
-    /// The architecture.
-    pub fn architecture(&self) -> Architecture {
-        match self {
-            ModelConfig::Blip(a, _) => *a,
-            ModelConfig::Vit(_) => Architecture::ViTForImageClassification,
-            ModelConfig::Llava(_) => Architecture::LlavaForConditionalGeneration,
-        }
+    /// The image preprocessing of the family's HF processor, at the model's side.
+    pub fn image_processor(&self) -> (crate::data::ProcessorKind, usize) {
+        each_config!(self, c, T => T::image_processor(c))
     }
-}
 
-/// A model of any supported family.
-#[derive(Module, Debug)]
-pub enum Model {
-    /// Med-VQA.
-    Vqa(BlipForQuestionAnswering),
-    /// Report generation.
-    Captioner(BlipForConditionalGeneration),
-    /// Multi-label image classification.
-    Classifier(ViTForImageClassification),
-    /// A LLaVA-style model: answers and reports as a chat.
-    Llava(llava::LlavaForConditionalGeneration),
+    /// Whether the model reads text (a tokenizer, prompts).
+    pub fn has_text(&self) -> bool {
+        each_config!(self, _c, T => T::HAS_TEXT)
+    }
+
+    /// Whether its prompts are chats (a chat template, image-token expansion).
+    pub fn is_chat(&self) -> bool {
+        each_config!(self, _c, T => T::IS_CHAT)
+    }
 }
 
 /// A named group of parameters (PEFT placement and reports are built on these).
@@ -158,155 +230,57 @@ pub struct Component {
     pub params: usize,
 }
 
-impl Model {
-    /// The named parameter groups, in model order.
-    pub fn components(&self) -> Vec<Component> {
-        let c = |name, path, params| Component { name, path, params };
-        match self {
-            Model::Vqa(m) => vec![
-                c("vision", "vision_model", m.vision_model.num_params()),
-                c("text_encoder", "text_encoder", m.text_encoder.num_params()),
-                c("decoder", "text_decoder", m.text_decoder.num_params()),
-            ],
-            Model::Captioner(m) => vec![
-                c("vision", "vision_model", m.vision_model.num_params()),
-                c("decoder", "text_decoder", m.text_decoder.num_params()),
-            ],
-            Model::Classifier(m) => vec![
-                c("vision", "vit", m.vit.num_params()),
-                c("head", "classifier", m.classifier.num_params()),
-            ],
-            Model::Llava(m) => vec![
-                c("vision", "vision_tower", m.vision_tower.num_params()),
-                c(
-                    "projector",
-                    "multi_modal_projector",
-                    m.multi_modal_projector.num_params(),
-                ),
-                c("decoder", "language_model", m.language_model.num_params()),
-            ],
-        }
+impl Component {
+    /// The group `name` at module path `path`, of `params` parameters.
+    pub fn new(name: &'static str, path: &'static str, params: usize) -> Self {
+        Self { name, path, params }
     }
 }
 
 impl Model {
+    /// The family's model, if it is an `F` (e.g. `model.get::<LlavaForConditionalGeneration>()`).
+    pub fn get<F: Family>(&self) -> Option<&F> {
+        each_family!(self, m => (m as &dyn Any).downcast_ref::<F>())
+    }
+
+    /// The named parameter groups, in model order.
+    pub fn components(&self) -> Vec<Component> {
+        each_family!(self, m => m.components())
+    }
+
     /// The training loss of `batch` (made by this model's [`Processor`]): the answer or report
     /// tokens' cross-entropy with `label_smoothing` (BLIP), the chat answers' (LLaVA), the
     /// labels' binary cross-entropy (classifier).
     pub fn forward_loss(&self, batch: &Batch, label_smoothing: f64) -> Result<Tensor<1>> {
-        use crate::train::loss::{bce_with_logits, lm_loss};
-        let s = label_smoothing;
-        match (self, batch) {
-            (
-                Model::Vqa(m),
-                Batch::Vqa {
-                    pixels,
-                    question_ids,
-                    question_mask,
-                    answer_ids,
-                    answer_mask,
-                },
-            ) => {
-                let image = m.encode_image(pixels.clone());
-                let q =
-                    m.encode_question(&image, question_ids.clone(), Some(question_mask.clone()));
-                let logits = m.answer_logits(
-                    &q,
-                    Some(question_mask.clone()),
-                    answer_ids.clone(),
-                    Some(answer_mask.clone()),
-                );
-                Ok(lm_loss(logits, answer_ids.clone(), answer_mask.clone(), s))
-            }
-            (Model::Captioner(m), Batch::Report { pixels, ids, mask }) => {
-                let image = m.encode_image(pixels.clone());
-                let logits = m.text_logits(&image, ids.clone(), Some(mask.clone()));
-                Ok(lm_loss(logits, ids.clone(), mask.clone(), s))
-            }
-            (Model::Classifier(m), Batch::Classify { pixels, targets }) => {
-                Ok(bce_with_logits(m.forward(pixels.clone()), targets.clone()))
-            }
-            (
-                Model::Llava(m),
-                Batch::Chat {
-                    pixels,
-                    ids,
-                    learned,
-                },
-            ) => llava::chat_loss(m, pixels.clone(), ids, learned, s),
-            _ => Err(Error::Input(
-                "this batch is for a different kind of model (VQA / report / classification)"
-                    .into(),
-            )),
-        }
+        each_family!(self, m => m.forward_loss(batch, label_smoothing))
     }
-}
 
-/// Where PEFT methods attach in each family: the one place besides loading and the loss that
-/// knows the families' layouts.
-impl Model {
     /// Whether this is the LLaVA-style family.
     pub fn is_llava(&self) -> bool {
-        matches!(self, Model::Llava(_))
+        self.get::<LlavaForConditionalGeneration>().is_some()
     }
 
-    /// The BLIP text models by component (`text_encoder`, `decoder`): where IA3, prefixes and
+    /// The BERT text models by component (`text_encoder`, `decoder`): where IA3, prefixes and
     /// the text side's bottleneck adapters attach. None for the classifier and LLaVA.
     pub fn text_models_mut(&mut self) -> Vec<(&'static str, &mut bert::BlipTextModel)> {
-        match self {
-            Model::Vqa(m) => vec![
-                ("text_encoder", &mut m.text_encoder),
-                ("decoder", &mut m.text_decoder.bert),
-            ],
-            Model::Captioner(m) => vec![("decoder", &mut m.text_decoder.bert)],
-            Model::Classifier(_) | Model::Llava(_) => vec![],
-        }
+        each_family!(self, m => m.text_models_mut())
     }
 
     /// The decoder's text model of a VQA or report model, where peft's `PREFIX_TUNING` applies
-    /// to HF BLIP (peft on `blip.text_decoder` with `task_type="CAUSAL_LM"`: the prefix enters
-    /// the decoder's self-attention as `past_key_values`, positions start after it).
+    /// to HF BLIP.
     pub fn decoder_text_mut(&mut self) -> Option<&mut bert::BlipTextModel> {
-        match self {
-            Model::Vqa(m) => Some(&mut m.text_decoder.bert),
-            Model::Captioner(m) => Some(&mut m.text_decoder.bert),
-            Model::Classifier(_) | Model::Llava(_) => None,
-        }
+        each_family!(self, m => m.decoder_text_mut())
     }
 
     /// peft's default LoRA target modules for `component` of this family.
     pub fn default_lora_targets(&self, component: &str) -> &'static [&'static str] {
-        match (component, self) {
-            ("vision", Model::Classifier(_)) => &["q_proj", "v_proj"],
-            // peft's defaults for CLIP and LLaMA.
-            ("vision" | "decoder", Model::Llava(_)) => &["q_proj", "v_proj"],
-            ("projector", _) => &["linear_1", "linear_2"],
-            ("vision", _) => &["qkv"],
-            _ => &["query", "value"],
-        }
+        each_family!(self, m => m.default_lora_targets(component))
     }
 
     /// Gives every attention that has one the LoRA dropout probability (used only where a
     /// projection carries LoRA, and only while training). LLaVA's attentions have none.
     pub fn set_lora_dropout(&mut self, p: f64) {
-        match self {
-            Model::Vqa(m) => {
-                for l in &mut m.vision_model.encoder.layers {
-                    l.self_attn.lora_dropout = p;
-                }
-            }
-            Model::Captioner(m) => {
-                for l in &mut m.vision_model.encoder.layers {
-                    l.self_attn.lora_dropout = p;
-                }
-            }
-            Model::Classifier(c) => {
-                for l in &mut c.vit.layers {
-                    l.attention.lora_dropout = p;
-                }
-            }
-            Model::Llava(_) => {}
-        }
+        each_family!(self, m => m.set_tower_lora_dropout(p));
         for (_, text) in self.text_models_mut() {
             for layer in &mut text.encoder.layer {
                 layer.attention.self_attn.lora_dropout = p;
@@ -316,45 +290,28 @@ impl Model {
             }
         }
     }
-}
 
-// HF → normtune names, more specific first. BLIP: Rust cannot name a field `self`, and fields
-// are snake_case. ViT: transformers < 5 checkpoints use the BERT-style names that transformers 5
-// itself renames on load (its `conversion_mapping.py`, "ViTModel").
-pub(crate) const BLIP_REMAPS: load::Remaps = &[
-    (r"\.attention\.self\.", ".attention.self_attn."),
-    (r"\.crossattention\.self\.", ".crossattention.self_attn."),
-    (r"\.LayerNorm\.", ".layer_norm."),
-];
-const VIT_REMAPS: load::Remaps = &[
-    (r"^vit\.encoder\.layer\.", "vit.layers."),
-    (r"\.attention\.attention\.query\.", ".attention.q_proj."),
-    (r"\.attention\.attention\.key\.", ".attention.k_proj."),
-    (r"\.attention\.attention\.value\.", ".attention.v_proj."),
-    (r"\.attention\.output\.dense\.", ".attention.o_proj."),
-    (r"\.intermediate\.dense\.", ".mlp.fc1."),
-    (r"\.output\.dense\.", ".mlp.fc2."),
-];
-// `position_ids` is a buffer older checkpoints saved; with a tied head, a saved
-// `cls.predictions.decoder.bias` is the same tensor as `cls.predictions.bias`; the ViT pooler is
-// unused by the classifier.
-const BLIP_IGNORED: &[&str] = &[r"embeddings\.position_ids$"];
-const BLIP_TIED_IGNORED: &[&str] = &[
-    r"embeddings\.position_ids$",
-    r"cls\.predictions\.decoder\.bias$",
-];
-const VIT_IGNORED: &[&str] = &[r"^vit\.pooler\."];
+    /// Adds identity-initialised bottleneck adapters of width `size` to the vision tower, or
+    /// with `None` removes them (where the family has them).
+    pub fn set_vision_adapters(&mut self, size: Option<usize>) {
+        each_family!(self, m => m.set_vision_adapters(size))
+    }
+
+    /// The model with its frozen weights stored as `dtype`, and how many values were converted.
+    pub fn store_frozen(self, dtype: walk::FrozenDtype) -> Result<(Model, usize)> {
+        each_family!(self, m => m.store_frozen(dtype).map(|(m, n)| (Model::from(m), n)))
+    }
+
+    /// How many values [`Model::store_frozen`] would convert when `trainable(path)` says which
+    /// parameters train.
+    pub fn frozen_castable(&self, trainable: &dyn Fn(&[String]) -> bool) -> usize {
+        each_family!(self, m => m.frozen_castable(trainable))
+    }
+}
 
 /// A randomly initialised model of `config`'s architecture (tied LM head, as HF's default).
 pub fn init_model(config: &ModelConfig, device: &Device) -> Model {
-    match config {
-        ModelConfig::Blip(Architecture::BlipForQuestionAnswering, c) => {
-            Model::Vqa(c.init_vqa(bert::LmHead::Tied, device))
-        }
-        ModelConfig::Blip(_, c) => Model::Captioner(c.init_captioner(bert::LmHead::Tied, device)),
-        ModelConfig::Vit(c) => Model::Classifier(c.init(device)),
-        ModelConfig::Llava(c) => Model::Llava(c.init(device)),
-    }
+    each_config!(config, c, T => Model::from(T::init(c, device)))
 }
 
 /// A blank model of `config`'s architecture for a checkpoint holding the tensors `has` names,
@@ -364,38 +321,10 @@ fn blank_for(
     has: impl Fn(&str) -> bool,
     device: &Device,
 ) -> (Model, load::Remaps, Vec<&'static str>) {
-    match config {
-        ModelConfig::Blip(arch, c) => {
-            // The file decides whether the LM head is tied: HF omits tied tensors when saving.
-            let head = if has("text_decoder.cls.predictions.decoder.weight") {
-                bert::LmHead::Untied {
-                    own_bias: has("text_decoder.cls.predictions.decoder.bias"),
-                }
-            } else {
-                bert::LmHead::Tied
-            };
-            let model = match arch {
-                Architecture::BlipForQuestionAnswering => Model::Vqa(c.init_vqa(head, device)),
-                _ => Model::Captioner(c.init_captioner(head, device)),
-            };
-            let ignored = if head == bert::LmHead::Tied {
-                BLIP_TIED_IGNORED
-            } else {
-                BLIP_IGNORED
-            };
-            (model, BLIP_REMAPS, ignored.to_vec())
-        }
-        ModelConfig::Vit(c) => (
-            Model::Classifier(c.init(device)),
-            VIT_REMAPS,
-            VIT_IGNORED.to_vec(),
-        ),
-        ModelConfig::Llava(c) => (
-            Model::Llava(c.init(device)),
-            llava::REMAPS,
-            llava::ignored(c),
-        ),
-    }
+    each_config!(config, c, T => {
+        let (m, remaps, ignored) = T::blank(c, &has, device);
+        (Model::from(m), remaps, ignored)
+    })
 }
 
 /// Builds a model of `config`'s architecture and fills it from safetensors `bytes`.
@@ -509,67 +438,12 @@ impl Pipeline {
         question: &str,
         gen_cfg: &GenConfig,
     ) -> Result<Generated> {
-        if let Model::Llava(m) = &self.model {
-            return self.chat(m, pixels, question, gen_cfg).await;
-        }
-        let Model::Vqa(m) = &self.model else {
-            return Err(Error::Input(
-                "this model generates reports, not answers: leave out the question".into(),
-            ));
-        };
-        let ids = self.question_ids(question)?;
-        let tokens = self.special_tokens()?;
-        let out = m.generate(pixels, ids, None, &tokens, gen_cfg).await?;
-        self.generated(out)
+        each_family!(&self.model, m => m.answer(&self.processor, pixels, question, gen_cfg).await)
     }
 
     /// Generates a report (caption) for an image.
     pub async fn report(&self, pixels: Tensor<4>, gen_cfg: &GenConfig) -> Result<Generated> {
-        if let Model::Llava(m) = &self.model {
-            return self
-                .chat(m, pixels, llava::REPORT_INSTRUCTION, gen_cfg)
-                .await;
-        }
-        let Model::Captioner(m) = &self.model else {
-            return Err(Error::Input(
-                "this model answers questions: pass a question".into(),
-            ));
-        };
-        let tokens = self.special_tokens()?;
-        let out = m.generate(pixels, &[tokens.bos], &tokens, gen_cfg).await?;
-        self.generated(out)
-    }
-
-    /// A LLaVA model's reply to `question` about the image: greedy decoding with the KV cache
-    /// up to `max_new_tokens` (beam search is not implemented for it; `num_beams` is ignored).
-    async fn chat(
-        &self,
-        m: &llava::LlavaForConditionalGeneration,
-        pixels: Tensor<4>,
-        question: &str,
-        gen_cfg: &GenConfig,
-    ) -> Result<Generated> {
-        let ids = self.llava_prompt(question)?;
-        let eos = match self.generation.as_ref().map(|g| &g.eos_token_id) {
-            Some(list) if !list.is_empty() => list.clone(),
-            _ => vec![self.special_tokens()?.eos],
-        };
-        let out = m
-            .generate_greedy(&ids, pixels, gen_cfg.max_new_tokens, &eos)
-            .await?;
-        self.generated(vec![out])
-    }
-
-    fn generated(&self, out: Vec<Vec<i64>>) -> Result<Generated> {
-        let tok = self
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| Error::Input("this model has no tokenizer".into()))?;
-        let token_ids = out.into_iter().next().unwrap_or_default();
-        Ok(Generated {
-            text: tok.decode(&token_ids)?,
-            token_ids,
-        })
+        each_family!(&self.model, m => m.report(&self.processor, pixels, gen_cfg).await)
     }
 
     /// Ranks candidate answers by their likelihood under the decoder (closed-set mode), best first.
@@ -579,56 +453,11 @@ impl Pipeline {
         question: &str,
         candidates: &[String],
     ) -> Result<Vec<(String, f32)>> {
-        let Model::Vqa(m) = &self.model else {
-            return Err(Error::Input(
-                "ranking candidate answers needs a question-answering model".into(),
-            ));
-        };
-        if candidates.is_empty() {
-            return Err(Error::Input("no candidate answers given".into()));
-        }
-        let (c, tok) = self.blip()?;
-        let tokens = self.special_tokens()?;
-        let ids = self.question_ids(question)?;
-        let image = m.encode_image(pixels);
-        let q = m.encode_question(&image, ids, None);
-        let mut cands = Vec::with_capacity(candidates.len());
-        for a in candidates {
-            let mut ids = tok.encode(a, c.text_config.max_position_embeddings)?;
-            ids[0] = tokens.bos; // [CLS] → decoder start, as BLIP's answer tokens
-            cands.push(ids);
-        }
-        let scores =
-            blip::generate::read_f32(m.score_candidates(&q, None, &cands, tokens.pad)).await?;
-        let mut ranked: Vec<(String, f32)> = candidates.iter().cloned().zip(scores).collect();
-        ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
-        Ok(ranked)
+        each_family!(&self.model, m => m.rank(&self.processor, pixels, question, candidates).await)
     }
 
     /// Per-label logits and probabilities for one image.
     pub async fn classify(&self, pixels: Tensor<4>) -> Result<Vec<LabelScore>> {
-        let (Model::Classifier(m), ModelConfig::Vit(c)) = (&self.model, &self.config) else {
-            return Err(Error::Input("this model is not an image classifier".into()));
-        };
-        let logits = m.forward(pixels);
-        let n = logits.dims()[1];
-        let probs = match c.problem_type.unwrap_or_default() {
-            ProblemType::SingleLabelClassification => {
-                burn::tensor::activation::softmax(logits.clone(), 1)
-            }
-            ProblemType::MultiLabelClassification => sigmoid(logits.clone()),
-            ProblemType::Regression => logits.clone(),
-        };
-        let l = blip::generate::read_f32(logits.reshape([n])).await?;
-        let p = blip::generate::read_f32(probs.reshape([n])).await?;
-        Ok(c.labels()
-            .into_iter()
-            .zip(l.into_iter().zip(p))
-            .map(|(label, (logit, probability))| LabelScore {
-                label,
-                logit,
-                probability,
-            })
-            .collect())
+        each_family!(&self.model, m => m.classify(&self.processor, pixels).await)
     }
 }

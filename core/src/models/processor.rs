@@ -5,7 +5,7 @@
 use super::blip::generate::SpecialTokens;
 use super::blip::{BlipConfig, GenConfig};
 use super::{Model, ModelConfig, Pipeline, chat, folder, llava};
-use crate::data::{Preprocessor, ProcessorKind, decode_image};
+use crate::data::{Preprocessor, decode_image};
 use crate::error::{Error, Result};
 use crate::source::FileSource;
 use crate::tokenizer::TextTokenizer;
@@ -46,43 +46,34 @@ impl Processor {
         device: &Device,
         needs_tokenizer: bool,
     ) -> Result<Self> {
-        let needs_tokenizer = match &config {
-            ModelConfig::Vit(_) => false,
-            _ => needs_tokenizer,
-        };
-
+        let needs_tokenizer = needs_tokenizer && config.has_text();
         // A classifier has no text side: its folder's tokenizer files (if any) are not read.
-        let found = match config {
-            ModelConfig::Vit(_) => None,
-            _ => folder::read_tokenizer(src).await?,
+        let found = match config.has_text() {
+            false => None,
+            true => folder::read_tokenizer(src).await?,
         };
         let (tokenizer, tok_cfg) = match found {
             Some((t, c)) => (Some(t), Some(c)),
             _ if needs_tokenizer => {
                 return Err(Error::Missing {
                     file: src.describe("tokenizer.json"),
-                    reason: match config {
-                        ModelConfig::Llava(_) => {
-                            "this LLaVA model folder has no tokenizer.json".into()
-                        }
-                        _ => "no tokenizer.json or vocab.txt in the model folder".into(),
+                    reason: if config.is_chat() {
+                        "this LLaVA model folder has no tokenizer.json".into()
+                    } else {
+                        "no tokenizer.json or vocab.txt in the model folder".into()
                     },
                 });
             }
             _ => (None, None),
         };
-        let (kind, side) = match &config {
-            ModelConfig::Blip(_, c) => (ProcessorKind::Blip, c.vision_config.image_size),
-            ModelConfig::Vit(c) => (ProcessorKind::Vit, c.image_size),
-            ModelConfig::Llava(c) => (ProcessorKind::Clip, c.vision_config.image_size),
-        };
+        let (kind, side) = config.image_processor();
         let preprocessor = folder::read_preprocessor(src, kind, side as u32).await?;
-        let (chat_template, llava_processor) = match &config {
-            ModelConfig::Llava(_) => (
+        let (chat_template, llava_processor) = match config.is_chat() {
+            true => (
                 folder::read_chat_template(src, tok_cfg.as_ref()).await?,
                 folder::read_llava_processor(src).await?,
             ),
-            _ => (None, folder::LlavaProcessorSettings::default()),
+            false => (None, folder::LlavaProcessorSettings::default()),
         };
         Ok(Self {
             config,
@@ -108,9 +99,9 @@ impl Processor {
     }
 
     pub(crate) fn llava(&self) -> Result<(&llava::LlavaConfig, &TextTokenizer)> {
-        match (&self.config, &self.tokenizer) {
-            (ModelConfig::Llava(c), Some(t)) => Ok((c, t)),
-            (ModelConfig::Llava(_), None) => Err(Error::Input(
+        match (self.config.get::<llava::LlavaConfig>(), &self.tokenizer) {
+            (Some(c), Some(t)) => Ok((c, t)),
+            (Some(_), None) => Err(Error::Input(
                 "this LLaVA model folder has no tokenizer.json".into(),
             )),
             _ => Err(Error::Input("this model is not a LLaVA-style model".into())),
@@ -319,9 +310,22 @@ impl Processor {
         tok.encode_plain(&text)
     }
 
+    /// Decoded text and the ids of the first sequence `out` holds.
+    pub(crate) fn generated(&self, out: Vec<Vec<i64>>) -> Result<super::Generated> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::Input("this model has no tokenizer".into()))?;
+        let token_ids = out.into_iter().next().unwrap_or_default();
+        Ok(super::Generated {
+            text: tok.decode(&token_ids)?,
+            token_ids,
+        })
+    }
+
     pub(crate) fn blip(&self) -> Result<(&BlipConfig, &TextTokenizer)> {
-        match (&self.config, &self.tokenizer) {
-            (ModelConfig::Blip(_, c), Some(t)) => Ok((c, t)),
+        match (self.config.get::<BlipConfig>(), &self.tokenizer) {
+            (Some(c), Some(t)) => Ok((c, t)),
             _ => Err(Error::Input(
                 "this model is an image classifier: it has no text decoder (use `classify`)".into(),
             )),
@@ -342,9 +346,7 @@ impl Processor {
             }
             if let Some(n) = d.max_new_tokens {
                 g.max_new_tokens = n;
-            } else if let (Some(n), false) =
-                (d.max_length, matches!(self.config, ModelConfig::Llava(_)))
-            {
+            } else if let (Some(n), false) = (d.max_length, self.config.is_chat()) {
                 // BLIP decoders: the start token and the new ones. (A LLaVA `max_length`
                 // counts the prompt, whose length is not known here: not read.)
                 g.max_new_tokens = n.saturating_sub(1).max(1);
@@ -355,7 +357,7 @@ impl Processor {
 
     /// The special ids generation uses, from the text config.
     pub fn special_tokens(&self) -> Result<SpecialTokens> {
-        if let ModelConfig::Llava(c) = &self.config {
+        if let Some(c) = self.config.get::<llava::LlavaConfig>() {
             let t = &c.text_config;
             let eos = t
                 .eos_token_id
@@ -472,7 +474,7 @@ impl Processor {
         let Some(first) = examples.first() else {
             return Err(Error::Input("an empty batch".into()));
         };
-        if matches!(self.config, ModelConfig::Llava(_)) {
+        if self.config.is_chat() {
             if !first.labels.is_empty() {
                 return Err(Error::Input(
                     "labelled images train an image classifier; this model is a LLaVA-style chat model"
@@ -529,7 +531,7 @@ impl Processor {
         &self,
         items: &[(image::DynamicImage, &[bool])],
     ) -> Result<super::batch::Batch> {
-        let ModelConfig::Vit(c) = &self.config else {
+        let Some(c) = self.config.get::<super::classifier::ViTConfig>() else {
             return Err(Error::Input(
                 "labelled images train an image classifier; this model is not one".into(),
             ));

@@ -34,19 +34,8 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
         ));
     }
     let wants = |c: &str| cfg.method_for(c) == Method::Adapter;
-    let vision_wanted = wants("vision");
-    match &mut model {
-        Model::Vqa(v) if vision_wanted => vision_blip(&mut v.vision_model, m),
-        Model::Captioner(v) if vision_wanted => vision_blip(&mut v.vision_model, m),
-        Model::Classifier(c) if vision_wanted => {
-            for l in &mut c.vit.layers {
-                let w = l.attention.o_proj.weight.val();
-                let (d, device) = (w.dims()[1], w.device());
-                l.attn_adapter = Some(Bottleneck::new(d, m, &device));
-                l.mlp_adapter = Some(Bottleneck::new(d, m, &device));
-            }
-        }
-        _ => {}
+    if wants("vision") {
+        model.set_vision_adapters(Some(m));
     }
     for (comp, text) in model.text_models_mut() {
         if !wants(comp) {
@@ -64,13 +53,4 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
         }
     }
     Ok(model)
-}
-
-fn vision_blip(v: &mut crate::models::blip_vision::BlipVisionModel, m: usize) {
-    for l in &mut v.encoder.layers {
-        let w = l.self_attn.projection.weight.val();
-        let (d, device) = (w.dims()[1], w.device());
-        l.attn_adapter = Some(Bottleneck::new(d, m, &device));
-        l.mlp_adapter = Some(Bottleneck::new(d, m, &device));
-    }
 }

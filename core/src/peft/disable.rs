@@ -36,17 +36,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
         )));
     }
     let mut m = model.clone();
-    match &mut m {
-        Model::Vqa(v) => strip_vision(&mut v.vision_model),
-        Model::Captioner(v) => strip_vision(&mut v.vision_model),
-        Model::Classifier(c) => {
-            for l in &mut c.vit.layers {
-                l.attn_adapter = None;
-                l.mlp_adapter = None;
-            }
-        }
-        Model::Llava(_) => {}
-    }
+    m.set_vision_adapters(None);
     for (_, text) in m.text_models_mut() {
         text.prefix = None;
         for layer in &mut text.encoder.layer {
@@ -104,11 +94,4 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
         path: PathStack::default(),
         last_weight: None,
     }))
-}
-
-fn strip_vision(v: &mut crate::models::blip_vision::BlipVisionModel) {
-    for l in &mut v.encoder.layers {
-        l.attn_adapter = None;
-        l.mlp_adapter = None;
-    }
 }

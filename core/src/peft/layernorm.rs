@@ -170,7 +170,7 @@ fn load(model: Model, a: &Adapter) -> Result<Model> {
         (r"^base_model\.model\.", ""),
         (r"\.ln_tuning_layers\.", "."),
     ];
-    remaps.extend_from_slice(crate::models::BLIP_REMAPS);
+    remaps.extend_from_slice(crate::models::blip::family::REMAPS);
     remaps.extend_from_slice(crate::models::llava::REMAPS);
     load::load_checked(model, a.weights.clone(), &file, &remaps, &[], true)
 }

@@ -14,9 +14,10 @@ use crate::sys::{median, peak_rss_mb};
 use normtune_core::burn::module::Module;
 use normtune_core::burn::tensor::{Distribution, Int, Tensor};
 use normtune_core::device::choose;
-use normtune_core::models::blip::GenConfig;
+use normtune_core::models::Pipeline;
 use normtune_core::models::blip::generate::SpecialTokens;
-use normtune_core::models::{Model, ModelConfig, Pipeline};
+use normtune_core::models::blip::{BlipConfig, BlipForQuestionAnswering, GenConfig};
+use normtune_core::models::llava::{LlavaConfig, LlavaForConditionalGeneration};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
 use normtune_core::train::{Batch, TrainConfig, Trainer};
@@ -104,7 +105,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("give exactly one of --model DIR and --preset NAME"),
     };
-    if let ModelConfig::Llava(cfg) = &pipeline.config {
+    if let Some(cfg) = pipeline.config.get::<LlavaConfig>() {
         let cfg = cfg.clone();
         return run_llava(&a, pipeline, &cfg, &name, weights, flushed, &chosen.reason);
     }
@@ -112,8 +113,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.frozen_dtype.is_none(),
         "--frozen-dtype: implemented for LLaVA models (their language model) only"
     );
-    let cfg = match (&pipeline.config, &pipeline.model) {
-        (ModelConfig::Blip(_, cfg), Model::Vqa(_)) => cfg.clone(),
+    let cfg = match (
+        pipeline.config.get::<BlipConfig>(),
+        pipeline.model.get::<BlipForQuestionAnswering>(),
+    ) {
+        (Some(cfg), Some(_)) => cfg.clone(),
         _ => anyhow::bail!(
             "{name}: bench measures BLIP VQA and LLaVA models (BlipForQuestionAnswering, LlavaForConditionalGeneration)"
         ),
@@ -184,7 +188,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     // Greedy answer latency for one image and question, a fixed number of new tokens (the stop
     // token is never emitted, so every run decodes `answer_tokens` tokens).
     let infer = trainer.into_model().valid();
-    let Model::Vqa(m) = &infer else {
+    let Some(m) = infer.get::<BlipForQuestionAnswering>() else {
         unreachable!("checked above")
     };
     let inner = device.clone().inner();
@@ -339,7 +343,7 @@ fn run_llava(
     let train_rss = peak_rss_mb();
     let (step_med, step_min, step_max) = stats(&times);
     let infer = trainer.into_model().valid();
-    let Model::Llava(m) = &infer else {
+    let Some(m) = infer.get::<LlavaForConditionalGeneration>() else {
         unreachable!("a LLaVA config builds a LLaVA model")
     };
     let inner = device.clone().inner();

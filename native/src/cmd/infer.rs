@@ -3,8 +3,8 @@
 use crate::cli::InferArgs;
 use crate::fs::{DirSource, read_file};
 use normtune_core::device::choose;
+use normtune_core::models::Pipeline;
 use normtune_core::models::blip::GenConfig;
-use normtune_core::models::{Architecture, Pipeline};
 use serde_json::json;
 
 pub fn run(a: InferArgs) -> anyhow::Result<()> {
@@ -28,9 +28,9 @@ pub fn run(a: InferArgs) -> anyhow::Result<()> {
     if let Some(base) = base {
         return compare(p, base, pixels, &a, &gen_cfg);
     }
-    let arch = p.config.architecture();
-    match (arch, &a.question, &a.candidates) {
-        (Architecture::ViTForImageClassification, ..) => {
+    let classifier = p.config.labels().is_some();
+    match (classifier, &a.question, &a.candidates) {
+        (true, ..) => {
             let scores = pollster::block_on(p.classify(pixels))?;
             if a.json {
                 println!("{}", json!({ "labels": scores }));
@@ -90,8 +90,8 @@ fn compare(
         if let Some(m) = model {
             p.model = m;
         }
-        let text = match (p.config.architecture(), &a.question) {
-            (Architecture::ViTForImageClassification, _) => {
+        let text = match (p.config.labels().is_some(), &a.question) {
+            (true, _) => {
                 let s = pollster::block_on(p.classify(pixels.clone()))?;
                 s.iter()
                     .map(|l| format!("{} {:.4}", l.label, l.probability))

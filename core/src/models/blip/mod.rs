@@ -3,6 +3,7 @@
 //! and closed-set answer ranking.
 
 pub mod config;
+pub mod family;
 pub mod generate;
 pub mod model;
 

@@ -2,6 +2,7 @@
 //! chest X-ray setting).
 
 pub mod config;
+pub mod family;
 pub mod model;
 
 pub use config::{ProblemType, ViTConfig};
