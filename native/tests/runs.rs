@@ -306,45 +306,57 @@ fn eval_and_score_agree_and_score_rejects_bad_files() {
     let _ = std::fs::remove_file(&p2);
 }
 
+/// Both classifier families (ViT's class token, CLIP's mean patch token) train on the same
+/// label list through the same command.
 #[test]
 fn trains_a_multi_label_classifier_and_reports_auroc() {
     let r = root();
-    let out = tmp("cls");
-    let m = run_json(&[
-        "train",
-        "--config",
-        r.join("tests/fixtures/data/tiny_vqa.toml")
-            .to_str()
-            .unwrap(),
-        &format!("out=\"{}\"", out.display()),
-        &format!("model=\"{}\"", r.join("tests/fixtures/vit_cls").display()),
-        "data.format=\"label-list\"",
-        &format!(
-            "data.train=\"{}\"",
-            r.join("tests/fixtures/data/tiny_labels.txt").display()
-        ),
-        &format!(
-            "data.images=\"{}\"",
-            r.join("tests/fixtures/images").display()
-        ),
-        "peft.default_method=\"full\"",
-        "train.lr=1e-2",
-        "train.label_smoothing=0.0",
-        "epochs=30",
-        "--device",
-        "cpu",
-    ]);
-    assert_eq!(m["task"], "classification");
-    assert_eq!(
-        m["auroc_mean"], 1.0,
-        "separates the two images on every defined class: {m}"
-    );
-    assert!(
-        m["auroc_per_class"]["Infiltration"].is_null(),
-        "a class with one label value is undefined, not 0.5: {m}"
-    );
-    assert_eq!(m["auroc_per_class"]["Atelectasis"], 1.0);
-    std::fs::remove_dir_all(&out).unwrap();
+    // LayerNorm tuning moves a few hundred parameters: a larger step, as the papers use.
+    for (model, method, lr) in [
+        ("vit_cls", "full", "1e-2"),
+        ("clip_cls", "full", "1e-2"),
+        ("clip_cls", "layernorm", "5e-2"),
+    ] {
+        let out = tmp(&format!("cls-{model}-{method}"));
+        let m = run_json(&[
+            "train",
+            "--config",
+            r.join("tests/fixtures/data/tiny_vqa.toml")
+                .to_str()
+                .unwrap(),
+            &format!("out=\"{}\"", out.display()),
+            &format!(
+                "model=\"{}\"",
+                r.join("tests/fixtures").join(model).display()
+            ),
+            "data.format=\"label-list\"",
+            &format!(
+                "data.train=\"{}\"",
+                r.join("tests/fixtures/data/tiny_labels.txt").display()
+            ),
+            &format!(
+                "data.images=\"{}\"",
+                r.join("tests/fixtures/images").display()
+            ),
+            &format!("peft.default_method=\"{method}\""),
+            &format!("train.lr={lr}"),
+            "train.label_smoothing=0.0",
+            "epochs=30",
+            "--device",
+            "cpu",
+        ]);
+        assert_eq!(m["task"], "classification", "{model} {method}");
+        assert_eq!(
+            m["auroc_mean"], 1.0,
+            "{model} {method} separates the two images on every defined class: {m}"
+        );
+        assert!(
+            m["auroc_per_class"]["Infiltration"].is_null(),
+            "a class with one label value is undefined, not 0.5: {m}"
+        );
+        assert_eq!(m["auroc_per_class"]["Atelectasis"], 1.0, "{model} {method}");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 }
 
 #[test]

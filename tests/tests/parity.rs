@@ -249,10 +249,110 @@ fn vit_classifier_matches_hf() {
     );
 }
 
+/// The CLIP classifier family (a folder and one `families!` line): `model_type` "clip" with
+/// `architectures` `CLIPForImageClassification` loads as it; its processor (shortest edge, centre
+/// crop; in `preprocessing_matches_hf_image_processor`), the tower's last hidden state, the mean-patch head, the labels' probabilities and the
+/// training loss are transformers'.
+#[test]
+fn clip_classifier_matches_hf() {
+    use normtune_core::models::Architecture;
+    use normtune_core::models::clip_classifier::CLIPForImageClassification;
+    let device = device();
+    let p = pipeline("clip_cls", &device);
+    assert_eq!(
+        p.config.architecture(),
+        Architecture::CLIPForImageClassification
+    );
+    let m = p
+        .model
+        .get::<CLIPForImageClassification>()
+        .expect("clip_cls loads as a CLIP classifier");
+    let pixels = reference("clip_cls", "pixel_values").float::<4>(&device);
+    assert_close(
+        "clip last_hidden_state",
+        m.last_hidden_state(pixels.clone()),
+        &reference("clip_cls", "last_hidden_state"),
+        TOL,
+    );
+    assert_close(
+        "clip logits",
+        m.forward(pixels.clone()),
+        &reference("clip_cls", "logits"),
+        TOL,
+    );
+
+    // What `classify` reports for the first image: HF's sigmoid probabilities, by label.
+    let probs = reference("clip_cls", "probs");
+    let first = pixels.clone().narrow(0, 0, 1);
+    let scores = pollster::block_on(p.classify(first)).unwrap();
+    let names: Vec<&str> = scores.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Atelectasis",
+            "Cardiomegaly",
+            "Effusion",
+            "Infiltration",
+            "Pneumothorax"
+        ]
+    );
+    for (s, want) in scores.iter().zip(&probs.values[..5]) {
+        assert!(
+            (s.probability - want).abs() <= 1e-5,
+            "{}: {} vs {want}",
+            s.label,
+            s.probability
+        );
+    }
+
+    // The training loss of a batch with the reference's labels: HF's BCEWithLogits.
+    let labels = reference_json("clip_cls")["labels"].clone();
+    let targets: Vec<f32> = labels
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let batch = normtune_core::models::Batch::Classify {
+        pixels,
+        targets: Tensor::<1>::from_floats(targets.as_slice(), &device).reshape([2, 5]),
+    };
+    let (_, loss) = values(p.model.forward_loss(&batch, 0.0).unwrap());
+    let want = reference("clip_cls", "loss").values[0];
+    assert!(
+        (loss[0] - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "loss {} vs transformers' {want}",
+        loss[0]
+    );
+
+    // PEFT on the new family: LoRA at peft's CLIP defaults (q_proj, v_proj: 2 layers x 2
+    // modules x r 8 x (32 in + 32 out)) plus the head (32 x 5 + 5), as peft trains a
+    // classifier's head; bottleneck adapters have no place in its tower, and say so.
+    use normtune_core::peft::{self, PeftConfig};
+    let p = pipeline("clip_cls", &device.clone().autodiff());
+    let lora = peft::apply(p.model.clone(), &PeftConfig::parse("lora").unwrap()).unwrap();
+    assert_eq!(
+        peft::report(&lora).trainable_params,
+        2 * 2 * 8 * (32 + 32) + 32 * 5 + 5
+    );
+    let e = peft::apply(p.model.clone(), &PeftConfig::parse("adapter").unwrap()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not implemented for this model's vision tower"),
+        "{e}"
+    );
+}
+
 #[test]
 fn preprocessing_matches_hf_image_processor() {
     let device = device();
-    for rel in ["blip_vqa", "vit_cls"] {
+    // CLIP's processor resizes the shortest edge, then centre-crops.
+    for rel in ["blip_vqa", "vit_cls", "clip_cls"] {
         let p = pipeline(rel, &device);
         let expected = reference(rel, "pixel_values");
         let per = expected.values.len() / 2;

@@ -93,7 +93,9 @@ fn loss(m: &Model, device: &Device, rel: &str) -> Tensor<1> {
                 .reshape([-1])
         }
         Model::Classifier(m) => m.forward(pixels).reshape([-1]),
-        Model::Llava(_) => unreachable!("the table's models are BLIP and ViT"),
+        Model::Llava(_) | Model::ClipClassifier(_) => {
+            unreachable!("the table's models are BLIP and ViT")
+        }
     };
     (out.clone() * out).mean()
 }

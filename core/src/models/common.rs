@@ -238,3 +238,28 @@ pub fn lora_linear<const D: usize>(l: &Linear, x: Tensor<D>, dropout: f64) -> Te
         _ => l.forward(x),
     }
 }
+
+/// Checks a vision transformer's shape: `heads` divides `hidden` and `patch` divides `image`.
+/// `prefix` is where the fields sit in `file` (`vision_config.` or empty).
+pub(crate) fn check_vision_shape(
+    file: &str,
+    prefix: &str,
+    (hidden, heads): (usize, usize),
+    (image, patch): (usize, usize),
+) -> crate::Result<()> {
+    if heads == 0 || hidden % heads != 0 {
+        return Err(crate::Error::config(
+            file,
+            &format!("{prefix}num_attention_heads"),
+            format!("{heads} does not divide hidden_size {hidden}"),
+        ));
+    }
+    if patch == 0 || image % patch != 0 {
+        return Err(crate::Error::config(
+            file,
+            &format!("{prefix}patch_size"),
+            format!("{patch} does not divide image_size {image}"),
+        ));
+    }
+    Ok(())
+}

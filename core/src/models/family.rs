@@ -80,8 +80,10 @@ pub trait Family: Module + Sized + 'static {
     fn set_tower_lora_dropout(&mut self, _p: f64) {}
 
     /// Adds identity-initialised bottleneck adapters of width `size` to the vision tower, or
-    /// with `None` removes them.
-    fn set_vision_adapters(&mut self, _size: Option<usize>) {}
+    /// with `None` removes them; false where the tower has no places for them.
+    fn set_vision_adapters(&mut self, _size: Option<usize>) -> bool {
+        false
+    }
 
     /// The model with its frozen weights stored as `dtype`, and how many values were converted.
     fn store_frozen(self, _dtype: FrozenDtype) -> Result<(Self, usize)> {

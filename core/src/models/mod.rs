@@ -12,6 +12,7 @@ pub mod blip_vision;
 pub mod chat;
 pub mod classifier;
 pub mod clip;
+pub mod clip_classifier;
 pub mod common;
 pub mod export;
 pub mod family;
@@ -38,6 +39,7 @@ use std::any::Any;
 
 use blip::{BlipForConditionalGeneration, BlipForQuestionAnswering};
 use classifier::ViTForImageClassification;
+use clip_classifier::CLIPForImageClassification;
 use llava::LlavaForConditionalGeneration;
 
 /// Declares the families: `Variant(Type)` per family, `Type` implementing [`Family`] and named
@@ -133,6 +135,9 @@ families! {$
     /// A LLaVA-style model (CLIP tower, projector, LLaMA decoder): answers and reports as a
     /// chat (`LlavaForConditionalGeneration`).
     Llava(LlavaForConditionalGeneration),
+    /// A CLIP vision tower with a linear head on its mean patch token
+    /// (`CLIPForImageClassification`).
+    ClipClassifier(CLIPForImageClassification),
 }
 
 impl ModelConfig {
@@ -292,8 +297,8 @@ impl Model {
     }
 
     /// Adds identity-initialised bottleneck adapters of width `size` to the vision tower, or
-    /// with `None` removes them (where the family has them).
-    pub fn set_vision_adapters(&mut self, size: Option<usize>) {
+    /// with `None` removes them; false where the family's tower has no places for them.
+    pub fn set_vision_adapters(&mut self, size: Option<usize>) -> bool {
         each_family!(self, m => m.set_vision_adapters(size))
     }
 

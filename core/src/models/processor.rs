@@ -531,17 +531,17 @@ impl Processor {
         &self,
         items: &[(image::DynamicImage, &[bool])],
     ) -> Result<super::batch::Batch> {
-        let Some(c) = self.config.get::<super::classifier::ViTConfig>() else {
+        let Some(labels) = self.config.labels() else {
             return Err(Error::Input(
                 "labelled images train an image classifier; this model is not one".into(),
             ));
         };
-        let n = c.labels().len();
+        let n = labels.len();
         if let Some((_, l)) = items.iter().find(|(_, l)| l.len() != n) {
             return Err(Error::Input(format!(
                 "an example has {} labels, the classifier has {n} ({})",
                 l.len(),
-                c.labels().join(", ")
+                labels.join(", ")
             )));
         }
         let images: Vec<image::DynamicImage> = items.iter().map(|i| i.0.clone()).collect();

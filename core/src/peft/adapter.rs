@@ -34,8 +34,10 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
         ));
     }
     let wants = |c: &str| cfg.method_for(c) == Method::Adapter;
-    if wants("vision") {
-        model.set_vision_adapters(Some(m));
+    if wants("vision") && !model.set_vision_adapters(Some(m)) {
+        return Err(Error::Input(
+            "bottleneck adapters are not implemented for this model's vision tower".into(),
+        ));
     }
     for (comp, text) in model.text_models_mut() {
         if !wants(comp) {

@@ -268,7 +268,9 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
     let (mut lora_ids, mut dora_ids) = (Vec::new(), Vec::new());
     for comp in model.components().iter().map(|c| c.name) {
         let method = cfg.method_for(comp);
-        if !method.is_lora() {
+        // A classifier's head trains fully unless the placement names it (`select::effective`),
+        // as peft's `modules_to_save`: `--peft lora` on a classifier adapts its tower.
+        if !method.is_lora() || (comp == "head" && !cfg.placement.contains_key("head")) {
             continue;
         }
         let ids = if method == Method::Dora {

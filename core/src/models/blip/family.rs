@@ -5,7 +5,6 @@ use super::{BlipConfig, BlipForConditionalGeneration, BlipForQuestionAnswering, 
 use crate::data::ProcessorKind;
 use crate::error::{Error, Result};
 use crate::models::bert::{BlipTextModel, LmHead};
-use crate::models::blip_vision::BlipVisionModel;
 use crate::models::common::Bottleneck;
 use crate::models::family::Family;
 use crate::models::load::Remaps;
@@ -29,43 +28,73 @@ const TIED_IGNORED: &[&str] = &[
     r"cls\.predictions\.decoder\.bias$",
 ];
 
-fn parse(value: serde_json::Value, file: &str) -> Result<BlipConfig> {
-    let c: BlipConfig = serde_json::from_value(value).map_err(|e| Error::json(file, e))?;
-    c.validate(file)?;
-    Ok(c)
-}
+/// What BLIP's two architectures share: the config, its parsing, the image processor, the
+/// vision tower's PEFT places, the decoder's text model and the blank model for a checkpoint
+/// (`$init` makes the architecture from the config and its LM head).
+macro_rules! blip_family {
+    ($init:ident) => {
+        type Config = BlipConfig;
+        const MODEL_TYPE: &'static str = "blip";
 
-/// The LM head the checkpoint holds (HF omits tied tensors when saving), and the checkpoint
-/// tensors the model then does not hold.
-fn head(has: &dyn Fn(&str) -> bool) -> (LmHead, Vec<&'static str>) {
-    if has("text_decoder.cls.predictions.decoder.weight") {
-        let own_bias = has("text_decoder.cls.predictions.decoder.bias");
-        (LmHead::Untied { own_bias }, IGNORED.to_vec())
-    } else {
-        (LmHead::Tied, TIED_IGNORED.to_vec())
-    }
-}
+        fn parse_config(_: &[u8], value: serde_json::Value, file: &str) -> Result<BlipConfig> {
+            let c: BlipConfig = serde_json::from_value(value).map_err(|e| Error::json(file, e))?;
+            c.validate(file)?;
+            Ok(c)
+        }
 
-fn lora_targets(component: &str) -> &'static [&'static str] {
-    match component {
-        "vision" => &["qkv"],
-        _ => &["query", "value"],
-    }
-}
+        fn init(config: &BlipConfig, device: &Device) -> Self {
+            config.$init(LmHead::Tied, device)
+        }
 
-fn vision_lora_dropout(v: &mut BlipVisionModel, p: f64) {
-    for l in &mut v.encoder.layers {
-        l.self_attn.lora_dropout = p;
-    }
-}
+        /// The checkpoint decides whether the LM head is tied: HF omits tied tensors when
+        /// saving.
+        fn blank(
+            config: &BlipConfig,
+            has: &dyn Fn(&str) -> bool,
+            device: &Device,
+        ) -> (Self, Remaps, Vec<&'static str>) {
+            let (head, ignored) = if has("text_decoder.cls.predictions.decoder.weight") {
+                let own_bias = has("text_decoder.cls.predictions.decoder.bias");
+                (LmHead::Untied { own_bias }, IGNORED.to_vec())
+            } else {
+                (LmHead::Tied, TIED_IGNORED.to_vec())
+            };
+            (config.$init(head, device), REMAPS, ignored)
+        }
 
-fn vision_adapters(v: &mut BlipVisionModel, size: Option<usize>) {
-    for l in &mut v.encoder.layers {
-        let w = l.self_attn.projection.weight.val();
-        let (d, device) = (w.dims()[1], w.device());
-        l.attn_adapter = size.map(|m| Bottleneck::new(d, m, &device));
-        l.mlp_adapter = size.map(|m| Bottleneck::new(d, m, &device));
-    }
+        fn image_processor(config: &BlipConfig) -> (ProcessorKind, usize) {
+            (ProcessorKind::Blip, config.vision_config.image_size)
+        }
+
+        /// peft on `blip.text_decoder` with `task_type="CAUSAL_LM"`: the prefix enters the
+        /// decoder's self-attention as `past_key_values`, positions start after it.
+        fn decoder_text_mut(&mut self) -> Option<&mut BlipTextModel> {
+            Some(&mut self.text_decoder.bert)
+        }
+
+        fn default_lora_targets(&self, component: &str) -> &'static [&'static str] {
+            match component {
+                "vision" => &["qkv"],
+                _ => &["query", "value"],
+            }
+        }
+
+        fn set_tower_lora_dropout(&mut self, p: f64) {
+            for l in &mut self.vision_model.encoder.layers {
+                l.self_attn.lora_dropout = p;
+            }
+        }
+
+        fn set_vision_adapters(&mut self, size: Option<usize>) -> bool {
+            for l in &mut self.vision_model.encoder.layers {
+                let w = l.self_attn.projection.weight.val();
+                let (d, device) = (w.dims()[1], w.device());
+                l.attn_adapter = size.map(|m| Bottleneck::new(d, m, &device));
+                l.mlp_adapter = size.map(|m| Bottleneck::new(d, m, &device));
+            }
+            true
+        }
+    };
 }
 
 fn wrong_batch() -> Error {
@@ -75,29 +104,7 @@ fn wrong_batch() -> Error {
 }
 
 impl Family for BlipForQuestionAnswering {
-    type Config = BlipConfig;
-    const MODEL_TYPE: &'static str = "blip";
-
-    fn parse_config(_: &[u8], value: serde_json::Value, file: &str) -> Result<BlipConfig> {
-        parse(value, file)
-    }
-
-    fn init(config: &BlipConfig, device: &Device) -> Self {
-        config.init_vqa(LmHead::Tied, device)
-    }
-
-    fn blank(
-        config: &BlipConfig,
-        has: &dyn Fn(&str) -> bool,
-        device: &Device,
-    ) -> (Self, Remaps, Vec<&'static str>) {
-        let (head, ignored) = head(has);
-        (config.init_vqa(head, device), REMAPS, ignored)
-    }
-
-    fn image_processor(config: &BlipConfig) -> (ProcessorKind, usize) {
-        (ProcessorKind::Blip, config.vision_config.image_size)
-    }
+    blip_family!(init_vqa);
 
     fn components(&self) -> Vec<Component> {
         vec![
@@ -145,24 +152,6 @@ impl Family for BlipForQuestionAnswering {
         ]
     }
 
-    /// peft on `blip.text_decoder` with `task_type="CAUSAL_LM"`: the prefix enters the
-    /// decoder's self-attention as `past_key_values`, positions start after it.
-    fn decoder_text_mut(&mut self) -> Option<&mut BlipTextModel> {
-        Some(&mut self.text_decoder.bert)
-    }
-
-    fn default_lora_targets(&self, component: &str) -> &'static [&'static str] {
-        lora_targets(component)
-    }
-
-    fn set_tower_lora_dropout(&mut self, p: f64) {
-        vision_lora_dropout(&mut self.vision_model, p);
-    }
-
-    fn set_vision_adapters(&mut self, size: Option<usize>) {
-        vision_adapters(&mut self.vision_model, size);
-    }
-
     async fn answer(
         &self,
         p: &Processor,
@@ -206,30 +195,8 @@ impl Family for BlipForQuestionAnswering {
 }
 
 impl Family for BlipForConditionalGeneration {
-    type Config = BlipConfig;
-    const MODEL_TYPE: &'static str = "blip";
+    blip_family!(init_captioner);
     const DEFAULT_FOR_TYPE: bool = true;
-
-    fn parse_config(_: &[u8], value: serde_json::Value, file: &str) -> Result<BlipConfig> {
-        parse(value, file)
-    }
-
-    fn init(config: &BlipConfig, device: &Device) -> Self {
-        config.init_captioner(LmHead::Tied, device)
-    }
-
-    fn blank(
-        config: &BlipConfig,
-        has: &dyn Fn(&str) -> bool,
-        device: &Device,
-    ) -> (Self, Remaps, Vec<&'static str>) {
-        let (head, ignored) = head(has);
-        (config.init_captioner(head, device), REMAPS, ignored)
-    }
-
-    fn image_processor(config: &BlipConfig) -> (ProcessorKind, usize) {
-        (ProcessorKind::Blip, config.vision_config.image_size)
-    }
 
     fn components(&self) -> Vec<Component> {
         vec![
@@ -249,22 +216,6 @@ impl Family for BlipForConditionalGeneration {
 
     fn text_models_mut(&mut self) -> Vec<(&'static str, &mut BlipTextModel)> {
         vec![("decoder", &mut self.text_decoder.bert)]
-    }
-
-    fn decoder_text_mut(&mut self) -> Option<&mut BlipTextModel> {
-        Some(&mut self.text_decoder.bert)
-    }
-
-    fn default_lora_targets(&self, component: &str) -> &'static [&'static str] {
-        lora_targets(component)
-    }
-
-    fn set_tower_lora_dropout(&mut self, p: f64) {
-        vision_lora_dropout(&mut self.vision_model, p);
-    }
-
-    fn set_vision_adapters(&mut self, size: Option<usize>) {
-        vision_adapters(&mut self.vision_model, size);
     }
 
     async fn report(

@@ -74,27 +74,11 @@ impl BlipVisionConfig {
     }
     /// Checks the values the model cannot run with; `file` names the config in the error.
     pub fn validate(&self, file: &str) -> crate::Result<()> {
-        use crate::Error;
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
-            return Err(Error::config(
-                file,
-                "vision_config.num_attention_heads",
-                format!(
-                    "{} does not divide hidden_size {}",
-                    self.num_attention_heads, self.hidden_size
-                ),
-            ));
-        }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            return Err(Error::config(
-                file,
-                "vision_config.patch_size",
-                format!(
-                    "{} does not divide image_size {}",
-                    self.patch_size, self.image_size
-                ),
-            ));
-        }
-        Ok(())
+        crate::models::common::check_vision_shape(
+            file,
+            "vision_config.",
+            (self.hidden_size, self.num_attention_heads),
+            (self.image_size, self.patch_size),
+        )
     }
 }

@@ -88,22 +88,11 @@ impl ViTConfig {
     }
     /// Number of outputs of the head.
     pub fn num_labels(&self) -> usize {
-        if self.id2label.is_empty() {
-            self.num_labels.unwrap_or(2)
-        } else {
-            self.id2label.len()
-        }
+        num_labels(&self.id2label, self.num_labels)
     }
     /// Label names in index order (`LABEL_i` where the config names none, as HF does).
     pub fn labels(&self) -> Vec<String> {
-        (0..self.num_labels())
-            .map(|i| {
-                self.id2label
-                    .get(&i.to_string())
-                    .cloned()
-                    .unwrap_or_else(|| format!("LABEL_{i}"))
-            })
-            .collect()
+        label_names(&self.id2label, self.num_labels)
     }
     /// Patches per image plus the class token.
     pub fn num_positions(&self) -> usize {
@@ -111,26 +100,12 @@ impl ViTConfig {
     }
     /// Checks the values the model cannot run with.
     pub fn validate(&self, file: &str) -> crate::Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
-            return Err(crate::Error::config(
-                file,
-                "num_attention_heads",
-                format!(
-                    "{} does not divide hidden_size {}",
-                    self.num_attention_heads, self.hidden_size
-                ),
-            ));
-        }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
-            return Err(crate::Error::config(
-                file,
-                "patch_size",
-                format!(
-                    "{} does not divide image_size {}",
-                    self.patch_size, self.image_size
-                ),
-            ));
-        }
+        crate::models::common::check_vision_shape(
+            file,
+            "",
+            (self.hidden_size, self.num_attention_heads),
+            (self.image_size, self.patch_size),
+        )?;
         if self.num_labels() == 0 {
             return Err(crate::Error::config(
                 file,
@@ -140,4 +115,29 @@ impl ViTConfig {
         }
         Ok(())
     }
+}
+
+/// The head's width from `PretrainedConfig`'s `id2label` (string keys) or, without one,
+/// `num_labels` (HF's default: 2).
+pub(crate) fn num_labels(id2label: &BTreeMap<String, String>, num_labels: Option<usize>) -> usize {
+    if id2label.is_empty() {
+        num_labels.unwrap_or(2)
+    } else {
+        id2label.len()
+    }
+}
+
+/// Label names in index order (`LABEL_i` where the config names none, as HF does).
+pub(crate) fn label_names(
+    id2label: &BTreeMap<String, String>,
+    num_labels: Option<usize>,
+) -> Vec<String> {
+    (0..self::num_labels(id2label, num_labels))
+        .map(|i| {
+            id2label
+                .get(&i.to_string())
+                .cloned()
+                .unwrap_or_else(|| format!("LABEL_{i}"))
+        })
+        .collect()
 }

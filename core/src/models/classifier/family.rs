@@ -91,37 +91,61 @@ impl Family for ViTForImageClassification {
         }
     }
 
-    fn set_vision_adapters(&mut self, size: Option<usize>) {
+    fn set_vision_adapters(&mut self, size: Option<usize>) -> bool {
         for l in &mut self.vit.layers {
             let w = l.attention.o_proj.weight.val();
             let (d, device) = (w.dims()[1], w.device());
             l.attn_adapter = size.map(|m| Bottleneck::new(d, m, &device));
             l.mlp_adapter = size.map(|m| Bottleneck::new(d, m, &device));
         }
+        true
     }
 
     async fn classify(&self, p: &Processor, pixels: Tensor<4>) -> Result<Vec<LabelScore>> {
         let Some(c) = p.config.get::<ViTConfig>() else {
             return Err(Error::Input("this model is not an image classifier".into()));
         };
-        let logits = self.forward(pixels);
-        let n = logits.dims()[1];
-        let probs = match c.problem_type.unwrap_or_default() {
-            ProblemType::SingleLabelClassification => softmax(logits.clone(), 1),
-            ProblemType::MultiLabelClassification => sigmoid(logits.clone()),
-            ProblemType::Regression => logits.clone(),
-        };
-        let read = crate::models::blip::generate::read_f32;
-        let l = read(logits.reshape([n])).await?;
-        let p = read(probs.reshape([n])).await?;
-        Ok(c.labels()
-            .into_iter()
-            .zip(l.into_iter().zip(p))
-            .map(|(label, (logit, probability))| LabelScore {
-                label,
-                logit,
-                probability,
-            })
-            .collect())
+        scores(self.forward(pixels), c.problem_type, c.labels()).await
     }
+}
+
+/// One image's logits `[1, labels]` read as HF reads them under `problem_type` (sigmoid per
+/// label by default, softmax for single-label, raw for regression), paired with the labels.
+pub(crate) async fn scores(
+    logits: Tensor<2>,
+    problem_type: Option<ProblemType>,
+    labels: Vec<String>,
+) -> Result<Vec<LabelScore>> {
+    let n = logits.dims()[1];
+    let probs = match problem_type.unwrap_or_default() {
+        ProblemType::SingleLabelClassification => softmax(logits.clone(), 1),
+        ProblemType::MultiLabelClassification => sigmoid(logits.clone()),
+        ProblemType::Regression => logits.clone(),
+    };
+    let read = crate::models::blip::generate::read_f32;
+    let l = read(logits.reshape([n])).await?;
+    let p = read(probs.reshape([n])).await?;
+    Ok(labels
+        .into_iter()
+        .zip(l.into_iter().zip(p))
+        .map(|(label, (logit, probability))| LabelScore {
+            label,
+            logit,
+            probability,
+        })
+        .collect())
+}
+
+/// A classifier's training loss: the labels' binary cross-entropy (HF's
+/// `multi_label_classification`) of the logits `forward` gives for a [`Batch::Classify`].
+pub(crate) fn labels_loss(
+    batch: &Batch,
+    forward: impl FnOnce(Tensor<4>) -> Tensor<2>,
+) -> Result<Tensor<1>> {
+    let Batch::Classify { pixels, targets } = batch else {
+        return Err(Error::Input(
+            "this batch is for a different kind of model (VQA / report / classification)".into(),
+        ));
+    };
+    Ok(bce_with_logits(forward(pixels.clone()), targets.clone()))
 }
