@@ -530,3 +530,33 @@ fn the_llava_recipe_is_a_peft_ln_tuning_adapter_with_the_projector_saved() {
     let theirs = std::fs::read(fixture("llava/ln_tuning").join(io::WEIGHTS_FILE)).unwrap();
     assert_same_tensors(&file(io::WEIGHTS_FILE), &theirs);
 }
+
+/// Methods that attach to modules the LLaVA family does not have (IA3 and prefixes on BERT text
+/// models, bottleneck adapters on BLIP/ViT towers) are refused by name, not silently skipped:
+/// the family says where each method can attach.
+#[test]
+fn methods_without_a_place_in_llava_are_refused() {
+    use normtune_core::models::Pipeline;
+    use normtune_core::peft::{self, PeftConfig};
+    let device = Device::flex().autodiff();
+    let p = pollster::block_on(Pipeline::load(&folder("llava/tiny"), &device)).unwrap();
+    for spec in [
+        "vision=layernorm,projector=full,decoder=ia3",
+        "vision=layernorm,projector=full,decoder=prefix",
+        "vision=adapter,projector=full,decoder=layernorm",
+    ] {
+        let e = peft::apply(p.model.clone(), &PeftConfig::parse(spec).unwrap()).unwrap_err();
+        let (comp, method) = spec
+            .split(',')
+            .filter_map(|x| x.split_once('='))
+            .find(|(_, m)| !matches!(*m, "layernorm" | "full"))
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "`{method}` is not implemented for this model: it has no place for it in `{comp}`"
+            ),
+            "{spec}"
+        );
+    }
+}

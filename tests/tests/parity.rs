@@ -342,8 +342,9 @@ fn clip_classifier_matches_hf() {
     );
     let e = peft::apply(p.model.clone(), &PeftConfig::parse("adapter").unwrap()).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("not implemented for this model's vision tower"),
+        e.to_string().contains(
+            "`adapter` is not implemented for this model: it has no place for it in `vision`"
+        ),
         "{e}"
     );
 }

@@ -346,6 +346,11 @@ impl crate::models::family::Family for LlavaForConditionalGeneration {
     type Config = LlavaConfig;
     const MODEL_TYPE: &'static str = "llava";
     const IS_CHAT: bool = true;
+    const COMPONENTS: &'static [(&'static str, &'static str)] = &[
+        ("vision", "vision_tower"),
+        ("projector", "multi_modal_projector"),
+        ("decoder", "language_model"),
+    ];
 
     fn parse_config(bytes: &[u8], _: serde_json::Value, file: &str) -> Result<LlavaConfig> {
         LlavaConfig::from_json(bytes, file)
@@ -368,23 +373,6 @@ impl crate::models::family::Family for LlavaForConditionalGeneration {
             crate::data::ProcessorKind::Clip,
             config.vision_config.image_size,
         )
-    }
-
-    fn components(&self) -> Vec<crate::models::Component> {
-        use crate::models::Component;
-        vec![
-            Component::new("vision", "vision_tower", self.vision_tower.num_params()),
-            Component::new(
-                "projector",
-                "multi_modal_projector",
-                self.multi_modal_projector.num_params(),
-            ),
-            Component::new(
-                "decoder",
-                "language_model",
-                self.language_model.num_params(),
-            ),
-        ]
     }
 
     fn forward_loss(

@@ -115,6 +115,21 @@ macro_rules! families {
                 }
             }
 
+            /// The component a parameter at `path` (module path segments) belongs to, by its
+            /// first segment and the families' [`Family::COMPONENTS`]; `head` for a field no
+            /// family names.
+            pub fn component_of(path: &[String]) -> &'static str {
+                let first = path.first().map(String::as_str).unwrap_or("");
+                $(
+                    if let Some((name, _)) =
+                        <$ty as Family>::COMPONENTS.iter().find(|(_, p)| *p == first)
+                    {
+                        return name;
+                    }
+                )*
+                "head"
+            }
+
             /// The architecture.
             pub fn architecture(&self) -> Architecture {
                 match self {

@@ -34,10 +34,13 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
         ));
     }
     let wants = |c: &str| cfg.method_for(c) == Method::Adapter;
-    if wants("vision") && !model.set_vision_adapters(Some(m)) {
-        return Err(Error::Input(
-            "bottleneck adapters are not implemented for this model's vision tower".into(),
-        ));
+    let mut places: Vec<&str> = model.text_models_mut().iter().map(|(c, _)| *c).collect();
+    if model.set_vision_adapters(None) {
+        places.push("vision");
+    }
+    super::select::check_places(&model, cfg, |m| m == Method::Adapter, &places)?;
+    if wants("vision") {
+        model.set_vision_adapters(Some(m));
     }
     for (comp, text) in model.text_models_mut() {
         if !wants(comp) {

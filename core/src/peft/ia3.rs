@@ -36,13 +36,8 @@ fn attach_attention(a: &mut BlipTextAttention) {
 /// Adds IA3 vectors (all ones: the model's outputs are unchanged) to every component whose
 /// method is `ia3`.
 pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
-    for comp in model.components().iter().map(|c| c.name) {
-        if cfg.method_for(comp) == Method::Ia3 && !matches!(comp, "text_encoder" | "decoder") {
-            return Err(Error::Input(format!(
-                "IA3 is available for the BERT text components (text_encoder, decoder), not `{comp}`"
-            )));
-        }
-    }
+    let places: Vec<&str> = model.text_models_mut().iter().map(|(c, _)| *c).collect();
+    super::select::check_places(&model, cfg, |m| m == Method::Ia3, &places)?;
     for (comp, text) in model.text_models_mut() {
         if cfg.method_for(comp) != Method::Ia3 {
             continue;

@@ -42,17 +42,13 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
             "prefix.num_virtual_tokens must be at least 1".into(),
         ));
     }
-    for comp in model.components().iter().map(|c| c.name) {
-        let m = cfg.method_for(comp);
-        if matches!(m, Method::Prefix | Method::PtuningV2)
-            && !matches!(comp, "text_encoder" | "decoder")
-        {
-            return Err(Error::Input(format!(
-                "{} is available for the BERT text components (text_encoder, decoder), not `{comp}`",
-                m.name()
-            )));
-        }
-    }
+    let places: Vec<&str> = model.text_models_mut().iter().map(|(c, _)| *c).collect();
+    super::select::check_places(
+        &model,
+        cfg,
+        |m| matches!(m, Method::Prefix | Method::PtuningV2),
+        &places,
+    )?;
     for (comp, text) in model.text_models_mut() {
         let method = cfg.method_for(comp);
         if !matches!(method, Method::Prefix | Method::PtuningV2) {

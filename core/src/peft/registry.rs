@@ -1,5 +1,5 @@
 //! Every PEFT method, one row each, as peft's `PEFT_TYPE_TO_TUNER_MAPPING`: its names, which
-//! parameters it trains or adds, whether the LLaVA-style model takes it, and the presets the
+//! parameters it trains or adds, and the presets the
 //! browser app offers and `normtune sweep` runs. [`Method`]'s names, parsing and the sweep grid,
 //! the app's method list and the trainability rules are read from here, so a method is its
 //! file (how it attaches, how it is saved) plus one row.
@@ -44,8 +44,6 @@ pub struct Tuner {
     pub attach: Option<Attach>,
     /// Whether what it trains folds into plain weights (`normtune merge`).
     pub mergeable: bool,
-    /// Whether the LLaVA-style model implements it.
-    pub on_llava: bool,
     /// peft's adapter format for it, when peft has one (written when it holds exactly what
     /// trains; else normtune's own format).
     pub format: Option<&'static PeftFormat>,
@@ -106,7 +104,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: |p| matches!(leaf(p), "gamma" | "beta"),
         attach: None,
         mergeable: true,
-        on_llava: true,
         format: Some(&super::layernorm::FORMAT),
         presets: &[
             offered(
@@ -132,7 +129,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: nothing,
         attach: Some(LOW_RANK),
         mergeable: true,
-        on_llava: true,
         format: Some(&super::lora::FORMAT),
         presets: &[
             offered("lora", "lora", 1e-3, "LoRA r=8 (query/value, vision qkv)"),
@@ -167,7 +163,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: nothing,
         attach: Some(LOW_RANK),
         mergeable: true,
-        on_llava: true,
         format: Some(&super::lora::FORMAT),
         presets: &[offered(
             "dora",
@@ -188,7 +183,6 @@ pub const TUNERS: &[Tuner] = &[
             run: super::ia3::attach,
         }),
         mergeable: true,
-        on_llava: false,
         format: Some(&super::ia3::FORMAT),
         presets: &[offered(
             "F-IA3-IA3",
@@ -205,7 +199,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: |p| matches!(leaf(p), "bias" | "beta"),
         attach: None,
         mergeable: true,
-        on_llava: true,
         format: None,
         presets: &[offered("bitfit", "bitfit", 3e-3, "BitFit (biases)")],
     },
@@ -221,7 +214,6 @@ pub const TUNERS: &[Tuner] = &[
             run: super::adapter::attach,
         }),
         mergeable: false,
-        on_llava: false,
         format: None,
         presets: &[offered("adapter", "adapter", 1e-3, "Bottleneck adapters")],
     },
@@ -234,7 +226,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: nothing,
         attach: Some(PREFIXES),
         mergeable: false,
-        on_llava: false,
         format: None,
         presets: &[preset(
             "F-F-Prefix",
@@ -250,7 +241,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: nothing,
         attach: Some(PREFIXES),
         mergeable: false,
-        on_llava: false,
         format: Some(&super::prefix::FORMAT),
         presets: &[offered(
             "F-F-PTv2",
@@ -274,7 +264,6 @@ pub const TUNERS: &[Tuner] = &[
         },
         attach: None,
         mergeable: true,
-        on_llava: true,
         format: None,
         presets: &[preset("ffn", "ffn", 3e-4)],
     },
@@ -291,7 +280,6 @@ pub const TUNERS: &[Tuner] = &[
         },
         attach: None,
         mergeable: true,
-        on_llava: true,
         format: None,
         presets: &[preset("attention", "attention", 3e-4)],
     },
@@ -303,7 +291,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: |_| true,
         attach: None,
         mergeable: true,
-        on_llava: true,
         format: None,
         presets: &[offered("full", "full", 1e-4, "Full fine-tuning")],
     },
@@ -315,7 +302,6 @@ pub const TUNERS: &[Tuner] = &[
         selects: nothing,
         attach: None,
         mergeable: true,
-        on_llava: true,
         format: None,
         presets: &[],
     },

@@ -10,13 +10,7 @@ use burn::tensor::Tensor;
 
 /// The component a parameter path belongs to, from its first segment.
 pub fn component_of(path: &[String]) -> &'static str {
-    match path.first().map(String::as_str) {
-        Some("vision_model") | Some("vit") | Some("vision_tower") => "vision",
-        Some("text_encoder") => "text_encoder",
-        Some("text_decoder") | Some("language_model") => "decoder",
-        Some("multi_modal_projector") => "projector",
-        _ => "head",
-    }
+    crate::models::ModelConfig::component_of(path)
 }
 
 /// Whether `method` trains the parameter at `path` (segments, leaf last), among the model's
@@ -96,22 +90,6 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
             )));
         }
     }
-    if model.is_llava()
-        && let Some(c) = components
-            .iter()
-            .find(|c| !super::registry::tuner(cfg.method_for(c)).on_llava)
-    {
-        return Err(Error::Input(format!(
-            "`{}` on the LLaVA-style model's `{c}` is not implemented ({} are)",
-            cfg.method_for(c).name(),
-            super::registry::TUNERS
-                .iter()
-                .filter(|t| t.on_llava)
-                .map(|t| t.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
     let cfg = effective(cfg, &components);
     let known = param_paths(&model);
     for m in &cfg.modules_to_save {
@@ -131,4 +109,37 @@ pub fn apply(model: Model, cfg: &PeftConfig) -> Result<Model> {
         path: PathStack::default(),
     };
     Ok(model.map(&mut selector))
+}
+
+/// Checks that every component `cfg` gives a method `in_group` is one of `places` (where this
+/// model has modules for the method to attach to), a classifier's unplaced head aside (it trains
+/// fully); the error names the method and the first component that has no place.
+pub(crate) fn check_places(
+    model: &Model,
+    cfg: &PeftConfig,
+    in_group: impl Fn(Method) -> bool,
+    places: &[&str],
+) -> Result<()> {
+    for comp in model.components().iter().map(|c| c.name) {
+        let method = cfg.method_for(comp);
+        if (comp == "head" && !cfg.placement.contains_key("head"))
+            || !in_group(method)
+            || places.contains(&comp)
+        {
+            continue;
+        }
+        return Err(Error::Input(if places.is_empty() {
+            format!(
+                "`{}` is not implemented for this model: it has no place for it in `{comp}`",
+                method.name()
+            )
+        } else {
+            format!(
+                "`{}` is available for this model's {}, not `{comp}`",
+                method.name(),
+                places.join(", ")
+            )
+        }));
+    }
+    Ok(())
 }

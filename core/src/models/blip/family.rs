@@ -8,9 +8,8 @@ use crate::models::bert::{BlipTextModel, LmHead};
 use crate::models::common::Bottleneck;
 use crate::models::family::Family;
 use crate::models::load::Remaps;
-use crate::models::{Batch, Component, Generated, Processor};
+use crate::models::{Batch, Generated, Processor};
 use crate::train::loss::lm_loss;
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 /// HF → normtune names, more specific first: Rust cannot name a field `self`, and fields are
@@ -105,18 +104,11 @@ fn wrong_batch() -> Error {
 
 impl Family for BlipForQuestionAnswering {
     blip_family!(init_vqa);
-
-    fn components(&self) -> Vec<Component> {
-        vec![
-            Component::new("vision", "vision_model", self.vision_model.num_params()),
-            Component::new(
-                "text_encoder",
-                "text_encoder",
-                self.text_encoder.num_params(),
-            ),
-            Component::new("decoder", "text_decoder", self.text_decoder.num_params()),
-        ]
-    }
+    const COMPONENTS: &'static [(&'static str, &'static str)] = &[
+        ("vision", "vision_model"),
+        ("text_encoder", "text_encoder"),
+        ("decoder", "text_decoder"),
+    ];
 
     fn forward_loss(&self, batch: &Batch, label_smoothing: f64) -> Result<Tensor<1>> {
         let Batch::Vqa {
@@ -196,14 +188,9 @@ impl Family for BlipForQuestionAnswering {
 
 impl Family for BlipForConditionalGeneration {
     blip_family!(init_captioner);
+    const COMPONENTS: &'static [(&'static str, &'static str)] =
+        &[("vision", "vision_model"), ("decoder", "text_decoder")];
     const DEFAULT_FOR_TYPE: bool = true;
-
-    fn components(&self) -> Vec<Component> {
-        vec![
-            Component::new("vision", "vision_model", self.vision_model.num_params()),
-            Component::new("decoder", "text_decoder", self.text_decoder.num_params()),
-        ]
-    }
 
     fn forward_loss(&self, batch: &Batch, label_smoothing: f64) -> Result<Tensor<1>> {
         let Batch::Report { pixels, ids, mask } = batch else {

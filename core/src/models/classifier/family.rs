@@ -7,9 +7,8 @@ use crate::error::{Error, Result};
 use crate::models::common::Bottleneck;
 use crate::models::family::Family;
 use crate::models::load::Remaps;
-use crate::models::{Batch, Component, LabelScore, Processor};
+use crate::models::{Batch, LabelScore, Processor};
 use crate::train::loss::bce_with_logits;
-use burn::module::Module;
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Device, Tensor};
 
@@ -31,6 +30,8 @@ impl Family for ViTForImageClassification {
     type Config = ViTConfig;
     const MODEL_TYPE: &'static str = "vit";
     const HAS_TEXT: bool = false;
+    const COMPONENTS: &'static [(&'static str, &'static str)] =
+        &[("vision", "vit"), ("head", "classifier")];
 
     fn parse_config(_: &[u8], value: serde_json::Value, file: &str) -> Result<ViTConfig> {
         let c: ViTConfig = serde_json::from_value(value).map_err(|e| Error::json(file, e))?;
@@ -56,13 +57,6 @@ impl Family for ViTForImageClassification {
 
     fn labels(config: &ViTConfig) -> Option<Vec<String>> {
         Some(config.labels())
-    }
-
-    fn components(&self) -> Vec<Component> {
-        vec![
-            Component::new("vision", "vit", self.vit.num_params()),
-            Component::new("head", "classifier", self.classifier.num_params()),
-        ]
     }
 
     fn forward_loss(&self, batch: &Batch, _label_smoothing: f64) -> Result<Tensor<1>> {

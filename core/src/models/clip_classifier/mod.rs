@@ -11,7 +11,7 @@ use crate::models::classifier::config::{label_names, num_labels};
 use crate::models::clip::{ClipVisionConfig, ClipVisionTransformer};
 use crate::models::family::Family;
 use crate::models::load::Remaps;
-use crate::models::{Batch, Component, LabelScore, Processor};
+use crate::models::{Batch, LabelScore, Processor};
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
@@ -95,6 +95,8 @@ impl Family for CLIPForImageClassification {
     type Config = ClipClassifierConfig;
     const MODEL_TYPE: &'static str = "clip";
     const HAS_TEXT: bool = false;
+    const COMPONENTS: &'static [(&'static str, &'static str)] =
+        &[("vision", "vision_model"), ("head", "classifier")];
 
     fn parse_config(_: &[u8], value: serde_json::Value, file: &str) -> Result<Self::Config> {
         let c: ClipClassifierConfig =
@@ -126,13 +128,6 @@ impl Family for CLIPForImageClassification {
 
     fn labels(config: &ClipClassifierConfig) -> Option<Vec<String>> {
         Some(config.labels())
-    }
-
-    fn components(&self) -> Vec<Component> {
-        vec![
-            Component::new("vision", "vision_model", self.vision_model.num_params()),
-            Component::new("head", "classifier", self.classifier.num_params()),
-        ]
     }
 
     fn forward_loss(&self, batch: &Batch, _label_smoothing: f64) -> Result<Tensor<1>> {
