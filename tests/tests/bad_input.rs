@@ -111,6 +111,27 @@ fn unknown_model_type_is_named() {
     );
 }
 
+/// A `model_type` normtune has a family for, with an architecture it does not implement (a
+/// whole `CLIPModel`, not the image classifier), is named before any weight is read.
+#[test]
+fn an_architecture_without_a_family_is_named() {
+    let mut src = folder("clip_cls");
+    let config = std::fs::read_to_string(fixture("clip_cls/config.json")).unwrap();
+    src.insert(
+        "config.json",
+        config
+            .replace("CLIPForImageClassification", "CLIPModel")
+            .into_bytes(),
+    );
+    let e = load_err(&src);
+    assert!(
+        e.contains("config.json")
+            && e.contains("architectures")
+            && e.contains("`CLIPModel` is not supported (CLIPForImageClassification)"),
+        "{e}"
+    );
+}
+
 #[test]
 fn malformed_config_is_named() {
     let mut src = folder("blip_vqa");

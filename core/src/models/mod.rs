@@ -157,8 +157,9 @@ families! {$
 
 impl ModelConfig {
     /// Parses `config.json`, dispatching on `model_type` and `architectures` as HF's Auto classes
-    /// do: a `model_type` one family has is that family whatever it names; one that several
-    /// share is decided by `architectures[0]`, or without one by the type's default.
+    /// do: `architectures[0]` must be one of the `model_type`'s families (a `CLIPModel` folder is
+    /// not a `CLIPForImageClassification`); without it a lone family of the type is chosen, else
+    /// the type's default.
     pub fn from_json(bytes: &[u8], file: &str) -> Result<Self> {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| Error::json(file, e))?;
@@ -184,13 +185,13 @@ impl ModelConfig {
                     format!("`{model_type}` is not supported ({})", types.join(", ")),
                 ));
             }
-            ([(_, a, _)], _) => *a,
-            (several, Some(name)) => {
-                match several.iter().find(|(_, a, _)| format!("{a:?}") == name) {
+            ([(_, a, _)], None) => *a,
+            (of_type, Some(name)) => {
+                match of_type.iter().find(|(_, a, _)| format!("{a:?}") == name) {
                     Some((_, a, _)) => *a,
                     None => {
                         let names: Vec<String> =
-                            several.iter().map(|(_, a, _)| format!("{a:?}")).collect();
+                            of_type.iter().map(|(_, a, _)| format!("{a:?}")).collect();
                         return Err(Error::config(
                             file,
                             "architectures",
