@@ -5,37 +5,7 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// A fine-tuning method for one component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// Every parameter trains.
-    Full,
-    /// Only LayerNorm weights and biases train (every LN: blocks, embeddings, post/final norms).
-    Layernorm,
-    /// Only the feed-forward projections train.
-    Ffn,
-    /// Only attention parameters train (self- and cross-attention projections and the attention
-    /// output block, as MISS's `attention` variant: every name containing "attention").
-    Attention,
-    /// Only biases train (BitFit), LayerNorm biases included.
-    Bitfit,
-    /// LoRA adapters on target modules.
-    Lora,
-    /// DoRA: LoRA plus a trained magnitude per output feature (peft `use_dora`), with LoRA's
-    /// settings.
-    Dora,
-    /// IA3 scaling vectors.
-    Ia3,
-    /// Prefix tuning with the MLP reparameterisation.
-    Prefix,
-    /// P-tuning v2 (prefix without projection).
-    PtuningV2,
-    /// Houlsby bottleneck adapters.
-    Adapter,
-    /// Nothing trains.
-    Frozen,
-}
+pub use super::registry::Method;
 
 impl Method {
     /// Every method name the command line and config files accept (aliases aside).

@@ -4,10 +4,11 @@
 //! the app's method list and the trainability rules are read from here, so a method is its
 //! file (how it attaches, how it is saved) plus one row.
 
-use super::config::{Method, PeftConfig};
+use super::config::PeftConfig;
 use super::io::PeftFormat;
 use crate::error::Result;
 use crate::models::Model;
+use serde::{Deserialize, Serialize};
 
 /// How a method's modules are put into a model, shared by the methods one module serves (LoRA
 /// and DoRA; prefix tuning and P-tuning v2): `key` names the group, so it runs once.
@@ -93,10 +94,28 @@ fn nothing(_: &[String]) -> bool {
     false
 }
 
-/// The methods, in the order menus and the sweep grid list them.
-pub const TUNERS: &[Tuner] = &[
-    Tuner {
-        method: Method::Layernorm,
+/// Declares the methods, one row each: `Variant { name, aliases, ... }` makes the
+/// [`Method`] variant (serde's name is the variant in kebab case, checked against the row's
+/// `name` by a test) and its [`Tuner`] row of [`TUNERS`], so a new method is one row here.
+macro_rules! tuners {
+    ($( $(#[doc = $doc:literal])* $variant:ident { $($row:tt)* }, )*) => {
+        /// A fine-tuning method for one component: one per row of [`TUNERS`].
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
+        #[serde(rename_all = "kebab-case")]
+        pub enum Method {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        /// The methods, in the order menus and the sweep grid list them.
+        pub const TUNERS: &[Tuner] = &[ $( Tuner { method: Method::$variant, $($row)* }, )* ];
+    };
+}
+
+tuners! {
+    /// Only LayerNorm weights and biases train (every LN: blocks, embeddings, post/final norms).
+    Layernorm {
         name: "layernorm",
         aliases: &["ln", "ln-tuning"],
         adds: None,
@@ -120,8 +139,8 @@ pub const TUNERS: &[Tuner] = &[
             ),
         ],
     },
-    Tuner {
-        method: Method::Lora,
+    /// LoRA adapters on target modules.
+    Lora {
         name: "lora",
         aliases: &[],
         // burn's LoRA factors sit under the adapted weight: `<linear>.weight.lora.{a,b}`.
@@ -154,8 +173,9 @@ pub const TUNERS: &[Tuner] = &[
             ),
         ],
     },
-    Tuner {
-        method: Method::Dora,
+    /// DoRA: LoRA plus a trained magnitude per output feature (peft `use_dora`), with LoRA's
+    /// settings.
+    Dora {
         name: "dora",
         aliases: &[],
         // `<linear>.weight.dora.{a,b,magnitude}`.
@@ -171,8 +191,8 @@ pub const TUNERS: &[Tuner] = &[
             "DoRA r=8 (LoRA + a magnitude per output)",
         )],
     },
-    Tuner {
-        method: Method::Ia3,
+    /// IA3 scaling vectors.
+    Ia3 {
         name: "ia3",
         aliases: &[],
         // `key_ia3`, `value_ia3`, `dense_ia3`.
@@ -191,8 +211,8 @@ pub const TUNERS: &[Tuner] = &[
             "IA3 (text components)",
         )],
     },
-    Tuner {
-        method: Method::Bitfit,
+    /// Only biases train (BitFit), LayerNorm biases included.
+    Bitfit {
         name: "bitfit",
         aliases: &[],
         adds: None,
@@ -202,8 +222,8 @@ pub const TUNERS: &[Tuner] = &[
         format: None,
         presets: &[offered("bitfit", "bitfit", 3e-3, "BitFit (biases)")],
     },
-    Tuner {
-        method: Method::Adapter,
+    /// Houlsby bottleneck adapters.
+    Adapter {
         name: "adapter",
         aliases: &[],
         // `adapter`, `attn_adapter`, `mlp_adapter`.
@@ -217,8 +237,8 @@ pub const TUNERS: &[Tuner] = &[
         format: None,
         presets: &[offered("adapter", "adapter", 1e-3, "Bottleneck adapters")],
     },
-    Tuner {
-        method: Method::Prefix,
+    /// Prefix tuning with the MLP reparameterisation.
+    Prefix {
         name: "prefix",
         aliases: &[],
         // Prefix keys/values and their projection MLP.
@@ -233,8 +253,8 @@ pub const TUNERS: &[Tuner] = &[
             3e-3,
         )],
     },
-    Tuner {
-        method: Method::PtuningV2,
+    /// P-tuning v2 (prefix without projection).
+    PtuningV2 {
         name: "ptuning-v2",
         aliases: &["ptv2", "p-tuning-v2"],
         adds: Some(|p| has(p, "prefix")),
@@ -249,8 +269,8 @@ pub const TUNERS: &[Tuner] = &[
             "P-tuning v2 on the decoder (F-F-PTv2)",
         )],
     },
-    Tuner {
-        method: Method::Ffn,
+    /// Only the feed-forward projections train.
+    Ffn {
         name: "ffn",
         aliases: &[],
         adds: None,
@@ -267,8 +287,9 @@ pub const TUNERS: &[Tuner] = &[
         format: None,
         presets: &[preset("ffn", "ffn", 3e-4)],
     },
-    Tuner {
-        method: Method::Attention,
+    /// Only attention parameters train (self- and cross-attention projections and the attention
+    /// output block, as MISS's `attention` variant: every name containing "attention").
+    Attention {
         name: "attention",
         aliases: &["attn"],
         adds: None,
@@ -283,8 +304,8 @@ pub const TUNERS: &[Tuner] = &[
         format: None,
         presets: &[preset("attention", "attention", 3e-4)],
     },
-    Tuner {
-        method: Method::Full,
+    /// Every parameter trains.
+    Full {
         name: "full",
         aliases: &[],
         adds: None,
@@ -294,8 +315,8 @@ pub const TUNERS: &[Tuner] = &[
         format: None,
         presets: &[offered("full", "full", 1e-4, "Full fine-tuning")],
     },
-    Tuner {
-        method: Method::Frozen,
+    /// Nothing trains.
+    Frozen {
         name: "frozen",
         aliases: &["none"],
         adds: None,
@@ -305,7 +326,7 @@ pub const TUNERS: &[Tuner] = &[
         format: None,
         presets: &[],
     },
-];
+}
 
 /// The row of `method`.
 pub fn tuner(method: Method) -> &'static Tuner {
@@ -366,25 +387,16 @@ pub fn presets() -> impl Iterator<Item = &'static Preset> {
 mod tests {
     use super::*;
 
-    /// Every variant, by an exhaustive match: adding one without a row fails to compile here
-    /// or fails this test.
+    /// Each row's `name` is what serde writes and reads for its variant (config files and
+    /// adapter metadata use serde's name, the command line the row's).
     #[test]
-    fn every_method_has_one_row_named_as_serde_names_it() {
-        use Method::*;
-        let all = [
-            Full, Layernorm, Ffn, Attention, Bitfit, Lora, Dora, Ia3, Prefix, PtuningV2, Adapter,
-            Frozen,
-        ];
-        for m in all {
-            match m {
-                Full | Layernorm | Ffn | Attention | Bitfit | Lora | Dora | Ia3 | Prefix
-                | PtuningV2 | Adapter | Frozen => {}
-            }
-            assert_eq!(TUNERS.iter().filter(|t| t.method == m).count(), 1, "{m:?}");
-            let serde: Method = serde_json::from_value(serde_json::json!(tuner(m).name)).unwrap();
-            assert_eq!(serde, m);
+    fn every_row_is_named_as_serde_names_its_method() {
+        for t in TUNERS {
+            let serde: Method = serde_json::from_value(serde_json::json!(t.name)).unwrap();
+            assert_eq!(serde, t.method, "{}", t.name);
+            assert_eq!(serde_json::to_value(t.method).unwrap(), t.name);
+            assert_eq!(tuner(t.method).name, t.name);
         }
-        assert_eq!(TUNERS.len(), all.len());
     }
 
     #[test]
