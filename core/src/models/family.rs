@@ -6,11 +6,11 @@
 use super::bert::BlipTextModel;
 use super::blip::GenConfig;
 use super::load::Remaps;
-use super::walk::{FrozenDtype, PathStack};
+use super::walk::FrozenDtype;
 use super::{Batch, Component, Generated, LabelScore, Processor};
 use crate::data::ProcessorKind;
 use crate::error::{Error, Result};
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 /// One model family: one HF architecture, with its config, loading, training loss, the places
@@ -62,36 +62,16 @@ pub trait Family: Module + Sized + 'static {
     /// The [`Family::COMPONENTS`] with their parameter counts (from shapes: an uninitialised
     /// model is counted without being initialised).
     fn components(&self) -> Vec<Component> {
-        struct Count {
-            path: PathStack,
-            counts: Vec<(String, usize)>,
-        }
-        impl ModuleVisitor for Count {
-            fn enter_module(&mut self, name: &str, container_type: &str) {
-                self.path.enter(name, container_type);
-            }
-            fn exit_module(&mut self, _name: &str, container_type: &str) {
-                self.path.exit(container_type);
-            }
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let first = self.path.segments().first().cloned().unwrap_or_default();
-                let n = param.lazy_shape().num_elements();
-                match self.counts.iter_mut().find(|(p, _)| *p == first) {
-                    Some((_, c)) => *c += n,
-                    None => self.counts.push((first, n)),
-                }
-            }
-        }
-        let mut v = Count {
-            path: PathStack::default(),
-            counts: Vec::new(),
-        };
-        self.visit(&mut v);
+        let params = super::walk::lazy_params(self);
         Self::COMPONENTS
             .iter()
-            .map(|&(name, path)| {
-                let n = v.counts.iter().find(|(p, _)| p == path).map_or(0, |c| c.1);
-                Component::new(name, path, n)
+            .map(|&(name, field)| {
+                let n = params
+                    .iter()
+                    .filter(|(path, _)| path.first().is_some_and(|f| f == field))
+                    .map(|(_, n)| n)
+                    .sum();
+                Component::new(name, field, n)
             })
             .collect()
     }

@@ -48,9 +48,10 @@ impl Processor {
     ) -> Result<Self> {
         let needs_tokenizer = needs_tokenizer && config.has_text();
         // A classifier has no text side: its folder's tokenizer files (if any) are not read.
-        let found = match config.has_text() {
-            false => None,
-            true => folder::read_tokenizer(src).await?,
+        let found = if config.has_text() {
+            folder::read_tokenizer(src).await?
+        } else {
+            None
         };
         let (tokenizer, tok_cfg) = match found {
             Some((t, c)) => (Some(t), Some(c)),
@@ -68,12 +69,13 @@ impl Processor {
         };
         let (kind, side) = config.image_processor();
         let preprocessor = folder::read_preprocessor(src, kind, side as u32).await?;
-        let (chat_template, llava_processor) = match config.is_chat() {
-            true => (
+        let (chat_template, llava_processor) = if config.is_chat() {
+            (
                 folder::read_chat_template(src, tok_cfg.as_ref()).await?,
                 folder::read_llava_processor(src).await?,
-            ),
-            false => (None, folder::LlavaProcessorSettings::default()),
+            )
+        } else {
+            (None, folder::LlavaProcessorSettings::default())
         };
         Ok(Self {
             config,

@@ -119,11 +119,13 @@ pub fn params<M: Module>(
     v.rows
 }
 
-/// Every parameter path, without touching values (an uninitialised parameter stays so).
-pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
+/// Every parameter's path (segments) and size, without touching values: shapes are read
+/// lazily, so an uninitialised parameter stays so (a 7B architecture is walked without its
+/// weights).
+pub fn lazy_params<M: Module>(module: &M) -> Vec<(Vec<String>, usize)> {
     struct V {
         path: PathStack,
-        out: Vec<String>,
+        out: Vec<(Vec<String>, usize)>,
     }
     impl ModuleVisitor for V {
         fn enter_module(&mut self, name: &str, container_type: &str) {
@@ -132,8 +134,11 @@ pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
         fn exit_module(&mut self, _name: &str, container_type: &str) {
             self.path.exit(container_type);
         }
-        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
-            self.out.push(self.path.segments().join("."));
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.out.push((
+                self.path.segments().to_vec(),
+                param.lazy_shape().num_elements(),
+            ));
         }
     }
     let mut v = V {
@@ -142,6 +147,14 @@ pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
     };
     module.visit(&mut v);
     v.out
+}
+
+/// Every parameter path, dotted, without touching values.
+pub fn param_paths<M: Module>(module: &M) -> Vec<String> {
+    lazy_params(module)
+        .into_iter()
+        .map(|(path, _)| path.join("."))
+        .collect()
 }
 
 /// Host transpose of a row-major `[rows, cols]` matrix.

@@ -35,13 +35,10 @@ pub(crate) fn attach(mut model: Model, cfg: &PeftConfig) -> Result<Model> {
     }
     let wants = |c: &str| cfg.method_for(c) == Method::Adapter;
     let mut places: Vec<&str> = model.text_models_mut().iter().map(|(c, _)| *c).collect();
-    if model.set_vision_adapters(None) {
+    if wants("vision") && model.set_vision_adapters(Some(m)) {
         places.push("vision");
     }
     super::select::check_places(&model, cfg, |m| m == Method::Adapter, &places)?;
-    if wants("vision") {
-        model.set_vision_adapters(Some(m));
-    }
     for (comp, text) in model.text_models_mut() {
         if !wants(comp) {
             continue;

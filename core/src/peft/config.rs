@@ -124,6 +124,12 @@ impl PeftConfig {
         }
     }
 
+    /// Whether `component` is a classifier's head the placement does not name: it then trains
+    /// fully (peft's `modules_to_save`), whatever the default method.
+    pub fn head_unplaced(&self, component: &str) -> bool {
+        component == "head" && !self.placement.contains_key("head")
+    }
+
     /// A short description, e.g. `vision=layernorm,text_encoder=layernorm,decoder=layernorm`.
     pub fn describe(&self, components: &[&str]) -> String {
         components

@@ -19,9 +19,7 @@ pub fn disabled(model: &Model, cfg: &PeftConfig) -> Result<Model> {
         .iter()
         .filter(|c| {
             let m = cfg.method_for(c);
-            !m.adds_parameters()
-                && m != Method::Frozen
-                && !(**c == "head" && !cfg.placement.contains_key("head"))
+            !m.adds_parameters() && m != Method::Frozen && !cfg.head_unplaced(c)
         })
         .map(|c| format!("{c}={}", cfg.method_for(c).name()))
         .collect();

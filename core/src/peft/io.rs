@@ -76,7 +76,7 @@ pub struct Adapter {
 /// component is frozen or `method`, which at least one uses.
 pub(super) fn only(model: &Model, cfg: &PeftConfig, methods: &[Method]) -> bool {
     let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
-    let head_trains = components.contains(&"head") && !cfg.placement.contains_key("head");
+    let head_trains = components.iter().any(|c| cfg.head_unplaced(c));
     cfg.modules_to_save.is_empty()
         && !head_trains
         && !cfg.lora.has_slices()

@@ -25,7 +25,7 @@ pub const FORMAT: PeftFormat = PeftFormat {
 /// `full`, a classifier head (trained whole unless the placement names it).
 fn whole(model: &Model, cfg: &PeftConfig) -> Vec<&'static str> {
     let names: Vec<&str> = model.components().iter().map(|c| c.name).collect();
-    let head_trains = names.contains(&"head") && !cfg.placement.contains_key("head");
+    let head_trains = names.iter().any(|c| cfg.head_unplaced(c));
     model
         .components()
         .iter()

@@ -270,7 +270,7 @@ pub(crate) fn attach(model: Model, cfg: &PeftConfig, only: Option<&[String]>) ->
         let method = cfg.method_for(comp);
         // A classifier's head trains fully unless the placement names it (`select::effective`),
         // as peft's `modules_to_save`: `--peft lora` on a classifier adapts its tower.
-        if !method.is_lora() || (comp == "head" && !cfg.placement.contains_key("head")) {
+        if !method.is_lora() || cfg.head_unplaced(comp) {
             continue;
         }
         let ids = if method == Method::Dora {

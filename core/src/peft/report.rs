@@ -85,38 +85,20 @@ pub fn report(model: &Model) -> TrainableReport {
 /// `apply` decides it. A model built from `config.json` alone is never initialised, so a 7B
 /// architecture is counted without 28 GB of weights.
 pub fn report_lazy(model: &Model, cfg: &super::PeftConfig) -> TrainableReport {
-    use burn::module::{ModuleVisitor, Param};
-    use burn::tensor::Tensor;
-    struct V {
-        path: crate::models::walk::PathStack,
-        rows: Vec<(String, &'static str, usize, bool)>,
-        cfg: super::PeftConfig,
-    }
-    impl ModuleVisitor for V {
-        fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.enter(name, container_type);
-        }
-        fn exit_module(&mut self, _name: &str, container_type: &str) {
-            self.path.exit(container_type);
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let path = self.path.segments();
-            self.rows.push((
-                path.join("."),
-                component_of(path),
-                param.lazy_shape().num_elements(),
-                super::select::trainable_at(&self.cfg, path),
-            ));
-        }
-    }
     let components: Vec<&str> = model.components().iter().map(|c| c.name).collect();
-    let mut v = V {
-        path: Default::default(),
-        rows: Vec::new(),
-        cfg: super::select::effective(cfg, &components),
-    };
-    burn::module::Module::visit(model, &mut v);
-    summarise(model, v.rows)
+    let cfg = super::select::effective(cfg, &components);
+    let rows = crate::models::walk::lazy_params(model)
+        .into_iter()
+        .map(|(path, n)| {
+            (
+                path.join("."),
+                component_of(&path),
+                n,
+                super::select::trainable_at(&cfg, &path),
+            )
+        })
+        .collect();
+    summarise(model, rows)
 }
 
 fn summarise(model: &Model, rows: Vec<(String, &'static str, usize, bool)>) -> TrainableReport {

@@ -56,8 +56,7 @@ pub(crate) fn trainable_at(cfg: &PeftConfig, path: &[String]) -> bool {
 /// fully unless the placement names it (as HF peft does).
 pub(crate) fn effective(cfg: &PeftConfig, components: &[&str]) -> PeftConfig {
     let mut cfg = cfg.clone();
-    if components.contains(&"head")
-        && !cfg.placement.contains_key("head")
+    if components.iter().any(|c| cfg.head_unplaced(c))
         && !cfg.modules_to_save.iter().any(|m| m == "classifier")
     {
         cfg.modules_to_save.push("classifier".into());
@@ -122,10 +121,7 @@ pub(crate) fn check_places(
 ) -> Result<()> {
     for comp in model.components().iter().map(|c| c.name) {
         let method = cfg.method_for(comp);
-        if (comp == "head" && !cfg.placement.contains_key("head"))
-            || !in_group(method)
-            || places.contains(&comp)
-        {
+        if cfg.head_unplaced(comp) || !in_group(method) || places.contains(&comp) {
             continue;
         }
         return Err(Error::Input(if places.is_empty() {

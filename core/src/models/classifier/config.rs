@@ -106,15 +106,24 @@ impl ViTConfig {
             (self.hidden_size, self.num_attention_heads),
             (self.image_size, self.patch_size),
         )?;
-        if self.num_labels() == 0 {
-            return Err(crate::Error::config(
-                file,
-                "id2label",
-                "the classifier needs at least one label",
-            ));
-        }
-        Ok(())
+        check_labels(file, &self.id2label, self.num_labels)
     }
+}
+
+/// A classifier needs at least one label (`id2label`, else `num_labels`).
+pub(crate) fn check_labels(
+    file: &str,
+    id2label: &BTreeMap<String, String>,
+    labels: Option<usize>,
+) -> crate::Result<()> {
+    if num_labels(id2label, labels) == 0 {
+        return Err(crate::Error::config(
+            file,
+            "id2label",
+            "the classifier needs at least one label",
+        ));
+    }
+    Ok(())
 }
 
 /// The head's width from `PretrainedConfig`'s `id2label` (string keys) or, without one,

@@ -7,7 +7,7 @@
 use crate::data::ProcessorKind;
 use crate::error::{Error, Result};
 use crate::models::classifier::ProblemType;
-use crate::models::classifier::config::{label_names, num_labels};
+use crate::models::classifier::config::{check_labels, label_names, num_labels};
 use crate::models::clip::{ClipVisionConfig, ClipVisionTransformer};
 use crate::models::family::Family;
 use crate::models::load::Remaps;
@@ -46,14 +46,7 @@ impl ClipClassifierConfig {
             (v.hidden_size, v.num_attention_heads),
             (v.image_size, v.patch_size),
         )?;
-        if num_labels(&self.id2label, self.num_labels) == 0 {
-            return Err(Error::config(
-                file,
-                "id2label",
-                "the classifier needs at least one label",
-            ));
-        }
-        Ok(())
+        check_labels(file, &self.id2label, self.num_labels)
     }
 }
 
