@@ -107,6 +107,7 @@ fn library_case(
     };
     Ok(match (&p.model, q) {
         (Model::Classifier(m), _) => (px, None, values(m.forward(pixels))),
+        (Model::ClipClassifier(m), _) => (px, None, values(m.forward(pixels))),
         (Model::Vqa(m), Some(q)) => {
             let ids = p.question_ids(q).map_err(|e| e.to_string())?;
             let list: Vec<i64> = ids.clone().into_data().iter::<i64>().collect();
@@ -260,7 +261,7 @@ fn every_corpus_variant_gives_transformers_ids_and_logits() {
                 continue;
             }
             let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-            if family == "vit" {
+            if matches!(family.as_str(), "vit" | "clip_cls") {
                 let logits: Vec<f32> = got["labels"]
                     .as_array()
                     .unwrap()
