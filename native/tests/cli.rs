@@ -615,32 +615,48 @@ fn bench_counts_what_peft_counts_and_reports_its_fields() {
         assert!(v["last_loss"].as_f64().unwrap().is_finite());
     }
     // A user's own folder, here the demo model with its 147-token vocabulary: the synthetic
-    // questions and answers stay inside it.
-    let (ok, out, err) = normtune(&[
-        "bench",
-        "--model",
-        fixtures()
-            .join("../../core/assets/demo-base")
-            .to_str()
-            .unwrap(),
-        "--batch",
-        "2",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--answers",
-        "1",
-        "--answer-tokens",
-        "2",
-        "--json",
-        "--device",
-        "cpu",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(v["total_params"], 2_485_395);
-    assert!(v["last_loss"].as_f64().unwrap().is_finite());
+    // questions and answers stay inside it. Data-parallel over two concurrent replicas of the
+    // CPU (`--replicas 2`), the first loss (before any update) is the one-device loss; with
+    // `--answers 0` no answer is timed.
+    let demo = |replicas: &str| -> serde_json::Value {
+        let (ok, out, err) = normtune(&[
+            "bench",
+            "--model",
+            fixtures()
+                .join("../../core/assets/demo-base")
+                .to_str()
+                .unwrap(),
+            "--batch",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--answers",
+            "0",
+            "--replicas",
+            replicas,
+            "--json",
+            "--device",
+            "cpu",
+        ]);
+        assert!(ok, "{err}");
+        serde_json::from_str(out.trim()).unwrap()
+    };
+    let (one, two) = (demo("1"), demo("2"));
+    assert_eq!(one["total_params"], 2_485_395);
+    assert_eq!((&one["replicas"], &two["replicas"]), (&1.into(), &2.into()));
+    assert!(one["answer_ms_median"].is_null(), "{one}");
+    let (a, b) = (
+        one["first_loss"].as_f64().unwrap(),
+        two["first_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        a.is_finite() && (a - b).abs() <= 1e-5 * a.abs(),
+        "{a} vs {b}"
+    );
+    let (ok, _, err) = normtune(&["bench", "--replicas", "0"]);
+    assert!(!ok && err.contains("--replicas"), "{err}");
     let (ok, _, err) = normtune(&["bench", "--preset", "huge"]);
     assert!(
         !ok && err.trim().lines().count() == 1 && err.contains("--preset huge"),

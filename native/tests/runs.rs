@@ -80,17 +80,26 @@ fn bytes(p: PathBuf) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// On one device, and data-parallel over two replicas (which run concurrently: their dropout
+/// masks must come from the step's position, not from which thread drew first).
 #[test]
 fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
-    // LoRA on the decoder and LayerNorm elsewhere, with gradient accumulation and augmentation:
-    // the AdamW state, the schedule position, the data order and the image draws all have to
-    // come back exactly.
+    for devices in ["devices=[]", "devices=[\"cpu\", \"cpu\"]"] {
+        interrupted_and_resumed(devices);
+    }
+}
+
+fn interrupted_and_resumed(devices: &str) {
+    // LoRA on the decoder (dropout 0.1) and LayerNorm elsewhere, with gradient accumulation and
+    // augmentation: the AdamW state, the schedule position, the data order, the dropout masks
+    // and the image draws all have to come back exactly.
     let extra = [
         "peft.placement.decoder=\"lora\"",
         "train.grad_accum=2",
         "train.lr=1e-2",
         "augment.crop=0.1",
         "augment.contrast=0.1",
+        devices,
     ];
     let full = tmp("resume-full");
     let (code, _, err) = run(&strs(&train_args(&full, &extra)), &[]);
@@ -119,13 +128,13 @@ fn interrupted_and_resumed_runs_equal_an_uninterrupted_one() {
     ] {
         assert!(
             bytes(full.join(f)) == bytes(cut.join(f)),
-            "{f} differs between the uninterrupted and the resumed run"
+            "{f} differs between the uninterrupted and the resumed run ({devices})"
         );
     }
     assert_eq!(
         train_losses(&full),
         train_losses(&cut),
-        "same loss at every step"
+        "same loss at every step ({devices})"
     );
     assert_eq!(
         bytes(full.join("predictions.jsonl")),

@@ -403,12 +403,8 @@ impl Trainer {
     pub async fn step(&mut self, batch: &Batch) -> Result<Event> {
         // Random draws inside the step (LoRA dropout) come from the device RNG, seeded from the
         // run's seed and the position in the plan, so a resumed run draws the same masks.
-        if let Some(plan) = self.plan {
-            let pos = (self.cursor.epoch * plan.batches_per_epoch() + self.cursor.batch) as u64;
-            batch.device().seed(
-                plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9),
-            );
+        if let Some(seed) = self.step_seed() {
+            batch.device().seed(seed);
         }
         let loss = self.loss(batch)?;
         let value = self.finite_loss(&loss).await?;
@@ -420,21 +416,24 @@ impl Trainer {
 
     /// The loss's value, or an error if it is not finite (a diverging run).
     async fn finite_loss(&self, loss: &Tensor<1>) -> Result<f32> {
-        let value = loss
+        let data = loss
             .clone()
             .into_data_async()
             .await
-            .map_err(Error::device)?
-            .iter::<f32>()
-            .next()
-            .unwrap_or(f32::NAN);
+            .map_err(Error::device)?;
+        let value = loss_value(data);
         if !value.is_finite() {
-            return Err(Error::Input(format!(
-                "the loss is {value} at step {}: lower the learning rate",
-                self.step
-            )));
+            return Err(self.diverged(value));
         }
         Ok(value)
+    }
+
+    /// The error for a loss that is not finite.
+    fn diverged(&self, value: f32) -> Error {
+        Error::Input(format!(
+            "the loss is {value} at step {}: lower the learning rate",
+            self.step
+        ))
     }
 
     /// Counts a micro-batch whose gradients are accumulated; takes the optimizer step when
@@ -467,8 +466,14 @@ impl Trainer {
     /// burn's `fork`, `GradientsParams::to_device` and `GradientsAccumulator`). Each shard's loss
     /// is weighted by its share of what the loss averages over (answer or report tokens, labels),
     /// so the summed gradient is the whole batch's: the result equals one device's step on the
-    /// same batch, up to float rounding. Shards run one after another from this thread: on
-    /// GPUs their work overlaps in the devices' queues; on the CPU there is only one device.
+    /// same batch, up to float rounding.
+    ///
+    /// Natively the replicas run concurrently, one thread each (each fork has its own autodiff
+    /// graph, so their backward passes do not share a lock). The result does not depend on the
+    /// threads' timing: the forward passes, where random draws happen (LoRA dropout), take turns
+    /// in device order, each after seeding the RNG from the run's seed, the position in the plan
+    /// and the replica, and the gradients are summed in device order. In the browser (one thread)
+    /// they run one after another, with the same seeds and order, so the same result.
     pub async fn step_parallel(&mut self, batch: &Batch, devices: &[Device]) -> Result<Event> {
         if devices.len() <= 1 {
             return self.step(batch).await;
@@ -478,20 +483,156 @@ impl Trainer {
         if !(total > 0.0) {
             return Err(Error::Input("the batch has nothing to learn from".into()));
         }
-        let main = devices[0].clone();
-        let mut value = 0.0f64;
-        for ((shard, weight), device) in shards.into_iter().zip(devices) {
-            let shard = shard.to_device(device);
-            let replica = self.model().clone().fork(device);
-            let loss = self.loss_of(&replica, &shard)?;
-            value += self.finite_loss(&loss).await? as f64 * weight / total;
-            let scaled = loss * (weight / total / self.cfg.grad_accum as f64);
-            let grads = GradientsParams::from_grads(scaled.backward(), &replica)
-                .to_device(&main, self.model());
+        let step_seed = self.step_seed();
+        let replicas: Vec<Replica> = shards
+            .into_iter()
+            .zip(devices)
+            .enumerate()
+            .map(|(i, ((shard, weight), device))| Replica {
+                model: self.model().clone(),
+                shard,
+                device: device.clone(),
+                // Scaled so the summed gradient is the batch's mean, averaged over accumulation.
+                scale: weight / total / self.cfg.grad_accum as f64,
+                seed: step_seed.map(|s| s ^ (i as u64 + 1).wrapping_mul(0x94D0_49BB_1331_11EB)),
+            })
+            .collect();
+        let weights: Vec<f64> = replicas
+            .iter()
+            .map(|r| r.scale * self.cfg.grad_accum as f64)
+            .collect();
+        let (main, smoothing) = (devices[0].clone(), self.cfg.label_smoothing);
+        // Every replica must succeed before any gradient is accumulated.
+        let outcomes = run_replicas(replicas, &main, smoothing)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let value: f64 = outcomes
+            .iter()
+            .zip(&weights)
+            .map(|((loss, _), weight)| *loss as f64 * weight)
+            .sum();
+        if let Some((loss, _)) = outcomes.iter().find(|(loss, _)| !loss.is_finite()) {
+            return Err(self.diverged(*loss));
+        }
+        for (_, grads) in outcomes {
             self.accum.accumulate(held(&self.model), grads);
         }
         Ok(self.end_micro_batch(value as f32))
     }
+
+    /// The seed of the random draws inside the step at the cursor (LoRA dropout), from the run's
+    /// seed and the position in the plan, so a resumed run draws the same masks; `None` without
+    /// a plan.
+    fn step_seed(&self) -> Option<u64> {
+        self.plan.map(|plan| {
+            let pos = (self.cursor.epoch * plan.batches_per_epoch() + self.cursor.batch) as u64;
+            plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ pos.wrapping_mul(0xBF58_476D_1CE4_E5B9)
+        })
+    }
+}
+
+/// One data-parallel replica's work: a shard on its device, and the model it forks there.
+struct Replica {
+    model: Model,
+    shard: Batch,
+    device: Device,
+    /// The factor of this shard's loss in the batch's.
+    scale: f64,
+    /// The RNG seed for its forward pass.
+    seed: Option<u64>,
+}
+
+/// A replica's loss value and its scaled gradients, on the model's device.
+type Outcome = Result<(f32, GradientsParams)>;
+
+impl Replica {
+    /// Forks the model onto the replica's device and runs the forward pass there.
+    fn forward(self, smoothing: f64) -> Result<(Model, Tensor<1>, f64)> {
+        if let Some(seed) = self.seed {
+            self.device.seed(seed);
+        }
+        let replica = self.model.fork(&self.device);
+        let loss = replica.forward_loss(&self.shard.to_device(&self.device), smoothing)?;
+        Ok((replica, loss, self.scale))
+    }
+}
+
+/// The backward pass of a replica's `loss`, its gradients moved to `main`.
+fn backward(replica: &Model, loss: Tensor<1>, scale: f64, main: &Device) -> GradientsParams {
+    let grads = (loss * scale).backward();
+    GradientsParams::from_grads(grads, replica).to_device(main, replica)
+}
+
+/// Runs the replicas, one thread each, returning their outcomes in device order. The forward
+/// passes take turns in device order (a turnstile), so the RNG draws they make do not depend on
+/// timing; reading the losses and the backward passes overlap.
+#[cfg(not(target_arch = "wasm32"))]
+async fn run_replicas(replicas: Vec<Replica>, main: &Device, smoothing: f64) -> Vec<Outcome> {
+    use std::sync::{Condvar, Mutex};
+    let turn = (Mutex::new(0usize), Condvar::new());
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = replicas
+            .into_iter()
+            .enumerate()
+            .map(|(i, replica)| {
+                let turn = &turn;
+                scope.spawn(move || -> Outcome {
+                    let forward = {
+                        let (next, changed) = turn;
+                        let mut at = changed
+                            .wait_while(next.lock().unwrap(), |n| *n != i)
+                            .unwrap();
+                        // The turn passes on whatever the forward pass returns.
+                        let forward = replica.forward(smoothing);
+                        *at += 1;
+                        changed.notify_all();
+                        forward
+                    };
+                    let (model, loss, scale) = forward?;
+                    let value = loss_value(loss.clone().try_into_data().map_err(Error::device)?);
+                    Ok((value, backward(&model, loss, scale, main)))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// In the browser (one thread) the replicas run one after another, in device order.
+#[cfg(target_arch = "wasm32")]
+async fn run_replicas(replicas: Vec<Replica>, main: &Device, smoothing: f64) -> Vec<Outcome> {
+    in_turn(replicas, main, smoothing).await
+}
+
+/// The replicas one after another from this thread, in device order.
+#[cfg(any(target_arch = "wasm32", test))]
+async fn in_turn(replicas: Vec<Replica>, main: &Device, smoothing: f64) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for replica in replicas {
+        let outcome = async {
+            let (model, loss, scale) = replica.forward(smoothing)?;
+            let data = loss
+                .clone()
+                .into_data_async()
+                .await
+                .map_err(Error::device)?;
+            Ok((loss_value(data), backward(&model, loss, scale, main)))
+        };
+        outcomes.push(outcome.await);
+    }
+    outcomes
+}
+
+/// The first value of a read-back loss (NaN if there is none).
+fn loss_value(data: burn::tensor::TensorData) -> f32 {
+    data.iter::<f32>().next().unwrap_or(f32::NAN)
 }
 
 /// The trainer's model (always there outside an optimizer step).
@@ -499,4 +640,106 @@ fn held(model: &Option<Model>) -> &Model {
     model
         .as_ref()
         .expect("the model is only taken during an optimizer step")
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::models::Family;
+    use crate::models::blip::{BlipConfig, BlipForQuestionAnswering};
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::{Distribution, Int, TensorData};
+
+    /// Every gradient's bits, in parameter order.
+    fn grad_bits(model: &Model, grads: &GradientsParams) -> Vec<Vec<u32>> {
+        struct Collect<'a>(&'a GradientsParams, Vec<Vec<u32>>);
+        impl ModuleVisitor for Collect<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(g) = self.0.get::<D>(param.id) {
+                    self.1
+                        .push(g.into_data().iter::<f32>().map(f32::to_bits).collect());
+                }
+            }
+        }
+        let mut c = Collect(grads, Vec::new());
+        model.visit(&mut c);
+        c.1
+    }
+
+    /// Two CPU replicas of a LoRA model with dropout, one thread each, give bit for bit what
+    /// they give one after another from one thread (the data-parallel step before replicas ran
+    /// concurrently): the same losses and the same gradients, dropout masks included. Run
+    /// several times, since a race would show only in some interleavings.
+    #[test]
+    fn concurrent_replicas_equal_replicas_in_turn() {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let model = Model::from(BlipForQuestionAnswering::init(
+            &BlipConfig::tiny(64),
+            &device,
+        ));
+        let model =
+            crate::peft::apply(model, &crate::peft::PeftConfig::parse("lora").unwrap()).unwrap();
+        let size = BlipConfig::tiny(64).vision_config.image_size;
+        // Enough rows that the two forward passes would overlap if they did not take turns.
+        let rows = 32;
+        let ids = |rows: usize, len: usize, salt: i64| {
+            let v: Vec<i64> = (0..rows * len)
+                .map(|i| 2 + (i as i64 * 7 + salt) % 60)
+                .collect();
+            Tensor::<2, Int>::from_data(TensorData::new(v, [rows, len]), &device)
+        };
+        let batch = Batch::Vqa {
+            pixels: Tensor::random(
+                [rows, 3, size, size],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            ),
+            question_ids: ids(rows, 12, 1),
+            question_mask: Tensor::ones([rows, 12], &device),
+            answer_ids: ids(rows, 6, 5),
+            answer_mask: Tensor::ones([rows, 6], &device),
+        };
+        let shards = pollster::block_on(batch.shards(2)).unwrap();
+        let replicas = || -> Vec<Replica> {
+            shards
+                .iter()
+                .enumerate()
+                .map(|(i, (shard, w))| Replica {
+                    model: model.clone(),
+                    shard: shard.clone(),
+                    device: device.clone(),
+                    scale: *w,
+                    seed: Some(11 + i as u64),
+                })
+                .collect()
+        };
+        let summary = |outcomes: Vec<Outcome>| -> Vec<(u32, Vec<Vec<u32>>)> {
+            outcomes
+                .into_iter()
+                .map(|o| {
+                    let (loss, grads) = o.unwrap();
+                    (loss.to_bits(), grad_bits(&model, &grads))
+                })
+                .collect()
+        };
+        let want = summary(pollster::block_on(in_turn(replicas(), &device, 0.1)));
+        assert!(want.iter().all(|(_, g)| !g.is_empty()));
+        assert_ne!(want[0].1, want[1].1, "the shards' gradients differ");
+        for round in 0..4 {
+            let got = summary(pollster::block_on(run_replicas(replicas(), &device, 0.1)));
+            assert!(
+                got == want,
+                "round {round}: concurrent replicas differ from replicas in turn"
+            );
+        }
+        // The seeds decide the masks: other seeds give other gradients.
+        let mut reseeded = replicas();
+        reseeded[0].seed = Some(99);
+        let other = summary(pollster::block_on(run_replicas(reseeded, &device, 0.1)));
+        assert_ne!(
+            other[0].1, want[0].1,
+            "dropout draws from the replica's seed"
+        );
+    }
 }

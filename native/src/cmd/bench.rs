@@ -67,11 +67,12 @@ fn flush_denormals() -> bool {
     false
 }
 
-/// Median, min and max of `v` (non-empty).
+/// Median, min and max of `v` (NaN for none, as with `--answers 0`).
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
     let median = median(&mut s).unwrap_or(f64::NAN);
-    (median, s[0], s[s.len() - 1])
+    let end = |x: Option<&f64>| x.copied().unwrap_or(f64::NAN);
+    (median, end(s.first()), end(s.last()))
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -233,6 +234,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "peft": a.peft,
         "device": chosen.reason,
         "batch": b,
+        "replicas": a.replicas,
         "image_size": side,
         "question_len": a.question_len,
         "answer_len": a.answer_len,
@@ -369,7 +371,7 @@ fn run_llava(
     }
     let (answer_med, _, _) = stats(&answer_times);
     let v = json!({
-        "model": name, "weights": weights, "peft": a.peft, "frozen_dtype": a.frozen_dtype, "device": reason, "batch": b,
+        "model": name, "weights": weights, "peft": a.peft, "frozen_dtype": a.frozen_dtype, "device": reason, "batch": b, "replicas": a.replicas,
         "image_size": side, "image_tokens": n, "question_len": a.question_len,
         "answer_len": a.answer_len, "warmup": a.warmup, "steps": a.steps,
         "denormals_flushed": flushed, "step_ms_median": step_med, "step_ms_min": step_min,
@@ -413,9 +415,10 @@ fn time_steps(
 ) -> anyhow::Result<(Vec<f64>, Vec<f32>)> {
     let mut times = Vec::with_capacity(a.steps);
     let mut losses = Vec::with_capacity(a.warmup + a.steps);
+    let replicas = vec![device.clone(); a.replicas as usize];
     for i in 0..a.warmup + a.steps {
         let t = Instant::now();
-        let ev = pollster::block_on(trainer.step(batch))?;
+        let ev = pollster::block_on(trainer.step_parallel(batch, &replicas))?;
         // The loss readback waits for the forward pass; the optimizer update may still be queued
         // on an asynchronous device: wait for it too, so each step is timed whole.
         device
