@@ -41,6 +41,9 @@ step "the cuda feature compiles (burn's CUDA backend: driver and NVRTC load at r
 # from GitHub, which CI cannot reach; DOCS_RS=1 is the switch both LLVM build scripts honour to
 # skip it (nothing else in the tree reads it), so this is a check, not a linked build.
 DOCS_RS=1 CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-12080}" cargo check -p normtune --features cuda
+step "the CLI compiles without wgpu (CPU only) and with the on-disk autotune cache"
+cargo check -p normtune --no-default-features
+cargo check -p normtune --features autotune-cache
 
 # ---------------------------------------------------------------------------------------------
 # The browser suite: trunk build of the app, wasm-bindgen-test component tests in headless

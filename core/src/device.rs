@@ -73,10 +73,7 @@ pub fn choose(choice: DeviceChoice) -> Result<ChosenDevice, String> {
             reason: "gpu (wgpu): --device gpu".into(),
         },
         #[cfg(not(feature = "wgpu"))]
-        DeviceChoice::Gpu => ChosenDevice {
-            reason: "cpu (flex): this build has no wgpu support".into(),
-            ..cpu()
-        },
+        DeviceChoice::Gpu => return Err(NO_WGPU.replace("{}", "--device gpu")),
         DeviceChoice::Cuda(i) => cuda_device(i, &format!("--device cuda:{i}"), cuda_probe())?,
         DeviceChoice::Auto => {
             let cuda = cuda_probe();
@@ -93,7 +90,12 @@ pub fn choose(choice: DeviceChoice) -> Result<ChosenDevice, String> {
                 },
                 None => ChosenDevice {
                     reason: format!(
-                        "cpu (flex): no hardware GPU adapter was found; not cuda: {why_not_cuda}"
+                        "cpu (flex): {}; not cuda: {why_not_cuda}",
+                        if cfg!(feature = "wgpu") {
+                            "no hardware GPU adapter was found"
+                        } else {
+                            "this build has no wgpu support"
+                        }
                     ),
                     ..cpu()
                 },
@@ -313,11 +315,18 @@ pub fn parse_device(s: &str) -> Result<ChosenDevice, String> {
                 ))
             }
         }
+        #[cfg(not(feature = "wgpu"))]
+        ("gpu", _) | ("igpu", Some(_)) => Err(NO_WGPU.replace("{}", &format!("device `{s}`"))),
         _ => Err(format!(
             "unknown device `{s}` (expected cpu, gpu, gpu:N, igpu:N, cuda or cuda:N)"
         )),
     }
 }
+
+/// What an explicit GPU request says in a build without wgpu (`{}`: what asked for it).
+#[cfg(all(not(feature = "wgpu"), feature = "flex", not(target_arch = "wasm32")))]
+const NO_WGPU: &str = "{}: this build has no wgpu support (it was built with \
+                       `--no-default-features`; build with the default features for GPUs)";
 
 #[cfg(test)]
 mod tests {

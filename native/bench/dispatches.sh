@@ -7,7 +7,8 @@
 #   native/bench/dispatches.sh BINARY [PRESET] [BATCH]
 #
 # Compare a default build (burn's fusion + autotune: `cargo build -p normtune`) with one built
-# as the browser runs burn (`cargo build -p normtune --no-default-features`). On a machine
+# with one fixed kernel per op (`cargo build -p normtune --no-default-features --features wgpu`)
+# or as the browser runs burn (`--no-default-features --features fusion`). On a machine
 # without a GPU, wgpu runs on lavapipe (software Vulkan): counts are exact, times are not.
 set -euo pipefail
 BIN="${1:?normtune binary}"

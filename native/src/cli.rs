@@ -95,9 +95,11 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Instead of a model: time an N×N by N×N f32 matmul (the device's practical peak FLOP rate).
-    #[arg(long, value_name = "N")]
-    pub matmul: Option<usize>,
+    /// Instead of a model: time an N×N by N×N f32 matmul (the device's practical peak FLOP
+    /// rate), or an M×K by K×N one given as `MxKxN`; `MxKxNt` takes the right operand as the
+    /// transposed view of an N×K tensor (a linear layer's input gradient).
+    #[arg(long, value_name = "N|MxKxN[t]", value_parser = parse_matmul)]
+    pub matmul: Option<MatmulShape>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -396,4 +398,43 @@ pub struct TrainArgs {
     pub overrides: Vec<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// `bench --matmul`'s product: `[m, k] x [k, n]`, the right operand transposed from `[n, k]`
+/// when `transposed`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub transposed: bool,
+}
+
+fn parse_matmul(s: &str) -> Result<MatmulShape, String> {
+    let (dims, transposed) = match s.strip_suffix('t') {
+        Some(d) => (d, true),
+        None => (s, false),
+    };
+    let v: Vec<usize> = dims
+        .split('x')
+        .map(|d| d.parse::<usize>().ok().filter(|&d| d >= 1))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("`{s}` is not N or MxKxN[t] with sizes of at least 1"))?;
+    match v[..] {
+        [n] if !transposed => Ok(MatmulShape {
+            m: n,
+            k: n,
+            n,
+            transposed,
+        }),
+        [m, k, n] => Ok(MatmulShape {
+            m,
+            k,
+            n,
+            transposed,
+        }),
+        _ => Err(format!(
+            "`{s}` is not N or MxKxN[t] with sizes of at least 1"
+        )),
+    }
 }

@@ -657,6 +657,24 @@ fn bench_counts_what_peft_counts_and_reports_its_fields() {
     );
     let (ok, _, err) = normtune(&["bench", "--replicas", "0"]);
     assert!(!ok && err.contains("--replicas"), "{err}");
+    // `--matmul MxKxN[t]`: one product of a model's shape, the right operand optionally a
+    // transposed view (a linear layer's input gradient).
+    let (ok, out, err) = normtune(&[
+        "bench", "--matmul", "40x24x8t", "--steps", "2", "--warmup", "0", "--json", "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&v["m"], &v["k"], &v["n"]),
+        (&40.into(), &24.into(), &8.into())
+    );
+    assert_eq!(v["transposed"], true);
+    assert!(v["gflops"].as_f64().unwrap() > 0.0, "{v}");
+    for bad in ["40x24", "0x2x2", "12t"] {
+        let (ok, _, err) = normtune(&["bench", "--matmul", bad]);
+        assert!(!ok && err.contains(&format!("`{bad}`")), "{bad}: {err}");
+    }
     let (ok, _, err) = normtune(&["bench", "--preset", "huge"]);
     assert!(
         !ok && err.trim().lines().count() == 1 && err.contains("--preset huge"),

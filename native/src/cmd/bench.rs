@@ -80,8 +80,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.steps >= 1, "--steps must be at least 1");
     let flushed = !a.keep_denormals && flush_denormals();
     let chosen = choose(a.device.device).map_err(anyhow::Error::msg)?;
-    if let Some(n) = a.matmul {
-        return matmul_peak(n, a.steps, a.warmup, &chosen.device, flushed, a.json);
+    if let Some(shape) = a.matmul {
+        return matmul_peak(shape, a.steps, a.warmup, &chosen.device, flushed, a.json);
     }
     let train_device = chosen.device.clone().autodiff();
     let (pipeline, name, weights) = match (&a.model, &a.preset) {
@@ -438,16 +438,26 @@ fn time_steps(
 
 /// Times `steps` N×N matmuls after `warmup` untimed ones: the practical peak of the device.
 fn matmul_peak(
-    n: usize,
+    shape: crate::cli::MatmulShape,
     steps: usize,
     warmup: usize,
     device: &normtune_core::burn::tensor::Device,
     flushed: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(n >= 1, "--matmul must be at least 1");
-    let x = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
-    let y = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+    let crate::cli::MatmulShape {
+        m,
+        k,
+        n,
+        transposed,
+    } = shape;
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<2>::random([m, k], normal, device);
+    let y = if transposed {
+        Tensor::<2>::random([n, k], normal, device).transpose()
+    } else {
+        Tensor::<2>::random([k, n], normal, device)
+    };
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         let t = Instant::now();
@@ -464,16 +474,18 @@ fn matmul_peak(
         }
     }
     let (med, min, max) = stats(&times);
-    let gflops = 2.0 * (n as f64).powi(3) / (med / 1e3) / 1e9;
+    let gflops = 2.0 * (m * k * n) as f64 / (med / 1e3) / 1e9;
+    let label = format!("{m}x{k}x{n}{}", if transposed { "t" } else { "" });
     if json {
         println!(
             "{}",
-            json!({ "matmul": n, "ms_median": med, "ms_min": min, "ms_max": max,
+            json!({ "matmul": label, "m": m, "k": k, "n": n, "transposed": transposed,
+                    "ms_median": med, "ms_min": min, "ms_max": max,
                     "gflops": gflops, "denormals_flushed": flushed })
         );
     } else {
         println!(
-            "matmul {n}x{n}: {med:.1} ms median (min {min:.1}, max {max:.1}) = {gflops:.1} GFLOP/s"
+            "matmul {label}: {med:.2} ms median (min {min:.2}, max {max:.2}) = {gflops:.1} GFLOP/s"
         );
     }
     Ok(())
