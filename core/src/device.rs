@@ -73,7 +73,7 @@ pub fn choose(choice: DeviceChoice) -> Result<ChosenDevice, String> {
             reason: "gpu (wgpu): --device gpu".into(),
         },
         #[cfg(not(feature = "wgpu"))]
-        DeviceChoice::Gpu => return Err(NO_WGPU.replace("{}", "--device gpu")),
+        DeviceChoice::Gpu => return Err(no_wgpu("--device gpu")),
         DeviceChoice::Cuda(i) => cuda_device(i, &format!("--device cuda:{i}"), cuda_probe())?,
         DeviceChoice::Auto => {
             let cuda = cuda_probe();
@@ -316,17 +316,21 @@ pub fn parse_device(s: &str) -> Result<ChosenDevice, String> {
             }
         }
         #[cfg(not(feature = "wgpu"))]
-        ("gpu", _) | ("igpu", Some(_)) => Err(NO_WGPU.replace("{}", &format!("device `{s}`"))),
+        ("gpu", _) | ("igpu", Some(_)) => Err(no_wgpu(&format!("device `{s}`"))),
         _ => Err(format!(
             "unknown device `{s}` (expected cpu, gpu, gpu:N, igpu:N, cuda or cuda:N)"
         )),
     }
 }
 
-/// What an explicit GPU request says in a build without wgpu (`{}`: what asked for it).
+/// The error for an explicit GPU request (`what`) in a build without wgpu.
 #[cfg(all(not(feature = "wgpu"), feature = "flex", not(target_arch = "wasm32")))]
-const NO_WGPU: &str = "{}: this build has no wgpu support (it was built with \
-                       `--no-default-features`; build with the default features for GPUs)";
+fn no_wgpu(what: &str) -> String {
+    format!(
+        "{what}: this build has no wgpu support (it was built with `--no-default-features`; \
+         build with the default features for GPUs)"
+    )
+}
 
 #[cfg(test)]
 mod tests {

@@ -436,7 +436,8 @@ fn time_steps(
     Ok((times, losses))
 }
 
-/// Times `steps` N×N matmuls after `warmup` untimed ones: the practical peak of the device.
+/// Times `steps` M×K by K×N matmuls after `warmup` untimed ones (N×N ones: the practical peak
+/// of the device).
 fn matmul_peak(
     shape: crate::cli::MatmulShape,
     steps: usize,
