@@ -411,6 +411,7 @@ pub struct MatmulShape {
 }
 
 fn parse_matmul(s: &str) -> Result<MatmulShape, String> {
+    let bad = || format!("`{s}` is not N or MxKxN[t] with sizes of at least 1");
     let (dims, transposed) = match s.strip_suffix('t') {
         Some(d) => (d, true),
         None => (s, false),
@@ -419,22 +420,16 @@ fn parse_matmul(s: &str) -> Result<MatmulShape, String> {
         .split('x')
         .map(|d| d.parse::<usize>().ok().filter(|&d| d >= 1))
         .collect::<Option<_>>()
-        .ok_or_else(|| format!("`{s}` is not N or MxKxN[t] with sizes of at least 1"))?;
-    match v[..] {
-        [n] if !transposed => Ok(MatmulShape {
-            m: n,
-            k: n,
-            n,
-            transposed,
-        }),
-        [m, k, n] => Ok(MatmulShape {
-            m,
-            k,
-            n,
-            transposed,
-        }),
-        _ => Err(format!(
-            "`{s}` is not N or MxKxN[t] with sizes of at least 1"
-        )),
-    }
+        .ok_or_else(bad)?;
+    let (m, k, n) = match v[..] {
+        [n] if !transposed => (n, n, n),
+        [m, k, n] => (m, k, n),
+        _ => return Err(bad()),
+    };
+    Ok(MatmulShape {
+        m,
+        k,
+        n,
+        transposed,
+    })
 }
