@@ -390,12 +390,7 @@ impl Trainer {
 
     /// The loss of `batch` under the current model (differentiable).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor<1>> {
-        self.loss_of(self.model(), batch)
-    }
-
-    /// The loss of `batch` under `model` (the trainer's, or a replica of it on another device).
-    fn loss_of(&self, model: &Model, batch: &Batch) -> Result<Tensor<1>> {
-        model.forward_loss(batch, self.cfg.label_smoothing)
+        self.model().forward_loss(batch, self.cfg.label_smoothing)
     }
 
     /// One micro-batch: forward, backward, and an optimizer step when `grad_accum` micro-batches
@@ -483,23 +478,22 @@ impl Trainer {
         if !(total > 0.0) {
             return Err(Error::Input("the batch has nothing to learn from".into()));
         }
+        // Each shard's share of what the batch's loss averages over.
+        let shares: Vec<f64> = shards.iter().map(|(_, w)| w / total).collect();
         let step_seed = self.step_seed();
         let replicas: Vec<Replica> = shards
             .into_iter()
             .zip(devices)
+            .zip(&shares)
             .enumerate()
-            .map(|(i, ((shard, weight), device))| Replica {
+            .map(|(i, (((shard, _), device), share))| Replica {
                 model: self.model().clone(),
                 shard,
                 device: device.clone(),
-                // Scaled so the summed gradient is the batch's mean, averaged over accumulation.
-                scale: weight / total / self.cfg.grad_accum as f64,
+                // So the summed gradient is the batch's mean, averaged over accumulation.
+                scale: share / self.cfg.grad_accum as f64,
                 seed: step_seed.map(|s| s ^ (i as u64 + 1).wrapping_mul(0x94D0_49BB_1331_11EB)),
             })
-            .collect();
-        let weights: Vec<f64> = replicas
-            .iter()
-            .map(|r| r.scale * self.cfg.grad_accum as f64)
             .collect();
         let (main, smoothing) = (devices[0].clone(), self.cfg.label_smoothing);
         // Every replica must succeed before any gradient is accumulated.
@@ -509,8 +503,8 @@ impl Trainer {
             .collect::<Result<Vec<_>>>()?;
         let value: f64 = outcomes
             .iter()
-            .zip(&weights)
-            .map(|((loss, _), weight)| *loss as f64 * weight)
+            .zip(&shares)
+            .map(|((loss, _), share)| *loss as f64 * share)
             .sum();
         if let Some((loss, _)) = outcomes.iter().find(|(loss, _)| !loss.is_finite()) {
             return Err(self.diverged(*loss));
