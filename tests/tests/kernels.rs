@@ -293,3 +293,71 @@ fn matrix_products_are_the_same_in_every_operand_layout() {
         .fold(0f64, f64::max);
     assert!(worst < 4e-3, "dx off the f64 one by {worst}");
 }
+
+/// burn-flex no longer zeroes a product's output before `gemm` writes it (`FlexTensor::written`,
+/// a single-threaded `memset` per product before): every product must still write every element.
+/// Each product below lands in the allocation another product of its size just freed, which held
+/// non-zero values, and must come out exact: zeros for an empty inner dimension (`k = 0`, where
+/// `gemm` writes `0` instead of summing), the f64 product otherwise, on the 2-D path, the
+/// column-major path and the batched paths (one threaded product per batch, and batches split
+/// across threads).
+#[test]
+fn products_write_every_output_element() {
+    let device = device();
+    let t = |v: &[f32], dims: &[usize]| {
+        Tensor::<1>::from_floats(v, &device).reshape::<3, _>([dims[0], dims[1], dims[2]])
+    };
+    // (batch, m, k, n, right operand transposed)
+    for (batch, m, k, n, transposed) in [
+        (1, 40, 0, 30, false),
+        (6, 12, 0, 20, false),
+        (1, 40, 50, 30, false),
+        (1, 20, 64, 300, true), // m·(2k + n) < 2k·n: computed column-major
+        (48, 40, 32, 40, false),
+        (2, 200, 200, 200, false),
+    ] {
+        // A product of the same output size with non-zero values, freed before the one checked.
+        let (a, b) = (lcg(batch * m * 3, 7), lcg(batch * 3 * n, 8));
+        let garbage = t(&a, &[batch, m, 3]).matmul(t(&b, &[batch, 3, n]));
+        assert!(values(garbage.clone()).1.iter().any(|&v| v != 0.0));
+        drop(garbage);
+        let (a, b) = (lcg(batch * m * k, 1), lcg(batch * k * n, 2));
+        let got = if batch == 1 {
+            // Rank 2: the 2-D path, column-major when the right operand is a transposed view.
+            let lhs = Tensor::<1>::from_floats(a.as_slice(), &device).reshape([m, k]);
+            let rhs = if transposed {
+                let mut bt = vec![0f32; k * n];
+                for p in 0..k {
+                    for j in 0..n {
+                        bt[j * k + p] = b[p * n + j];
+                    }
+                }
+                Tensor::<1>::from_floats(bt.as_slice(), &device).reshape([n, k]).transpose()
+            } else {
+                Tensor::<1>::from_floats(b.as_slice(), &device).reshape([k, n])
+            };
+            values(lhs.matmul(rhs)).1
+        } else {
+            values(t(&a, &[batch, m, k]).matmul(t(&b, &[batch, k, n]))).1
+        };
+        assert_eq!(got.len(), batch * m * n);
+        let what = format!("[{batch}, {m}, {k}] x [{batch}, {k}, {n}]");
+        for i in 0..batch {
+            let expected = product_f64(
+                &a[i * m * k..(i + 1) * m * k],
+                &b[i * k * n..(i + 1) * k * n],
+                m,
+                k,
+                n,
+            );
+            for (j, (&g, &e)) in got[i * m * n..(i + 1) * m * n].iter().zip(&expected).enumerate() {
+                // |a|, |b| < 1: f32 accumulation of k terms within k · 2⁻²⁴ · k.
+                let tol = (k * k) as f64 * 6e-8 + 1e-7;
+                assert!(
+                    (g as f64 - e).abs() <= tol,
+                    "{what}: batch {i} element {j} is {g}, the f64 product {e}"
+                );
+            }
+        }
+    }
+}

@@ -13,22 +13,29 @@ use crate::{FlexDevice, layout::Layout};
 /// f16-frozen SmolLM2 shape of `tests/tests/memory_estimate.rs`).
 const BUFFER_ALIGN: usize = 16;
 
-/// A zero-initialised host buffer aligned to [`BUFFER_ALIGN`] (normtune patch; see
+/// A host buffer aligned to [`BUFFER_ALIGN`], zero-initialised or written in full by its
+/// creator before it becomes `Bytes` (normtune patch; see
 /// `NORMTUNE.md`). It reports `MAX_ALIGN` (16) as its alignment, which it satisfies, so `Bytes`
 /// never re-copies it for alignment; it is never detached into a `Vec` (its layout is not a
 /// `Vec`'s), so `Bytes::try_into_vec` copies, as it already did for 16-byte-aligned buffers.
-struct ZeroedAligned {
+struct AlignedBuffer {
     ptr: core::ptr::NonNull<u8>,
     size: usize,
 }
 
-impl ZeroedAligned {
+impl AlignedBuffer {
     fn layout(size: usize) -> core::alloc::Layout {
         core::alloc::Layout::from_size_align(size, BUFFER_ALIGN)
             .expect("tensor buffer size overflows the address space")
     }
 
     fn new(size: usize) -> Self {
+        Self::allocate(size, true)
+    }
+
+    /// `zeroed = false` leaves the bytes as the allocator hands them out: the caller must write
+    /// every one before the buffer becomes `Bytes` (see `written_aligned_bytes`).
+    fn allocate(size: usize, zeroed: bool) -> Self {
         if size == 0 {
             return Self {
                 ptr: core::ptr::NonNull::<u8>::dangling()
@@ -38,14 +45,20 @@ impl ZeroedAligned {
         }
         let layout = Self::layout(size);
         // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        let ptr = unsafe {
+            if zeroed {
+                alloc::alloc::alloc_zeroed(layout)
+            } else {
+                alloc::alloc::alloc(layout)
+            }
+        };
         let ptr = core::ptr::NonNull::new(ptr)
             .unwrap_or_else(|| alloc::alloc::handle_alloc_error(layout));
         Self { ptr, size }
     }
 }
 
-impl Drop for ZeroedAligned {
+impl Drop for AlignedBuffer {
     fn drop(&mut self) {
         if self.size != 0 {
             // SAFETY: allocated in `new` with this very layout.
@@ -54,7 +67,7 @@ impl Drop for ZeroedAligned {
     }
 }
 
-impl burn_std::AllocationController for ZeroedAligned {
+impl burn_std::AllocationController for AlignedBuffer {
     fn alloc_align(&self) -> usize {
         16
     }
@@ -83,7 +96,20 @@ impl burn_std::AllocationController for ZeroedAligned {
 /// `len` zero bytes in one aligned allocation (normtune patch).
 pub(crate) fn zeroed_aligned_bytes(len: usize) -> Bytes {
     // SAFETY: the controller owns `len` initialised (zeroed) bytes.
-    unsafe { Bytes::from_controller(alloc::boxed::Box::new(ZeroedAligned::new(len)), len) }
+    unsafe { Bytes::from_controller(alloc::boxed::Box::new(AlignedBuffer::new(len)), len) }
+}
+
+/// `len` bytes in one aligned allocation, every one of them written by `fill` through the raw
+/// pointer before the buffer is wrapped in `Bytes` (normtune patch): no zeroing pass for an
+/// output that is about to be overwritten in full.
+///
+/// # Safety
+/// `fill` must write all `len` bytes and must not read any byte before writing it.
+pub(crate) unsafe fn written_aligned_bytes(len: usize, fill: impl FnOnce(*mut u8)) -> Bytes {
+    let buf = AlignedBuffer::allocate(len, false);
+    fill(buf.ptr.as_ptr());
+    // SAFETY: `fill` initialised all `len` bytes (the caller's contract).
+    unsafe { Bytes::from_controller(alloc::boxed::Box::new(buf), len) }
 }
 
 /// CPU tensor primitive for the Flex backend.
@@ -320,6 +346,25 @@ impl FlexTensor {
         Self {
             data: Arc::new(bytes),
             layout,
+            dtype,
+        }
+    }
+
+    /// A contiguous tensor whose elements `fill` writes through the raw pointer, without the
+    /// zeroing `empty` does first (normtune patch: a matrix product's output, which `gemm`
+    /// overwrites in full; the zeroing was a single-threaded `memset` per product, ~3 % of a
+    /// BLIP `small` training step's samples).
+    ///
+    /// # Safety
+    /// `fill` must write every element of `shape` (row-major, contiguous) and must not read
+    /// any element before writing it.
+    pub(crate) unsafe fn written(shape: Shape, dtype: DType, fill: impl FnOnce(*mut u8)) -> Self {
+        let len = shape.num_elements() * dtype_size(dtype);
+        // SAFETY: forwarded to the caller.
+        let bytes = unsafe { written_aligned_bytes(len, fill) };
+        Self {
+            data: Arc::new(bytes),
+            layout: Layout::contiguous(shape),
             dtype,
         }
     }

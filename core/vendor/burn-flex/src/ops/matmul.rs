@@ -314,16 +314,40 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     if column_major_out_pays(m, n, k, lhs_col_stride, rhs_row_stride, rhs_col_stride) {
         // `gemm` writes `C` column-major (the buffer holds `Cᵀ`, `[n, m]`), then one tiled,
         // threaded transposing copy makes it row-major (normtune patch, see below).
-        let mut out_t = FlexTensor::empty(Shape::from(vec![n, m]), T::dtype());
-        let out_data: &mut [T] = out_t.storage_mut();
-        unsafe {
+        // SAFETY: `gemm` writes all `m·n` outputs without reading them (`read_dst` false;
+        // with `k = 0` it writes zeros).
+        let out_t = unsafe {
+            FlexTensor::written(Shape::from(vec![n, m]), T::dtype(), |out| {
+                gemm_call(
+                    m,
+                    n,
+                    k,
+                    out.cast::<T>(),
+                    m as isize,
+                    1,
+                    lhs_ptr,
+                    lhs_col_stride,
+                    lhs_row_stride,
+                    rhs_ptr,
+                    rhs_col_stride,
+                    rhs_row_stride,
+                    parallelism,
+                )
+            })
+        };
+        return out_t.transpose(0, 1).to_contiguous();
+    }
+
+    // SAFETY: as above.
+    unsafe {
+        FlexTensor::written(Shape::from(vec![m, n]), T::dtype(), |out| {
             gemm_call(
                 m,
                 n,
                 k,
-                out_data.as_mut_ptr(),
-                m as isize,
+                out.cast::<T>(),
                 1,
+                n as isize,
                 lhs_ptr,
                 lhs_col_stride,
                 lhs_row_stride,
@@ -331,34 +355,9 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
                 rhs_col_stride,
                 rhs_row_stride,
                 parallelism,
-            );
-        }
-        return out_t.transpose(0, 1).to_contiguous();
+            )
+        })
     }
-
-    let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-    let out_data: &mut [T] = output.storage_mut();
-
-    unsafe {
-        gemm_call(
-            m,
-            n,
-            k,
-            out_data.as_mut_ptr(),
-            1,
-            n as isize,
-            lhs_ptr,
-            lhs_col_stride,
-            lhs_row_stride,
-            rhs_ptr,
-            rhs_col_stride,
-            rhs_row_stride,
-            parallelism,
-        );
-    }
-
-    output
 }
 
 /// Whether `A·B` (`A` `[m, k]` row-major, `B` `[k, n]` a transposed view: row stride 1) is
@@ -481,13 +480,10 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
     let lhs_start = lhs.layout().start_offset() as isize;
     let rhs_start = rhs.layout().start_offset() as isize;
-    let out_data: &mut [T] = output.storage_mut();
 
     let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
 
@@ -514,53 +510,62 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         }
     };
 
-    // Strategy:
-    // 1. Large matrices: let gemm parallelize internally
-    // 2. Small matrices, large batch: parallelize batch loop
-    // 3. Small total work: single-threaded
-    #[cfg(feature = "rayon")]
-    {
-        let total_ops = batch_size.saturating_mul(per_matrix_ops);
-        let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
+    // The output is written by `gemm`, batch by batch, without being zeroed first (normtune
+    // patch; see `FlexTensor::written`). Each batch's `m·n` block is written by exactly one
+    // call, and the blocks tile the whole output.
+    let fill = |out: *mut u8| {
+        let out = SendPtr(out.cast::<T>());
+        // Strategy:
+        // 1. Large matrices: let gemm parallelize internally
+        // 2. Small matrices, large batch: parallelize batch loop
+        // 3. Small total work: single-threaded
+        #[cfg(feature = "rayon")]
+        {
+            let total_ops = batch_size.saturating_mul(per_matrix_ops);
+            let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
 
-        if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
-            let parallelism = gemm::Parallelism::Rayon(0);
-            for b in 0..batch_size {
-                run_one(out_data[b * out_matrix_size..].as_mut_ptr(), b, parallelism);
-            }
-        } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
-            use rayon::prelude::*;
+            if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
+                let parallelism = gemm::Parallelism::Rayon(0);
+                for b in 0..batch_size {
+                    run_one(out.at(b * out_matrix_size), b, parallelism);
+                }
+            } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
+                use rayon::prelude::*;
 
-            out_data
-                .par_chunks_mut(out_matrix_size)
-                .enumerate()
-                .for_each(|(b, out_chunk)| {
-                    run_one(out_chunk.as_mut_ptr(), b, gemm::Parallelism::None);
+                (0..batch_size).into_par_iter().for_each(|b| {
+                    run_one(out.at(b * out_matrix_size), b, gemm::Parallelism::None);
                 });
-        } else {
-            for b in 0..batch_size {
-                run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr(),
-                    b,
-                    gemm::Parallelism::None,
-                );
+            } else {
+                for b in 0..batch_size {
+                    run_one(out.at(b * out_matrix_size), b, gemm::Parallelism::None);
+                }
             }
         }
-    }
 
-    #[cfg(not(feature = "rayon"))]
-    {
-        let _ = per_matrix_ops;
-        for b in 0..batch_size {
-            run_one(
-                out_data[b * out_matrix_size..].as_mut_ptr(),
-                b,
-                gemm::Parallelism::None,
-            );
+        #[cfg(not(feature = "rayon"))]
+        {
+            let _ = per_matrix_ops;
+            for b in 0..batch_size {
+                run_one(out.at(b * out_matrix_size), b, gemm::Parallelism::None);
+            }
         }
-    }
+    };
+    // SAFETY: every batch's block is written by `gemm` without being read (`read_dst` false;
+    // with `k = 0` it writes zeros), and the blocks cover the output.
+    unsafe { FlexTensor::written(out_shape, T::dtype(), fill) }
+}
 
-    output
+/// An output pointer shared by the threads that write disjoint blocks of one buffer.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+// SAFETY: each thread writes only its own block (see `matmul_batched_gemm`).
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn at(self, offset: usize) -> *mut T {
+        // SAFETY: callers stay inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
 }
 
 // ============================================================================
