@@ -6,7 +6,7 @@
 
 use normtune_core::burn::tensor::activation::{gelu, log_softmax, silu, softmax};
 use normtune_core::burn::tensor::module::layer_norm;
-use normtune_core::burn::tensor::{Device, Tensor};
+use normtune_core::burn::tensor::{Device, Tensor, TensorData};
 use normtune_tests::*;
 
 fn device() -> Device {
@@ -304,8 +304,12 @@ fn matrix_products_are_the_same_in_every_operand_layout() {
 #[test]
 fn products_write_every_output_element() {
     let device = device();
-    let t = |v: &[f32], dims: &[usize]| {
-        Tensor::<1>::from_floats(v, &device).reshape::<3, _>([dims[0], dims[1], dims[2]])
+    // Through `TensorData`: burn's `reshape` reads a 0 as "keep this dimension".
+    let t = |v: &[f32], dims: [usize; 3]| {
+        Tensor::<3>::from_data(TensorData::new(v.to_vec(), dims), &device)
+    };
+    let t2 = |v: &[f32], dims: [usize; 2]| {
+        Tensor::<2>::from_data(TensorData::new(v.to_vec(), dims), &device)
     };
     // (batch, m, k, n, right operand transposed)
     for (batch, m, k, n, transposed) in [
@@ -318,13 +322,13 @@ fn products_write_every_output_element() {
     ] {
         // A product of the same output size with non-zero values, freed before the one checked.
         let (a, b) = (lcg(batch * m * 3, 7), lcg(batch * 3 * n, 8));
-        let garbage = t(&a, &[batch, m, 3]).matmul(t(&b, &[batch, 3, n]));
+        let garbage = t(&a, [batch, m, 3]).matmul(t(&b, [batch, 3, n]));
         assert!(values(garbage.clone()).1.iter().any(|&v| v != 0.0));
         drop(garbage);
         let (a, b) = (lcg(batch * m * k, 1), lcg(batch * k * n, 2));
         let got = if batch == 1 {
             // Rank 2: the 2-D path, column-major when the right operand is a transposed view.
-            let lhs = Tensor::<1>::from_floats(a.as_slice(), &device).reshape([m, k]);
+            let lhs = t2(&a, [m, k]);
             let rhs = if transposed {
                 let mut bt = vec![0f32; k * n];
                 for p in 0..k {
@@ -332,13 +336,13 @@ fn products_write_every_output_element() {
                         bt[j * k + p] = b[p * n + j];
                     }
                 }
-                Tensor::<1>::from_floats(bt.as_slice(), &device).reshape([n, k]).transpose()
+                t2(&bt, [n, k]).transpose()
             } else {
-                Tensor::<1>::from_floats(b.as_slice(), &device).reshape([k, n])
+                t2(&b, [k, n])
             };
             values(lhs.matmul(rhs)).1
         } else {
-            values(t(&a, &[batch, m, k]).matmul(t(&b, &[batch, k, n]))).1
+            values(t(&a, [batch, m, k]).matmul(t(&b, [batch, k, n]))).1
         };
         assert_eq!(got.len(), batch * m * n);
         let what = format!("[{batch}, {m}, {k}] x [{batch}, {k}, {n}]");
