@@ -61,7 +61,7 @@ impl AlignedBuffer {
 impl Drop for AlignedBuffer {
     fn drop(&mut self) {
         if self.size != 0 {
-            // SAFETY: allocated in `new` with this very layout.
+            // SAFETY: allocated in `allocate` with this very layout.
             unsafe { alloc::alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.size)) }
         }
     }
