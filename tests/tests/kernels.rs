@@ -211,6 +211,17 @@ fn lcg(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The row-major values of `v [r, c]`'s transpose, `[c, r]`.
+fn transposed(v: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    out
+}
+
 /// `a [m, k] · b [k, n]` in f64 from row-major values.
 fn product_f64(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
     let mut out = vec![0f64; m * n];
@@ -240,15 +251,7 @@ fn matrix_products_are_the_same_in_every_operand_layout() {
     let expected = product_f64(&a, &b, m, k, n);
     let row = |v: &[f32], r: usize, c: usize| Tensor::<1>::from_floats(v, &device).reshape([r, c]);
     // The same matrices stored transposed, seen through `transpose()` (column-major views).
-    let t = |v: &[f32], r: usize, c: usize| {
-        let mut out = vec![0f32; r * c];
-        for i in 0..r {
-            for j in 0..c {
-                out[j * r + i] = v[i * c + j];
-            }
-        }
-        row(&out, c, r).transpose()
-    };
+    let t = |v: &[f32], r: usize, c: usize| row(&transposed(v, r, c), c, r).transpose();
     let plain = values(row(&a, m, k).matmul(row(&b, k, n))).1;
     for (what, y) in [
         ("row × column-major", row(&a, m, k).matmul(t(&b, k, n))),
@@ -279,13 +282,7 @@ fn matrix_products_are_the_same_in_every_operand_layout() {
     let g = lcg(m * n, 3);
     let grads = (x.clone().matmul(w) * row(&g, m, n)).sum().backward();
     let dx = values(x.grad(&grads).expect("x has a gradient")).1;
-    let mut bt = vec![0f32; n * k];
-    for p in 0..k {
-        for j in 0..n {
-            bt[j * k + p] = b[p * n + j];
-        }
-    }
-    let expected_dx = product_f64(&g, &bt, m, n, k);
+    let expected_dx = product_f64(&g, &transposed(&b, k, n), m, n, k);
     let worst = dx
         .iter()
         .zip(&expected_dx)
@@ -312,7 +309,7 @@ fn products_write_every_output_element() {
         Tensor::<2>::from_data(TensorData::new(v.to_vec(), dims), &device)
     };
     // (batch, m, k, n, right operand transposed)
-    for (batch, m, k, n, transposed) in [
+    for (batch, m, k, n, transpose) in [
         (1, 40, 0, 30, false),
         (6, 12, 0, 20, false),
         (1, 40, 50, 30, false),
@@ -329,14 +326,8 @@ fn products_write_every_output_element() {
         let got = if batch == 1 {
             // Rank 2: the 2-D path, column-major when the right operand is a transposed view.
             let lhs = t2(&a, [m, k]);
-            let rhs = if transposed {
-                let mut bt = vec![0f32; k * n];
-                for p in 0..k {
-                    for j in 0..n {
-                        bt[j * k + p] = b[p * n + j];
-                    }
-                }
-                t2(&bt, [n, k]).transpose()
+            let rhs = if transpose {
+                t2(&transposed(&b, k, n), [n, k]).transpose()
             } else {
                 t2(&b, [k, n])
             };
@@ -354,7 +345,11 @@ fn products_write_every_output_element() {
                 k,
                 n,
             );
-            for (j, (&g, &e)) in got[i * m * n..(i + 1) * m * n].iter().zip(&expected).enumerate() {
+            for (j, (&g, &e)) in got[i * m * n..(i + 1) * m * n]
+                .iter()
+                .zip(&expected)
+                .enumerate()
+            {
                 // |a|, |b| < 1: f32 accumulation of k terms within k · 2⁻²⁴ · k.
                 let tol = (k * k) as f64 * 6e-8 + 1e-7;
                 assert!(
