@@ -360,3 +360,87 @@ fn products_write_every_output_element() {
         }
     }
 }
+
+/// burn-flex copies a transposed view into row-major order on both threads from 64 Ki elements
+/// (upstream: 1 Mi). A `[300, 400]` matrix made contiguous through its transpose, and each of
+/// its elementwise in-place sums (also threaded from 64 Ki elements now), must hold exactly the
+/// values computed here.
+#[test]
+fn threaded_copies_and_in_place_sums_are_exact() {
+    let device = Device::flex();
+    let (r, c) = (300, 400);
+    let (a, b) = (lcg(r * c, 11), lcg(r * c, 12));
+    let t = Tensor::<2>::from_data(TensorData::new(a.clone(), [r, c]), &device)
+        .transpose()
+        .reshape([c * r]);
+    assert_eq!(values(t).1, transposed(&a, r, c), "transposing copy");
+    let x = Tensor::<1>::from_floats(a.as_slice(), &device);
+    let y = Tensor::<1>::from_floats(b.as_slice(), &device);
+    for (what, got, f) in [
+        (
+            "sum",
+            x.clone() + y.clone(),
+            (|p, q| p + q) as fn(f32, f32) -> f32,
+        ),
+        ("difference", x.clone() - y.clone(), |p, q| p - q),
+        ("product", x.clone() * y.clone(), |p, q| p * q),
+    ] {
+        let expected: Vec<f32> = a.iter().zip(&b).map(|(&p, &q)| f(p, q)).collect();
+        assert_eq!(values(got).1, expected, "{what}");
+    }
+}
+
+/// burn-flex draws a random tensor of more than 64 Ki values in parallel chunks, each from its
+/// own generator seeded in order from the device's (a LoRA dropout mask per adapted layer per
+/// step): the same seed must give the same values, another seed others, every chunk its own
+/// values, and the values must follow the distribution (1 Mi draws: bounds at > 6 standard
+/// errors).
+#[test]
+fn large_random_tensors_repeat_under_a_seed_and_follow_their_distribution() {
+    use normtune_core::burn::tensor::Distribution;
+    let device = Device::flex();
+    let n = 1 << 20;
+    let draw = |seed: u64, d: Distribution| {
+        device.seed(seed);
+        values(Tensor::<1>::random([n], d, &device)).1
+    };
+    let mask = draw(42, Distribution::Bernoulli(0.9));
+    assert_eq!(mask, draw(42, Distribution::Bernoulli(0.9)), "same seed");
+    assert_ne!(mask, draw(43, Distribution::Bernoulli(0.9)), "another seed");
+    assert!(
+        mask.iter().all(|&v| v == 0.0 || v == 1.0),
+        "a mask of 0 and 1"
+    );
+    let kept = mask.iter().filter(|&&v| v == 1.0).count() as f64 / n as f64;
+    assert!((kept - 0.9).abs() < 2e-3, "kept {kept}, not 0.9");
+    let chunk = 1 << 16;
+    for (i, w) in mask
+        .chunks(chunk)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .enumerate()
+    {
+        assert_ne!(w[0], w[1], "chunks {i} and {} hold the same values", i + 1);
+    }
+    let moments = |v: &[f32]| {
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        (mean, var.sqrt())
+    };
+    let (mean, std) = moments(&draw(7, Distribution::Normal(0.5, 2.0)));
+    assert!(
+        (mean - 0.5).abs() < 0.015 && (std - 2.0).abs() < 0.015,
+        "normal: {mean}, {std}"
+    );
+    let u = draw(7, Distribution::Uniform(-1.0, 1.0));
+    assert!(
+        u.iter().all(|&x| (-1.0..1.0).contains(&x)),
+        "uniform out of [-1, 1)"
+    );
+    let (mean, std) = moments(&u);
+    let sd = 1.0 / 3f64.sqrt();
+    assert!(
+        mean.abs() < 4e-3 && (std - sd).abs() < 4e-3,
+        "uniform: {mean}, {std}"
+    );
+}
