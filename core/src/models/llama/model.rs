@@ -43,24 +43,27 @@ fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
         .reshape([b, kv * n, l, d])
 }
 
-/// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the halves of the last axis.
-fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+/// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the halves of the last axis,
+/// computed as `x·cos + [x₂, x₁]·sin±` with `sin±` the table whose first half is negated
+/// ([`rotary`]): `(-x₂)·s` and `x₂·(-s)` are the same floats, and negating the small table once
+/// replaces a strided negation of every query and key (and its backward) per layer.
+fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin_signed: &Tensor<4>) -> Tensor<4> {
     let [b, h, l, d] = x.dims();
     let x1 = x.clone().slice([0..b, 0..h, 0..l, 0..d / 2]);
     let x2 = x.clone().slice([0..b, 0..h, 0..l, d / 2..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * cos.clone() + rotated * sin.clone()
+    let rotated = Tensor::cat(vec![x2, x1], 3);
+    x * cos.clone() + rotated * sin_signed.clone()
 }
 
 impl LlamaAttention {
     /// # Shapes
-    /// - x: `[batch, len, hidden]`; cos/sin: `[1, 1, len, head_dim]`; mask: additive,
-    ///   `[1 or batch, 1, len, past + len]` → `[batch, len, hidden]`
+    /// - x: `[batch, len, hidden]`; cos/sin_signed: `[1, 1, len, head_dim]` ([`rotary`]);
+    ///   mask: additive, `[1 or batch, 1, len, past + len]` → `[batch, len, hidden]`
     pub fn forward(
         &self,
         x: Tensor<3>,
         cos: &Tensor<4>,
-        sin: &Tensor<4>,
+        sin_signed: &Tensor<4>,
         mask: Option<&Tensor<4>>,
         cache: Option<&mut Kv>,
     ) -> Tensor<3> {
@@ -76,7 +79,7 @@ impl LlamaAttention {
             lora_linear(&self.v_proj, x, self.lora_dropout),
             self.kv_heads,
         );
-        let (q, k) = (rotate(q, cos, sin), rotate(k, cos, sin));
+        let (q, k) = (rotate(q, cos, sin_signed), rotate(k, cos, sin_signed));
         let (k, v) = match cache {
             Some(c) => {
                 let k = Tensor::cat(vec![c.0.clone(), k], 2);
@@ -133,14 +136,18 @@ impl LlamaDecoderLayer {
         &self,
         x: Tensor<3>,
         cos: &Tensor<4>,
-        sin: &Tensor<4>,
+        sin_signed: &Tensor<4>,
         mask: Option<&Tensor<4>>,
         cache: Option<&mut Kv>,
     ) -> Tensor<3> {
         let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), cos, sin, mask, cache);
+            + self.self_attn.forward(
+                self.input_layernorm.forward(x),
+                cos,
+                sin_signed,
+                mask,
+                cache,
+            );
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -180,8 +187,9 @@ pub struct LlamaForCausalLM {
     pub lm_head: Option<Linear>,
 }
 
-/// The rotary tables for positions `past..past + len`: `cos`, `sin`, each `[1, 1, len, head_dim]`,
-/// computed as HF's `LlamaRotaryEmbedding` does, in f32.
+/// The rotary tables for positions `past..past + len`: `cos` and `sin±`, each
+/// `[1, 1, len, head_dim]`, computed as HF's `LlamaRotaryEmbedding` does, in f32; `sin±` is
+/// `sin` with its first half negated, the sign `rotate_half` gives `x₂` (see [`rotate`]).
 pub fn rotary(
     theta: f64,
     head_dim: usize,
@@ -199,7 +207,7 @@ pub fn rotary(
         for j in 0..head_dim {
             let a = p as f32 * inv[j % half];
             cos.push(a.cos());
-            sin.push(a.sin());
+            sin.push(if j < half { -a.sin() } else { a.sin() });
         }
     }
     let t =
@@ -240,7 +248,7 @@ impl LlamaForCausalLM {
             .unwrap_or(0);
         let attn = &self.model.layers[0].self_attn;
         let head_dim = attn.q_proj.weight.dims()[1] / attn.heads;
-        let (cos, sin) = rotary(self.model.theta, head_dim, past, len, &device);
+        let (cos, sin_signed) = rotary(self.model.theta, head_dim, past, len, &device);
         let mut mask = crate::models::common::causal_mask(len, past, &device);
         if let Some(m) = mask01 {
             mask = mask + ((m.neg() + 1.0) * MASK_VALUE).reshape([b, 1, 1, past + len]);
@@ -257,7 +265,7 @@ impl LlamaForCausalLM {
                 }
                 &mut c[i]
             });
-            x = layer.forward(x, &cos, &sin, mask.as_ref(), c);
+            x = layer.forward(x, &cos, &sin_signed, mask.as_ref(), c);
         }
         self.model.norm.forward(x)
     }
