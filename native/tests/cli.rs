@@ -611,6 +611,8 @@ fn bench_counts_what_peft_counts_and_reports_its_fields() {
         assert!(0.0 < min && min <= med && med <= max, "{v}");
         assert!(v["samples_per_s"].as_f64().unwrap() > 0.0);
         assert!(v["answer_ms_median"].as_f64().unwrap() > 0.0);
+        // Answers from the merged model, as the PyTorch reference's `merge_and_unload`.
+        assert_eq!(v["answers_merged"], true, "{method}");
         assert!(v["peak_rss_mb"].as_f64().unwrap() > 1.0);
         assert!(v["last_loss"].as_f64().unwrap().is_finite());
     }

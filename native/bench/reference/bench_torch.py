@@ -245,8 +245,9 @@ def llava(a, flushed):
                     p.requires_grad_(True)
     elif a.peft == "lora":
         from peft import LoraConfig, get_peft_model
+        # normtune's LoRA defaults (MILE's: r 8, alpha 32, dropout 0.1), as the BLIP row.
         model = get_peft_model(model, LoraConfig(
-            r=8, lora_alpha=32, lora_dropout=0.0,
+            r=8, lora_alpha=32, lora_dropout=0.1,
             target_modules=["q_proj", "v_proj", "linear_1", "linear_2"]))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

@@ -188,7 +188,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 
     // Greedy answer latency for one image and question, a fixed number of new tokens (the stop
     // token is never emitted, so every run decodes `answer_tokens` tokens).
-    let infer = trainer.into_model().valid();
+    let (infer, merged) = merged_for_answers(trainer.into_model().valid(), &a);
     let Some(m) = infer.get::<BlipForQuestionAnswering>() else {
         unreachable!("checked above")
     };
@@ -248,6 +248,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "samples_per_s": b as f64 / (step_med / 1e3),
         "answer_tokens": a.answer_tokens,
         "answer_ms_median": answer_med,
+        "answers_merged": merged,
         "peak_rss_mb": peak_rss_mb(),
         "train_peak_rss_mb": train_rss,
         "trainable_params": report.trainable_params,
@@ -271,6 +272,21 @@ fn ordinary_ids(vocab: i64) -> (i64, i64) {
     } else {
         (vocab / 4, (vocab / 2).max(1))
     }
+}
+
+/// The model the answers are timed on: as the PyTorch reference (`merge_and_unload`), with its
+/// LoRA (and IA3) weights folded into the base weights where every adapter can be, so each
+/// decoded token costs what the base model's does. Frozen weights kept in f16/bf16 are left as
+/// trained (their merge would change dtype). Returns whether it merged.
+fn merged_for_answers(
+    model: normtune_core::models::Model,
+    a: &BenchArgs,
+) -> (normtune_core::models::Model, bool) {
+    if a.frozen_dtype.is_some() || peft::unmergeable(&model).is_some() {
+        return (model, false);
+    }
+    let merged = peft::ia3::fold(model).materialize();
+    (merged, true)
 }
 
 fn run_llava(
@@ -344,7 +360,7 @@ fn run_llava(
     let (times, losses) = time_steps(&mut trainer, &batch, a, &device)?;
     let train_rss = peak_rss_mb();
     let (step_med, step_min, step_max) = stats(&times);
-    let infer = trainer.into_model().valid();
+    let (infer, merged) = merged_for_answers(trainer.into_model().valid(), a);
     let Some(m) = infer.get::<LlavaForConditionalGeneration>() else {
         unreachable!("a LLaVA config builds a LLaVA model")
     };
@@ -377,7 +393,7 @@ fn run_llava(
         "denormals_flushed": flushed, "step_ms_median": step_med, "step_ms_min": step_min,
         "step_ms_max": step_max, "step_ms": times,
         "samples_per_s": b as f64 / (step_med / 1e3), "answer_tokens": a.answer_tokens,
-        "answer_ms_median": answer_med, "peak_rss_mb": peak_rss_mb(),
+        "answer_ms_median": answer_med, "answers_merged": merged, "peak_rss_mb": peak_rss_mb(),
         "train_peak_rss_mb": train_rss, "trainable_params": report.trainable_params,
         "total_params": report.total_params, "first_loss": losses.first(),
         "last_loss": losses.last(),
