@@ -297,7 +297,7 @@ fn matrix_products_are_the_same_in_every_operand_layout() {
 /// non-zero values, and must come out exact: zeros for an empty inner dimension (`k = 0`, where
 /// `gemm` writes `0` instead of summing), the f64 product otherwise, on the 2-D path, the
 /// column-major path and the batched paths (one threaded product per batch, and batches split
-/// across threads).
+/// across threads), and with the output's columns split across threads.
 #[test]
 fn products_write_every_output_element() {
     let device = device();
@@ -316,6 +316,11 @@ fn products_write_every_output_element() {
         (1, 20, 64, 300, true), // m·(2k + n) < 2k·n: computed column-major
         (48, 40, 32, 40, false),
         (2, 200, 200, 200, false),
+        // Fewer than 16 rows: the columns split across threads, one single-threaded product
+        // each (2-D and batched, and a one-row product, which gemm alone runs on one thread).
+        (1, 12, 600, 1_000, false),
+        (2, 12, 600, 1_000, false),
+        (1, 1, 600, 12_000, false),
     ] {
         // A product of the same output size with non-zero values, freed before the one checked.
         let (a, b) = (lcg(batch * m * 3, 7), lcg(batch * 3 * n, 8));

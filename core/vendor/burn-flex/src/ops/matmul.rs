@@ -341,13 +341,11 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     // SAFETY: as above.
     unsafe {
         FlexTensor::written(Shape::from(vec![m, n]), T::dtype(), |out| {
-            gemm_call(
+            gemm_row_major_out(
                 m,
                 n,
                 k,
                 out.cast::<T>(),
-                1,
-                n as isize,
                 lhs_ptr,
                 lhs_col_stride,
                 lhs_row_stride,
@@ -358,6 +356,98 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
             )
         })
     }
+}
+
+/// `C = A·B` into a row-major `C` `[m, n]` (normtune patch). A product of fewer than 16 rows
+/// (a decoded token: `m = 1`, the LM head over the whole vocabulary) that `gemm` would thread
+/// has the columns of `C` (and of `B`) split across rayon's threads instead, one
+/// single-threaded `gemm` per part of at least 64 columns: `gemm` 0.19 runs a one-row product
+/// as a matrix-vector product on one thread, and splits a few-row one along `m`, so that every
+/// thread packs the whole of `B`. Every output element is the same sum in the same order (the
+/// depth blocking depends on `k` only), so the bits are the same. Splitting the training
+/// step's products too (`n ≥ 2m`, 72–788 rows) was measured 4 % slower on the `llava-smol`
+/// step although faster standalone (BENCHMARKS.md, 2026-12-05), so larger products keep
+/// `gemm`'s own threading.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_row_major_out<T: GemmScalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    out: *mut T,
+    lhs: *const T,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const T,
+    rhs_cs: isize,
+    rhs_rs: isize,
+    parallelism: gemm::Parallelism,
+) {
+    #[cfg(feature = "rayon")]
+    if let gemm::Parallelism::Rayon(_) = parallelism {
+        const MIN_COLUMNS: usize = 64;
+        const MAX_ROWS: usize = 16;
+        let parts = rayon::current_num_threads().min(n / MIN_COLUMNS);
+        if parts > 1 && m < MAX_ROWS && !split_off() {
+            use rayon::prelude::*;
+            // Part boundaries on multiples of 16 columns (a SIMD register of f32).
+            let edge = |p: usize| ((n * p / parts).div_ceil(16) * 16).min(n);
+            let (out, lhs, rhs) = (SendPtr(out), SendPtr(lhs as *mut T), SendPtr(rhs as *mut T));
+            (0..parts).into_par_iter().for_each(|p| {
+                let (j0, j1) = (edge(p), edge(p + 1));
+                if j1 > j0 {
+                    // SAFETY: part `p` writes columns `j0..j1` of every row, no other part
+                    // does, and it reads inside `A` and `B`.
+                    unsafe {
+                        gemm_call::<T>(
+                            m,
+                            j1 - j0,
+                            k,
+                            out.at(j0),
+                            1,
+                            n as isize,
+                            lhs.at(0),
+                            lhs_cs,
+                            lhs_rs,
+                            rhs.at(0).offset(j0 as isize * rhs_cs),
+                            rhs_cs,
+                            rhs_rs,
+                            gemm::Parallelism::None,
+                        )
+                    }
+                }
+            });
+            return;
+        }
+    }
+    unsafe {
+        gemm_call(
+            m,
+            n,
+            k,
+            out,
+            1,
+            n as isize,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            parallelism,
+        )
+    }
+}
+
+/// `NORMTUNE_FLEX_SPLIT=0` leaves the threading of row-major products to `gemm` (to measure,
+/// as `NORMTUNE_FLEX_COLMAJOR=0` does for the column-major destination).
+#[cfg(all(feature = "rayon", feature = "std"))]
+fn split_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("NORMTUNE_FLEX_SPLIT").is_ok_and(|v| v == "0"))
+}
+#[cfg(all(feature = "rayon", not(feature = "std")))]
+fn split_off() -> bool {
+    false
 }
 
 /// Whether `A·B` (`A` `[m, k]` row-major, `B` `[k, n]` a transposed view: row stride 1) is
@@ -492,13 +582,11 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         let lhs_off = lhs_start + batch_elem_offset(b, &broadcast_shape, &lhs_batch_strides);
         let rhs_off = rhs_start + batch_elem_offset(b, &broadcast_shape, &rhs_batch_strides);
         unsafe {
-            gemm_call::<T>(
+            gemm_row_major_out::<T>(
                 m,
                 n,
                 k,
                 out_ptr,
-                1,
-                n as isize,
                 lhs_data.as_ptr().offset(lhs_off),
                 lhs_col_stride,
                 lhs_row_stride,
