@@ -38,7 +38,9 @@ fn random_f32(n: usize, distribution: Distribution, rng: &mut crate::backend::Fl
     if n > RANDOM_CHUNK {
         use burn_std::rand::{RngExt, SeedableRng};
         use rayon::prelude::*;
-        let seeds: Vec<u64> = (0..n.div_ceil(RANDOM_CHUNK)).map(|_| rng.random::<u64>()).collect();
+        let seeds: Vec<u64> = (0..n.div_ceil(RANDOM_CHUNK))
+            .map(|_| rng.random::<u64>())
+            .collect();
         let mut out = vec![0f32; n];
         out.par_chunks_mut(RANDOM_CHUNK)
             .zip(seeds)
