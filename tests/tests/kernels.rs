@@ -2,7 +2,8 @@
 //! core/vendor/burn-autodiff: softmax, log-softmax and LayerNorm as single differentiable ops)
 //! against PyTorch's float64 values on the same f32 inputs (`fixtures/make_kernel_fixtures.py`):
 //! forward values and the gradients of `sum(f(x) * g)`. Matrix products in every operand
-//! layout (burn-flex copies some before `gemm` packs them) against an f64 product computed here.
+//! layout (burn-flex copies some before `gemm` packs them) against an f64 product computed here;
+//! flex's threaded copies, in-place sums and chunked random draws against values computed here.
 
 use normtune_core::burn::tensor::activation::{gelu, log_softmax, silu, softmax};
 use normtune_core::burn::tensor::module::layer_norm;
