@@ -11,6 +11,26 @@ use web_sys::{Worker, WorkerOptions};
 /// The script trunk's loader shim writes for the worker binary.
 pub const WORKER_SCRIPT: &str = "./normtune-worker_loader.js";
 
+/// The CPU backend's threaded worker (www/cpu-worker.sh: the same worker binary without WebGPU,
+/// built with WebAssembly threads), used on a cross-origin isolated page.
+pub const CPU_WORKER_SCRIPT: &str = "./normtune-cpu-worker_loader.js";
+
+/// Whether the page may share memory between workers (served with COOP and COEP).
+pub fn cross_origin_isolated() -> bool {
+    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crossOriginIsolated"))
+        .map(|v| v.is_truthy())
+        .unwrap_or(false)
+}
+
+/// The worker script for `backend`: the CPU gets rayon's threads where the page allows them.
+pub fn worker_script(backend: Backend) -> &'static str {
+    if backend == Backend::Cpu && cross_origin_isolated() {
+        CPU_WORKER_SCRIPT
+    } else {
+        WORKER_SCRIPT
+    }
+}
+
 struct Handle {
     worker: Worker,
     alive: bool,
@@ -32,7 +52,7 @@ pub fn start(state: AppState, backend: Backend) {
     state.error.set(None);
     state.backend.set(Some(backend));
     let opts = WorkerOptions::new();
-    let worker = match Worker::new_with_options(WORKER_SCRIPT, &opts) {
+    let worker = match Worker::new_with_options(worker_script(backend), &opts) {
         Ok(w) => w,
         Err(e) => {
             state

@@ -7,5 +7,7 @@ pub mod cache;
 pub mod components;
 pub mod protocol;
 pub mod state;
+#[cfg(target_feature = "atomics")]
+pub mod threads;
 pub mod ui;
 pub mod worker;

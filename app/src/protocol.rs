@@ -14,7 +14,7 @@ pub type Files = Vec<(String, Vec<u8>)>;
 pub enum Backend {
     /// WebGPU through wgpu.
     Webgpu,
-    /// burn's pure-Rust `flex` backend in wasm (one thread).
+    /// burn's pure-Rust `flex` backend in wasm (rayon on Web Workers where the build and page allow).
     Cpu,
 }
 

@@ -80,8 +80,33 @@ fn wasm_mb() -> f64 {
         / (1 << 20) as f64
 }
 
+/// How many threads the CPU backend runs on, or why only one (set once, before any message is
+/// handled).
+static THREADS: std::sync::OnceLock<Result<usize, String>> = std::sync::OnceLock::new();
+
+/// Starts rayon's threads on Web Workers where the build has them (`+atomics`) and the page is
+/// cross-origin isolated; one per logical core, as flex does natively.
+async fn start_threads() -> Result<usize, String> {
+    #[cfg(target_feature = "atomics")]
+    {
+        let n = scope().navigator().hardware_concurrency() as usize;
+        if n <= 1 {
+            return Err("the browser reports one logical core".into());
+        }
+        crate::threads::start(n).await
+    }
+    #[cfg(not(target_feature = "atomics"))]
+    Err("this is the worker without WebAssembly threads (the page is not cross-origin isolated, or the backend is WebGPU)".into())
+}
+
 /// Entry point of the worker binary.
 pub fn start() {
+    #[cfg(target_feature = "atomics")]
+    if crate::threads::is_thread_worker() {
+        // One of rayon's threads (www/normtune-thread.js): no app loop here.
+        console_error_panic_hook::set_once();
+        return;
+    }
     std::panic::set_hook(Box::new(|info| {
         console_error_panic_hook::hook(info);
         post(
@@ -107,6 +132,15 @@ pub fn start() {
 }
 
 async fn run(inbox: Inbox) {
+    // Before any message: a model op would otherwise start rayon's default pool, which cannot
+    // spawn threads in wasm, on this thread alone.
+    let threads = start_threads().await;
+    if let Err(why) = &threads {
+        web_sys::console::info_1(
+            &format!("normtune: the CPU backend runs on one thread: {why}").into(),
+        );
+    }
+    let _ = THREADS.set(threads);
     let mut w = State::default();
     loop {
         let next = inbox.borrow_mut().pop_front();
@@ -286,6 +320,7 @@ impl State {
             return Err("the device is already set up; reload to switch".into());
         }
         let (device, adapter, max_buffer, max_binding) = match backend {
+            #[cfg(feature = "webgpu")]
             Backend::Webgpu => {
                 let (device, setup) = Device::wgpu_options()
                     .init_with_setup_async()
@@ -313,9 +348,23 @@ impl State {
                     Some(limits.max_storage_buffer_binding_size as u64),
                 )
             }
+            #[cfg(not(feature = "webgpu"))]
+            Backend::Webgpu => {
+                return Err(
+                    "this is the CPU backend's worker (built without WebGPU); reload the page"
+                        .into(),
+                );
+            }
             Backend::Cpu => (
                 Device::flex(),
-                "burn flex on one wasm thread: correct everywhere, slower than a GPU".into(),
+                match THREADS.get() {
+                    Some(Ok(n)) => format!(
+                        "burn flex on {n} wasm threads (Web Workers): correct everywhere, slower than a GPU"
+                    ),
+                    _ => {
+                        "burn flex on one wasm thread: correct everywhere, slower than a GPU".into()
+                    }
+                },
                 None,
                 None,
             ),

@@ -48,12 +48,18 @@ before(async () => {
   server = createServer((req, res) => {
     served.push(req.url);
     const url = new URL(req.url, 'http://x');
-    const file = path.join(DIST, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname));
+    // As `trunk serve` (www/Trunk.toml) and the README ask of static hosts: cross-origin isolation,
+    // so the CPU backend's threads can share the worker's memory. Under /plain/ the same files
+    // come without it, as from a host that cannot set headers.
+    const plain = url.pathname.startsWith('/plain/');
+    const rel = plain ? url.pathname.slice('/plain'.length) : url.pathname;
+    const file = path.join(DIST, rel === '/' ? 'index.html' : decodeURIComponent(rel));
     if (!file.startsWith(DIST) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream' });
+    const isolation = plain ? {} : { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+    res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream', ...isolation });
     fs.createReadStream(file).pipe(res);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -118,8 +124,8 @@ async function openApp(backend) {
 }
 
 /** Opens the page and waits until the worker is ready on `backend`. */
-async function openOn(page, backend) {
-  await page.goto(origin + '/');
+async function openOn(page, backend, at = '/') {
+  await page.goto(origin + at);
   const status = page.locator('#device-status');
   if (backend === 'cpu') {
     await status.filter({ hasText: /: (?!starting)/ }).waitFor({ timeout: 120_000 });
@@ -141,7 +147,12 @@ const opfsNames = (page) => page.evaluate(async () => {
 /** Picks the backend, loads the demo model, draws the data and runs training to its end. */
 async function tune(app, backend, RUN) {
   const { page, shot, mark } = app;
-  mark(`device: ${await openOn(page, backend)}`);
+  const device = await openOn(page, backend);
+  mark(`device: ${device}`);
+  if (backend === 'cpu' && os.cpus().length > 1) {
+    // The page is cross-origin isolated: flex runs on one rayon thread (Web Worker) per core.
+    assert.match(device, new RegExp(`burn flex on ${os.cpus().length} wasm threads`));
+  }
   await shot('1-device');
 
   await page.click('#load-demo');
@@ -299,6 +310,30 @@ test('the worker\'s memory stays flat over 200 training steps', { timeout: 30 * 
   } catch (e) {
     await app.shot('failure').catch(() => {});
     console.log(`[cpu-memory] page console:\n${app.logs.slice(0, 60).join('\n')}`);
+    throw e;
+  } finally {
+    await app.browser.close();
+  }
+});
+
+// A host that cannot send COOP/COEP: no shared memory, so the CPU backend runs trunk's worker on
+// one thread, and still loads and answers.
+test('without cross-origin isolation the CPU backend runs on one thread', { timeout: 10 * 60_000 }, async () => {
+  const app = await openApp('plain');
+  const { page, mark } = app;
+  try {
+    const device = await openOn(page, 'cpu', '/plain/');
+    mark(`device: ${device}`);
+    assert.equal(await page.evaluate(() => self.crossOriginIsolated), false);
+    assert.match(device, /burn flex on one wasm thread/);
+    await page.click('#load-demo');
+    await page.locator('#model-info').waitFor({ timeout: 120_000 });
+    assert.match(await page.locator('#model-info').textContent(), /2,485,395 parameters/);
+    assert.equal(await page.locator('#crashed').count(), 0, 'the worker crashed');
+    assert.deepEqual(app.offOrigin, [], 'requests left the origin');
+  } catch (e) {
+    await app.shot('failure').catch(() => {});
+    console.log(`[plain] page console:\n${app.logs.slice(0, 60).join('\n')}`);
     throw e;
   } finally {
     await app.browser.close();

@@ -31,7 +31,8 @@ pub fn DevicePanel() -> impl IntoView {
             <Show when=move || !state.webgpu_present.get()>
                 <p class="note" id="no-webgpu">
                     "This browser does not expose WebGPU, so normtune runs on the CPU (burn's flex backend "
-                    "compiled to WebAssembly, one thread): correct, but several times slower. "
+                    "compiled to WebAssembly, one thread per core where the page is cross-origin isolated): "
+                    "correct, but several times slower. "
                     "Chrome or Edge 113+ (or Firefox/Safari with WebGPU enabled) use the GPU."
                 </p>
             </Show>
