@@ -147,9 +147,12 @@ const opfsNames = (page) => page.evaluate(async () => {
 /** Picks the backend, loads the demo model, draws the data and runs training to its end. */
 async function tune(app, backend, RUN) {
   const { page, shot, mark } = app;
-  const device = await openOn(page, backend);
+  // NORMTUNE_E2E_AT=/plain/ runs the same test on the page served without cross-origin isolation
+  // (one thread on the CPU): BENCHMARKS.md compares the two.
+  const at = env('AT', '/');
+  const device = await openOn(page, backend, at);
   mark(`device: ${device}`);
-  if (backend === 'cpu' && os.cpus().length > 1) {
+  if (backend === 'cpu' && os.cpus().length > 1 && at === '/') {
     // The page is cross-origin isolated: flex runs on one rayon thread (Web Worker) per core.
     assert.match(device, new RegExp(`burn flex on ${os.cpus().length} wasm threads`));
   }
