@@ -1,10 +1,13 @@
 //! rayon on Web Workers: the CPU backend's threads in the browser.
 //!
-//! Built only when the wasm is compiled with `+atomics` (www/.cargo/config.toml, a pinned nightly's
-//! `build-std`): the worker's memory is then a `SharedArrayBuffer`, and each rayon thread is one
-//! more dedicated worker (`www/normtune-thread.js`) that instantiates the same module on that same
-//! memory and runs one of rayon's `ThreadBuilder`s for good. burn's flex backend and gemm then
-//! split their work across those threads exactly as they do natively.
+//! Built only into the CPU backend's worker compiled with `+atomics` (www/cpu-worker.sh, a pinned
+//! nightly's `build-std`): the worker's memory is then a `SharedArrayBuffer`, and each rayon
+//! thread but the first is one more dedicated worker (`www/normtune-thread.js`) that instantiates
+//! the same module on that same memory and runs one of rayon's `ThreadBuilder`s for good. The
+//! first is the app's worker itself (`use_current_thread`): left outside the pool, it could only
+//! hand work to a sleeping thread and wait, and every parallel op paid a cold wake-up (2 threads
+//! were slower than 1; BENCHMARKS.md). burn's flex backend and gemm then split their work across
+//! the threads exactly as they do natively.
 //!
 //! Order matters, as in wasm-bindgen-rayon (whose idea this is): a worker starts only once the
 //! thread that created it returns to its event loop, and rayon's `build_global` blocks until every
@@ -49,9 +52,10 @@ pub fn is_thread_worker() -> bool {
         .unwrap_or(false)
 }
 
-/// Starts `n` thread workers, waits until each is ready, then builds rayon's global pool on them.
-/// Returns the pool's size; on any failure (no `SharedArrayBuffer`, a worker that cannot start)
-/// the error says why, and rayon is left to run everything on the calling thread.
+/// Builds rayon's global pool of `n` ≥ 2 threads: this worker and `n - 1` thread workers, started
+/// and awaited until each is ready first. Returns the pool's size; on any failure (no
+/// `SharedArrayBuffer`, a worker that cannot start) the error says why, and rayon is left to run
+/// everything on the calling thread.
 pub async fn start(n: usize) -> Result<usize, String> {
     let isolated =
         js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crossOriginIsolated"))
@@ -84,7 +88,7 @@ pub async fn start(n: usize) -> Result<usize, String> {
             .map_err(|e| format!("thread worker {i}: {e:?}"))?;
         ready.push((worker, p));
     }
-    for (i, (worker, p)) in ready.into_iter().enumerate() {
+    for (i, (worker, p)) in (1..).zip(ready) {
         wasm_bindgen_futures::JsFuture::from(p).await.map_err(|e| {
             let msg = js_sys::Reflect::get(&e, &JsValue::from_str("message"))
                 .ok()
