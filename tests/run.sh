@@ -98,18 +98,10 @@ if [ "${NORMTUNE_BROWSER_TESTS:-1}" = 1 ]; then
   fi
   # wasm builds get their own target dir: native and wasm builds never wait on each other's lock.
   export WASM_TARGET_DIR="${WASM_TARGET_DIR:-$(dirname "$CARGO_TARGET_DIR")/wasm-target}"
-  # trunk's build also builds the CPU backend's threaded worker (www/cpu-worker.sh), with a pinned
-  # nightly's `build-std`; the standard library's own dependencies are fetched first (trunk
-  # builds offline).
-  NIGHTLY="$(sh www/cpu-worker.sh --toolchain)"
-  if ! rustup run "$NIGHTLY" rustc --print sysroot >/dev/null 2>&1 ||
-    [ ! -d "$(rustup run "$NIGHTLY" rustc --print sysroot)/lib/rustlib/src/rust/library" ]; then
-    step "installing $NIGHTLY with rust-src (the browser build's threads need build-std)"
-    rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src --target wasm32-unknown-unknown
-  fi
-  cargo "+$NIGHTLY" fetch -q --manifest-path "$(rustup run "$NIGHTLY" rustc --print sysroot)/lib/rustlib/src/rust/library/Cargo.toml"
   if [ -z "$deferred" ]; then
-    step "web app: trunk build (dev profile, no wasm-opt), then the threaded CPU worker ($NIGHTLY)"
+    # trunk's post_build hook (www/cpu-worker.sh) then builds the CPU backend's threaded worker
+    # on a pinned nightly (build-std), installing that toolchain with rust-src when absent.
+    step "web app: trunk build (dev profile, no wasm-opt), then the threaded CPU worker"
     bounded "the wasm app build" env CARGO_TARGET_DIR="$WASM_TARGET_DIR" sh -c 'cd www && trunk build'
   fi
   if [ -z "$deferred" ]; then

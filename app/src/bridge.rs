@@ -15,11 +15,16 @@ pub const WORKER_SCRIPT: &str = "./normtune-worker_loader.js";
 /// built with WebAssembly threads), used on a cross-origin isolated page.
 pub const CPU_WORKER_SCRIPT: &str = "./normtune-cpu-worker_loader.js";
 
-/// Whether the page may share memory between workers (served with COOP and COEP).
-pub fn cross_origin_isolated() -> bool {
-    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crossOriginIsolated"))
+/// Whether the global object (page or worker) has a truthy property `name`.
+pub fn global_flag(name: &str) -> bool {
+    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str(name))
         .map(|v| v.is_truthy())
         .unwrap_or(false)
+}
+
+/// Whether this page or worker may share memory between workers (served with COOP and COEP).
+pub fn cross_origin_isolated() -> bool {
+    global_flag("crossOriginIsolated")
 }
 
 /// The worker script for `backend`: the CPU gets rayon's threads where the page allows them.

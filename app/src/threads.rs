@@ -47,9 +47,7 @@ pub fn normtune_thread_main() {
 /// True when this instance runs in one of the thread workers (which must not start the app's
 /// message loop): `normtune-thread.js` sets `self.normtuneThread` before instantiating.
 pub fn is_thread_worker() -> bool {
-    js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("normtuneThread"))
-        .map(|v| v.is_truthy())
-        .unwrap_or(false)
+    crate::bridge::global_flag("normtuneThread")
 }
 
 /// Builds rayon's global pool of `n` ≥ 2 threads: this worker and `n - 1` thread workers, started
@@ -57,16 +55,11 @@ pub fn is_thread_worker() -> bool {
 /// `SharedArrayBuffer`, a worker that cannot start) the error says why, and rayon is left to run
 /// everything on the calling thread.
 pub async fn start(n: usize) -> Result<usize, String> {
-    let isolated =
-        js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("crossOriginIsolated"))
-            .map(|v| v.is_truthy())
-            .unwrap_or(false);
-    if !isolated {
+    if !crate::bridge::cross_origin_isolated() {
         return Err(
             "the page is not cross-origin isolated (COOP/COEP headers), so no shared memory".into(),
         );
     }
-    let _ = handoff();
     let module = wasm_bindgen::module();
     let memory = wasm_bindgen::memory();
     // The calling worker is thread 0 of the pool (`use_current_thread`); n - 1 more are started.
