@@ -41,6 +41,81 @@ fn messages_and_files_cross_post_message_intact() {
     );
 }
 
+/// Matrix products on the CPU backend against sums in f64, on shapes on both sides of gemm's
+/// WebAssembly microkernel tile (12 x 3 here: core/vendor/gemm-f32/NORMTUNE.md), with operands
+/// contiguous and seen through a transpose, batched and not: every edge case of the tiling.
+#[wasm_bindgen_test]
+async fn cpu_matrix_products_match_f64_sums_across_the_kernel_tile() {
+    use normtune_core::burn::tensor::{Tensor, TensorData};
+    let device = Device::flex();
+    let value =
+        |i: usize, salt: u64| (((i as u64 * 2654435761 + salt * 97) % 1999) as f32 / 999.5) - 1.0;
+    let mut checked = 0;
+    for &(batch, m, k, n) in &[
+        (1, 1, 1, 1),
+        (1, 1, 7, 5),
+        (1, 5, 9, 1),
+        (1, 11, 16, 2),
+        (1, 12, 17, 3),
+        (1, 13, 33, 4),
+        (1, 24, 64, 6),
+        (1, 25, 65, 7),
+        (2, 36, 128, 9),
+        (3, 37, 31, 10),
+        (1, 100, 300, 129),
+        (1, 260, 130, 67),
+        (4, 65, 32, 65),
+    ] {
+        for transposed in [false, true] {
+            let a: Vec<f32> = (0..batch * m * k).map(|i| value(i, 1)).collect();
+            let b: Vec<f32> = (0..batch * k * n).map(|i| value(i, 2)).collect();
+            let lhs = Tensor::<3>::from_data(TensorData::new(a.clone(), [batch, m, k]), &device);
+            // The right operand as stored (k x n), or stored n x k and seen through a transpose.
+            let rhs = if transposed {
+                let bt: Vec<f32> = (0..batch * n * k)
+                    .map(|i| {
+                        let (bi, r, c) = (i / (n * k), (i / k) % n, i % k);
+                        b[bi * k * n + c * n + r]
+                    })
+                    .collect();
+                Tensor::<3>::from_data(TensorData::new(bt, [batch, n, k]), &device).swap_dims(1, 2)
+            } else {
+                Tensor::<3>::from_data(TensorData::new(b.clone(), [batch, k, n]), &device)
+            };
+            let got = lhs
+                .matmul(rhs)
+                .into_data_async()
+                .await
+                .expect("readback")
+                .to_vec::<f32>()
+                .unwrap();
+            assert_eq!(got.len(), batch * m * n);
+            for bi in 0..batch {
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut exact, mut size) = (0f64, 0f64);
+                        for p in 0..k {
+                            let t =
+                                a[bi * m * k + i * k + p] as f64 * b[bi * k * n + p * n + j] as f64;
+                            exact += t;
+                            size += t.abs();
+                        }
+                        let g = got[bi * m * n + i * n + j] as f64;
+                        // f32 accumulation: |error| <= k * eps * sum |a b| (a loose bound; an
+                        // element computed from the wrong inputs misses it by far).
+                        assert!(
+                            (g - exact).abs() <= 1e-6 + k as f64 * 1.2e-7 * size,
+                            "{batch}x{m}x{k}x{n} (rhs transposed: {transposed}) [{bi},{i},{j}]: {g} vs {exact}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 50_000, "{checked} elements");
+}
+
 async fn webgpu() -> Device {
     thread_local! {
         static DEVICE: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
