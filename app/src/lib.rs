@@ -11,3 +11,30 @@ pub mod state;
 pub mod threads;
 pub mod ui;
 pub mod worker;
+
+/// Runs the module's static constructors (its `.init_array`: the `inventory` registrations of
+/// cubecl and burn, several hundred) once; both binaries call it first thing.
+///
+/// wasm-ld links a binary with a `main` as a "command" and, unless the module calls
+/// `__wasm_call_ctors` itself, wraps *every* export in a call to it (`….command_export`), on the
+/// assumption that a command is entered once. A worker is entered thousands of times: each
+/// resolved promise, message, closure and `externref` table slot is a call from JavaScript, and
+/// each re-ran every constructor (`inventory` ignores a second registration, so only the time was
+/// lost: 10 % of the one-thread CPU worker's profile, BENCHMARKS.md). Referring to the symbol here
+/// turns the wrapping off; the flag keeps a second call (a rayon thread's worker entering `main`
+/// on the shared memory) from running them again.
+pub fn run_constructors_once() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        unsafe extern "C" {
+            fn __wasm_call_ctors();
+        }
+        static DONE: AtomicBool = AtomicBool::new(false);
+        if !DONE.swap(true, Ordering::SeqCst) {
+            // SAFETY: wasm-ld's synthetic constructor runner, called once, before anything
+            // reads what the constructors register.
+            unsafe { __wasm_call_ctors() };
+        }
+    }
+}
