@@ -124,6 +124,46 @@ pub enum ToWorker {
         /// Its directory ([`CachedModel::key`]).
         key: String,
     },
+    /// Time training steps of the loaded model on synthetic inputs (`normtune bench`'s, so the
+    /// figure compares with a native one): `warmup` untimed steps, then `steps` timed ones.
+    TimeSteps {
+        /// A PEFT spec, as for [`TuneSettings::method`].
+        method: String,
+        /// Examples per step.
+        batch_size: usize,
+        /// Untimed steps first.
+        warmup: usize,
+        /// Timed steps.
+        steps: usize,
+    },
+}
+
+/// Training steps timed on synthetic inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTimes {
+    /// The PEFT spec.
+    pub method: String,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Untimed steps before.
+    pub warmup: usize,
+    /// Each timed step, milliseconds.
+    pub step_ms: Vec<f64>,
+    /// The device line ([`FromWorker::Ready`]'s `adapter`).
+    pub device: String,
+}
+
+impl StepTimes {
+    /// The median step, milliseconds.
+    pub fn median_ms(&self) -> f64 {
+        let mut v = self.step_ms.clone();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
 }
 
 /// A model kept in the browser's private file system.
@@ -250,6 +290,8 @@ pub enum FromWorker {
     },
     /// An evaluation finished.
     Eval(EvalPoint),
+    /// Timed training steps ([`ToWorker::TimeSteps`]).
+    StepTimes(StepTimes),
     /// Training paused / resumed / stopped / finished.
     State {
         /// `paused`, `running`, `stopped` or `finished`.

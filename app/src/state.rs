@@ -1,6 +1,6 @@
 //! The page's state: one set of signals, provided by context, changed by the worker's messages.
 
-use crate::protocol::{Backend, CachedModel, EvalPoint, Files, FromWorker, Sample};
+use crate::protocol::{Backend, CachedModel, EvalPoint, Files, FromWorker, Sample, StepTimes};
 use leptos::prelude::*;
 
 /// A model as the page shows it.
@@ -107,6 +107,8 @@ pub struct AppState {
     pub imported: RwSignal<Option<String>>,
     /// Models kept in the browser, with the origin's (used, quota) bytes when the browser says.
     pub kept: RwSignal<Option<KeptModels>>,
+    /// The last "Time a step" result; `Some(None)` while one runs.
+    pub step_times: RwSignal<Option<Option<StepTimes>>>,
 }
 
 /// The models kept in the browser's private file system.
@@ -145,6 +147,7 @@ impl AppState {
             exported: RwSignal::new(Vec::new()),
             imported: RwSignal::new(None),
             kept: RwSignal::new(None),
+            step_times: RwSignal::new(None),
         }
     }
 
@@ -165,6 +168,7 @@ impl AppState {
         self.exported.set(Vec::new());
         self.imported.set(None);
         self.kept.set(None);
+        self.step_times.set(None);
     }
 
     /// Applies one message from the worker.
@@ -327,8 +331,15 @@ impl AppState {
                     quota,
                 }));
             }
+            FromWorker::StepTimes(t) => {
+                self.busy.set(None);
+                self.step_times.set(Some(Some(t)));
+            }
             FromWorker::Error { message } => {
                 self.busy.set(None);
+                if self.step_times.get_untracked() == Some(None) {
+                    self.step_times.set(None);
+                }
                 self.error.set(Some(message));
                 // A start the worker refused (bad settings, no model) never ran: the page can
                 // start again.

@@ -4,8 +4,8 @@
 //! at a time between training steps, so pausing, stopping and asking work while a run is going.
 
 use crate::protocol::{
-    Backend, DataChoice, EvalPoint, Files, FromWorker, Sample, ToWorker, TuneSettings, decode,
-    encode,
+    Backend, DataChoice, EvalPoint, Files, FromWorker, Sample, StepTimes, ToWorker, TuneSettings,
+    decode, encode,
 };
 use normtune_core::burn::tensor::Device;
 use normtune_core::data::{Example, Format, QuestionTemplates, decode_image, read_examples};
@@ -209,6 +209,8 @@ struct Training {
 #[derive(Default)]
 struct State {
     device: Option<(Backend, Device)>,
+    /// The device line sent with `Ready`.
+    adapter: String,
     limits: Option<(u64, u64)>,
     model: Option<Model>,
     data: Option<Data>,
@@ -282,6 +284,12 @@ impl State {
                 let q = e.question.clone().ok_or("this example has no question")?;
                 self.ask(&q, &image, &e.image, Some(e.target.clone())).await
             }
+            ToWorker::TimeSteps {
+                method,
+                batch_size,
+                warmup,
+                steps,
+            } => self.time_steps(method, batch_size, warmup, steps).await,
             ToWorker::Export => self.export().await,
             ToWorker::ImportAdapter => self.import(files).await,
             ToWorker::KeepModel => {
@@ -371,6 +379,7 @@ impl State {
         };
         self.limits = max_buffer.zip(max_binding);
         self.device = Some((backend, device));
+        self.adapter = adapter.clone();
         post(
             &FromWorker::Ready {
                 backend,
@@ -620,6 +629,76 @@ impl State {
             // The browser keeps no files during a run: the adapter is exported on request.
             Some(RunEvent::Best { .. } | RunEvent::Checkpoint { .. }) => {}
         }
+        Ok(())
+    }
+
+    /// Times training steps of the loaded model on `normtune bench`'s synthetic inputs (its
+    /// defaults: 16 question and 6 answer tokens, seed 0, learning rate 1e-4). Each step is timed
+    /// to its loss readback; on the CPU backend that is the whole step.
+    async fn time_steps(
+        &mut self,
+        method: String,
+        batch: usize,
+        warmup: usize,
+        steps: usize,
+    ) -> Result<(), String> {
+        if self.run.as_ref().is_some_and(|r| r.running) {
+            return Err("a run is going: stop it before timing steps".into());
+        }
+        if batch == 0 || steps == 0 {
+            return Err("batch size and steps must be positive".into());
+        }
+        let device = self.device()?.clone();
+        let model = self.model.as_ref().ok_or("load a model first")?;
+        progress("timing training steps", 0, warmup + steps);
+        let train_device = device.clone().autodiff();
+        let p = Pipeline::load(&model.files, &train_device)
+            .await
+            .map_err(err)?;
+        let cfg = p
+            .config
+            .get::<normtune_core::models::blip::BlipConfig>()
+            .cloned()
+            .ok_or("timing a step works on BLIP VQA models (the demo model is one)")?;
+        let peft_cfg = PeftConfig::parse(&method).map_err(err)?;
+        train_device.seed(0);
+        let model = peft::apply(p.model, &peft_cfg).map_err(err)?;
+        let inputs =
+            normtune_core::train::synthetic::vqa_batch(&cfg, batch, 16, 6, 0, &train_device)
+                .map_err(err)?;
+        let mut trainer = normtune_core::train::Trainer::new(
+            model,
+            TrainConfig {
+                lr: 1e-4,
+                warmup_steps: 0,
+                total_steps: warmup + steps,
+                max_grad_norm: None,
+                ..TrainConfig::default()
+            },
+        )
+        .map_err(err)?;
+        let clock = scope()
+            .performance()
+            .ok_or("no performance clock in this worker")?;
+        let mut step_ms = Vec::with_capacity(steps);
+        for i in 0..warmup + steps {
+            let t = clock.now();
+            trainer.step(&inputs).await.map_err(err)?;
+            if i >= warmup {
+                step_ms.push(clock.now() - t);
+            }
+            progress("timing training steps", i + 1, warmup + steps);
+        }
+        post(
+            &FromWorker::StepTimes(StepTimes {
+                method,
+                batch_size: batch,
+                warmup,
+                step_ms,
+                device: self.adapter.clone(),
+            }),
+            Vec::new(),
+        );
         Ok(())
     }
 

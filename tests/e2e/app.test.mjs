@@ -11,13 +11,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { launch, openOn as openAt, serve, setNumber, timeSteps } from './serve.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = process.env.NORMTUNE_DIST ?? path.join(ROOT, 'www/dist');
@@ -37,33 +36,13 @@ const SIZE = { webgpu: { studies: 2, epochs: 3, evalN: 2 }, cpu: { studies: 16, 
 const runFor = (backend) => ({ domain: DOMAIN, studies: +env('STUDIES', SIZE[backend].studies), testStudies: 6,
   epochs: +env('EPOCHS', SIZE[backend].epochs), lr: env('LR', '0.01'), batch: 16, evalN: +env('EVAL_N', SIZE[backend].evalN) });
 
-const MIME = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.png': 'image/png' };
 let server, origin;
-const served = [];
 
 before(async () => {
   assert.ok(fs.existsSync(path.join(DIST, 'index.html')), `no trunk build in ${DIST} (run trunk build in www/)`);
   assert.ok(fs.existsSync(BIN), `no native binary at ${BIN}`);
   fs.mkdirSync(ART, { recursive: true });
-  server = createServer((req, res) => {
-    served.push(req.url);
-    const url = new URL(req.url, 'http://x');
-    // As `trunk serve` (www/Trunk.toml) and the README ask of static hosts: cross-origin isolation,
-    // so the CPU backend's threads can share the worker's memory. Under /plain/ the same files
-    // come without it, as from a host that cannot set headers.
-    const plain = url.pathname.startsWith('/plain/');
-    const rel = plain ? url.pathname.slice('/plain'.length) : url.pathname;
-    const file = path.join(DIST, rel === '/' ? 'index.html' : decodeURIComponent(rel));
-    if (!file.startsWith(DIST) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-      res.writeHead(404).end();
-      return;
-    }
-    const isolation = plain ? {} : { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
-    res.writeHead(200, { 'content-type': MIME[path.extname(file)] ?? 'application/octet-stream', ...isolation });
-    fs.createReadStream(file).pipe(res);
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  origin = `http://127.0.0.1:${server.address().port}`;
+  ({ server, origin } = await serve(DIST));
 });
 
 after(() => {
@@ -90,19 +69,9 @@ async function number(page, sel) {
   return v;
 }
 
-async function setNumber(page, sel, value) {
-  await page.locator(sel).fill(String(value));
-  await page.locator(sel).dispatchEvent('change');
-}
-
 /** A headless Chromium on the app, every request and console line recorded. */
 async function openApp(backend) {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--disable-quic', '--enable-unsafe-webgpu'],
-  });
+  const browser = await launch();
   const context = await browser.newContext({ acceptDownloads: true });
   const requests = [];
   const offOrigin = [];
@@ -124,18 +93,7 @@ async function openApp(backend) {
 }
 
 /** Opens the page and waits until the worker is ready on `backend`. */
-async function openOn(page, backend, at = '/') {
-  await page.goto(origin + at);
-  const status = page.locator('#device-status');
-  if (backend === 'cpu') {
-    await status.filter({ hasText: /: (?!starting)/ }).waitFor({ timeout: 120_000 });
-    await page.click('#use-cpu');
-    await status.filter({ hasText: /^CPU.*: burn flex/ }).waitFor({ timeout: 120_000 });
-  } else {
-    await status.filter({ hasText: /^WebGPU: (?!starting)/ }).waitFor({ timeout: 120_000 });
-  }
-  return status.textContent();
-}
+const openOn = (page, backend, at = '/') => openAt(page, origin, backend, at);
 
 /** The names at the top of the origin's private file system (OPFS). */
 const opfsNames = (page) => page.evaluate(async () => {
@@ -332,6 +290,15 @@ test('without cross-origin isolation the CPU backend runs on one thread', { time
     await page.click('#load-demo');
     await page.locator('#model-info').waitFor({ timeout: 120_000 });
     assert.match(await page.locator('#model-info').textContent(), /2,485,395 parameters/);
+    // "Time a step" on synthetic inputs (no data drawn): ten timed steps after two untimed ones,
+    // on the device the page names.
+    const t = await timeSteps(page, 'lora', 2);
+    mark(`timed: ${t.text}`);
+    assert.equal(t.ms.length, 10);
+    assert.ok(t.ms.every((v) => Number.isFinite(v) && v > 0), `step times ${t.ms}`);
+    const sorted = [...t.ms].sort((a, b) => a - b);
+    assert.ok(Math.abs(t.median - (sorted[4] + sorted[5]) / 2) < 1e-3, `median ${t.median} of ${sorted}`);
+    assert.match(t.text, /^lora, batch 2: \d+ ms a step \(median of 10, .*after 2 untimed\) on burn flex on one wasm thread/);
     assert.equal(await page.locator('#crashed').count(), 0, 'the worker crashed');
     assert.deepEqual(app.offOrigin, [], 'requests left the origin');
   } catch (e) {

@@ -46,6 +46,21 @@ pub fn TunePanel() -> impl IntoView {
             Vec::new(),
         )
     };
+    // "Time a step": the chosen method and batch on synthetic inputs, 2 untimed steps then 10.
+    let time_steps = move |_| {
+        state.step_times.set(Some(None));
+        bridge::send(
+            ToWorker::TimeSteps {
+                method: method.get_untracked(),
+                batch_size: batch.get_untracked(),
+                warmup: 2,
+                steps: 10,
+            },
+            Vec::new(),
+        )
+    };
+    let can_time =
+        move || state.model.get().is_some() && !running() && state.step_times.get() != Some(None);
     let first_last = move || {
         let l = state.losses.get();
         let mean = |s: &[(usize, f32)]| {
@@ -88,7 +103,19 @@ pub fn TunePanel() -> impl IntoView {
                 <button id="stop" disabled=move || !running()
                     on:click=move |_| bridge::send(ToWorker::Stop, Vec::new())>"Stop"</button>
                 <span id="run-state" class="state">{move || state.run_state.get()}</span>
+                <button id="time-step" disabled=move || !can_time() on:click=time_steps
+                    title="Times this method's training step at this batch size on synthetic inputs (no data needed): what a step of your run will cost here">"Time a step"</button>
             </div>
+            {move || state.step_times.get().flatten().map(|t| {
+                let mut s = t.step_ms.clone();
+                s.sort_by(f64::total_cmp);
+                let (lo, hi) = (s.first().copied().unwrap_or(f64::NAN), s.last().copied().unwrap_or(f64::NAN));
+                let median = format!("{:.3}", t.median_ms());
+                let each = t.step_ms.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(" ");
+                let line = format!("{}, batch {}: {:.0} ms a step (median of {}, min {:.0}, max {:.0}, after {} untimed) on {}",
+                    t.method, t.batch_size, t.median_ms(), t.step_ms.len(), lo, hi, t.warmup, t.device);
+                view! { <p id="step-time" data-median-ms=median data-step-ms=each>{line}</p> }
+            })}
             <p class="note">"Scores use greedy answers on the first test questions, before training and after each epoch."</p>
             <Busy />
             {move || state.trainable.get().map(|t| view! { <p id="trainable"><code>{t}</code></p> })}

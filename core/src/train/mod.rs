@@ -9,6 +9,7 @@ pub mod run;
 pub mod schedule;
 #[cfg(feature = "flex")]
 pub mod spec;
+pub mod synthetic;
 pub mod trainer;
 
 pub use eval::{Prediction, evaluate, predict, score};

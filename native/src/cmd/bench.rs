@@ -20,6 +20,7 @@ use normtune_core::models::blip::{BlipConfig, BlipForQuestionAnswering, GenConfi
 use normtune_core::models::llava::{LlavaConfig, LlavaForConditionalGeneration};
 use normtune_core::peft::{self, PeftConfig};
 use normtune_core::source::{FileSource, MemorySource};
+use normtune_core::train::synthetic::{self, ordinary_ids};
 use normtune_core::train::{Batch, TrainConfig, Trainer};
 use serde_json::json;
 use std::time::Instant;
@@ -129,11 +130,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let model = peft::apply(pipeline.model, &peft_cfg)?;
     let report = peft::report(&model);
 
-    // Synthetic inputs: pixels ~ N(0, 1) (what normalisation produces), question and answer ids
-    // drawn from the vocabulary's ordinary range, no padding.
+    // Synthetic inputs (core's `train::synthetic`, as the web app's "Time a step" uses).
     let vocab = cfg.text_config.vocab_size as i64;
     let (lo, span) = ordinary_ids(vocab);
-    // BERT's [CLS] opens a question (HF's reference input); a tiny vocabulary has no id 101.
     let cls = if vocab > 101 { 101 } else { 0 };
     let bos = cfg
         .text_config
@@ -141,28 +140,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("{name}: text_config.bos_token_id missing"))?;
     let side = cfg.vision_config.image_size;
     let b = a.batch;
-    let ids = |len: usize, first: i64| {
-        let mut v = Vec::with_capacity(b * len);
-        let mut x = a
-            .seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        for i in 0..b * len {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let tok = lo + ((x >> 33) as i64) % span;
-            v.push(if i % len == 0 { first } else { tok });
-        }
-        Tensor::<1, Int>::from_ints(v.as_slice(), &device).reshape([b, len])
-    };
-    let batch = Batch::Vqa {
-        pixels: Tensor::<4>::random([b, 3, side, side], Distribution::Normal(0.0, 1.0), &device),
-        question_ids: ids(a.question_len, cls),
-        question_mask: Tensor::<2>::ones([b, a.question_len], &device),
-        answer_ids: ids(a.answer_len, bos),
-        answer_mask: Tensor::<2>::ones([b, a.answer_len], &device),
-    };
+    let batch = synthetic::vqa_batch(&cfg, b, a.question_len, a.answer_len, a.seed, &device)?;
 
     let tcfg = TrainConfig {
         lr: a.lr,
@@ -263,17 +241,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 /// The LLaVA row: each example `<s>`, the image tokens, `question_len - 1` question tokens, then
 /// `answer_len` answer tokens (the only ones learned), no label smoothing (HF's LLaVA loss has
 /// none); the answer: greedy decoding of `answer_tokens` new tokens after the prompt, batch 1.
-/// The ids synthetic inputs draw from, `lo..lo + span`: the vocabulary's ordinary range as the
-/// PyTorch reference takes it (`1000..vocab - 10`), or the middle half of a small vocabulary (a
-/// user's model may have a few hundred tokens: the demo model has 147).
-fn ordinary_ids(vocab: i64) -> (i64, i64) {
-    if vocab >= 2020 {
-        (1000, vocab - 1010)
-    } else {
-        (vocab / 4, (vocab / 2).max(1))
-    }
-}
-
 /// The model the answers are timed on: as the PyTorch reference (`merge_and_unload`), with its
 /// LoRA (and IA3) weights folded into the base weights where every adapter can be, so each
 /// decoded token costs what the base model's does. Frozen weights kept in f16/bf16 are left as
