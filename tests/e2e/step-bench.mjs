@@ -11,7 +11,8 @@
 // isolated: the threaded CPU worker) and at /plain/ (one thread)); give it again to compare
 // builds. NORMTUNE_BIN: the native binary (default: the release build under
 // ~/.cache/normtune/release-cpu). Each page is opened in a fresh browser, and "Time a step" runs
-// twice there: the first run lets V8 finish compiling, the second is the one reported.
+// twice there: the first run lets V8 finish compiling, the second is the one reported. The pages'
+// order rotates from round to round.
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -66,7 +67,9 @@ const devices = {};
 for (let r = 1; r <= rounds; r++) {
   rows['native, 1 thread'].push(native(1));
   rows[`native, ${os.cpus().length} threads`].push(native(0));
-  for (const page of pages) {
+  // The pages in a rotated order each round: a page's place in the round (after a browser has
+  // just closed, say) must not become its result.
+  for (const page of pages.map((_, i) => pages[(i + r - 1) % pages.length])) {
     const { ms, device } = await browser(page);
     (rows[page] ??= []).push(ms);
     devices[page] = device;
