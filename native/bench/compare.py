@@ -7,8 +7,10 @@ and prints the table BENCHMARKS.md records (markdown), plus the raw JSON lines.
         --presets tiny,small --methods layernorm,lora,full --batch 4 --steps 10
 
 Each configuration runs in its own process, normtune and PyTorch alternating, so slow drifts of
-the machine hit both sides alike. Ratios are normtune / PyTorch (below 1: normtune is faster or
-smaller). The trainable-parameter counts of both sides must agree, else the row is not the same
+the machine hit both sides alike. With `--rounds N` every row runs N times, the side that goes
+first swapping each round; a row's times are the median of its rounds' medians and its ratios the
+median of the per-round ratios (their range is printed beside), so one noisy process moves
+neither. Ratios are normtune / PyTorch (below 1: normtune is faster or smaller). The trainable-parameter counts of both sides must agree, else the row is not the same
 experiment and the script stops.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -57,6 +60,16 @@ def forward_flops(cfg, b, lq, la):
     return b * (vit + bert(lq, n, dv) + bert(la, lq, d) + head)
 
 
+def summarize(runs):
+    """One side's row over its rounds: the first run's fields, with the step and answer times
+    the median of the rounds' medians and the peak RSS the median of the rounds' peaks."""
+    v = dict(runs[0])
+    for key in ("step_ms_median", "answer_ms_median", "peak_rss_mb"):
+        xs = [x[key] for x in runs if x[key] is not None]
+        v[key] = statistics.median(xs) if xs else float("nan")
+    return v
+
+
 def preset_config(name):
     with open(os.path.join(HERE, "presets", name + ".json")) as f:
         return json.load(f)
@@ -75,6 +88,8 @@ def main():
                    help="batch of the llava-* presets (issue 25 measures llava-smol at 2)")
     p.add_argument("--llava-answer-tokens", type=int, default=8,
                    help="tokens each greedy answer decodes on the llava-* presets")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="runs of every row, the first side alternating (times: median of rounds)")
     p.add_argument("--out", help="also write the JSON lines here")
     a = p.parse_args()
     def common(preset):
@@ -89,44 +104,55 @@ def main():
     rows = []
     for preset in a.presets.split(","):
         for method in a.methods.split(","):
-            ours = run([a.normtune, "bench", "--preset", preset, "--peft", method,
-                        "--device", "cpu"] + common(preset))
-            ref = run([sys.executable, os.path.join(HERE, "reference", "bench_torch.py"),
-                       "--preset", preset, "--peft", method] + common(preset))
-            if ours["trainable_params"] != ref["trainable_params"]:
-                sys.exit(f"{preset}/{method}: trainable params differ: normtune "
-                         f"{ours['trainable_params']:,} vs PyTorch {ref['trainable_params']:,}")
-            rows.append((preset, method, ours, ref))
-            print(f"{preset}/{method}: normtune {ours['step_ms_median']:.0f} ms, "
-                  f"PyTorch {ref['step_ms_median']:.0f} ms", file=sys.stderr, flush=True)
+            cmds = {"normtune": [a.normtune, "bench", "--preset", preset, "--peft", method,
+                                 "--device", "cpu"] + common(preset),
+                    "PyTorch": [sys.executable, os.path.join(HERE, "reference", "bench_torch.py"),
+                                "--preset", preset, "--peft", method] + common(preset)}
+            runs = {"normtune": [], "PyTorch": []}
+            for r in range(a.rounds):
+                for side in (("normtune", "PyTorch") if r % 2 == 0 else ("PyTorch", "normtune")):
+                    runs[side].append(run(cmds[side]))
+                ours, ref = runs["normtune"][-1], runs["PyTorch"][-1]
+                if ours["trainable_params"] != ref["trainable_params"]:
+                    sys.exit(f"{preset}/{method}: trainable params differ: normtune "
+                             f"{ours['trainable_params']:,} vs PyTorch {ref['trainable_params']:,}")
+                print(f"{preset}/{method} round {r + 1}: normtune {ours['step_ms_median']:.0f} ms, "
+                      f"PyTorch {ref['step_ms_median']:.0f} ms", file=sys.stderr, flush=True)
+            rows.append((preset, method, summarize(runs["normtune"]), summarize(runs["PyTorch"]),
+                         runs))
     if a.out:
         with open(a.out, "w") as f:
-            for preset, method, ours, ref in rows:
-                f.write(json.dumps({"preset": preset, "method": method, "normtune": ours,
-                                    "pytorch": ref}) + "\n")
+            for preset, method, _, _, runs in rows:
+                for ours, ref in zip(runs["normtune"], runs["PyTorch"]):
+                    f.write(json.dumps({"preset": preset, "method": method, "normtune": ours,
+                                        "pytorch": ref}) + "\n")
 
     print(f"Machine: {cpu_name()}, {os.cpu_count()} logical cores; {rows[0][3]['device']}; "
-          f"batch {a.batch}, {a.warmup} warm-up + {a.steps} timed steps, denormals flushed "
-          f"on both sides.\n")
+          f"batch {a.batch}, {a.warmup} warm-up + {a.steps} timed steps, {a.rounds} round(s), "
+          f"denormals flushed on both sides.\n")
     print("| shape | method | trainable | step ms normtune | step ms PyTorch | ratio | "
           "answer ms normtune | answer ms PyTorch | ratio | peak RSS MB normtune | "
           "peak RSS MB PyTorch | ratio |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for preset, method, o, r in rows:
+    for preset, method, o, r, runs in rows:
+        def ratio(key):
+            v = sorted(x[key] / y[key] for x, y in zip(runs["normtune"], runs["PyTorch"])
+                       if x[key] is not None and y[key] is not None)
+            if not v:
+                return "–"
+            mid = statistics.median(v)
+            return f"{mid:.2f}" if len(v) == 1 else f"{mid:.2f} ({v[0]:.2f}–{v[-1]:.2f})"
         print(f"| {preset} | {method} | {o['trainable_params']:,} | "
-              f"{o['step_ms_median']:.1f} ({o['step_ms_min']:.0f}–{o['step_ms_max']:.0f}) | "
-              f"{r['step_ms_median']:.1f} ({r['step_ms_min']:.0f}–{r['step_ms_max']:.0f}) | "
-              f"{o['step_ms_median'] / r['step_ms_median']:.2f} | "
+              f"{o['step_ms_median']:.1f} | {r['step_ms_median']:.1f} | {ratio('step_ms_median')} | "
               f"{o['answer_ms_median']:.1f} | {r['answer_ms_median']:.1f} | "
-              f"{o['answer_ms_median'] / r['answer_ms_median']:.2f} | "
-              f"{o['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
-              f"{o['peak_rss_mb'] / r['peak_rss_mb']:.2f} |")
+              f"{ratio('answer_ms_median')} | "
+              f"{o['peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {ratio('peak_rss_mb')} |")
     print(f"\nPeak f32 matmul rate (1024x1024, median of 10): normtune {peak['normtune']:.1f} "
           f"GFLOP/s, PyTorch {peak['PyTorch']:.1f} GFLOP/s. Rate reached by a full fine-tuning "
           "step (3 x the analytic forward FLOPs / step time):\n")
     print("| shape | side | step GFLOP | GFLOP/s | share of that side's matmul peak |")
     print("|---|---|---:|---:|---:|")
-    for preset, method, o, r in rows:
+    for preset, method, o, r, _ in rows:
         if method != "full" or preset.startswith("llava"):
             continue  # (the FLOP count below is BLIP's)
         fl = 3 * forward_flops(preset_config(preset), a.batch, o["question_len"], o["answer_len"]) / 1e9
@@ -136,7 +162,7 @@ def main():
     print("\nLayerNorm tuning against full fine-tuning (same side, same shape):\n")
     print("| shape | side | LN step / full step | LN peak RSS / full peak RSS |")
     print("|---|---|---:|---:|")
-    by = {(p, m): (o, r) for p, m, o, r in rows}
+    by = {(p, m): (o, r) for p, m, o, r, _ in rows}
     for preset in a.presets.split(","):
         if (preset, "layernorm") in by and (preset, "full") in by:
             (lo, lr), (fo, fr) = by[(preset, "layernorm")], by[(preset, "full")]

@@ -8,6 +8,8 @@ one run on one machine, and the table BENCHMARKS.md records.
 
 A shape is `MxKxN` ([M, K] x [K, N]) or `N` (square); a trailing `t` takes the right operand as
 the transposed view of an [N, K] tensor, as a linear layer's input gradient reads its weight.
+`BxMxKxN[t]` is B such products as one batched product ([B, M, K] x [B, K, N]), as attention's
+per-head products are.
 Both sides time the product plus a sum of it (so an asynchronous device has finished), after
 warm-up runs, and report the median. PyTorch uses as many threads as normtune's rayon pool
 (all cores) and flushes denormals, as `normtune bench` does.
@@ -27,8 +29,10 @@ def parse(spec):
     dims = [int(d) for d in spec.rstrip("t").split("x")]
     if len(dims) == 1 and not t:
         dims = dims * 3
-    if len(dims) != 3 or min(dims) < 1:
-        sys.exit(f"`{spec}` is not N or MxKxN[t]")
+    if len(dims) == 3:
+        dims = [1] + dims
+    if len(dims) != 4 or min(dims) < 1:
+        sys.exit(f"`{spec}` is not N or [Bx]MxKxN[t]")
     return (*dims, t)
 
 
@@ -37,9 +41,13 @@ def torch_ms(spec, steps, warmup):
 
     torch.set_num_threads(os.cpu_count())
     torch.set_flush_denormal(True)
-    m, k, n, t = parse(spec)
-    x = torch.randn(m, k)
-    y = torch.randn(n, k).t() if t else torch.randn(k, n)
+    b, m, k, n, t = parse(spec)
+    if b == 1:
+        x = torch.randn(m, k)
+        y = torch.randn(n, k).t() if t else torch.randn(k, n)
+    else:
+        x = torch.randn(b, m, k)
+        y = torch.randn(b, n, k).transpose(1, 2) if t else torch.randn(b, k, n)
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -78,14 +86,14 @@ def main():
             runs[s][1].append(float(out.stdout))
             print(f"round {r + 1} {s}: normtune {runs[s][0][-1]:.3f} ms, "
                   f"PyTorch {runs[s][1][-1]:.3f} ms", file=sys.stderr)
-    print(f"{a.rounds} rounds, median of the round medians; GFLOP/s = 2·M·K·N / time.\n")
+    print(f"{a.rounds} rounds, median of the round medians; GFLOP/s = 2·B·M·K·N / time.\n")
     print("| product | normtune ms | PyTorch ms | ratio | normtune GFLOP/s | PyTorch GFLOP/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for s in a.shapes:
-        m, k, n, t = parse(s)
+        b, m, k, n, t = parse(s)
         ours, theirs = (statistics.median(v) for v in runs[s])
-        rate = lambda ms: 2 * m * k * n / (ms / 1e3) / 1e9
-        print(f"| {m}x{k}x{n}{'t' if t else ''} | {ours:.3f} | {theirs:.3f} | "
+        rate = lambda ms: 2 * b * m * k * n / (ms / 1e3) / 1e9
+        print(f"| {s} | {ours:.3f} | {theirs:.3f} | "
               f"{ours / theirs:.2f} | {rate(ours):.0f} | {rate(theirs):.0f} |")
 
 

@@ -97,8 +97,9 @@ pub struct BenchArgs {
     pub json: bool,
     /// Instead of a model: time an N×N by N×N f32 matmul (the device's practical peak FLOP
     /// rate), or an M×K by K×N one given as `MxKxN`; `MxKxNt` takes the right operand as the
-    /// transposed view of an N×K tensor (a linear layer's input gradient).
-    #[arg(long, value_name = "N|MxKxN[t]", value_parser = parse_matmul)]
+    /// transposed view of an N×K tensor (a linear layer's input gradient); `BxMxKxN[t]` runs B
+    /// such products as one batched product (attention's per-head products).
+    #[arg(long, value_name = "N|[Bx]MxKxN[t]", value_parser = parse_matmul)]
     pub matmul: Option<MatmulShape>,
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -400,10 +401,11 @@ pub struct TrainArgs {
     pub device: DeviceArgs,
 }
 
-/// `bench --matmul`'s product: `[m, k] x [k, n]`, the right operand transposed from `[n, k]`
-/// when `transposed`.
+/// `bench --matmul`'s product: `[batch, m, k] x [batch, k, n]`, the right operand transposed
+/// from `[batch, n, k]` when `transposed` (`batch` 1: plain 2-D matrices).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MatmulShape {
+    pub batch: usize,
     pub m: usize,
     pub k: usize,
     pub n: usize,
@@ -411,7 +413,7 @@ pub struct MatmulShape {
 }
 
 fn parse_matmul(s: &str) -> Result<MatmulShape, String> {
-    let bad = || format!("`{s}` is not N or MxKxN[t] with sizes of at least 1");
+    let bad = || format!("`{s}` is not N, MxKxN[t] or BxMxKxN[t] with sizes of at least 1");
     let (dims, transposed) = match s.strip_suffix('t') {
         Some(d) => (d, true),
         None => (s, false),
@@ -421,12 +423,14 @@ fn parse_matmul(s: &str) -> Result<MatmulShape, String> {
         .map(|d| d.parse::<usize>().ok().filter(|&d| d >= 1))
         .collect::<Option<_>>()
         .ok_or_else(bad)?;
-    let (m, k, n) = match v[..] {
-        [n] if !transposed => (n, n, n),
-        [m, k, n] => (m, k, n),
+    let (batch, m, k, n) = match v[..] {
+        [n] if !transposed => (1, n, n, n),
+        [m, k, n] => (1, m, k, n),
+        [b, m, k, n] => (b, m, k, n),
         _ => return Err(bad()),
     };
     Ok(MatmulShape {
+        batch,
         m,
         k,
         n,

@@ -673,7 +673,26 @@ fn bench_counts_what_peft_counts_and_reports_its_fields() {
     );
     assert_eq!(v["transposed"], true);
     assert!(v["gflops"].as_f64().unwrap() > 0.0, "{v}");
-    for bad in ["40x24", "0x2x2", "12t"] {
+    // `BxMxKxN[t]`: attention's batched per-head products.
+    let (ok, out, err) = normtune(&[
+        "bench",
+        "--matmul",
+        "6x20x8x20t",
+        "--steps",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+        "--device",
+        "cpu",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&v["batch"], &v["matmul"]),
+        (&6.into(), &"6x20x8x20t".into())
+    );
+    for bad in ["40x24", "0x2x2", "12t", "2x3x4x5x6", "0x2x2x2"] {
         let (ok, _, err) = normtune(&["bench", "--matmul", bad]);
         assert!(!ok && err.contains(&format!("`{bad}`")), "{bad}: {err}");
     }

@@ -96,6 +96,11 @@ def store_frozen(model, dtype):
     return n
 
 
+def median_or_none(v):
+    """The median, or None for no values (`--answers 0`), as `normtune bench` writes it."""
+    return statistics.median(v) if v else None
+
+
 def peak_rss_mb():
     # Linux ru_maxrss is in KiB.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -214,7 +219,7 @@ def main():
         "step_ms_median": statistics.median(times), "step_ms_min": min(times),
         "step_ms_max": max(times), "step_ms": times,
         "samples_per_s": b / (statistics.median(times) / 1e3),
-        "answer_tokens": a.answer_tokens, "answer_ms_median": statistics.median(answer_times),
+        "answer_tokens": a.answer_tokens, "answer_ms_median": median_or_none(answer_times),
         "peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": train_rss,
         "peak_gpu_mb": train_gpu,
         "trainable_params": trainable, "total_params": total,
@@ -222,7 +227,7 @@ def main():
     }
     print(json.dumps(v) if a.json else
           f"step {v['step_ms_median']:.1f} ms median | {v['samples_per_s']:.2f} samples/s | "
-          f"answer {v['answer_ms_median']:.1f} ms | peak RSS {v['peak_rss_mb']:.0f} MB | "
+          f"answer {v['answer_ms_median'] or float('nan'):.1f} ms | peak RSS {v['peak_rss_mb']:.0f} MB | "
           f"trainable {trainable:,} / {total:,}")
 
 
@@ -310,7 +315,7 @@ def llava(a, flushed):
         "denormals_flushed": flushed, "step_ms_median": statistics.median(times),
         "step_ms_min": min(times), "step_ms_max": max(times), "step_ms": times,
         "samples_per_s": b / (statistics.median(times) / 1e3),
-        "answer_tokens": a.answer_tokens, "answer_ms_median": statistics.median(answer_times),
+        "answer_tokens": a.answer_tokens, "answer_ms_median": median_or_none(answer_times),
         "peak_rss_mb": peak_rss_mb(), "train_peak_rss_mb": train_rss,
         "peak_gpu_mb": train_gpu,
         "trainable_params": trainable, "total_params": total,
@@ -318,7 +323,7 @@ def llava(a, flushed):
     }
     print(json.dumps(v) if a.json else
           f"step {v['step_ms_median']:.1f} ms median | {v['samples_per_s']:.2f} samples/s | "
-          f"answer {v['answer_ms_median']:.1f} ms | peak RSS {v['peak_rss_mb']:.0f} MB | "
+          f"answer {v['answer_ms_median'] or float('nan'):.1f} ms | peak RSS {v['peak_rss_mb']:.0f} MB | "
           f"trainable {trainable:,} / {total:,}")
 
 

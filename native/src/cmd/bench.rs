@@ -419,8 +419,8 @@ fn time_steps(
     Ok((times, losses))
 }
 
-/// Times `steps` M×K by K×N matmuls after `warmup` untimed ones (N×N ones: the practical peak
-/// of the device).
+/// Times `steps` M×K by K×N matmuls (B of them at once, batched, as attention's) after
+/// `warmup` untimed ones (N×N ones: the practical peak of the device).
 fn matmul_peak(
     shape: crate::cli::MatmulShape,
     steps: usize,
@@ -430,25 +430,43 @@ fn matmul_peak(
     json: bool,
 ) -> anyhow::Result<()> {
     let crate::cli::MatmulShape {
+        batch,
         m,
         k,
         n,
         transposed,
     } = shape;
     let normal = Distribution::Normal(0.0, 1.0);
-    let x = Tensor::<2>::random([m, k], normal, device);
-    let y = if transposed {
-        Tensor::<2>::random([n, k], normal, device).transpose()
-    } else {
-        Tensor::<2>::random([k, n], normal, device)
-    };
+    // Batch 1: the 2-D product a linear layer runs; more: a batched 3-D product (attention's).
+    let two_d = (batch == 1).then(|| {
+        let x = Tensor::<2>::random([m, k], normal, device);
+        let y = if transposed {
+            Tensor::<2>::random([n, k], normal, device).transpose()
+        } else {
+            Tensor::<2>::random([k, n], normal, device)
+        };
+        (x, y)
+    });
+    let three_d = (batch > 1).then(|| {
+        let x = Tensor::<3>::random([batch, m, k], normal, device);
+        let y = if transposed {
+            Tensor::<3>::random([batch, n, k], normal, device).swap_dims(1, 2)
+        } else {
+            Tensor::<3>::random([batch, k, n], normal, device)
+        };
+        (x, y)
+    });
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         let t = Instant::now();
-        let z = x.clone().matmul(y.clone());
+        let z = match (&two_d, &three_d) {
+            (Some((x, y)), _) => x.clone().matmul(y.clone()).sum(),
+            (_, Some((x, y))) => x.clone().matmul(y.clone()).sum(),
+            _ => unreachable!("one of the two is built"),
+        };
         // Wait for the whole product: reading back one element of it did not (on the H200 over
         // Vulkan, with fusion, it reported 2 PFLOP/s for f32).
-        let _ = z.sum().into_data();
+        let _ = z.into_data();
         device
             .sync()
             .map_err(|e| anyhow::anyhow!("device: {e:?}"))?;
@@ -458,12 +476,17 @@ fn matmul_peak(
         }
     }
     let (med, min, max) = stats(&times);
-    let gflops = 2.0 * (m * k * n) as f64 / (med / 1e3) / 1e9;
-    let label = format!("{m}x{k}x{n}{}", if transposed { "t" } else { "" });
+    let gflops = 2.0 * (batch * m * k * n) as f64 / (med / 1e3) / 1e9;
+    let b = if batch == 1 {
+        String::new()
+    } else {
+        format!("{batch}x")
+    };
+    let label = format!("{b}{m}x{k}x{n}{}", if transposed { "t" } else { "" });
     if json {
         println!(
             "{}",
-            json!({ "matmul": label, "m": m, "k": k, "n": n, "transposed": transposed,
+            json!({ "matmul": label, "batch": batch, "m": m, "k": k, "n": n, "transposed": transposed,
                     "ms_median": med, "ms_min": min, "ms_max": max,
                     "gflops": gflops, "denormals_flushed": flushed })
         );
