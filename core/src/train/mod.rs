@@ -3,6 +3,8 @@
 
 pub mod adamw;
 pub mod eval;
+#[cfg(feature = "flex")]
+mod in_backward;
 pub mod loss;
 #[cfg(feature = "flex")]
 pub mod run;

@@ -180,6 +180,13 @@ pub struct Trainer {
     cursor: Cursor,
     /// The current epoch's example order (drawn once per epoch, not per micro-batch).
     order: Option<(usize, Vec<usize>)>,
+    /// Whether a whole-step micro-batch on the CPU updates each parameter inside the backward
+    /// pass (the default; same results, less memory).
+    in_backward: bool,
+    /// Parameters the last such step updated only after the pass (their gradient's last part
+    /// not seen; for the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    updated_late: usize,
 }
 
 impl Trainer {
@@ -213,6 +220,8 @@ impl Trainer {
             last_lr: 0.0,
             plan: None,
             cursor: Cursor::default(),
+            in_backward: true,
+            updated_late: 0,
             order: None,
         })
     }
@@ -388,6 +397,14 @@ impl Trainer {
             .expect("the model is only taken during an optimizer step")
     }
 
+    /// Whether an optimizer step that is one micro-batch runs inside the backward pass on the CPU
+    /// (default on): each parameter is updated as soon as its gradient is final, so the
+    /// gradients never all exist at once. The results are the same bit for bit; off, every
+    /// gradient is held until the end of the pass (for comparing the two).
+    pub fn set_optimizer_in_backward(&mut self, on: bool) {
+        self.in_backward = on;
+    }
+
     /// The loss of `batch` under the current model (differentiable).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor<1>> {
         self.model().forward_loss(batch, self.cfg.label_smoothing)
@@ -403,6 +420,25 @@ impl Trainer {
         }
         let loss = self.loss(batch)?;
         let value = self.finite_loss(&loss).await?;
+        #[cfg(feature = "flex")]
+        if self.cfg.grad_accum == 1 && self.in_backward && super::in_backward::applies(self.model())
+        {
+            // The optimizer step inside the backward pass: the same update, without holding
+            // every gradient at once (`in_backward`).
+            self.last_lr = self.schedule.lr_at(self.step);
+            let model = self.model.take().expect("the model is there between steps");
+            let (model, late) =
+                super::in_backward::step(model, &mut self.optim, self.last_lr, loss);
+            self.model = Some(model);
+            self.updated_late = late;
+            self.step += 1;
+            return Ok(Event {
+                step: self.step,
+                loss: value,
+                lr: self.last_lr,
+                applied: true,
+            });
+        }
         let scaled = loss / self.cfg.grad_accum as f64;
         let grads = GradientsParams::from_grads(scaled.backward(), self.model());
         self.accum.accumulate(held(&self.model), grads);
@@ -658,6 +694,108 @@ mod tests {
         let mut c = Collect(grads, Vec::new());
         model.visit(&mut c);
         c.1
+    }
+
+    /// Every trainable parameter's bits, in parameter order.
+    fn param_bits(model: &Model) -> Vec<Vec<u32>> {
+        struct Collect(Vec<Vec<u32>>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let t = param.val();
+                if t.is_require_grad() {
+                    self.0
+                        .push(t.into_data().iter::<f32>().map(f32::to_bits).collect());
+                }
+            }
+        }
+        let mut c = Collect(Vec::new());
+        model.visit(&mut c);
+        c.0
+    }
+
+    /// The optimizer step inside the backward pass gives the plain step's results bit for bit
+    /// (losses, and every trainable parameter after three steps, which also reads the AdamW
+    /// moments of the first two, with the default clipping and weight decay) for full fine-tuning, LoRA with dropout and LN tuning,
+    /// and every parameter's gradient is seen final inside the pass (none is left for after
+    /// it). Run alone in a child process, as the test below, since dropout draws from the
+    /// process's one flex RNG.
+    #[test]
+    fn optimizer_in_backward_equals_the_plain_step() {
+        const ALONE: &str = "NORMTUNE_TEST_ALONE";
+        if std::env::var_os(ALONE).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "train::trainer::tests::optimizer_in_backward_equals_the_plain_step",
+                    "--test-threads=1",
+                ])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "the test alone in a child process failed:\n{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let cfg = BlipConfig::tiny(64);
+        let size = cfg.vision_config.image_size;
+        for method in ["full", "lora", "layernorm"] {
+            let run = |in_backward: bool| {
+                let device = Device::flex().autodiff();
+                device.seed(11);
+                let model = Model::from(BlipForQuestionAnswering::init(&cfg, &device));
+                let model =
+                    crate::peft::apply(model, &crate::peft::PeftConfig::parse(method).unwrap())
+                        .unwrap();
+                assert!(crate::train::in_backward::applies(&model), "{method}");
+                let rows = 3;
+                let ids = |len: usize, salt: i64| {
+                    let v: Vec<i64> = (0..rows * len)
+                        .map(|i| 2 + (i as i64 * 7 + salt) % 60)
+                        .collect();
+                    Tensor::<2, Int>::from_data(TensorData::new(v, [rows, len]), &device)
+                };
+                let batch = Batch::Vqa {
+                    pixels: Tensor::random(
+                        [rows, 3, size, size],
+                        Distribution::Normal(0.0, 1.0),
+                        &device,
+                    ),
+                    question_ids: ids(9, 1),
+                    question_mask: Tensor::ones([rows, 9], &device),
+                    answer_ids: ids(5, 5),
+                    answer_mask: Tensor::ones([rows, 5], &device),
+                };
+                let cfg = TrainConfig {
+                    lr: 3e-2,
+                    warmup_steps: 1,
+                    total_steps: 3,
+                    ..TrainConfig::default()
+                };
+                let mut trainer = Trainer::new(model, cfg).unwrap();
+                trainer.set_optimizer_in_backward(in_backward);
+                let mut losses = Vec::new();
+                for _ in 0..3 {
+                    let event = pollster::block_on(trainer.step(&batch)).unwrap();
+                    assert!(event.applied);
+                    losses.push(event.loss.to_bits());
+                    if in_backward {
+                        assert_eq!(trainer.updated_late, 0, "{method}");
+                    }
+                }
+                (losses, param_bits(trainer.model()))
+            };
+            let (a, b) = (run(true), run(false));
+            assert!(
+                a.1.iter().any(|p| !p.is_empty()),
+                "{method}: nothing trained"
+            );
+            assert_eq!(a.0, b.0, "{method}: losses");
+            assert_eq!(a.1, b.1, "{method}: parameters");
+        }
     }
 
     /// Two CPU replicas of a LoRA model with dropout, one thread each, give bit for bit what

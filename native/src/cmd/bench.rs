@@ -68,6 +68,13 @@ fn flush_denormals() -> bool {
     false
 }
 
+/// Whether the CPU optimizer step runs inside the backward pass (the trainer's default);
+/// `NORMTUNE_OPTIMIZER_IN_BACKWARD=0` holds every gradient to the end of the pass instead, to
+/// measure the two in one binary (BENCHMARKS.md).
+fn optimizer_in_backward() -> bool {
+    std::env::var("NORMTUNE_OPTIMIZER_IN_BACKWARD").map_or(true, |v| v != "0")
+}
+
 /// Median, min and max of `v` (NaN for none, as with `--answers 0`).
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut s = v.to_vec();
@@ -150,6 +157,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, tcfg)?;
+    trainer.set_optimizer_in_backward(optimizer_in_backward());
     if !a.json {
         eprintln!(
             "{name}: {} | batch {b} | {} warm-up + {} timed steps | {} | denormals {}",
@@ -226,7 +234,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "samples_per_s": b as f64 / (step_med / 1e3),
         "answer_tokens": a.answer_tokens,
         "answer_ms_median": answer_med,
-        "answers_merged": merged,
+        "answers_merged": merged, "optimizer_in_backward": optimizer_in_backward(),
         "peak_rss_mb": peak_rss_mb(),
         "train_peak_rss_mb": train_rss,
         "trainable_params": report.trainable_params,
@@ -315,6 +323,7 @@ fn run_llava(
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, tcfg)?;
+    trainer.set_optimizer_in_backward(optimizer_in_backward());
     if !a.json {
         eprintln!(
             "{name}: {} | batch {b} | {} warm-up + {} timed steps | {reason} | denormals {}",
@@ -360,7 +369,7 @@ fn run_llava(
         "denormals_flushed": flushed, "step_ms_median": step_med, "step_ms_min": step_min,
         "step_ms_max": step_max, "step_ms": times,
         "samples_per_s": b as f64 / (step_med / 1e3), "answer_tokens": a.answer_tokens,
-        "answer_ms_median": answer_med, "answers_merged": merged, "peak_rss_mb": peak_rss_mb(),
+        "answer_ms_median": answer_med, "answers_merged": merged, "optimizer_in_backward": optimizer_in_backward(), "peak_rss_mb": peak_rss_mb(),
         "train_peak_rss_mb": train_rss, "trainable_params": report.trainable_params,
         "total_params": report.total_params, "first_loss": losses.first(),
         "last_loss": losses.last(),

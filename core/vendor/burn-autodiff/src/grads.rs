@@ -41,12 +41,42 @@ pub(crate) enum BackwardMode {
     Distributed(Box<dyn FnOnce(GradSyncContext) -> Box<dyn DistributedRegistration>>),
 }
 
+/// A hook called, during a backward pass, with each leaf (a tracked parameter) as soon as its
+/// gradient is final: every operation that read the leaf has added its part. The gradient is in
+/// the container; the hook may remove it (normtune patch: an optimizer step inside the backward
+/// pass frees each gradient as soon as it is used, instead of holding all of them at the end).
+pub type FinalGradientHook = Box<dyn FnMut(NodeId, &mut Gradients) + Send + Sync>;
+
+#[cfg(feature = "std")]
+std::thread_local! {
+    static FINAL_GRADIENT_HOOK: core::cell::RefCell<Option<FinalGradientHook>> =
+        const { core::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `hook` installed for the first backward pass `f` runs on this thread (normtune
+/// patch). Gradients the hook leaves in the container (and those of leaves whose count of
+/// contributions was not reached) are in the returned gradients as usual.
+#[cfg(feature = "std")]
+pub fn with_final_gradient_hook<R>(hook: FinalGradientHook, f: impl FnOnce() -> R) -> R {
+    FINAL_GRADIENT_HOOK.with(|h| *h.borrow_mut() = Some(hook));
+    let out = f();
+    FINAL_GRADIENT_HOOK.with(|h| h.borrow_mut().take());
+    out
+}
+
+#[cfg(feature = "std")]
+pub(crate) fn take_final_gradient_hook() -> Option<FinalGradientHook> {
+    FINAL_GRADIENT_HOOK.with(|h| h.borrow_mut().take())
+}
+
 /// Gradients container used during the backward pass.
 pub struct Gradients {
     container: TensorContainer<GradID>,
     /// Optional hook called after each gradient is registered, used to trigger
     /// distributed gradient synchronization operations.
     on_register: Option<OnRegisterHook>,
+    /// Contributions still to come per leaf, and the hook to call when one reaches zero.
+    on_final: Option<(crate::collections::HashMap<NodeId, usize>, FinalGradientHook)>,
 }
 
 impl Gradients {
@@ -64,6 +94,7 @@ impl Gradients {
         let mut gradients = Self {
             container: TensorContainer::new(),
             on_register,
+            on_final: None,
         };
         gradients.register::<B>(
             root_node.id,
@@ -142,5 +173,25 @@ impl Gradients {
         if let Some(hook) = &mut self.on_register {
             hook(&node_id, &mut self.container);
         }
+
+        if let Some((mut remaining, mut hook)) = self.on_final.take() {
+            if let Some(left) = remaining.get_mut(&node_id) {
+                *left -= 1;
+                if *left == 0 {
+                    remaining.remove(&node_id);
+                    hook(node_id, self);
+                }
+            }
+            self.on_final = Some((remaining, hook));
+        }
+    }
+
+    /// Installs the final-gradient hook with each leaf's number of contributions.
+    pub(crate) fn set_final_hook(
+        &mut self,
+        contributions: crate::collections::HashMap<NodeId, usize>,
+        hook: FinalGradientHook,
+    ) {
+        self.on_final = Some((contributions, hook));
     }
 }

@@ -25,6 +25,10 @@ struct TapeResult {
     checkpointer: Checkpointer,
     #[cfg(feature = "std")]
     distributed: Option<GradSyncContext>,
+    /// How many gradients each leaf (a tracked parameter) receives in this backward pass
+    /// (normtune patch: the final-gradient hook).
+    #[cfg(feature = "std")]
+    leaf_contributions: HashMap<NodeId, usize>,
 }
 
 #[derive(Default)]
@@ -85,7 +89,8 @@ impl AutodiffServer {
             core::any::TypeId::of::<B>(),
         );
 
-        let grads = match mode {
+        #[allow(unused_mut)]
+        let mut grads = match mode {
             #[cfg(feature = "std")]
             BackwardMode::Distributed(factory) if tape_result.distributed.is_some() => {
                 let on_register = factory(tape_result.distributed.clone().unwrap());
@@ -93,6 +98,11 @@ impl AutodiffServer {
             }
             _ => Gradients::new::<B>(root_node, root_tensor),
         };
+        // normtune patch: a final-gradient hook installed by the caller for this backward pass.
+        #[cfg(feature = "std")]
+        if let Some(hook) = crate::grads::take_final_gradient_hook() {
+            grads.set_final_hook(tape_result.leaf_contributions.clone(), hook);
+        }
 
         let gradients = Self::execute_steps(tape_result.tape, grads, tape_result.checkpointer);
 
@@ -139,6 +149,8 @@ impl AutodiffServer {
         let mut n_required_map = HashMap::default();
         #[cfg(feature = "std")]
         let mut distributed_params = HashMap::default();
+        #[cfg(feature = "std")]
+        let mut leaf_contributions: HashMap<NodeId, usize> = HashMap::default();
 
         // Ancestry and duplicate visits were already handled by collect_steps. Reuse its
         // order instead of walking the graph again; the same IDs are used for cleanup.
@@ -172,6 +184,9 @@ impl AutodiffServer {
                         #[cfg(feature = "std")]
                         {
                             *n_required_map.entry(p.id).or_insert(0) += 1;
+                            if p.is_leaf {
+                                *leaf_contributions.entry(p.id).or_insert(0) += 1;
+                            }
                         }
                         p.id
                     })
@@ -197,6 +212,8 @@ impl AutodiffServer {
             checkpointer,
             #[cfg(feature = "std")]
             distributed,
+            #[cfg(feature = "std")]
+            leaf_contributions,
         }
     }
 
