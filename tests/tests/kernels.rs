@@ -450,3 +450,72 @@ fn large_random_tensors_repeat_under_a_seed_and_follow_their_distribution() {
         "uniform: {mean}, {std}"
     );
 }
+
+/// A table read twice, as a tied embedding is (looked up at the input, and a linear head over
+/// it): `loss = Σ emb(W, ids) ⊙ A + Σ (H · Wᵀ) ⊙ B`, with repeated ids. Its gradient
+/// `dW = scatter_add(A at ids) + Bᵀ · H` must hold whichever part is registered first (the
+/// optimizer step inside the backward pass updates such a table only when both have been added;
+/// an in-place sum of the two was tried and dropped, BENCHMARKS.md 2026-12-06). Against an f64
+/// sum computed here.
+#[test]
+fn a_tied_tables_gradient_sums_both_reads_in_either_order() {
+    use normtune_core::burn::tensor::Int;
+    use normtune_core::burn::tensor::module::embedding;
+    let (vocab, d, rows, seq, heads) = (37, 12, 3, 7, 5);
+    let w = lcg(vocab * d, 11);
+    let a = lcg(rows * seq * d, 12);
+    let h = lcg(heads * d, 13);
+    let b = lcg(heads * vocab, 14);
+    // Ids with repeats (each of 0..5 several times) and the last row of the table.
+    let ids: Vec<i64> = (0..rows * seq)
+        .map(|i| {
+            if i % 4 == 3 {
+                vocab as i64 - 1
+            } else {
+                (i % 5) as i64
+            }
+        })
+        .collect();
+    // The f64 reference.
+    let mut expected = vec![0f64; vocab * d];
+    for (r, &id) in ids.iter().enumerate() {
+        for j in 0..d {
+            expected[id as usize * d + j] += a[r * d + j] as f64;
+        }
+    }
+    for v in 0..vocab {
+        for j in 0..d {
+            for i in 0..heads {
+                expected[v * d + j] += b[i * vocab + v] as f64 * h[i * d + j] as f64;
+            }
+        }
+    }
+    for head_first in [true, false] {
+        let dev = device();
+        let wt =
+            Tensor::<2>::from_data(TensorData::new(w.clone(), [vocab, d]), &dev).require_grad();
+        let at = Tensor::<3>::from_data(TensorData::new(a.clone(), [rows, seq, d]), &dev);
+        let ht = Tensor::<2>::from_data(TensorData::new(h.clone(), [heads, d]), &dev);
+        let bt = Tensor::<2>::from_data(TensorData::new(b.clone(), [heads, vocab]), &dev);
+        let idt = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [rows, seq]), &dev);
+        // Both reads are at the same depth of the graph, and burn runs steps of equal depth in
+        // the order its traversal from the loss reached them: the sum's right operand first.
+        let lookup = || (embedding(wt.clone(), idt.clone()) * at.clone()).sum();
+        let head = || (ht.clone().matmul(wt.clone().transpose()) * bt.clone()).sum();
+        let loss = if head_first {
+            let l = lookup();
+            l + head()
+        } else {
+            let hd = head();
+            lookup() + hd
+        };
+        let grads = loss.backward();
+        let (_, got) = values(wt.grad(&grads).unwrap());
+        for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+            assert!(
+                ((g as f64) - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                "head first {head_first}: dW[{i}] = {g}, expected {e}"
+            );
+        }
+    }
+}

@@ -63,7 +63,8 @@ pub(super) fn applies(model: &Model) -> bool {
 
 /// One optimizer step at `lr` with the backward pass of `loss`: each trainable parameter of
 /// `model` is updated by `optim` as soon as its gradient is final. Returns the updated model and
-/// how many parameters were updated only after the pass (their gradient not seen final).
+/// how many parameters were updated only after the pass (a gradient the hook did not see
+/// complete).
 pub(super) fn step(
     model: Model,
     optim: &mut ModuleOptimizer,
@@ -107,10 +108,11 @@ pub(super) fn step(
     // `grads`, as after a plain backward pass; parameters without a gradient stay as they were.
     let mut grads = grads;
     let left: Vec<_> = s.slots.drain().map(|(_, slot)| slot).collect();
-    let late = left.len();
+    let mut late = 0;
     let lr = s.lr;
     for slot in left {
         let grad = (slot.take_grad)(&mut grads, &slot.tensor);
+        late += usize::from(grad.is_some());
         let out = (slot.update)(&mut s.optim, lr, slot.id, slot.tensor, grad);
         s.done.insert(slot.id, out);
     }
