@@ -184,9 +184,9 @@ pub struct Trainer {
     /// pass (the default; same results, less memory).
     in_backward: bool,
     /// Parameters the last such step updated only after the pass (their gradient's last part
-    /// not seen; for the tests).
+    /// not seen; for the tests); `None` before the first such step.
     #[cfg_attr(not(test), allow(dead_code))]
-    updated_late: usize,
+    updated_late: Option<usize>,
 }
 
 impl Trainer {
@@ -221,7 +221,7 @@ impl Trainer {
             plan: None,
             cursor: Cursor::default(),
             in_backward: true,
-            updated_late: 0,
+            updated_late: None,
             order: None,
         })
     }
@@ -430,7 +430,7 @@ impl Trainer {
             let (model, late) =
                 super::in_backward::step(model, &mut self.optim, self.last_lr, loss);
             self.model = Some(model);
-            self.updated_late = late;
+            self.updated_late = Some(late);
             self.step += 1;
             return Ok(Event {
                 step: self.step,
@@ -696,6 +696,32 @@ mod tests {
         c.1
     }
 
+    /// In the test process: runs the test `name` again alone in a child process (the flex
+    /// device's one RNG is shared by the tests of a binary running beside each other), asserts
+    /// it passed there, and returns true. In that child: returns false, so the test runs.
+    fn ran_alone_in_a_child(name: &str) -> bool {
+        const ALONE: &str = "NORMTUNE_TEST_ALONE";
+        if std::env::var_os(ALONE).is_some() {
+            return false;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                &format!("train::trainer::tests::{name}"),
+                "--test-threads=1",
+            ])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "the test alone in a child process failed:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        true
+    }
+
     /// Every trainable parameter's bits, in parameter order.
     fn param_bits(model: &Model) -> Vec<Vec<u32>> {
         struct Collect(Vec<Vec<u32>>);
@@ -715,29 +741,13 @@ mod tests {
 
     /// The optimizer step inside the backward pass gives the plain step's results bit for bit
     /// (losses, and every trainable parameter after three steps, which also reads the AdamW
-    /// moments of the first two, with the default clipping and weight decay) for full fine-tuning, LoRA with dropout and LN tuning,
-    /// and every parameter's gradient is seen final inside the pass (none is left for after
-    /// it). Run alone in a child process, as the test below, since dropout draws from the
-    /// process's one flex RNG.
+    /// moments of the first two, with the default clipping and weight decay) for full
+    /// fine-tuning, LoRA with dropout and LN tuning, and every parameter's gradient is seen
+    /// final inside the pass (none is left for after it). Run alone in a child process, as the
+    /// test below, since dropout draws from the process's one flex RNG.
     #[test]
     fn optimizer_in_backward_equals_the_plain_step() {
-        const ALONE: &str = "NORMTUNE_TEST_ALONE";
-        if std::env::var_os(ALONE).is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "train::trainer::tests::optimizer_in_backward_equals_the_plain_step",
-                    "--test-threads=1",
-                ])
-                .env(ALONE, "1")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && text.contains("1 passed"),
-                "the test alone in a child process failed:\n{text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if ran_alone_in_a_child("optimizer_in_backward_equals_the_plain_step") {
             return;
         }
         let cfg = BlipConfig::tiny(64);
@@ -782,9 +792,10 @@ mod tests {
                     let event = pollster::block_on(trainer.step(&batch)).unwrap();
                     assert!(event.applied);
                     losses.push(event.loss.to_bits());
-                    if in_backward {
-                        assert_eq!(trainer.updated_late, 0, "{method}");
-                    }
+                    // The step ran inside the backward pass (or not), and every gradient was
+                    // seen complete there.
+                    let expected = in_backward.then_some(0);
+                    assert_eq!(trainer.updated_late, expected, "{method}");
                 }
                 (losses, param_bits(trainer.model()))
             };
@@ -809,23 +820,7 @@ mod tests {
     /// test runs itself again, alone, in a child process, and passes when the child passes.
     #[test]
     fn concurrent_replicas_equal_replicas_in_turn() {
-        const ALONE: &str = "NORMTUNE_TEST_ALONE";
-        if std::env::var_os(ALONE).is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "train::trainer::tests::concurrent_replicas_equal_replicas_in_turn",
-                    "--test-threads=1",
-                ])
-                .env(ALONE, "1")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && text.contains("1 passed"),
-                "the test alone in a child process failed:\n{text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if ran_alone_in_a_child("concurrent_replicas_equal_replicas_in_turn") {
             return;
         }
         let device = Device::flex().autodiff();
