@@ -722,6 +722,33 @@ mod tests {
         true
     }
 
+    /// A VQA batch for `BlipConfig::tiny(64)`: random images, ids in 2..62 from a fixed sequence.
+    fn tiny_batch(
+        rows: usize,
+        question: usize,
+        answer: usize,
+        size: usize,
+        device: &Device,
+    ) -> Batch {
+        let ids = |len: usize, salt: i64| {
+            let v: Vec<i64> = (0..rows * len)
+                .map(|i| 2 + (i as i64 * 7 + salt) % 60)
+                .collect();
+            Tensor::<2, Int>::from_data(TensorData::new(v, [rows, len]), device)
+        };
+        Batch::Vqa {
+            pixels: Tensor::random(
+                [rows, 3, size, size],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            ),
+            question_ids: ids(question, 1),
+            question_mask: Tensor::ones([rows, question], device),
+            answer_ids: ids(answer, 5),
+            answer_mask: Tensor::ones([rows, answer], device),
+        }
+    }
+
     /// Every trainable parameter's bits, in parameter order.
     fn param_bits(model: &Model) -> Vec<Vec<u32>> {
         struct Collect(Vec<Vec<u32>>);
@@ -761,24 +788,7 @@ mod tests {
                     crate::peft::apply(model, &crate::peft::PeftConfig::parse(method).unwrap())
                         .unwrap();
                 assert!(crate::train::in_backward::applies(&model), "{method}");
-                let rows = 3;
-                let ids = |len: usize, salt: i64| {
-                    let v: Vec<i64> = (0..rows * len)
-                        .map(|i| 2 + (i as i64 * 7 + salt) % 60)
-                        .collect();
-                    Tensor::<2, Int>::from_data(TensorData::new(v, [rows, len]), &device)
-                };
-                let batch = Batch::Vqa {
-                    pixels: Tensor::random(
-                        [rows, 3, size, size],
-                        Distribution::Normal(0.0, 1.0),
-                        &device,
-                    ),
-                    question_ids: ids(9, 1),
-                    question_mask: Tensor::ones([rows, 9], &device),
-                    answer_ids: ids(5, 5),
-                    answer_mask: Tensor::ones([rows, 5], &device),
-                };
+                let batch = tiny_batch(3, 9, 5, size, &device);
                 let cfg = TrainConfig {
                     lr: 3e-2,
                     warmup_steps: 1,
@@ -834,23 +844,7 @@ mod tests {
         let size = BlipConfig::tiny(64).vision_config.image_size;
         // Enough rows that the two forward passes would overlap if they did not take turns.
         let rows = 32;
-        let ids = |rows: usize, len: usize, salt: i64| {
-            let v: Vec<i64> = (0..rows * len)
-                .map(|i| 2 + (i as i64 * 7 + salt) % 60)
-                .collect();
-            Tensor::<2, Int>::from_data(TensorData::new(v, [rows, len]), &device)
-        };
-        let batch = Batch::Vqa {
-            pixels: Tensor::random(
-                [rows, 3, size, size],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            ),
-            question_ids: ids(rows, 12, 1),
-            question_mask: Tensor::ones([rows, 12], &device),
-            answer_ids: ids(rows, 6, 5),
-            answer_mask: Tensor::ones([rows, 6], &device),
-        };
+        let batch = tiny_batch(rows, 12, 6, size, &device);
         let shards = pollster::block_on(batch.shards(2)).unwrap();
         let replicas = || -> Vec<Replica> {
             shards
