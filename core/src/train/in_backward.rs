@@ -100,29 +100,39 @@ pub(super) fn step(
             s.done.insert(slot.id, out);
         }
     });
-    let grads = with_final_gradient_hook(hook, || loss.backward());
-    let mut s = state
-        .lock()
-        .expect("no panic while holding the step's state");
-    // Gradients whose count the hook did not see complete (none in the models tested) are in
-    // `grads`, as after a plain backward pass; parameters without a gradient stay as they were.
-    let mut grads = grads;
-    let left: Vec<_> = s.slots.drain().map(|(_, slot)| slot).collect();
-    let mut late = 0;
-    let lr = s.lr;
-    for slot in left {
-        let grad = (slot.take_grad)(&mut grads, &slot.tensor);
-        late += usize::from(grad.is_some());
-        let out = (slot.update)(&mut s.optim, lr, slot.id, slot.tensor, grad);
-        s.done.insert(slot.id, out);
-    }
+    let mut grads = with_final_gradient_hook(hook, || loss.backward());
+    // The hook (and its share of the state) lives in the gradients until they are dropped; a
+    // gradient the hook did not see complete (none in the models tested) is still there, as
+    // after a plain backward pass. Parameters without a gradient stay as they were.
+    let left = {
+        let mut s = state
+            .lock()
+            .expect("no panic while holding the step's state");
+        std::mem::take(&mut s.slots)
+    };
+    let late_grads: Vec<_> = left
+        .into_values()
+        .map(|slot| ((slot.take_grad)(&mut grads, &slot.tensor), slot))
+        .collect();
     drop(grads);
-    *optim = std::mem::replace(
-        &mut s.optim,
-        ModuleOptimizer::from(super::adamw::FusedAdamW::new(0.0)),
-    );
-    let done = std::mem::take(&mut s.done);
-    drop(s);
+    let State {
+        optim: mut returned,
+        mut done,
+        lr,
+        ..
+    } = Arc::into_inner(state)
+        .expect("the hook is dropped with the gradients")
+        .into_inner()
+        .expect("no panic while holding the step's state");
+    let mut late = 0;
+    for (grad, slot) in late_grads {
+        late += usize::from(grad.is_some());
+        done.insert(
+            slot.id,
+            (slot.update)(&mut returned, lr, slot.id, slot.tensor, grad),
+        );
+    }
+    *optim = returned;
     (model.map(&mut PutBack(done)), late)
 }
 

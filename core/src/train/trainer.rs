@@ -425,13 +425,13 @@ impl Trainer {
         {
             // The optimizer step inside the backward pass: the same update, without holding
             // every gradient at once (`in_backward`).
-            self.last_lr = self.schedule.lr_at(self.step);
-            let model = self.model.take().expect("the model is there between steps");
-            let (model, late) =
-                super::in_backward::step(model, &mut self.optim, self.last_lr, loss);
-            self.model = Some(model);
+            let mut late = 0;
+            self.optimizer_step(|optim, lr, model| {
+                let (model, n) = super::in_backward::step(model, optim, lr, loss);
+                late = n;
+                model
+            });
             self.updated_late = Some(late);
-            self.step += 1;
             return Ok(Event {
                 step: self.step,
                 loss: value,
@@ -471,16 +471,11 @@ impl Trainer {
     /// `grad_accum` of them have been seen.
     fn end_micro_batch(&mut self, loss: f32) -> Event {
         self.micro += 1;
-        let mut applied = false;
-        if self.micro == self.cfg.grad_accum {
-            self.last_lr = self.schedule.lr_at(self.step);
-            // The model is moved, not cloned, into the step: a parameter held twice would be
-            // copied before the CPU AdamW could update it in place.
-            let model = self.model.take().expect("the model is there between steps");
-            self.model = Some(self.optim.step(self.last_lr, model, self.accum.grads()));
-            self.step += 1;
+        let applied = self.micro == self.cfg.grad_accum;
+        if applied {
+            let grads = self.accum.grads();
+            self.optimizer_step(|optim, lr, model| optim.step(lr, model, grads));
             self.micro = 0;
-            applied = true;
         }
         Event {
             step: self.step,
@@ -488,6 +483,16 @@ impl Trainer {
             lr: self.last_lr,
             applied,
         }
+    }
+
+    /// One optimizer step at the schedule's learning rate: `update` maps the model with the
+    /// optimizer. The model is moved, not cloned, into it: a parameter held twice would be
+    /// copied before the CPU AdamW could update it in place.
+    fn optimizer_step(&mut self, update: impl FnOnce(&mut ModuleOptimizer, f64, Model) -> Model) {
+        self.last_lr = self.schedule.lr_at(self.step);
+        let model = self.model.take().expect("the model is there between steps");
+        self.model = Some(update(&mut self.optim, self.last_lr, model));
+        self.step += 1;
     }
 
     /// As [`Self::step`], data-parallel over `devices` (autodiff devices; the first is the

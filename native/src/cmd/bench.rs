@@ -72,7 +72,7 @@ fn flush_denormals() -> bool {
 /// `NORMTUNE_OPTIMIZER_IN_BACKWARD=0` holds every gradient to the end of the pass instead, to
 /// measure the two in one binary (BENCHMARKS.md).
 fn optimizer_in_backward() -> bool {
-    std::env::var("NORMTUNE_OPTIMIZER_IN_BACKWARD").map_or(true, |v| v != "0")
+    std::env::var("NORMTUNE_OPTIMIZER_IN_BACKWARD").as_deref() != Ok("0")
 }
 
 /// Median, min and max of `v` (NaN for none, as with `--answers 0`).
@@ -157,7 +157,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, tcfg)?;
-    trainer.set_optimizer_in_backward(optimizer_in_backward());
+    let in_backward = optimizer_in_backward();
+    trainer.set_optimizer_in_backward(in_backward);
     if !a.json {
         eprintln!(
             "{name}: {} | batch {b} | {} warm-up + {} timed steps | {} | denormals {}",
@@ -234,7 +235,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "samples_per_s": b as f64 / (step_med / 1e3),
         "answer_tokens": a.answer_tokens,
         "answer_ms_median": answer_med,
-        "answers_merged": merged, "optimizer_in_backward": optimizer_in_backward(),
+        "answers_merged": merged, "optimizer_in_backward": in_backward,
         "peak_rss_mb": peak_rss_mb(),
         "train_peak_rss_mb": train_rss,
         "trainable_params": report.trainable_params,
@@ -323,7 +324,8 @@ fn run_llava(
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, tcfg)?;
-    trainer.set_optimizer_in_backward(optimizer_in_backward());
+    let in_backward = optimizer_in_backward();
+    trainer.set_optimizer_in_backward(in_backward);
     if !a.json {
         eprintln!(
             "{name}: {} | batch {b} | {} warm-up + {} timed steps | {reason} | denormals {}",
@@ -369,7 +371,7 @@ fn run_llava(
         "denormals_flushed": flushed, "step_ms_median": step_med, "step_ms_min": step_min,
         "step_ms_max": step_max, "step_ms": times,
         "samples_per_s": b as f64 / (step_med / 1e3), "answer_tokens": a.answer_tokens,
-        "answer_ms_median": answer_med, "answers_merged": merged, "optimizer_in_backward": optimizer_in_backward(), "peak_rss_mb": peak_rss_mb(),
+        "answer_ms_median": answer_med, "answers_merged": merged, "optimizer_in_backward": in_backward, "peak_rss_mb": peak_rss_mb(),
         "train_peak_rss_mb": train_rss, "trainable_params": report.trainable_params,
         "total_params": report.total_params, "first_loss": losses.first(),
         "last_loss": losses.last(),
@@ -447,32 +449,28 @@ fn matmul_peak(
     } = shape;
     let normal = Distribution::Normal(0.0, 1.0);
     // Batch 1: the 2-D product a linear layer runs; more: a batched 3-D product (attention's).
-    let two_d = (batch == 1).then(|| {
+    // Either way the product and its sum (so an asynchronous device finishes the whole product).
+    let product: Box<dyn Fn() -> Tensor<1>> = if batch == 1 {
         let x = Tensor::<2>::random([m, k], normal, device);
         let y = if transposed {
             Tensor::<2>::random([n, k], normal, device).transpose()
         } else {
             Tensor::<2>::random([k, n], normal, device)
         };
-        (x, y)
-    });
-    let three_d = (batch > 1).then(|| {
+        Box::new(move || x.clone().matmul(y.clone()).sum())
+    } else {
         let x = Tensor::<3>::random([batch, m, k], normal, device);
         let y = if transposed {
             Tensor::<3>::random([batch, n, k], normal, device).swap_dims(1, 2)
         } else {
             Tensor::<3>::random([batch, k, n], normal, device)
         };
-        (x, y)
-    });
+        Box::new(move || x.clone().matmul(y.clone()).sum())
+    };
     let mut times = Vec::with_capacity(steps);
     for i in 0..warmup + steps {
         let t = Instant::now();
-        let z = match (&two_d, &three_d) {
-            (Some((x, y)), _) => x.clone().matmul(y.clone()).sum(),
-            (_, Some((x, y))) => x.clone().matmul(y.clone()).sum(),
-            _ => unreachable!("one of the two is built"),
-        };
+        let z = product();
         // Wait for the whole product: reading back one element of it did not (on the H200 over
         // Vulkan, with fusion, it reported 2 PFLOP/s for f32).
         let _ = z.into_data();
