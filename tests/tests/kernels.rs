@@ -454,9 +454,11 @@ fn large_random_tensors_repeat_under_a_seed_and_follow_their_distribution() {
 /// A table read twice, as a tied embedding is (looked up at the input, and a linear head over
 /// it): `loss = Σ emb(W, ids) ⊙ A + Σ (H · Wᵀ) ⊙ B`, with repeated ids. Its gradient
 /// `dW = scatter_add(A at ids) + Bᵀ · H` must hold whichever part is registered first (the
-/// optimizer step inside the backward pass updates such a table only when both have been added;
-/// an in-place sum of the two was tried and dropped, BENCHMARKS.md 2026-12-06). Against an f64
-/// sum computed here.
+/// optimizer step inside the backward pass updates such a table only when both have been added),
+/// and whichever layout the head's part has: `H · Wᵀ` leaves it a transposed view, `(W · Hᵀ)ᵀ`
+/// (the LLaMA head of a trained table) a contiguous `[vocab, d]` tensor, into which the
+/// embedding's backward adds its rows in place when it runs second (burn-autodiff's third
+/// patch). Against an f64 sum computed here.
 #[test]
 fn a_tied_tables_gradient_sums_both_reads_in_either_order() {
     use normtune_core::burn::tensor::Int;
@@ -490,7 +492,9 @@ fn a_tied_tables_gradient_sums_both_reads_in_either_order() {
             }
         }
     }
-    for head_first in [true, false] {
+    for (head_first, contiguous_head) in
+        [(true, false), (false, false), (true, true), (false, true)]
+    {
         let dev = device();
         let wt =
             Tensor::<2>::from_data(TensorData::new(w.clone(), [vocab, d]), &dev).require_grad();
@@ -501,7 +505,14 @@ fn a_tied_tables_gradient_sums_both_reads_in_either_order() {
         // Both reads are at the same depth of the graph, and burn runs steps of equal depth in
         // the order its traversal from the loss reached them: the sum's right operand first.
         let lookup = || (embedding(wt.clone(), idt.clone()) * at.clone()).sum();
-        let head = || (ht.clone().matmul(wt.clone().transpose()) * bt.clone()).sum();
+        let head = || {
+            let logits = if contiguous_head {
+                wt.clone().matmul(ht.clone().transpose()).transpose()
+            } else {
+                ht.clone().matmul(wt.clone().transpose())
+            };
+            (logits * bt.clone()).sum()
+        };
         let loss = if head_first {
             let l = lookup();
             l + head()
@@ -514,7 +525,7 @@ fn a_tied_tables_gradient_sums_both_reads_in_either_order() {
         for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
             assert!(
                 ((g as f64) - e).abs() <= 1e-5 * (1.0 + e.abs()),
-                "head first {head_first}: dW[{i}] = {g}, expected {e}"
+                "head first {head_first}, contiguous {contiguous_head}: dW[{i}] = {g}, expected {e}"
             );
         }
     }

@@ -283,7 +283,16 @@ impl LlamaForCausalLM {
                 let w = self.model.embed_tokens.weight.val();
                 let [b, l, d] = h.dims();
                 let h2 = h.reshape([b * l, d]);
-                let logits = if w.dtype() == h2.dtype() {
+                let logits = if w.is_require_grad() && w.dtype() == h2.dtype() {
+                    // A trained table: the product as `(table · hᵀ)ᵀ`, so that its backward
+                    // computes the table's gradient as `dlogitsᵀ · h`, a contiguous
+                    // `[vocab, hidden]` tensor, rather than a transposed view of
+                    // `hᵀ · dlogits`. The embedding's rows are then added into it in place
+                    // (`core/vendor/burn-autodiff`, third patch) and AdamW reads it without a
+                    // contiguous copy: one table-sized gradient instead of two (BENCHMARKS.md,
+                    // 2026-12-06). Costs one copy of the logits (the reshape below).
+                    w.matmul(h2.transpose()).transpose()
+                } else if w.dtype() == h2.dtype() {
                     h2.matmul(w.transpose())
                 } else {
                     // Tied to a half-precision table: the product in its dtype (see

@@ -186,6 +186,14 @@ impl Gradients {
         }
     }
 
+    /// normtune (third patch): takes the gradient registered so far for `node_id` out of the
+    /// container, so an op can add its part into it in place and register the sum.
+    pub(crate) fn take<B: Backend>(&mut self, node_id: NodeId) -> Option<FloatTensor<B>> {
+        self.container
+            .remove::<TensorPrimitive<B>>(&node_id.value)
+            .map(|t| t.tensor())
+    }
+
     /// Installs the final-gradient hook with each leaf's number of contributions.
     pub(crate) fn set_final_hook(
         &mut self,

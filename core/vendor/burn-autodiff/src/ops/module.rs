@@ -130,9 +130,36 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
             ) {
                 let (weights, indices) = ops.state;
 
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::embedding_backward(weights, grad, indices)
-                });
+                // normtune (third patch, NORMTUNE.md): when the table already has a gradient
+                // (a tied LM head's, whose backward ran first), the looked-up rows are added
+                // into it (`select_assign` with `Add`, in place where the backend can) instead
+                // of building a table-sized zero tensor, filling in the rows and adding the two
+                // tables: one table-sized gradient at a time instead of three.
+                let [parent] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(parent) = parent {
+                    let grad = match grads.take::<B>(parent.id) {
+                        Some(existing) => {
+                            let [batch, seq] = indices.shape().dims();
+                            let d_model = weights.shape().dims::<2>()[1];
+                            // The table itself is not needed: dropped now, so that an update of
+                            // it that the final gradient triggers (an optimizer step inside the
+                            // backward pass) finds it owned by nobody else and works in place.
+                            drop(weights);
+                            let indices = B::int_reshape(indices, Shape::new([batch * seq]));
+                            let rows = B::float_reshape(grad, Shape::new([batch * seq, d_model]));
+                            B::float_select_assign(
+                                existing,
+                                0,
+                                indices,
+                                rows,
+                                burn_backend::tensor::IndexingUpdateOp::Add,
+                            )
+                        }
+                        None => B::embedding_backward(weights, grad, indices),
+                    };
+                    grads.register::<B>(parent.id, grad);
+                }
             }
         }
 

@@ -1078,6 +1078,11 @@ where
         }
     }
 
+    // normtune: a strided tensor (a transposed view, say) is made contiguous once and then
+    // updated in place; upstream copied it twice (`to_contiguous`, then `to_vec` below).
+    if !tensor.layout().is_contiguous() {
+        tensor = tensor.into_contiguous();
+    }
     let in_place = tensor.is_unique() && tensor.layout().is_dense_unique_storage();
 
     if in_place {
