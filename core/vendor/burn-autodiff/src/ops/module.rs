@@ -3,7 +3,7 @@ use crate::checkpoint::base::Checkpointer;
 use crate::checkpoint::strategy::CheckpointStrategy;
 use crate::grads::Gradients;
 use crate::graph::NodeId;
-use crate::ops::{Backward, Ops, unary};
+use crate::ops::{Backward, Ops};
 use crate::tensor::AutodiffTensor;
 
 use burn_backend::TensorMetadata;
