@@ -500,14 +500,22 @@ fn a_tied_tables_gradient_sums_both_reads_in_either_order() {
             Tensor::<2>::from_data(TensorData::new(w.clone(), [vocab, d]), &dev).require_grad();
         let at = Tensor::<3>::from_data(TensorData::new(a.clone(), [rows, seq, d]), &dev);
         let ht = Tensor::<2>::from_data(TensorData::new(h.clone(), [heads, d]), &dev);
+        // `Hᵀ` as data of its own, so the product that reads the table is one step from it,
+        // as the lookup is (see below).
+        let h_t: Vec<f32> = (0..d * heads)
+            .map(|k| h[(k % heads) * d + k / heads])
+            .collect();
+        let htt = Tensor::<2>::from_data(TensorData::new(h_t, [d, heads]), &dev);
         let bt = Tensor::<2>::from_data(TensorData::new(b.clone(), [heads, vocab]), &dev);
         let idt = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [rows, seq]), &dev);
-        // Both reads are at the same depth of the graph, and burn runs steps of equal depth in
-        // the order its traversal from the loss reached them: the sum's right operand first.
+        // Both reads of the table are at the same depth of the graph (the lookup, and the
+        // transpose or the product that reads the table directly), and burn runs steps of
+        // equal depth in the order its traversal from the loss reached them: the sum's right
+        // operand first.
         let lookup = || (embedding(wt.clone(), idt.clone()) * at.clone()).sum();
         let head = || {
             let logits = if contiguous_head {
-                wt.clone().matmul(ht.clone().transpose()).transpose()
+                wt.clone().matmul(htt.clone()).transpose()
             } else {
                 ht.clone().matmul(wt.clone().transpose())
             };
