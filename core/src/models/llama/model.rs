@@ -32,15 +32,39 @@ pub struct LlamaAttention {
     pub lora_dropout: f64,
 }
 
-/// Repeats each key/value head `n` times: `[b, kv, l, d]` → `[b, kv·n, l, d]` (HF `repeat_kv`).
-fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
+/// Grouped-query attention without HF's `repeat_kv`: the `n` query heads that share a key/value
+/// head are stacked along the query axis (`[b, kv·n, l, d]` → `[b, kv, n·l, d]`, head `i` reads
+/// key/value head `i / n` as in `repeat_kv`), so one product per key/value head serves all `n`
+/// and the keys and values are never copied `n` times (nor their gradients summed back).
+///
+/// # Shapes
+/// - q: `[batch, kv·n, len, d]`; k, v: `[batch, kv, k_len, d]`;
+///   mask: additive, `[1 or batch, 1, 1 or len, k_len]` → `[batch, kv·n, len, d]`
+fn grouped_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<&Tensor<4>>,
+    n: usize,
+) -> Tensor<4> {
     if n == 1 {
-        return x;
+        return attention(q, k, v, mask);
     }
-    let [b, kv, l, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, n, l, d])
-        .reshape([b, kv * n, l, d])
+    let [b, h, l, d] = q.dims();
+    let kv = h / n;
+    let q = q.reshape([b, kv, n * l, d]);
+    let mask = mask.map(|m| {
+        let [mb, mh, ml, mk] = m.dims();
+        if ml == 1 {
+            m.clone()
+        } else {
+            m.clone()
+                .unsqueeze_dim::<5>(2)
+                .expand([mb, mh, n, ml, mk])
+                .reshape([mb, mh, n * ml, mk])
+        }
+    });
+    attention(q, k, v, mask.as_ref()).reshape([b, h, l, d])
 }
 
 /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the halves of the last axis,
@@ -90,8 +114,7 @@ impl LlamaAttention {
             None => (k, v),
         };
         let n = self.heads / self.kv_heads;
-        let (k, v) = (repeat_kv(k, n), repeat_kv(v, n));
-        let out = merge_heads(attention(q, k, v, mask));
+        let out = merge_heads(grouped_attention(q, k, v, mask, n));
         lora_linear(&self.o_proj, out, self.lora_dropout)
     }
 }
