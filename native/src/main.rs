@@ -18,6 +18,7 @@ static THREAD_PANIC: OnceLock<String> = OnceLock::new();
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     quiet_panics();
+    let _pool = join_a_pool();
     let cli = cli::Cli::parse();
     match cmd::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -30,6 +31,29 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Makes main thread 0 of a rayon pool of its own (`use_current_thread`, as the browser's CPU
+/// worker does, `app/src/threads.rs`), so that flex's and `gemm`'s parallel loops start from a
+/// worker of the pool they run on. The pool lives until main returns.
+///
+/// Outside any pool, every parallel op of a training step or a decoded token was injected into
+/// rayon's global pool: main woke a sleeping worker, slept on a latch until both workers
+/// finished, and was woken again, while between ops the idle workers spun and yielded beside
+/// it, three busy threads on two cores. From a thread of the pool the op is pushed on its own
+/// queue, main runs it, and only the other thread is woken to steal a half. On the 2-core
+/// machine a `tiny` LN-tuning run switches context ~5 K times instead of ~95 K, and its step
+/// takes 46 ms instead of 53–58 (BENCHMARKS.md, 2026-12-06, third session, which has the other
+/// shapes). Running the command inside the pool (`install`) measured the same, with a thread hop
+/// and panics to carry back to main.
+/// The pool's size follows rayon's (`RAYON_NUM_THREADS`, else one thread per core). Threads a
+/// command starts itself (data-parallel replicas) use rayon's global pool, as before.
+fn join_a_pool() -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .thread_name(|i| format!("normtune rayon thread {i}"))
+        .build()
+        .ok()
 }
 
 /// glibc's allocator keeps freed memory for reuse instead of handing it back to the kernel.

@@ -51,17 +51,22 @@ pub const PRESETS: [(&str, &str); 6] = [
     ),
 ];
 
-/// Sets the x86 flush-to-zero and denormals-are-zero bits for this thread and the threads it
-/// starts afterwards (Linux copies the FP control state to new threads).
+/// Sets the x86 flush-to-zero and denormals-are-zero bits for this thread, the other threads
+/// of the rayon pool it runs on (the command's, started before this), and the threads it starts
+/// afterwards (Linux copies the FP control state to new threads).
 fn flush_denormals() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        #[allow(deprecated)]
-        // SAFETY: only changes how this thread's SSE unit rounds subnormal results.
-        unsafe {
-            use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
-            _mm_setcsr(_mm_getcsr() | 0x8040);
-        }
+        let flush = || {
+            #[allow(deprecated)]
+            // SAFETY: only changes how this thread's SSE unit rounds subnormal results.
+            unsafe {
+                use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+                _mm_setcsr(_mm_getcsr() | 0x8040);
+            }
+        };
+        flush();
+        rayon::broadcast(|_| flush());
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
