@@ -39,7 +39,7 @@ pub struct LlamaAttention {
 ///
 /// # Shapes
 /// - q: `[batch, kv·n, len, d]`; k, v: `[batch, kv, k_len, d]`;
-///   mask: additive, `[1 or batch, 1, 1 or len, k_len]` → `[batch, kv·n, len, d]`
+///   mask: additive, in the stacked rows' order ([`group_mask`]) → `[batch, kv·n, len, d]`
 fn grouped_attention(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -47,24 +47,26 @@ fn grouped_attention(
     mask: Option<&Tensor<4>>,
     n: usize,
 ) -> Tensor<4> {
-    if n == 1 {
-        return attention(q, k, v, mask);
-    }
     let [b, h, l, d] = q.dims();
-    let kv = h / n;
-    let q = q.reshape([b, kv, n * l, d]);
-    let mask = mask.map(|m| {
-        let [mb, mh, ml, mk] = m.dims();
-        if ml == 1 {
-            m.clone()
-        } else {
-            m.clone()
-                .unsqueeze_dim::<5>(2)
-                .expand([mb, mh, n, ml, mk])
-                .reshape([mb, mh, n * ml, mk])
-        }
-    });
-    attention(q, k, v, mask.as_ref()).reshape([b, h, l, d])
+    let q = q.reshape([b, h / n, n * l, d]);
+    attention(q, k, v, mask).reshape([b, h, l, d])
+}
+
+/// The additive mask `[1 or batch, 1, len, k_len]` repeated for the `n` query heads a
+/// key/value head serves, as [`grouped_attention`] stacks their rows:
+/// `[1 or batch, 1, n·len, k_len]` (a mask of one row, `[.., 1, 1, k_len]`, broadcasts as it
+/// is). Built once per forward pass and shared by every layer. Two other forms measured worse
+/// under gradient checkpointing (`tests/tests/memory_estimate.rs`, SmolLM2 shape): a copy per
+/// layer, which checkpointing keeps to recompute each sum (+47 MiB), and the scores seen as
+/// `[b, kv, n, len, k_len]` with the mask broadcast over `n` (+32 MiB).
+fn group_mask(mask: Tensor<4>, n: usize) -> Tensor<4> {
+    let [mb, mh, ml, mk] = mask.dims();
+    if ml == 1 || n == 1 {
+        return mask;
+    }
+    mask.unsqueeze_dim::<5>(2)
+        .expand([mb, mh, n, ml, mk])
+        .reshape([mb, mh, n * ml, mk])
 }
 
 /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the halves of the last axis,
@@ -82,7 +84,8 @@ fn rotate(x: Tensor<4>, cos: &Tensor<4>, sin_signed: &Tensor<4>) -> Tensor<4> {
 impl LlamaAttention {
     /// # Shapes
     /// - x: `[batch, len, hidden]`; cos/sin_signed: `[1, 1, len, head_dim]` ([`rotary`]);
-    ///   mask: additive, `[1 or batch, 1, len, past + len]` → `[batch, len, hidden]`
+    ///   mask: additive, `[1 or batch, 1, len, past + len]` repeated per query head of a group
+    ///   ([`group_mask`]) → `[batch, len, hidden]`
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -276,7 +279,8 @@ impl LlamaForCausalLM {
         if let Some(m) = mask01 {
             mask = mask + ((m.neg() + 1.0) * MASK_VALUE).reshape([b, 1, 1, past + len]);
         }
-        let mask = (len > 1 || b > 1).then_some(mask);
+        let n = attn.heads / attn.kv_heads;
+        let mask = (len > 1 || b > 1).then(|| group_mask(mask, n));
         for (i, layer) in self.model.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| {
                 if c.len() <= i {
