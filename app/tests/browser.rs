@@ -42,7 +42,7 @@ fn messages_and_files_cross_post_message_intact() {
 }
 
 /// Matrix products on the CPU backend against sums in f64, on shapes on both sides of gemm's
-/// WebAssembly microkernel tile (12 x 3 here: core/vendor/gemm-f32/NORMTUNE.md), with operands
+/// WebAssembly microkernel tile (8 x 4 here: core/vendor/gemm-f32/NORMTUNE.md), with operands
 /// contiguous and seen through a transpose, batched and not: every edge case of the tiling.
 #[wasm_bindgen_test]
 async fn cpu_matrix_products_match_f64_sums_across_the_kernel_tile() {
@@ -55,6 +55,10 @@ async fn cpu_matrix_products_match_f64_sums_across_the_kernel_tile() {
         (1, 1, 1, 1),
         (1, 1, 7, 5),
         (1, 5, 9, 1),
+        (1, 7, 8, 4),
+        (1, 8, 9, 5),
+        (1, 9, 10, 8),
+        (1, 17, 12, 3),
         (1, 11, 16, 2),
         (1, 12, 17, 3),
         (1, 13, 33, 4),

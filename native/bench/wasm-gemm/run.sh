@@ -1,6 +1,7 @@
 #!/bin/sh
 # Builds this crate for wasm32 twice, against upstream gemm-f32 0.19.0 (12 x 4 tile) and the
-# vendored copy (core/vendor/gemm-f32: 12 x 3), and times both in one headless Chromium page.
+# vendored copy (core/vendor/gemm-f32: 8 x 4, depth loop not unrolled), and times both in one
+# headless Chromium page.
 # Needs the browser suite's tools (tests/e2e's node_modules, Chromium). ~1 min warm.
 set -eu
 cd "$(dirname "$0")"
@@ -12,5 +13,5 @@ build() { # $1: out name, $2...: extra cargo args
   cp "$T/$name/wasm32-unknown-unknown/release/wasm_gemm_bench.wasm" "$T/$name.wasm"
 }
 build upstream-12x4
-build vendored-12x3 --config 'patch.crates-io.gemm-f32.path="../../../core/vendor/gemm-f32"'
-node time.mjs "$T/upstream-12x4.wasm" "$T/vendored-12x3.wasm"
+build vendored --config 'patch.crates-io.gemm-f32.path="../../../core/vendor/gemm-f32"'
+node time.mjs "$T/upstream-12x4.wasm" "$T/vendored.wasm"

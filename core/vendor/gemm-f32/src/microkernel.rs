@@ -534,27 +534,27 @@ pub mod simd128 {
             a * b + c
         }
 
-        // normtune: 12 x 3 (three 4-lane rows by three columns) instead of upstream's 12 x 4.
-        // 12 x 4 keeps 12 accumulators, 3 left-hand vectors and a broadcast live at once: 16
-        // v128 values, one more than V8 has registers for on x86-64 (16 xmm, one kept as
-        // scratch), so the loop spills. 12 x 3 needs 13. Measured in headless Chromium 156:
-        // 20-24 % more GFLOP/s on the demo model's product shapes (NORMTUNE.md).
-        microkernel!(["simd128"], 2, x1x1, 1, 1);
-        microkernel!(["simd128"], 2, x1x2, 1, 2);
-        microkernel!(["simd128"], 2, x1x3, 1, 3);
+        // normtune: 8 x 4 (two 4-lane rows by four columns), the depth loop not unrolled,
+        // instead of upstream's 12 x 4 unrolled twice. V8 has 15 xmm registers to give on
+        // x86-64 (one of 16 is its scratch). 12 x 4 needs 16 values live (12 accumulators, 3
+        // left-hand vectors, a broadcast), so its loop spills; unrolled twice, LLVM also loads
+        // the second step's operands before the first step's sums, which adds more. 8 x 4 with
+        // no unrolling keeps 11 live. Measured in headless Chromium 156 on the demo model's
+        // product shapes: 36-40 GFLOP/s against upstream's 19-23 and 30-32 for 12 x 3
+        // unrolled twice (the previous patch); 12 x 3 not unrolled, 26-28 (NORMTUNE.md).
+        microkernel!(["simd128"], 1, x1x1, 1, 1);
+        microkernel!(["simd128"], 1, x1x2, 1, 2);
+        microkernel!(["simd128"], 1, x1x3, 1, 3);
+        microkernel!(["simd128"], 1, x1x4, 1, 4);
 
-        microkernel!(["simd128"], 2, x2x1, 2, 1);
-        microkernel!(["simd128"], 2, x2x2, 2, 2);
-        microkernel!(["simd128"], 2, x2x3, 2, 3);
-
-        microkernel!(["simd128"], 2, x3x1, 3, 1);
-        microkernel!(["simd128"], 2, x3x2, 3, 2);
-        microkernel!(["simd128"], 2, x3x3, 3, 3);
+        microkernel!(["simd128"], 1, x2x1, 2, 1);
+        microkernel!(["simd128"], 1, x2x2, 2, 2);
+        microkernel!(["simd128"], 1, x2x3, 2, 3);
+        microkernel!(["simd128"], 1, x2x4, 2, 4);
 
         microkernel_fn_array! {
-            [x1x1, x1x2, x1x3,],
-            [x2x1, x2x2, x2x3,],
-            [x3x1, x3x2, x3x3,],
+            [x1x1, x1x2, x1x3, x1x4,],
+            [x2x1, x2x2, x2x3, x2x4,],
         }
 
         pub const H_M: usize = 0;
