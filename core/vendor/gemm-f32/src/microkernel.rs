@@ -540,7 +540,7 @@ pub mod simd128 {
         // left-hand vectors, a broadcast), so its loop spills; unrolled twice, LLVM also loads
         // the second step's operands before the first step's sums, which adds more. 8 x 4 with
         // no unrolling keeps 11 live. Measured in headless Chromium 156 on the demo model's
-        // product shapes: 36-40 GFLOP/s against upstream's 19-23 and 30-32 for 12 x 3
+        // product shapes: 36-40 GFLOP/s against upstream's 18-23 and 30-32 for 12 x 3
         // unrolled twice (the previous patch); 12 x 3 not unrolled, 26-28 (NORMTUNE.md).
         microkernel!(["simd128"], 1, x1x1, 1, 1);
         microkernel!(["simd128"], 1, x1x2, 1, 2);
