@@ -98,6 +98,21 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
 
     let (lhs, rhs) = relayout_for_gemm(lhs, rhs);
 
+    #[cfg(feature = "std")]
+    if trace_on() && lhs.dtype() == DType::F32 {
+        let desc = format!(
+            "{:?} {:?} {:?} {:?}",
+            lhs.layout().shape(),
+            lhs.layout().strides(),
+            rhs.layout().shape(),
+            rhs.layout().strides()
+        );
+        let t = std::time::Instant::now();
+        let out = matmul_gemm::<f32>(lhs, rhs);
+        eprintln!("MM {} {}", t.elapsed().as_nanos(), desc);
+        return out;
+    }
+
     match lhs.dtype() {
         DType::F32 => matmul_gemm::<f32>(lhs, rhs),
         DType::F64 => matmul_gemm::<f64>(lhs, rhs),
@@ -105,6 +120,15 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
         DType::BF16 => matmul_bf16(lhs, rhs),
         _ => panic!("matmul: unsupported dtype {:?}", lhs.dtype()),
     }
+}
+
+/// `NORMTUNE_FLEX_TRACE_MATMUL=1` writes one line to stderr per f32 product: `MM`, its
+/// nanoseconds, then the shapes and strides of both operands as `gemm` receives them (normtune
+/// diagnostic; `native/bench/matmul_trace.py` groups them per step).
+#[cfg(feature = "std")]
+fn trace_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NORMTUNE_FLEX_TRACE_MATMUL").is_ok_and(|v| v == "1"))
 }
 
 /// A row-major left operand copied column-major before `gemm` packs it (normtune patch).
