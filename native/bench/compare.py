@@ -91,6 +91,10 @@ def main():
     p.add_argument("--rounds", type=int, default=1,
                    help="runs of every row, the first side alternating (times: median of rounds)")
     p.add_argument("--out", help="also write the JSON lines here")
+    p.add_argument("--recompute-attention", action="store_true",
+                   help="normtune's side recomputes attention probabilities in the backward pass "
+                        "(train.recompute_attention); PyTorch's side is unchanged (HF's eager "
+                        "attention, or SDPA where the model uses it)")
     a = p.parse_args()
     def common(preset):
         llava = preset.startswith("llava")
@@ -105,7 +109,8 @@ def main():
     for preset in a.presets.split(","):
         for method in a.methods.split(","):
             cmds = {"normtune": [a.normtune, "bench", "--preset", preset, "--peft", method,
-                                 "--device", "cpu"] + common(preset),
+                                 "--device", "cpu"] + common(preset)
+                                + (["--recompute-attention"] if a.recompute_attention else []),
                     "PyTorch": [sys.executable, os.path.join(HERE, "reference", "bench_torch.py"),
                                 "--preset", preset, "--peft", method] + common(preset)}
             runs = {"normtune": [], "PyTorch": []}
@@ -129,7 +134,8 @@ def main():
 
     print(f"Machine: {cpu_name()}, {os.cpu_count()} logical cores; {rows[0][3]['device']}; "
           f"batch {a.batch}, {a.warmup} warm-up + {a.steps} timed steps, {a.rounds} round(s), "
-          f"denormals flushed on both sides.\n")
+          f"denormals flushed on both sides"
+          f"{'; normtune recomputes attention probabilities' if a.recompute_attention else ''}.\n")
     print("| shape | method | trainable | step ms normtune | step ms PyTorch | ratio | "
           "answer ms normtune | answer ms PyTorch | ratio | peak RSS MB normtune | "
           "peak RSS MB PyTorch | ratio |")

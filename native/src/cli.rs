@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// a run's `train.frozen_dtype`.
     #[arg(long)]
     pub frozen_dtype: Option<normtune_core::models::walk::FrozenDtype>,
+    /// Attention recomputes its probabilities in the backward pass instead of keeping them, as
+    /// a run's `train.recompute_attention`.
+    #[arg(long)]
+    pub recompute_attention: bool,
     /// Train data-parallel over this many replicas of the device (as a run's `devices`
     /// listing it N times): each step's batch is split among them and they run concurrently.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]

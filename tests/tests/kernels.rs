@@ -1,5 +1,6 @@
 //! The CPU kernels normtune patches into burn (core/vendor/burn-flex: vectorised GELU and exp;
-//! core/vendor/burn-autodiff: softmax, log-softmax and LayerNorm as single differentiable ops)
+//! core/vendor/burn-autodiff: softmax, log-softmax, LayerNorm and attention as single
+//! differentiable ops)
 //! against PyTorch's float64 values on the same f32 inputs (`fixtures/make_kernel_fixtures.py`):
 //! forward values and the gradients of `sum(f(x) * g)`. Matrix products in every operand
 //! layout (burn-flex copies some before `gemm` packs them) against an f64 product computed here;
@@ -200,6 +201,61 @@ fn layer_norm_and_its_gradients_match_pytorch() {
 }
 
 /// `n` values in [-1, 1) from a fixed linear congruential sequence.
+/// Attention with `train.recompute_attention` is one tracked op (patched burn-autodiff) that
+/// recomputes the probabilities in the backward pass: its values and gradients are PyTorch's
+/// (float64, HF's eager attention with an additive padding mask), and bit for bit those of the
+/// composite it replaces (which `attention` runs otherwise).
+#[test]
+fn attention_and_its_gradients_match_pytorch_and_the_composite() {
+    let run = |fused: bool| {
+        normtune_core::models::common::set_attention_recompute(fused);
+        let load = |name: &str| input::<4>(name);
+        let (q, k, v) = (
+            load("attn_q").require_grad(),
+            load("attn_k").require_grad(),
+            load("attn_v").require_grad(),
+        );
+        let mask = load("attn_mask");
+        let y = if fused {
+            normtune_core::models::common::attention(q.clone(), k.clone(), v.clone(), Some(&mask))
+        } else {
+            let scores = q.clone().matmul(k.clone().swap_dims(2, 3)) * (1.0 / 8f64.sqrt()) + mask;
+            softmax(scores, 3).matmul(v.clone())
+        };
+        let grads = (y.clone() * load("attn_g")).sum().backward();
+        let (dq, dk, dv) = (
+            q.grad(&grads).expect("q has a gradient"),
+            k.grad(&grads).expect("k has a gradient"),
+            v.grad(&grads).expect("v has a gradient"),
+        );
+        normtune_core::models::common::set_attention_recompute(false);
+        [y, dq, dk, dv]
+    };
+    let [y, dq, dk, dv] = run(true);
+    let tol = |_: usize, e: f32| 2e-6 * e.abs().max(1.0);
+    assert_each("attention", y.clone(), "attn_y", tol);
+    assert_each("attention dq", dq.clone(), "attn_dq", tol);
+    assert_each("attention dk", dk.clone(), "attn_dk", tol);
+    assert_each("attention dv", dv.clone(), "attn_dv", tol);
+    let dk_masked = values(dk.clone()).1;
+    assert!(
+        dk_masked[7 * 8..9 * 8].iter().all(|&g| g == 0.0),
+        "masked keys get no gradient"
+    );
+    for (what, fused, composite) in [y, dq, dk, dv]
+        .into_iter()
+        .zip(run(false))
+        .zip(["y", "dq", "dk", "dv"])
+        .map(|((a, b), w)| (w, a, b))
+    {
+        assert_eq!(
+            values(fused),
+            values(composite),
+            "{what}: fused against composite"
+        );
+    }
+}
+
 fn lcg(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)

@@ -5,7 +5,9 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, sigmoid, softmax, tanh};
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
+use core::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 /// The activation a HF config names in `hidden_act`.
@@ -67,14 +69,41 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// - q: `[batch, heads, q_len, head_dim]`, k and v: `[batch, heads, k_len, head_dim]`
 /// - mask: additive, broadcastable to `[batch, heads, q_len, k_len]` (0 = attend, large negative = not)
 /// - output: `[batch, heads, q_len, head_dim]`
+///
+/// With [`set_attention_recompute`] on (`train.recompute_attention`) and on an autodiff device
+/// this is burn's attention op, which normtune's patched burn-autodiff
+/// (`core/vendor/burn-autodiff`, NORMTUNE.md) records as one step that runs the same ops, keeps
+/// `q`, `k` and `v` and recomputes the probabilities in the backward pass: the same values and
+/// gradients, without keeping every layer's `[batch, heads, q_len, k_len]` probabilities until
+/// then, for one more `q kᵀ` and softmax per layer (BENCHMARKS.md, 2026-12-06, fifth session).
+/// Otherwise it is the ops below, which keep them, and inference never meets a backend's own
+/// attention kernel (flex's, cubecl's) that could change its results.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<4> {
     let head_dim = q.dims()[3];
+    if RECOMPUTE_ATTENTION.load(Ordering::Relaxed) && q.is_autodiff() {
+        let options = AttentionModuleOptions {
+            scale: Some(1.0 / (head_dim as f64).sqrt()),
+            softcap: None,
+            is_causal: false,
+        };
+        return burn::tensor::module::attention(q, k, v, None, mask.cloned(), options);
+    }
     let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
     let scores = match mask {
         Some(m) => scores + m.clone(),
         None => scores,
     };
     softmax(scores, 3).matmul(v)
+}
+
+static RECOMPUTE_ATTENTION: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`attention`] recomputes its probabilities in the backward pass instead of keeping
+/// them (`train.recompute_attention`; [`crate::train::Trainer::new`] sets it from its config).
+/// Process-wide: values and gradients are the same either way, only the memory a training
+/// step keeps and its time differ.
+pub fn set_attention_recompute(on: bool) {
+    RECOMPUTE_ATTENTION.store(on, Ordering::Relaxed);
 }
 
 /// The additive value used for masked positions (HF uses the dtype's minimum; any value whose

@@ -424,6 +424,7 @@ mod tests {
             "model",
             "question_templates",
             "gradient_checkpointing",
+            "recompute_attention",
             "frozen_dtype",
             "num_beams",
             "at_start",

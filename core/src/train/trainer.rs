@@ -45,6 +45,12 @@ pub struct TrainConfig {
     /// recomputed in the backward pass instead of kept): less activation memory for a little
     /// compute. Applied by [`super::Run`] when it makes the training device.
     pub gradient_checkpointing: bool,
+    /// Attention keeps `q`, `k` and `v` and recomputes its probabilities in the backward pass
+    /// instead of keeping every layer's `[batch, heads, q_len, k_len]` probabilities (like
+    /// PyTorch's memory-efficient SDPA backward): the same losses and gradients, less memory,
+    /// one more `q kᵀ` and softmax per layer. Set process-wide by [`Trainer::new`]
+    /// ([`crate::models::common::set_attention_recompute`]).
+    pub recompute_attention: bool,
     /// Store the frozen weights of a LLaVA model's language model in half precision (`"f16"` or
     /// `"bf16"`; see [`crate::peft::frozen`]): half their memory. Applied by [`super::Run`] after
     /// PEFT; `None` keeps everything in f32.
@@ -63,6 +69,7 @@ impl Default for TrainConfig {
             max_grad_norm: Some(1.0),
             label_smoothing: 0.1,
             gradient_checkpointing: false,
+            recompute_attention: false,
             frozen_dtype: None,
         }
     }
@@ -198,6 +205,7 @@ impl Trainer {
         if !(cfg.lr > 0.0) {
             return Err(Error::Input(format!("lr must be positive, got {}", cfg.lr)));
         }
+        crate::models::common::set_attention_recompute(cfg.recompute_attention);
         let mut optim =
             ModuleOptimizer::from(super::adamw::FusedAdamW::new(cfg.weight_decay as f32));
         if let Some(n) = cfg.max_grad_norm {

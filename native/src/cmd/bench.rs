@@ -159,6 +159,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         warmup_steps: 0,
         total_steps: a.warmup + a.steps,
         max_grad_norm: None,
+        recompute_attention: a.recompute_attention,
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, tcfg)?;
@@ -224,6 +225,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         "model": name,
         "weights": weights,
         "peft": a.peft,
+        "recompute_attention": a.recompute_attention,
         "device": chosen.reason,
         "batch": b,
         "replicas": a.replicas,
@@ -325,6 +327,7 @@ fn run_llava(
         warmup_steps: 0,
         total_steps: a.warmup + a.steps,
         max_grad_norm: None,
+        recompute_attention: a.recompute_attention,
         label_smoothing: 0.0,
         ..TrainConfig::default()
     };
@@ -370,7 +373,8 @@ fn run_llava(
     }
     let (answer_med, _, _) = stats(&answer_times);
     let v = json!({
-        "model": name, "weights": weights, "peft": a.peft, "frozen_dtype": a.frozen_dtype, "device": reason, "batch": b, "replicas": a.replicas,
+        "model": name, "weights": weights, "peft": a.peft, "frozen_dtype": a.frozen_dtype,
+        "recompute_attention": a.recompute_attention, "device": reason, "batch": b, "replicas": a.replicas,
         "image_size": side, "image_tokens": n, "question_len": a.question_len,
         "answer_len": a.answer_len, "warmup": a.warmup, "steps": a.steps,
         "denormals_flushed": flushed, "step_ms_median": step_med, "step_ms_min": step_min,

@@ -2153,7 +2153,118 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
         attn_bias: Option<FloatTensor<Autodiff<B, C>>>,
         options: AttentionModuleOptions,
     ) -> FloatTensor<Autodiff<B, C>> {
-        attention_fallback::<Self>(query, key, value, mask, attn_bias, options)
+        // normtune patch: attention with an additive bias (or none) as one tracked op that keeps
+        // its inputs and recomputes the probabilities in the backward pass, instead of keeping
+        // the `[batch, heads, q_len, k_len]` probabilities of every layer until then. The
+        // forward runs the same inner ops, in the same order, as the composite
+        // `softmax(q·kᵀ·scale + bias)·v` (burn's `softmax`, not `attention_fallback`'s
+        // NaN-safe one: the bias must be finite, as normtune's masks are), and the backward the
+        // same ops as that composite's recorded steps, so values and gradients are unchanged
+        // bit for bit; only what is kept between the passes is less. Anything else (a boolean
+        // mask, soft-capping, causal masking, a tracked bias, batch dimensions that broadcast)
+        // takes upstream's path.
+        let same_batch = {
+            let (q, k, v) = (
+                query.primitive.shape(),
+                key.primitive.shape(),
+                value.primitive.shape(),
+            );
+            q.num_dims() == 4 && q[0..2] == k[0..2] && k[0..2] == v[0..2]
+        };
+        if mask.is_some()
+            || options.softcap.is_some()
+            || options.is_causal
+            || !same_batch
+            || attn_bias.as_ref().is_some_and(|b| b.is_tracked())
+        {
+            return attention_fallback::<Self>(query, key, value, mask, attn_bias, options);
+        }
+        let head_dim = query.primitive.shape()[3];
+        let scale = burn_backend::Scalar::new(
+            options
+                .scale
+                .unwrap_or_else(|| 1.0 / (head_dim as f64).sqrt()),
+            &query.primitive.dtype(),
+        );
+        let bias = attn_bias.map(|b| b.primitive);
+
+        #[derive(Debug)]
+        struct Attention;
+
+        impl<B: Backend> Backward<B, 3> for Attention {
+            type State = (
+                NodeId,
+                NodeId,
+                NodeId,
+                Option<B::FloatTensorPrimitive>,
+                burn_backend::Scalar,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_q, node_k, node_v] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (q_state, k_state, v_state, bias, scale) = ops.state;
+                let q: B::FloatTensorPrimitive = checkpointer.retrieve_node_output(q_state);
+                let k: B::FloatTensorPrimitive = checkpointer.retrieve_node_output(k_state);
+                let v: B::FloatTensorPrimitive = checkpointer.retrieve_node_output(v_state);
+                let p = attention_probabilities::<B>(q.clone(), k.clone(), bias, scale);
+                // `p·v`'s steps: `dp = g·vᵀ`, `dv = pᵀ·g`.
+                if let Some(node) = node_v {
+                    let dv = B::float_matmul(B::float_transpose(p.clone()), grad.clone());
+                    grads.register::<B>(node.id, dv);
+                }
+                if node_q.is_none() && node_k.is_none() {
+                    return;
+                }
+                let dp = B::float_matmul(grad, B::float_transpose(v));
+                // softmax's step: `ds = p (dp - Σ dp p)`; the bias passes it on unchanged; the
+                // scale's step multiplies it by the scale.
+                let dot = B::float_sum_dim(B::float_mul(dp.clone(), p.clone()), 3);
+                let ds = B::float_mul(B::float_sub(dp, dot), p);
+                let ds = B::float_mul_scalar(ds, scale);
+                // `q·kᵀ`'s steps: `dq = ds·k`, `d(kᵀ) = qᵀ·ds`, then the swap's.
+                if let Some(node) = node_q {
+                    let kt = B::float_swap_dims(k, 2, 3);
+                    grads.register::<B>(
+                        node.id,
+                        B::float_matmul(ds.clone(), B::float_transpose(kt)),
+                    );
+                }
+                if let Some(node) = node_k {
+                    let dkt = B::float_matmul(B::float_transpose(q), ds);
+                    grads.register::<B>(node.id, B::float_swap_dims(dkt, 2, 3));
+                }
+            }
+        }
+
+        match Attention
+            .prepare::<C>([query.node(), key.node(), value.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let q_state = prep.checkpoint(&query);
+                let k_state = prep.checkpoint(&key);
+                let v_state = prep.checkpoint(&value);
+                let p = attention_probabilities::<B>(
+                    query.primitive,
+                    key.primitive,
+                    bias.clone(),
+                    scale,
+                );
+                let out = B::float_matmul(p, value.primitive);
+                prep.finish((q_state, k_state, v_state, bias, scale), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let p = attention_probabilities::<B>(query.primitive, key.primitive, bias, scale);
+                prep.finish(B::float_matmul(p, value.primitive))
+            }
+        }
     }
 
     fn ctc_loss(
@@ -2327,6 +2438,22 @@ impl<B: Backend> Backward<B, 1> for MaxPool2D {
 /// `dx = rstd (g gamma - mean(g gamma) - x̂ mean(g gamma x̂))`.
 /// Only the gradients asked for are computed (LayerNorm tuning needs `dx` through frozen
 /// LayerNorms and all three for the tuned ones).
+/// `softmax(q·kᵀ·scale + bias)` over the last axis, by the inner backend's ops in the order the
+/// composite records them (normtune patch; see `attention` above).
+fn attention_probabilities<B: Backend>(
+    q: B::FloatTensorPrimitive,
+    k: B::FloatTensorPrimitive,
+    bias: Option<B::FloatTensorPrimitive>,
+    scale: burn_backend::Scalar,
+) -> B::FloatTensorPrimitive {
+    let scores = B::float_mul_scalar(B::float_matmul(q, B::float_swap_dims(k, 2, 3)), scale);
+    let scores = match bias {
+        Some(bias) => B::float_add(scores, bias),
+        None => scores,
+    };
+    B::softmax(scores, 3)
+}
+
 fn layer_norm_backward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
