@@ -79,16 +79,16 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// Otherwise it is the ops below, which keep them, and inference never meets a backend's own
 /// attention kernel (flex's, cubecl's) that could change its results.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Tensor<4>>) -> Tensor<4> {
-    let head_dim = q.dims()[3];
+    let scale = 1.0 / (q.dims()[3] as f64).sqrt();
     if RECOMPUTE_ATTENTION.load(Ordering::Relaxed) && q.is_autodiff() {
         let options = AttentionModuleOptions {
-            scale: Some(1.0 / (head_dim as f64).sqrt()),
+            scale: Some(scale),
             softcap: None,
             is_causal: false,
         };
         return burn::tensor::module::attention(q, k, v, None, mask.cloned(), options);
     }
-    let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (head_dim as f64).sqrt());
+    let scores = q.matmul(k.swap_dims(2, 3)) * scale;
     let scores = match mask {
         Some(m) => scores + m.clone(),
         None => scores,
