@@ -349,6 +349,17 @@ mod tests {
         assert!(e.contains("cuda:N"), "{e}");
     }
 
+    /// burn's CUDA kernels are compiled as CUDA C++ by NVRTC. Upstream cubecl-cuda 0.11.3
+    /// defaults to its LLVM backend, which needs LLVM downloaded at build time and aborted at the
+    /// first kernel of a build without it (core/vendor/cubecl-cuda/NORMTUNE.md).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_kernels_are_compiled_by_nvrtc() {
+        use cubecl_cuda::compiler::{CudaBackend, CudaCompiler};
+        assert_eq!(CudaBackend::default(), CudaBackend::Cpp);
+        assert!(matches!(CudaCompiler::default(), CudaCompiler::Cpp(_)));
+    }
+
     /// Without a CUDA driver (CI, this build without the feature), an explicit `cuda` is an
     /// error naming what is missing, and `auto` falls through to wgpu or the CPU with the reason.
     #[cfg(all(feature = "flex", not(target_arch = "wasm32")))]
