@@ -19,8 +19,11 @@ dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 mkdir -p .gpu
 # burn's CUDA backend compiles its kernels with NVRTC at run time; cubecl's LLVM backend, whose
 # build script would download LLVM from GitHub, is left out (core/vendor/cubecl-cuda/NORMTUNE.md),
-# so this builds offline.
-cargo build -p normtune --features cuda --profile "$profile"
+# so this builds offline. `autotune-cache`: cubecl keeps its autotune results on disk (under
+# ./target/ on the device), so each row's process skips the tuning an earlier row's did on the
+# same backend; on 2026-12-04 start-up, shader compiles and autotuning took most of a BLIP-base
+# row's 131 s on wgpu (BENCHMARKS.md "GPU").
+cargo build -p normtune --features cuda,autotune-cache --profile "$profile"
 grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
 grep -qx '/.gl/' .git/info/exclude || echo /.gl/ >> .git/info/exclude
 strip -o .gpu/normtune "$CARGO_TARGET_DIR/$dir/normtune"

@@ -2,18 +2,18 @@
 """The GPU benchmark: `normtune bench` on burn's CUDA backend and on wgpu (Vulkan), and the
 PyTorch reference on CUDA, row by row on the same GPU, in one command, into one JSON file.
 
-On a machine with an NVIDIA GPU (see native/bench/gpu/README.md for packing the binary):
+On a machine with an NVIDIA GPU (pack.sh builds and packs the binary, device.sh runs this there):
 
     python3 native/bench/gpu/run.py --normtune .gpu/normtune --out gpu.json
 
 Here, without a GPU, the same script end to end on the CPU (small shapes, one step each; the
-sides become normtune on flex and PyTorch on the CPU), to check the plumbing before device time
-is spent:
+sides become normtune on cuda, which records its one-line error where there is no driver, normtune
+on flex and PyTorch on the CPU), to check the plumbing before device time is spent:
 
     python3 native/bench/gpu/run.py --dry-run --normtune $CARGO_TARGET_DIR/debug/normtune
 
 Rows (BENCHMARKS.md, issue 27): BLIP-base at 224 (LN, LoRA, full; batch 16), the `llava-smol`
-shape (LN; batch 8) and LLaVA-1.5-7B's shape (LN, frozen weights in bf16, random init, batch 1).
+shape (LN; batch 8) and LLaVA-1.5-7B's shape (LN, frozen weights in f16, random init, batch 1).
 Each configuration runs in its own process, the three sides one after another per row. Per run:
 steps/s, the answer latency (greedy, batch 1), and the GPU's peak memory as `nvidia-smi` sees it
 (memory.used sampled every 100 ms, less the idle reading before the run: the same measure for
@@ -177,7 +177,10 @@ def main():
     start = time.time()
     nt = os.path.abspath(a.normtune)
     if a.dry_run:
-        sides = [("normtune cpu", [nt, "bench", "--device", "cpu"])]
+        # cuda too: without a driver here its one-line error is recorded and the rows go on,
+        # as a failed side does on the device; with one, it runs the small shapes.
+        sides = [("normtune cuda", [nt, "bench", "--device", "cuda"]),
+                 ("normtune cpu", [nt, "bench", "--device", "cpu"])]
         try:
             subprocess.run([sys.executable, "-c", "import torch, transformers"], check=True,
                            capture_output=True)
