@@ -200,7 +200,6 @@ fn layer_norm_and_its_gradients_match_pytorch() {
     }
 }
 
-/// `n` values in [-1, 1) from a fixed linear congruential sequence.
 /// Attention with `train.recompute_attention` is one tracked op (patched burn-autodiff) that
 /// recomputes the probabilities in the backward pass: its values and gradients are PyTorch's
 /// (float64, HF's eager attention with an additive padding mask), and bit for bit those of the
@@ -251,6 +250,7 @@ fn attention_and_its_gradients_match_pytorch_and_the_composite() {
     }
 }
 
+/// `n` values in [-1, 1) from a fixed linear congruential sequence.
 fn lcg(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)

@@ -2432,12 +2432,6 @@ impl<B: Backend> Backward<B, 1> for MaxPool2D {
     }
 }
 
-/// normtune: the gradients of `y = (x - mean) * rstd * gamma + beta` over the last axis, with
-/// `rstd = 1 / sqrt(var + eps)` (biased variance), `x̂ = (x - mean) * rstd` and `g = dL/dy`:
-/// `dgamma = Σ_rows g x̂`, `dbeta = Σ_rows g`,
-/// `dx = rstd (g gamma - mean(g gamma) - x̂ mean(g gamma x̂))`.
-/// Only the gradients asked for are computed (LayerNorm tuning needs `dx` through frozen
-/// LayerNorms and all three for the tuned ones).
 /// `softmax(q·kᵀ·scale + bias)` over the last axis, by the inner backend's ops in the order the
 /// composite records them (normtune patch; see `attention` above).
 fn attention_probabilities<B: Backend>(
@@ -2454,6 +2448,12 @@ fn attention_probabilities<B: Backend>(
     B::softmax(scores, 3)
 }
 
+/// normtune: the gradients of `y = (x - mean) * rstd * gamma + beta` over the last axis, with
+/// `rstd = 1 / sqrt(var + eps)` (biased variance), `x̂ = (x - mean) * rstd` and `g = dL/dy`:
+/// `dgamma = Σ_rows g x̂`, `dbeta = Σ_rows g`,
+/// `dx = rstd (g gamma - mean(g gamma) - x̂ mean(g gamma x̂))`.
+/// Only the gradients asked for are computed (LayerNorm tuning needs `dx` through frozen
+/// LayerNorms and all three for the tuned ones).
 fn layer_norm_backward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
